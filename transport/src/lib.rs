@@ -1,0 +1,26 @@
+//! gRPC semantics over NATS.
+//!
+//! Nordlys speaks gRPC end to end: status codes with rich details, deadlines
+//! and metadata. Between the gateway and the daemons, calls travel either as
+//! direct gRPC or as NATS request-reply on the NATS micro protocol. This crate
+//! carries a `tonic::Request` across NATS and a `tonic::Status` back, so that
+//! handlers are written once, against tonic's types, and serve both.
+//!
+//! - [`metadata`]: grpc-timeout and the identity the gateway asserts
+//!   (`nordlys-organization`, `nordlys-member`, `nordlys-role`), read from and
+//!   written to tonic metadata.
+//! - [`status`]: `tonic::Status` <-> NATS micro error headers.
+//! - [`NatsChannel`]: the client side, one unary call per NATS request.
+//! - [`MicroService`]: the server side, a NATS micro service whose endpoints
+//!   run tonic-shaped handlers.
+
+pub mod metadata;
+mod nats;
+pub mod status;
+
+pub use metadata::{Identity, Role};
+pub use nats::client::NatsChannel;
+pub use nats::server::{unary, Handler, MicroService, MicroServiceBuilder};
+
+/// The catch-all error of start-up and plumbing code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

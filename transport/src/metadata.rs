@@ -1,0 +1,246 @@
+//! What travels beside a call: its deadline and the caller's identity.
+//!
+//! Both live in tonic metadata, so a handler reads them the same way whether
+//! the call came over gRPC or over NATS (where each metadata entry is a NATS
+//! header of the same name).
+
+use std::time::Duration;
+
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::Status;
+
+/// The gRPC deadline header, `grpc-timeout`.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The caller's organization, `organizations/{org}` (empty for operators).
+pub const ORGANIZATION: &str = "nordlys-organization";
+/// The member the caller acts as, `organizations/{org}/members/{principal}`.
+pub const MEMBER: &str = "nordlys-member";
+/// The caller's role (see [`Role`]).
+pub const ROLE: &str = "nordlys-role";
+/// The idempotency key of a create, when the caller gave one.
+pub const REQUEST_ID: &str = "nordlys-request-id";
+
+/// Encodes a timeout the way gRPC does: at most 8 digits and a unit.
+pub fn encode_timeout(timeout: Duration) -> String {
+    let nanos = timeout.as_nanos();
+    // Pick the finest unit whose value fits in 8 digits (gRPC spec).
+    const UNITS: [(u128, &str); 6] = [
+        (1, "n"),
+        (1_000, "u"),
+        (1_000_000, "m"),
+        (1_000_000_000, "S"),
+        (60_000_000_000, "M"),
+        (3_600_000_000_000, "H"),
+    ];
+    for (scale, unit) in UNITS {
+        let value = nanos.div_ceil(scale);
+        if value < 100_000_000 {
+            return format!("{value}{unit}");
+        }
+    }
+    "99999999H".to_string()
+}
+
+/// Decodes a `grpc-timeout` value; `None` when it is malformed.
+pub fn decode_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The timeout a call carries in its metadata, if any (and well formed).
+pub fn timeout_of(metadata: &MetadataMap) -> Option<Duration> {
+    metadata
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(decode_timeout)
+}
+
+/// Sets (or replaces) the `grpc-timeout` of a call.
+pub fn set_timeout(metadata: &mut MetadataMap, timeout: Duration) {
+    if let Ok(v) = AsciiMetadataValue::try_from(encode_timeout(timeout)) {
+        metadata.insert(GRPC_TIMEOUT, v);
+    }
+}
+
+/// A caller's role. Operators run the cloud; the others are roles in one
+/// organization, from most to least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The cloud operator: every organization, organizations and quotas.
+    Operator,
+    /// Everything in the organization, including making owners.
+    Owner,
+    /// Everything in the organization but making owners.
+    Admin,
+    /// Creates, changes and deletes the organization's resources.
+    Member,
+    /// Reads the organization's resources.
+    Viewer,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "operator" => Role::Operator,
+            "owner" => Role::Owner,
+            "admin" => Role::Admin,
+            "member" => Role::Member,
+            "viewer" => Role::Viewer,
+            _ => return None,
+        })
+    }
+
+    /// May create, change and delete resources.
+    pub fn can_write(self) -> bool {
+        self <= Role::Member
+    }
+
+    /// May manage members and API keys.
+    pub fn can_administer(self) -> bool {
+        self <= Role::Admin
+    }
+}
+
+/// Who a call is made for, as asserted by the gateway after authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `organizations/{org}`; empty for operators.
+    pub organization: String,
+    /// `organizations/{org}/members/{principal}`, or `operator`.
+    pub member: String,
+    /// The role.
+    pub role: Role,
+}
+
+impl Identity {
+    /// The operator identity.
+    pub fn operator() -> Identity {
+        Identity {
+            organization: String::new(),
+            member: "operator".to_string(),
+            role: Role::Operator,
+        }
+    }
+
+    /// Whether this caller may see resources of `organization`.
+    pub fn can_see(&self, organization: &str) -> bool {
+        self.role == Role::Operator || self.organization == organization
+    }
+
+    /// Writes the identity into call metadata.
+    pub fn write(&self, metadata: &mut MetadataMap) -> Result<(), Status> {
+        for (key, value) in [
+            (ORGANIZATION, self.organization.as_str()),
+            (MEMBER, self.member.as_str()),
+            (ROLE, self.role.as_str()),
+        ] {
+            let value = AsciiMetadataValue::try_from(value)
+                .map_err(|_| Status::internal("identity is not ASCII"))?;
+            metadata.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// Reads the identity the gateway asserted; UNAUTHENTICATED without one.
+    pub fn read(metadata: &MetadataMap) -> Result<Identity, Status> {
+        let get = |key| metadata.get(key).and_then(|v| v.to_str().ok());
+        let role = get(ROLE)
+            .and_then(Role::parse)
+            .ok_or_else(|| Status::unauthenticated("no caller identity on the call"))?;
+        let organization = get(ORGANIZATION).unwrap_or_default().to_string();
+        if role != Role::Operator && organization.is_empty() {
+            return Err(Status::unauthenticated(
+                "caller identity has no organization",
+            ));
+        }
+        Ok(Identity {
+            organization,
+            member: get(MEMBER).unwrap_or_default().to_string(),
+            role,
+        })
+    }
+}
+
+/// The request id of a call, if the caller gave one.
+pub fn request_id(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_round_trips() {
+        for d in [
+            Duration::from_nanos(1),
+            Duration::from_millis(250),
+            Duration::from_secs(30),
+            Duration::from_secs(7200),
+        ] {
+            let decoded = decode_timeout(&encode_timeout(d)).expect("decodes");
+            assert!(
+                decoded >= d && decoded - d < Duration::from_millis(1),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_timeouts_are_refused() {
+        for bad in ["", "5", "S", "123456789S", "-1S", "1x", "1.5S"] {
+            assert_eq!(decode_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_round_trips_through_metadata() {
+        let id = Identity {
+            organization: "organizations/acme".into(),
+            member: "organizations/acme/members/alice".into(),
+            role: Role::Admin,
+        };
+        let mut md = MetadataMap::new();
+        id.write(&mut md).expect("ascii");
+        assert_eq!(Identity::read(&md).expect("present"), id);
+        assert!(Identity::read(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered_by_power() {
+        assert!(Role::Owner.can_administer());
+        assert!(!Role::Member.can_administer());
+        assert!(Role::Member.can_write());
+        assert!(!Role::Viewer.can_write());
+    }
+}

@@ -1,0 +1,108 @@
+//! The client side: one unary gRPC-shaped call per NATS request.
+
+use std::time::Duration;
+
+use async_nats::client::{Request as NatsRequest, RequestErrorKind};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use prost::Message;
+use tonic::metadata::{KeyAndValueRef, MetadataMap};
+use tonic::{Request, Response, Status};
+
+use crate::metadata::{set_timeout, timeout_of};
+use crate::status;
+
+/// Sends unary calls as NATS requests. Cheap to clone.
+///
+/// The request's metadata becomes NATS headers (`grpc-timeout` included); the
+/// NATS request times out with the call's deadline, so a caller never waits
+/// longer than it asked to.
+#[derive(Debug, Clone)]
+pub struct NatsChannel {
+    client: async_nats::Client,
+    default_timeout: Duration,
+}
+
+impl NatsChannel {
+    /// Wraps a connected client; calls without a deadline get `default_timeout`.
+    pub fn new(client: async_nats::Client, default_timeout: Duration) -> NatsChannel {
+        NatsChannel {
+            client,
+            default_timeout,
+        }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Sends `request` to `subject` and decodes the answer.
+    ///
+    /// No responders gives UNAVAILABLE, the deadline passing gives
+    /// DEADLINE_EXCEEDED, an error reply gives the status it carries.
+    pub async fn unary<Req, Resp>(
+        &self,
+        subject: String,
+        request: Request<Req>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let (mut metadata, _, message) = request.into_parts();
+        let timeout = timeout_of(&metadata).unwrap_or(self.default_timeout);
+        if timeout.is_zero() {
+            return Err(Status::deadline_exceeded("deadline already passed"));
+        }
+        set_timeout(&mut metadata, timeout);
+        let headers = headers_from_metadata(&metadata);
+        let payload = Bytes::from(message.encode_to_vec());
+        let nats_request = NatsRequest::new()
+            .payload(payload)
+            .headers(headers)
+            .timeout(Some(timeout));
+        let reply = self
+            .client
+            .send_request(subject.clone(), nats_request)
+            .await
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::NoResponders => {
+                    Status::unavailable(format!("no responders on {subject}"))
+                }
+                RequestErrorKind::TimedOut => {
+                    Status::deadline_exceeded(format!("no answer on {subject} within {timeout:?}"))
+                }
+                _ => Status::unavailable(format!("NATS request on {subject} failed: {e}")),
+            })?;
+        if let Some(status) = status::from_headers(reply.headers.as_ref()) {
+            return Err(status);
+        }
+        let message = Resp::decode(reply.payload)
+            .map_err(|e| Status::internal(format!("undecodable answer on {subject}: {e}")))?;
+        Ok(Response::new(message))
+    }
+}
+
+/// Copies ASCII metadata into NATS headers (binary entries travel base64, as
+/// their `-bin` names say).
+pub(crate) fn headers_from_metadata(metadata: &MetadataMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for entry in metadata.iter() {
+        match entry {
+            KeyAndValueRef::Ascii(key, value) => {
+                if let Ok(value) = value.to_str() {
+                    headers.append(key.as_str(), value);
+                }
+            }
+            KeyAndValueRef::Binary(key, value) => {
+                if let Ok(bytes) = value.to_bytes() {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+                    headers.append(key.as_str(), encoded);
+                }
+            }
+        }
+    }
+    headers
+}

@@ -1,0 +1,232 @@
+//! The server side: a NATS micro service whose endpoints run tonic-shaped
+//! handlers, each request in its own task, drained on shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request as MicroRequest, ServiceExt};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use prost::Message;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::{Request, Response, Status};
+
+use crate::metadata::timeout_of;
+use crate::{status, BoxError};
+
+/// A type-erased endpoint handler: request bytes and metadata in, reply
+/// bytes or a status out.
+pub type Handler =
+    Arc<dyn Fn(Bytes, MetadataMap) -> BoxFuture<'static, Result<Bytes, Status>> + Send + Sync>;
+
+/// Adapts a tonic-shaped unary handler (`Request<Req>` to `Response<Resp>`)
+/// into a [`Handler`]. An undecodable payload is INVALID_ARGUMENT; a handler
+/// still running when the call's deadline passes is cut off with
+/// DEADLINE_EXCEEDED.
+pub fn unary<Req, Resp, F, Fut>(f: F) -> Handler
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+    F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |payload: Bytes, metadata: MetadataMap| {
+        let f = f.clone();
+        Box::pin(async move {
+            let message = Req::decode(payload)
+                .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))?;
+            let timeout = timeout_of(&metadata);
+            let mut request = Request::new(message);
+            *request.metadata_mut() = metadata;
+            let call = f(request);
+            let response = match timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .map_err(|_| Status::deadline_exceeded("deadline passed in the handler"))??,
+                None => call.await?,
+            };
+            Ok(Bytes::from(response.into_inner().encode_to_vec()))
+        })
+    })
+}
+
+/// Builds a [`MicroService`].
+#[derive(Debug)]
+pub struct MicroServiceBuilder {
+    client: async_nats::Client,
+    name: String,
+    version: String,
+    description: String,
+    metadata: HashMap<String, String>,
+    prefix: String,
+    endpoints: Vec<(String, HandlerDebug)>,
+}
+
+struct HandlerDebug(Handler);
+
+impl std::fmt::Debug for HandlerDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler")
+    }
+}
+
+impl MicroServiceBuilder {
+    /// A service `name` (micro service names: letters, digits, `-`, `_`) of
+    /// semver `version`, whose endpoints sit on `{prefix}.{endpoint}`.
+    pub fn new(
+        client: async_nats::Client,
+        name: impl Into<String>,
+        version: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> MicroServiceBuilder {
+        MicroServiceBuilder {
+            client,
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            metadata: HashMap::new(),
+            prefix: prefix.into(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// The description `$SRV.INFO` shows.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Adds a metadata entry `$SRV.INFO` and `$SRV.PING` show.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds an endpoint `name` on `{prefix}.{name}`.
+    pub fn endpoint(mut self, name: impl Into<String>, handler: Handler) -> Self {
+        self.endpoints.push((name.into(), HandlerDebug(handler)));
+        self
+    }
+
+    /// Registers the service and starts serving. Every instance started with
+    /// the same prefix joins the same queue group, so NATS spreads requests.
+    pub async fn start(self) -> Result<MicroService, BoxError> {
+        let service = self
+            .client
+            .service_builder()
+            .description(self.description)
+            // Always an object, never null: the `nats micro` CLI checks it.
+            .metadata(self.metadata)
+            .start(self.name, self.version)
+            .await?;
+        let group = service.group(self.prefix);
+        let tracker = TaskTracker::new();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        for (name, HandlerDebug(handler)) in self.endpoints {
+            let endpoint = group.endpoint_builder().name(&name).add(&name).await?;
+            let tracker_inner = tracker.clone();
+            let mut stop = stop_rx.clone();
+            tracker.spawn(async move {
+                let mut endpoint = endpoint;
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => break,
+                        next = endpoint.next() => match next {
+                            Some(request) => {
+                                let handler = handler.clone();
+                                tracker_inner.spawn(answer(request, handler));
+                            }
+                            None => break,
+                        },
+                    }
+                }
+                // Unsubscribe so the queue group sends new work elsewhere.
+                let _ = endpoint.stop().await;
+            });
+        }
+        Ok(MicroService {
+            service,
+            tracker,
+            stop: stop_tx,
+        })
+    }
+}
+
+async fn answer(request: MicroRequest, handler: Handler) {
+    let metadata = metadata_from_headers(request.message.headers.as_ref());
+    let payload = request.message.payload.clone();
+    let outcome = handler(payload, metadata).await;
+    let sent = match outcome {
+        Ok(bytes) => request.respond(Ok(bytes)).await,
+        Err(status) => {
+            let (error, headers) = status::to_micro(&status);
+            request.respond_with_headers(Err(error), headers).await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not send a reply");
+    }
+}
+
+/// NATS headers to tonic metadata; entries that are not valid metadata are
+/// dropped rather than failing the call.
+fn metadata_from_headers(headers: Option<&HeaderMap>) -> MetadataMap {
+    let mut metadata = MetadataMap::new();
+    let Some(headers) = headers else {
+        return metadata;
+    };
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with("-bin") {
+            continue;
+        }
+        let Ok(key) = AsciiMetadataKey::from_bytes(lower.as_bytes()) else {
+            continue;
+        };
+        for value in values {
+            if let Ok(value) = AsciiMetadataValue::try_from(value.as_str()) {
+                metadata.append(key.clone(), value);
+            }
+        }
+    }
+    metadata
+}
+
+/// A running NATS micro service.
+#[derive(Debug)]
+pub struct MicroService {
+    service: async_nats::service::Service,
+    tracker: TaskTracker,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl MicroService {
+    /// The service instance id NATS micro discovery shows.
+    pub async fn id(&self) -> String {
+        self.service.info().await.id
+    }
+
+    /// Stops taking requests, waits up to `grace` for those in flight to be
+    /// answered, then deregisters.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests still running after {grace:?}");
+        }
+        if let Err(e) = self.service.stop().await {
+            tracing::warn!(error = %e, "could not stop the micro service cleanly");
+        }
+    }
+}
