@@ -1,1 +1,66 @@
-fn main() {}
+//! `gateway`: the public front door of Nordlys.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use nordlys_gateway::{Config, Gateway};
+
+/// Serves the Nordlys API over gRPC (with reflection and health) and routes
+/// each call to the regional daemons and the quota service over NATS.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (see README); NORDLYS_* variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// NATS server URL.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// gRPC listen address, e.g. 127.0.0.1:50051 (port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Operator API key (prefer NORDLYS_OPERATOR_KEY: flags show in `ps`).
+    #[arg(long)]
+    operator_key: Option<String>,
+    /// Regions expected to exist, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    regions: Option<Vec<String>>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: bad configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(v) = args.nats_url {
+        config.nats_url = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.operator_key {
+        config.operator_key = v;
+    }
+    if let Some(v) = args.regions {
+        config.regions = v;
+    }
+    match Gateway::run(config, nordlys_gateway::shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `nordlys.v1.AccessRuleService`.
+
+use nordlys_api::{ids, names, validate, Violations};
+use nordlys_proto::pb::nordlys::v1::access_rule_service_server::AccessRuleService;
+use nordlys_proto::pb::nordlys::v1::{
+    AccessRule, CreateAccessRuleRequest, DeleteAccessRuleRequest, DeleteAccessRuleResponse,
+    GetAccessRuleRequest, ListAccessRulesRequest, ListAccessRulesResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::projects::not_found_as;
+use super::{first_success, Api, Kind};
+use crate::auth::require_write;
+
+#[tonic::async_trait]
+impl AccessRuleService for Api {
+    async fn create_access_rule(
+        &self,
+        request: Request<CreateAccessRuleRequest>,
+    ) -> Result<Response<AccessRule>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let mut req = request.into_inner();
+        let project_id = names::parse_field(&req.parent, &["projects"], "parent")?[0].to_string();
+        let Some(rule) = req.access_rule.as_mut() else {
+            return Err(nordlys_api::invalid("access_rule", "is required"));
+        };
+        let mut v = Violations::new();
+        validate::check_access_rule(&mut v, "access_rule", rule);
+        if validate::is_region(&rule.region) {
+            self.state
+                .check_region(&mut v, "access_rule.region", &rule.region);
+        }
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        let org = self.project_org(&call, &req.parent).await?;
+        if req.access_rule_id.is_empty() {
+            req.access_rule_id = ids::derive("rule", &org, &req.request_id);
+        } else {
+            validate::check_id(&mut v, "access_rule_id", &req.access_rule_id);
+        }
+        v.into_result()?;
+        rule.name = names::access_rule(&project_id, &req.access_rule_id);
+        rule.create_time = None;
+        let name = rule.name.clone();
+        let region = vec![rule.region.clone()];
+        let answers = self
+            .create_in_regions::<_, AccessRule>(
+                &call,
+                "CreateAccessRule",
+                &org,
+                &name,
+                &req.request_id,
+                &region,
+                Some(Kind::AccessRules),
+                req.clone(),
+            )
+            .await?;
+        Ok(Response::new(first_success(answers)?.0))
+    }
+
+    async fn get_access_rule(
+        &self,
+        request: Request<GetAccessRuleRequest>,
+    ) -> Result<Response<AccessRule>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects", "accessRules"], "name")?;
+        let (rule, _): (AccessRule, _) = self
+            .gather_one(&call, "GetAccessRule", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(rule))
+    }
+
+    async fn list_access_rules(
+        &self,
+        request: Request<ListAccessRulesRequest>,
+    ) -> Result<Response<ListAccessRulesResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.parent, &["projects"], "parent")?;
+        let (page, next_page_token) = self
+            .list(
+                &call,
+                "ListAccessRules",
+                &req.parent,
+                &call.caller.organization,
+                None,
+                req.page_size,
+                &req.page_token,
+                |r: ListAccessRulesResponse| r.access_rules,
+            )
+            .await?;
+        Ok(Response::new(ListAccessRulesResponse {
+            access_rules: page.items,
+            next_page_token,
+            unreachable: page.unreachable,
+        }))
+    }
+
+    async fn delete_access_rule(
+        &self,
+        request: Request<DeleteAccessRuleRequest>,
+    ) -> Result<Response<DeleteAccessRuleResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects", "accessRules"], "name")?;
+        self.delete_everywhere(&call, "DeleteAccessRule", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(DeleteAccessRuleResponse {}))
+    }
+}

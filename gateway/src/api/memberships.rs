@@ -1,0 +1,147 @@
+//! `nordlys.v1.MembershipService`.
+
+use nordlys_api::{names, validate, Violations};
+use nordlys_proto::pb::nordlys::v1::membership_service_server::MembershipService;
+use nordlys_proto::pb::nordlys::v1::{
+    region_status::State, CreateMembershipRequest, DeleteMembershipRequest,
+    DeleteMembershipResponse, GetMembershipRequest, GetProjectRequest, ListMembershipsRequest,
+    ListMembershipsResponse, Membership, Project, ProjectRole,
+};
+use tonic::{Request, Response, Status};
+
+use super::projects::not_found_as;
+use super::{first_success, Api};
+use crate::auth::require_write;
+
+#[tonic::async_trait]
+impl MembershipService for Api {
+    async fn create_membership(
+        &self,
+        request: Request<CreateMembershipRequest>,
+    ) -> Result<Response<Membership>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let mut req = request.into_inner();
+        let project_id = names::parse_field(&req.parent, &["projects"], "parent")?[0].to_string();
+        let Some(membership) = req.membership.as_mut() else {
+            return Err(nordlys_api::invalid("membership", "is required"));
+        };
+        let mut v = Violations::new();
+        let user = names::parse(&membership.user, &["organizations", "users"]);
+        if user.is_none() {
+            v.add(
+                "membership.user",
+                "must be a user name, organizations/{org}/users/{user}",
+            );
+        }
+        v.check(
+            matches!(
+                ProjectRole::try_from(membership.role),
+                Ok(ProjectRole::Admin | ProjectRole::Member | ProjectRole::Reader)
+            ),
+            "membership.role",
+            "must be PROJECT_ROLE_ADMIN, PROJECT_ROLE_MEMBER or PROJECT_ROLE_READER",
+        );
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        v.into_result()?;
+        let user_ids = user.unwrap_or_default();
+
+        // The project's placement decides where the role is granted.
+        let (project, _): (Project, _) = self
+            .gather_one(
+                &call,
+                "GetProject",
+                GetProjectRequest {
+                    name: req.parent.clone(),
+                },
+            )
+            .await
+            .map_err(|s| not_found_as(s, &req.parent))?;
+        if names::organization(user_ids[0]) != project.organization {
+            return Err(nordlys_api::invalid(
+                "membership.user",
+                "must be a user of the project's organization",
+            ));
+        }
+        let regions: Vec<String> = project
+            .region_status
+            .iter()
+            .filter(|s| s.state == State::Ready as i32)
+            .map(|s| s.region.clone())
+            .collect();
+        membership.name = names::membership(&project_id, user_ids[1]);
+        membership.region_status.clear();
+        membership.create_time = None;
+        let name = membership.name.clone();
+        let answers = self
+            .create_in_regions::<_, Membership>(
+                &call,
+                "CreateMembership",
+                &project.organization,
+                &name,
+                &req.request_id,
+                &regions,
+                None,
+                req.clone(),
+            )
+            .await?;
+        let (mut membership, statuses) = first_success(answers)?;
+        membership.region_status = statuses;
+        Ok(Response::new(membership))
+    }
+
+    async fn get_membership(
+        &self,
+        request: Request<GetMembershipRequest>,
+    ) -> Result<Response<Membership>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects", "members"], "name")?;
+        let (membership, _): (Membership, _) = self
+            .gather_one(&call, "GetMembership", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(membership))
+    }
+
+    async fn list_memberships(
+        &self,
+        request: Request<ListMembershipsRequest>,
+    ) -> Result<Response<ListMembershipsResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.parent, &["projects"], "parent")?;
+        let (page, next_page_token) = self
+            .list(
+                &call,
+                "ListMemberships",
+                &req.parent,
+                &call.caller.organization,
+                None,
+                req.page_size,
+                &req.page_token,
+                |r: ListMembershipsResponse| r.memberships,
+            )
+            .await?;
+        Ok(Response::new(ListMembershipsResponse {
+            memberships: page.items,
+            next_page_token,
+            unreachable: page.unreachable,
+        }))
+    }
+
+    async fn delete_membership(
+        &self,
+        request: Request<DeleteMembershipRequest>,
+    ) -> Result<Response<DeleteMembershipResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects", "members"], "name")?;
+        let region_status = self
+            .delete_everywhere(&call, "DeleteMembership", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(DeleteMembershipResponse { region_status }))
+    }
+}

@@ -1,0 +1,459 @@
+//! The public services. One `Api` value implements every `nordlys.v1`
+//! service; each file holds one service. The shared shapes of a call
+//! (fan-out create under quota, gather one, list across regions, delete
+//! everywhere) live here so the resources only say what differs.
+
+mod access_rules;
+mod memberships;
+mod networks;
+mod organizations;
+mod projects;
+mod quotas;
+mod regions;
+mod users;
+
+use std::sync::Arc;
+
+use nordlys_api::{names, page, Violations};
+use nordlys_proto::pb::nordlys::quota::v1::{
+    CommitRequest, CommitResponse, FreeRequest, FreeResponse, RegionCounts, ReleaseRequest,
+    ReleaseResponse, ReserveRequest, ReserveResponse,
+};
+use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::v1::{RegionStatus, ResourceCounts};
+use nordlys_transport::{Identity, Role};
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::call::Call;
+use crate::scatter::{is_unreachable, merge_pages, region_status, scatter, Listed, Page};
+use crate::state::State;
+
+/// Implements every public service over the shared [`State`].
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    state: Arc<State>,
+}
+
+/// A kind of resource that counts against quota.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Projects,
+    Users,
+    Networks,
+    AccessRules,
+}
+
+impl Kind {
+    fn one(self) -> ResourceCounts {
+        let mut c = ResourceCounts::default();
+        match self {
+            Kind::Projects => c.projects = 1,
+            Kind::Users => c.users = 1,
+            Kind::Networks => c.networks = 1,
+            Kind::AccessRules => c.access_rules = 1,
+        }
+        c
+    }
+}
+
+/// How long an uncommitted reservation lives: longer than any call.
+const RESERVATION_TTL_SECONDS: u32 = 120;
+
+impl Api {
+    pub(crate) fn new(state: Arc<State>) -> Api {
+        Api { state }
+    }
+
+    /// The organization a create or list is for: the one named in `given`
+    /// (operators must name one), else the caller's own. Naming another
+    /// organization is PERMISSION_DENIED for everyone but operators.
+    fn resolve_org(&self, caller: &Identity, given: &str, field: &str) -> Result<String, Status> {
+        if given.is_empty() {
+            if caller.role == Role::Operator {
+                return Err(nordlys_api::invalid(
+                    field,
+                    "operators must name the organization",
+                ));
+            }
+            return Ok(caller.organization.clone());
+        }
+        names::parse_field(given, &["organizations"], field)?;
+        if !caller.can_see(given) {
+            return Err(Status::permission_denied(format!(
+                "the caller may not act in {given}"
+            )));
+        }
+        Ok(given.to_string())
+    }
+
+    /// Checks a placement: at least one region, each known, none twice.
+    fn check_placement(&self, v: &mut Violations, field: &str, regions: &[String]) {
+        if regions.is_empty() {
+            v.add(field, "at least one region is required");
+        }
+        if regions.len() > 16 {
+            v.add(field, "at most 16 regions");
+        }
+        for (i, region) in regions.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            self.state.check_region(v, &f, region);
+            if regions[..i].contains(region) {
+                v.add(f, format!("region {region:?} is listed twice"));
+            }
+        }
+    }
+
+    /// Creates one resource in every region of `placement`, under quota:
+    /// reserve in all regions first (all or nothing), then call the regions
+    /// at once, then commit the regions that succeeded and release the
+    /// rest. The reservation id derives from the request id, so a repeated
+    /// create never counts twice.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_in_regions<Req, Resp>(
+        &self,
+        call: &Call,
+        method: &str,
+        organization: &str,
+        resource: &str,
+        request_id: &str,
+        placement: &[String],
+        kind: Option<Kind>,
+        req: Req,
+    ) -> Result<Vec<(String, Result<Resp, Status>)>, Status>
+    where
+        Req: Message + Clone,
+        Resp: Message + Default,
+    {
+        let reservation = nordlys_api::ids::reservation(organization, resource, request_id);
+        if let Some(kind) = kind {
+            let items = placement
+                .iter()
+                .map(|region| RegionCounts {
+                    region: region.clone(),
+                    counts: Some(kind.one()),
+                })
+                .collect();
+            let _: ReserveResponse = self
+                .state
+                .quota
+                .call(
+                    "Reserve",
+                    call,
+                    ReserveRequest {
+                        reservation_id: reservation.clone(),
+                        organization: organization.to_string(),
+                        items,
+                        ttl_seconds: RESERVATION_TTL_SECONDS,
+                    },
+                )
+                .await?;
+        }
+        let answers = scatter(placement, |region| {
+            let request = call.request_with_id(req.clone(), request_id);
+            async move {
+                self.state
+                    .regions
+                    .call::<Req, Resp>(&region, method, request?)
+                    .await
+            }
+        })
+        .await;
+        if kind.is_some() {
+            let done: Vec<String> = answers
+                .iter()
+                .filter(|(_, a)| a.is_ok())
+                .map(|(r, _)| r.clone())
+                .collect();
+            self.settle(call, &reservation, organization, done).await;
+        }
+        Ok(answers)
+    }
+
+    /// Commits a reservation for the regions that succeeded (releasing the
+    /// others). Tried a few times: a lost commit would leave a resource
+    /// uncounted once the reservation lapses.
+    async fn settle(&self, call: &Call, reservation: &str, organization: &str, done: Vec<String>) {
+        for attempt in 1..=3 {
+            let outcome = if done.is_empty() {
+                self.state
+                    .quota
+                    .call::<_, ReleaseResponse>(
+                        "Release",
+                        call,
+                        ReleaseRequest {
+                            reservation_id: reservation.to_string(),
+                            organization: organization.to_string(),
+                            regions: Vec::new(),
+                        },
+                    )
+                    .await
+                    .map(|_| ())
+            } else {
+                self.state
+                    .quota
+                    .call::<_, CommitResponse>(
+                        "Commit",
+                        call,
+                        CommitRequest {
+                            reservation_id: reservation.to_string(),
+                            organization: organization.to_string(),
+                            regions: done.clone(),
+                        },
+                    )
+                    .await
+                    .map(|_| ())
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(attempt, reservation, error = %e, "could not settle a reservation")
+                }
+            }
+        }
+        tracing::error!(
+            reservation,
+            "reservation left unsettled; it lapses after its TTL"
+        );
+    }
+
+    /// Gives quota back for what deletes removed.
+    async fn free(&self, call: &Call, organization: &str, freed: Vec<(String, ResourceCounts)>) {
+        let items: Vec<RegionCounts> = freed
+            .into_iter()
+            .filter(|(_, c)| c.projects + c.users + c.networks + c.access_rules > 0)
+            .map(|(region, counts)| RegionCounts {
+                region,
+                counts: Some(counts),
+            })
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .state
+            .quota
+            .call::<_, FreeResponse>(
+                "Free",
+                call,
+                FreeRequest {
+                    organization: organization.to_string(),
+                    items,
+                },
+            )
+            .await
+        {
+            tracing::error!(organization, error = %e, "could not give quota back after a delete");
+        }
+    }
+
+    /// Asks every known region for one resource and merges what they have.
+    /// NOT_FOUND when no region has it; UNAVAILABLE when none has it but
+    /// some did not answer.
+    async fn gather_one<Req, Resp>(
+        &self,
+        call: &Call,
+        method: &str,
+        req: Req,
+    ) -> Result<(Resp, Vec<String>), Status>
+    where
+        Req: Message + Clone,
+        Resp: Message + Default + Listed,
+    {
+        let regions = self.state.discovery.known();
+        let answers = scatter(&regions, |region| {
+            let request = call.request(req.clone(), None);
+            async move {
+                self.state
+                    .regions
+                    .call::<Req, Resp>(&region, method, request?)
+                    .await
+            }
+        })
+        .await;
+        let mut found: Option<Resp> = None;
+        let mut unreachable = Vec::new();
+        for (region, answer) in answers {
+            match answer {
+                Ok(item) => match found.as_mut() {
+                    Some(existing) => existing.absorb(item),
+                    None => found = Some(item),
+                },
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) if is_unreachable(&s) => unreachable.push(region),
+                Err(s) => return Err(s),
+            }
+        }
+        match found {
+            Some(item) => Ok((item, unreachable)),
+            None if unreachable.is_empty() => Err(Status::not_found("not found")),
+            None => Err(Status::unavailable(format!(
+                "not found in the regions that answered; unreachable: {}",
+                unreachable.join(", ")
+            ))),
+        }
+    }
+
+    /// Lists across all known regions (or one), one merged page.
+    #[allow(clippy::too_many_arguments)]
+    async fn list<Resp, T>(
+        &self,
+        call: &Call,
+        method: &str,
+        parent: &str,
+        organization: &str,
+        only_region: Option<&str>,
+        page_size: i32,
+        page_token: &str,
+        items: fn(Resp) -> Vec<T>,
+    ) -> Result<(Page<T>, String), Status>
+    where
+        Resp: Message + Default,
+        T: Listed,
+    {
+        let size = page::size(page_size)?;
+        let fingerprint =
+            page::fingerprint(&[method, parent, organization, only_region.unwrap_or("")]);
+        let after = page::decode(page_token, &fingerprint)?;
+        let regions = match only_region {
+            Some(r) => vec![r.to_string()],
+            None => self.state.discovery.known(),
+        };
+        let cap = self.state.list_region_timeout();
+        let req = ListRequest {
+            parent: parent.to_string(),
+            organization: organization.to_string(),
+            after,
+            limit: (size + 1) as i32,
+        };
+        let answers = scatter(&regions, |region| {
+            let request = call.request(req.clone(), Some(cap));
+            async move {
+                self.state
+                    .regions
+                    .call::<ListRequest, Resp>(&region, method, request?)
+                    .await
+                    .map(items)
+            }
+        })
+        .await;
+        let page = merge_pages(answers, size)?;
+        let token = page
+            .next_after
+            .as_deref()
+            .map(|after| page::encode(after, &fingerprint))
+            .unwrap_or_default();
+        Ok((page, token))
+    }
+
+    /// Deletes a resource in every known region it exists in, gives the
+    /// quota back, and reports each region where it was (or may have been).
+    async fn delete_everywhere<Req>(
+        &self,
+        call: &Call,
+        method: &str,
+        req: Req,
+    ) -> Result<Vec<RegionStatus>, Status>
+    where
+        Req: Message + Clone,
+    {
+        let regions = self.state.discovery.known();
+        let answers = scatter(&regions, |region| {
+            let request = call.request(req.clone(), None);
+            async move {
+                self.state
+                    .regions
+                    .call::<Req, DeleteResponse>(&region, method, request?)
+                    .await
+            }
+        })
+        .await;
+        let mut statuses = Vec::new();
+        let mut freed: Vec<(String, String, ResourceCounts)> = Vec::new();
+        let mut refusal = None;
+        for (region, answer) in answers {
+            match &answer {
+                Err(s) if s.code() == Code::NotFound => continue,
+                Ok(done) => freed.push((
+                    done.organization.clone(),
+                    region.clone(),
+                    done.freed.unwrap_or_default(),
+                )),
+                Err(s) if is_unreachable(s) => {}
+                Err(s) => {
+                    refusal.get_or_insert_with(|| s.clone());
+                }
+            }
+            statuses.push(region_status(&region, &answer));
+        }
+        if freed.is_empty() {
+            return Err(match (refusal, statuses.is_empty()) {
+                (Some(refusal), _) => refusal,
+                (None, true) => Status::not_found("not found"),
+                (None, false) => Status::unavailable(format!(
+                    "not found in the regions that answered; unreachable: {}",
+                    statuses
+                        .iter()
+                        .map(|s| s.region.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        }
+        let mut by_org: std::collections::BTreeMap<String, Vec<(String, ResourceCounts)>> =
+            Default::default();
+        for (org, region, counts) in freed {
+            let org = if org.is_empty() {
+                call.caller.organization.clone()
+            } else {
+                org
+            };
+            by_org.entry(org).or_default().push((region, counts));
+        }
+        for (org, items) in by_org {
+            if !org.is_empty() {
+                self.free(call, &org, items).await;
+            }
+        }
+        Ok(statuses)
+    }
+}
+
+/// The answer of a create that fanned out: the first region's resource with
+/// every region's status, or, when every region failed, the first failure.
+fn first_success<T>(
+    answers: Vec<(String, Result<T, Status>)>,
+) -> Result<(T, Vec<RegionStatus>), Status> {
+    let statuses: Vec<RegionStatus> = answers.iter().map(|(r, a)| region_status(r, a)).collect();
+    let mut first_error = None;
+    for (_, answer) in answers {
+        match answer {
+            Ok(item) => return Ok((item, statuses)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| Status::internal("no region was asked")))
+}
+
+impl Api {
+    /// The organization owning `project` (a `projects/{id}` name): the
+    /// caller's own, or, for operators, looked up in the regions.
+    async fn project_org(&self, call: &Call, project: &str) -> Result<String, Status> {
+        if call.caller.role != Role::Operator {
+            return Ok(call.caller.organization.clone());
+        }
+        let (found, _): (nordlys_proto::pb::nordlys::v1::Project, _) = self
+            .gather_one(
+                call,
+                "GetProject",
+                nordlys_proto::pb::nordlys::v1::GetProjectRequest {
+                    name: project.to_string(),
+                },
+            )
+            .await
+            .map_err(|s| projects::not_found_as(s, project))?;
+        Ok(found.organization)
+    }
+}

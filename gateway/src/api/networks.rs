@@ -1,0 +1,117 @@
+//! `nordlys.v1.NetworkService`.
+
+use nordlys_api::{ids, names, validate, Violations};
+use nordlys_proto::pb::nordlys::v1::network_service_server::NetworkService;
+use nordlys_proto::pb::nordlys::v1::{
+    CreateNetworkRequest, DeleteNetworkRequest, DeleteNetworkResponse, GetNetworkRequest,
+    ListNetworksRequest, ListNetworksResponse, Network,
+};
+use tonic::{Request, Response, Status};
+
+use super::projects::not_found_as;
+use super::{first_success, Api, Kind};
+use crate::auth::require_write;
+
+#[tonic::async_trait]
+impl NetworkService for Api {
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let mut req = request.into_inner();
+        let project_id = names::parse_field(&req.parent, &["projects"], "parent")?[0].to_string();
+        let Some(network) = req.network.as_mut() else {
+            return Err(nordlys_api::invalid("network", "is required"));
+        };
+        let mut v = Violations::new();
+        validate::check_network(&mut v, "network", network);
+        if validate::is_region(&network.region) {
+            self.state
+                .check_region(&mut v, "network.region", &network.region);
+        }
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        let org = self.project_org(&call, &req.parent).await?;
+        if req.network_id.is_empty() {
+            req.network_id = ids::derive("net", &org, &req.request_id);
+        } else {
+            validate::check_id(&mut v, "network_id", &req.network_id);
+        }
+        v.into_result()?;
+        if network.gateway_ip.is_empty() {
+            network.gateway_ip = validate::default_gateway(&network.cidr).unwrap_or_default();
+        }
+        network.name = names::network(&project_id, &req.network_id);
+        network.create_time = None;
+        let name = network.name.clone();
+        let region = vec![network.region.clone()];
+        let answers = self
+            .create_in_regions::<_, Network>(
+                &call,
+                "CreateNetwork",
+                &org,
+                &name,
+                &req.request_id,
+                &region,
+                Some(Kind::Networks),
+                req.clone(),
+            )
+            .await?;
+        Ok(Response::new(first_success(answers)?.0))
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<GetNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects", "networks"], "name")?;
+        let (network, _): (Network, _) = self
+            .gather_one(&call, "GetNetwork", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(network))
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.parent, &["projects"], "parent")?;
+        let (page, next_page_token) = self
+            .list(
+                &call,
+                "ListNetworks",
+                &req.parent,
+                &call.caller.organization,
+                None,
+                req.page_size,
+                &req.page_token,
+                |r: ListNetworksResponse| r.networks,
+            )
+            .await?;
+        Ok(Response::new(ListNetworksResponse {
+            networks: page.items,
+            next_page_token,
+            unreachable: page.unreachable,
+        }))
+    }
+
+    async fn delete_network(
+        &self,
+        request: Request<DeleteNetworkRequest>,
+    ) -> Result<Response<DeleteNetworkResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects", "networks"], "name")?;
+        self.delete_everywhere(&call, "DeleteNetwork", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(DeleteNetworkResponse {}))
+    }
+}

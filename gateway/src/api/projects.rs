@@ -1,0 +1,180 @@
+//! `nordlys.v1.ProjectService`.
+
+use nordlys_api::validate::{self, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
+use nordlys_api::{ids, names, Violations};
+use nordlys_proto::pb::nordlys::v1::project_service_server::ProjectService;
+use nordlys_proto::pb::nordlys::v1::{
+    region_status::State, CreateProjectRequest, DeleteProjectRequest, DeleteProjectResponse,
+    GetProjectRequest, ListProjectsRequest, ListProjectsResponse, Project, RegionStatus,
+};
+use tonic::{Code, Request, Response, Status};
+
+use super::{first_success, Api, Kind};
+use crate::auth::require_write;
+use crate::scatter::mark_unreachable;
+
+#[tonic::async_trait]
+impl ProjectService for Api {
+    async fn create_project(
+        &self,
+        request: Request<CreateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let mut req = request.into_inner();
+        let Some(project) = req.project.as_mut() else {
+            return Err(nordlys_api::invalid("project", "is required"));
+        };
+        let org = self.resolve_org(&call.caller, &project.organization, "project.organization")?;
+        let mut v = Violations::new();
+        validate::check_text(
+            &mut v,
+            "project.display_name",
+            &project.display_name,
+            MAX_DISPLAY_NAME,
+            false,
+        );
+        validate::check_text(
+            &mut v,
+            "project.description",
+            &project.description,
+            MAX_DESCRIPTION,
+            false,
+        );
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        self.check_placement(&mut v, "project.regions", &project.regions);
+        if req.project_id.is_empty() {
+            req.project_id = ids::derive("prj", &org, &req.request_id);
+        } else {
+            validate::check_id(&mut v, "project_id", &req.project_id);
+        }
+        v.into_result()?;
+
+        project.name = names::project(&req.project_id);
+        project.organization = org.clone();
+        project.region_status.clear();
+        project.create_time = None;
+        let name = project.name.clone();
+        let placement = project.regions.clone();
+        let answers = self
+            .create_in_regions::<_, Project>(
+                &call,
+                "CreateProject",
+                &org,
+                &name,
+                &req.request_id,
+                &placement,
+                Some(Kind::Projects),
+                req.clone(),
+            )
+            .await?;
+        let (mut project, statuses) = first_success(answers)?;
+        project.region_status = statuses;
+        Ok(Response::new(project))
+    }
+
+    async fn get_project(
+        &self,
+        request: Request<GetProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects"], "name")?;
+        let (mut project, unreachable): (Project, _) = self
+            .gather_one(&call, "GetProject", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        complete_statuses(&mut project, &unreachable);
+        Ok(Response::new(project))
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<ListProjectsRequest>,
+    ) -> Result<Response<ListProjectsResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        let org = if req.organization.is_empty()
+            && call.caller.role == nordlys_transport::Role::Operator
+        {
+            String::new()
+        } else {
+            self.resolve_org(&call.caller, &req.organization, "organization")?
+        };
+        let mut v = Violations::new();
+        if !req.region.is_empty() {
+            self.state.check_region(&mut v, "region", &req.region);
+        }
+        v.into_result()?;
+        let only_region = (!req.region.is_empty()).then_some(req.region.as_str());
+        let (page, next_page_token) = self
+            .list(
+                &call,
+                "ListProjects",
+                "",
+                &org,
+                only_region,
+                req.page_size,
+                &req.page_token,
+                |r: ListProjectsResponse| r.projects,
+            )
+            .await?;
+        let mut projects = page.items;
+        for project in &mut projects {
+            mark_unreachable(
+                &mut project.region_status,
+                &project.regions.clone(),
+                &page.unreachable,
+            );
+        }
+        Ok(Response::new(ListProjectsResponse {
+            projects,
+            next_page_token,
+            unreachable: page.unreachable,
+        }))
+    }
+
+    async fn delete_project(
+        &self,
+        request: Request<DeleteProjectRequest>,
+    ) -> Result<Response<DeleteProjectResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let req = request.into_inner();
+        names::parse_field(&req.name, &["projects"], "name")?;
+        let region_status = self
+            .delete_everywhere(&call, "DeleteProject", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(DeleteProjectResponse { region_status }))
+    }
+}
+
+/// Names the missing resource in a bare NOT_FOUND.
+pub(super) fn not_found_as(status: Status, name: &str) -> Status {
+    if status.code() == Code::NotFound && status.message() == "not found" {
+        Status::not_found(format!("{name} not found"))
+    } else {
+        status
+    }
+}
+
+/// A gathered project's statuses: READY where found, UNREACHABLE where the
+/// region did not answer, FAILED where a region of its placement lacks it.
+fn complete_statuses(project: &mut Project, unreachable: &[String]) {
+    let placement = project.regions.clone();
+    mark_unreachable(&mut project.region_status, &placement, unreachable);
+    for region in &placement {
+        if !project.region_status.iter().any(|s| &s.region == region) {
+            project.region_status.push(RegionStatus {
+                region: region.clone(),
+                state: State::Failed as i32,
+                code: Code::NotFound as i32,
+                message: "missing in this region".to_string(),
+            });
+        }
+    }
+    project
+        .region_status
+        .sort_by(|a, b| a.region.cmp(&b.region));
+}

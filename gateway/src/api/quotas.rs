@@ -1,0 +1,59 @@
+//! `nordlys.v1.QuotaService`: authenticated here, authorized and kept by
+//! the quota service. Limits may name only known regions.
+
+use nordlys_api::{names, Violations};
+use nordlys_proto::pb::nordlys::v1::quota_service_server::QuotaService;
+use nordlys_proto::pb::nordlys::v1::{
+    GetQuotaRequest, ListQuotasRequest, ListQuotasResponse, Quota, UpdateQuotaRequest,
+};
+use tonic::{Request, Response, Status};
+
+use super::Api;
+
+#[tonic::async_trait]
+impl QuotaService for Api {
+    async fn get_quota(
+        &self,
+        request: Request<GetQuotaRequest>,
+    ) -> Result<Response<Quota>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let answer: Quota = self
+            .state
+            .quota
+            .call("GetQuota", &call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<ListQuotasRequest>,
+    ) -> Result<Response<ListQuotasResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let answer: ListQuotasResponse = self
+            .state
+            .quota
+            .call("ListQuotas", &call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn update_quota(
+        &self,
+        request: Request<UpdateQuotaRequest>,
+    ) -> Result<Response<Quota>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        let name = req
+            .quota
+            .as_ref()
+            .map(|q| q.name.as_str())
+            .unwrap_or_default();
+        let ids = names::parse_field(name, &["organizations", "quotas"], "quota.name")?;
+        let mut v = Violations::new();
+        self.state.check_region(&mut v, "quota.name", ids[1]);
+        v.into_result()?;
+        let answer: Quota = self.state.quota.call("UpdateQuota", &call, req).await?;
+        Ok(Response::new(answer))
+    }
+}

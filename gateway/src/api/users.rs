@@ -1,0 +1,132 @@
+//! `nordlys.v1.UserService`.
+
+use nordlys_api::validate::{self, MAX_DISPLAY_NAME};
+use nordlys_api::{ids, names, Violations};
+use nordlys_proto::pb::nordlys::v1::user_service_server::UserService;
+use nordlys_proto::pb::nordlys::v1::{
+    CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest, ListUsersRequest,
+    ListUsersResponse, User,
+};
+use tonic::{Request, Response, Status};
+
+use super::projects::not_found_as;
+use super::{first_success, Api, Kind};
+use crate::auth::require_write;
+use crate::scatter::mark_unreachable;
+
+#[tonic::async_trait]
+impl UserService for Api {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let mut req = request.into_inner();
+        let org = self.resolve_org(&call.caller, &req.parent, "parent")?;
+        let org_id = org.trim_start_matches("organizations/").to_string();
+        let Some(user) = req.user.as_mut() else {
+            return Err(nordlys_api::invalid("user", "is required"));
+        };
+        let mut v = Violations::new();
+        validate::check_text(
+            &mut v,
+            "user.display_name",
+            &user.display_name,
+            MAX_DISPLAY_NAME,
+            false,
+        );
+        validate::check_email(&mut v, "user.email", &user.email);
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        self.check_placement(&mut v, "user.regions", &user.regions);
+        if req.user_id.is_empty() {
+            req.user_id = ids::derive("usr", &org, &req.request_id);
+        } else {
+            validate::check_id(&mut v, "user_id", &req.user_id);
+        }
+        v.into_result()?;
+
+        req.parent = org.clone();
+        user.name = names::user(&org_id, &req.user_id);
+        user.region_status.clear();
+        user.create_time = None;
+        let name = user.name.clone();
+        let placement = user.regions.clone();
+        let answers = self
+            .create_in_regions::<_, User>(
+                &call,
+                "CreateUser",
+                &org,
+                &name,
+                &req.request_id,
+                &placement,
+                Some(Kind::Users),
+                req.clone(),
+            )
+            .await?;
+        let (mut user, statuses) = first_success(answers)?;
+        user.region_status = statuses;
+        Ok(Response::new(user))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        let ids = names::parse_field(&req.name, &["organizations", "users"], "name")?;
+        self.resolve_org(&call.caller, &names::organization(ids[0]), "name")?;
+        let (mut user, unreachable): (User, _) = self
+            .gather_one(&call, "GetUser", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        let placement = user.regions.clone();
+        mark_unreachable(&mut user.region_status, &placement, &unreachable);
+        Ok(Response::new(user))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        let org = self.resolve_org(&call.caller, &req.parent, "parent")?;
+        let (page, next_page_token) = self
+            .list(
+                &call,
+                "ListUsers",
+                &org,
+                &org,
+                None,
+                req.page_size,
+                &req.page_token,
+                |r: ListUsersResponse| r.users,
+            )
+            .await?;
+        let mut users = page.items;
+        for user in &mut users {
+            let placement = user.regions.clone();
+            mark_unreachable(&mut user.region_status, &placement, &page.unreachable);
+        }
+        Ok(Response::new(ListUsersResponse {
+            users,
+            next_page_token,
+            unreachable: page.unreachable,
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        require_write(&call.caller)?;
+        let req = request.into_inner();
+        let ids = names::parse_field(&req.name, &["organizations", "users"], "name")?;
+        self.resolve_org(&call.caller, &names::organization(ids[0]), "name")?;
+        let region_status = self
+            .delete_everywhere(&call, "DeleteUser", req.clone())
+            .await
+            .map_err(|s| not_found_as(s, &req.name))?;
+        Ok(Response::new(DeleteUserResponse { region_status }))
+    }
+}

@@ -1,0 +1,85 @@
+//! Gateway configuration: defaults < TOML file < `NORDLYS_*` env < flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// Public gRPC listen address.
+    pub listen: SocketAddr,
+    /// The operator's API key: all organizations, organizations and quotas.
+    /// Empty disables the operator role.
+    pub operator_key: String,
+    /// Regions expected to exist even when none of their daemons answers, so
+    /// lists name them `unreachable` instead of forgetting them.
+    pub regions: Vec<String>,
+    /// Deadline of a call whose caller set none, in milliseconds.
+    pub default_timeout_ms: u64,
+    /// Longest deadline the gateway honours, in milliseconds.
+    pub max_timeout_ms: u64,
+    /// How long a list waits for each region before naming it unreachable.
+    pub list_region_timeout_ms: u64,
+    /// How often regiond instances are rediscovered ($SRV.INFO).
+    pub discovery_interval_ms: u64,
+    /// How long an authenticated API key is trusted before it is checked again.
+    pub auth_cache_ttl_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            operator_key: String::new(),
+            regions: Vec::new(),
+            default_timeout_ms: 10_000,
+            max_timeout_ms: 60_000,
+            list_region_timeout_ms: 2_000,
+            discovery_interval_ms: 2_000,
+            auth_cache_ttl_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `NORDLYS_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("NORDLYS_").only(&[
+                "nats_url",
+                "listen",
+                "operator_key",
+                "regions",
+                "default_timeout_ms",
+                "max_timeout_ms",
+                "list_region_timeout_ms",
+                "discovery_interval_ms",
+                "auth_cache_ttl_ms",
+            ]))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// The default deadline.
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_millis(self.default_timeout_ms)
+    }
+
+    /// The longest deadline.
+    pub fn max_timeout(&self) -> Duration {
+        Duration::from_millis(self.max_timeout_ms)
+    }
+}

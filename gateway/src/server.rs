@@ -1,0 +1,164 @@
+//! Wiring: NATS connection, discovery, the gRPC server with reflection and
+//! health, graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nordlys_proto::pb::nordlys::v1::{
+    access_rule_service_server::AccessRuleServiceServer,
+    membership_service_server::MembershipServiceServer,
+    network_service_server::NetworkServiceServer,
+    organization_service_server::OrganizationServiceServer,
+    project_service_server::ProjectServiceServer, quota_service_server::QuotaServiceServer,
+    region_service_server::RegionServiceServer, user_service_server::UserServiceServer,
+};
+use nordlys_transport::{BoxError, NatsChannel};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::Api;
+use crate::auth::Authenticator;
+use crate::discovery::Discovery;
+use crate::routes::{QuotaRoute, RegionRoute};
+use crate::state::State;
+use crate::Config;
+
+/// The public services, as reflection lists them.
+const SERVICES: &[&str] = &[
+    "nordlys.v1.ProjectService",
+    "nordlys.v1.UserService",
+    "nordlys.v1.MembershipService",
+    "nordlys.v1.NetworkService",
+    "nordlys.v1.AccessRuleService",
+    "nordlys.v1.RegionService",
+    "nordlys.v1.OrganizationService",
+    "nordlys.v1.QuotaService",
+];
+
+/// The gateway process.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Runs until `shutdown` resolves, then drains in-flight calls.
+    pub async fn run(
+        config: Config,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), BoxError> {
+        for region in &config.regions {
+            if !nordlys_api::validate::is_region(region) {
+                return Err(
+                    format!("configured region {region:?} is not a valid region id").into(),
+                );
+            }
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name("nordlys-gateway")
+            .connect(&config.nats_url)
+            .await?;
+        let nats = NatsChannel::new(client.clone(), config.default_timeout());
+        let quota = QuotaRoute::new(nats.clone());
+        let state = Arc::new(State {
+            auth: Authenticator::new(
+                &config.operator_key,
+                quota.clone(),
+                Duration::from_millis(config.auth_cache_ttl_ms),
+            ),
+            quota,
+            regions: RegionRoute::new(nats),
+            discovery: Discovery::new(&config.regions),
+            config: config.clone(),
+        });
+
+        // Know the regions before the first call.
+        if let Err(e) = state
+            .discovery
+            .refresh(&client, Duration::from_millis(150), Duration::from_secs(1))
+            .await
+        {
+            tracing::warn!(error = %e, "first region discovery failed");
+        }
+        let discovery = {
+            let state = state.clone();
+            let interval = Duration::from_millis(config.discovery_interval_ms.max(100));
+            tokio::spawn(async move { state.discovery.run(client, interval).await })
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // One builder per protocol version: the builder is consumed and not Clone.
+        let reflection = || {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(nordlys_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health");
+            for service in SERVICES {
+                builder = builder.with_service_name(*service);
+            }
+            builder
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        for service in SERVICES {
+            health
+                .set_service_status(*service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let api = Api::new(state);
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "gRPC listening");
+        // The line scripts and the test harness wait for.
+        println!("nordlys-gateway listening on {addr}");
+
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ProjectServiceServer::new(api.clone()))
+            .add_service(UserServiceServer::new(api.clone()))
+            .add_service(MembershipServiceServer::new(api.clone()))
+            .add_service(NetworkServiceServer::new(api.clone()))
+            .add_service(AccessRuleServiceServer::new(api.clone()))
+            .add_service(RegionServiceServer::new(api.clone()))
+            .add_service(OrganizationServiceServer::new(api.clone()))
+            .add_service(QuotaServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight calls");
+                for service in SERVICES {
+                    health
+                        .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+            })
+            .await;
+        discovery.abort();
+        result.map_err(Into::into)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

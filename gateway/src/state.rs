@@ -1,0 +1,56 @@
+//! What every public handler shares.
+
+use std::time::Duration;
+
+use nordlys_api::Violations;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::auth::Authenticator;
+use crate::call::Call;
+use crate::discovery::Discovery;
+use crate::routes::{QuotaRoute, RegionRoute};
+use crate::Config;
+
+/// The gateway's shared, read-mostly state.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) auth: Authenticator,
+    pub(crate) quota: QuotaRoute,
+    pub(crate) regions: RegionRoute,
+    pub(crate) discovery: Discovery,
+}
+
+impl State {
+    /// Authenticates the caller and starts the call's deadline.
+    pub(crate) async fn begin(&self, metadata: &MetadataMap) -> Result<Call, Status> {
+        let caller = self.auth.authenticate(metadata).await?;
+        Ok(Call::new(
+            caller,
+            metadata,
+            self.config.default_timeout(),
+            self.config.max_timeout(),
+        ))
+    }
+
+    /// Records a violation unless `region` is a known region.
+    pub(crate) fn check_region(&self, v: &mut Violations, field: &str, region: &str) {
+        if region.is_empty() {
+            v.add(field, "is required");
+        } else if !self.discovery.is_known(region) {
+            v.add(
+                field,
+                format!(
+                    "unknown region {region:?}; known regions: {}",
+                    self.discovery.known().join(", ")
+                ),
+            );
+        }
+    }
+
+    /// How long a list waits for one region.
+    pub(crate) fn list_region_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.list_region_timeout_ms)
+    }
+}
