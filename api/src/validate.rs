@@ -172,7 +172,9 @@ pub fn check_network(v: &mut Violations, field: &str, network: &Network) {
 /// The gateway a network gets when it names none: the first host address.
 pub fn default_gateway(cidr: &str) -> Option<String> {
     let net = parse_cidr(cidr).ok()?;
-    let first = net.hosts().next()?;
+    // ipnet's IPv6 hosts() starts at the network address itself (the
+    // subnet-router anycast address), which `check_network` refuses.
+    let first = net.hosts().find(|ip| *ip != net.network())?;
     Some(first.to_string())
 }
 
@@ -264,6 +266,11 @@ mod tests {
         assert!(!net("10.0.0.0/24", "10.0.0.255").is_empty(), "broadcast");
         assert!(!net("banana", "").is_empty());
         assert_eq!(default_gateway("10.1.0.0/16").as_deref(), Some("10.1.0.1"));
+        assert_eq!(
+            default_gateway("fd00:10::/64").as_deref(),
+            Some("fd00:10::1")
+        );
+        assert!(net("fd00:10::/64", "fd00:10::1").is_empty());
     }
 
     #[test]

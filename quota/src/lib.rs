@@ -1,1 +1,168 @@
-//! placeholder
+//! The Nordlys quota and ACL controller.
+//!
+//! It keeps organizations, their members and API keys, and each
+//! organization's quota per region, in one NATS JetStream KV bucket, and
+//! serves the `nordlys.quota.v1.QuotaController` API as the NATS micro
+//! service `nordlys-quota` (one endpoint per RPC on
+//! `nordlys.quota.v1.QuotaController.{Method}`).
+//!
+//! Every change is a compare-and-set on the KV entry's revision, so several
+//! instances can serve at once without ever granting more than a limit, and
+//! a restarted instance finds everything where it was.
+//!
+//! - [`Controller`] implements the tonic-generated `QuotaController` trait,
+//!   so the same handlers can be served over gRPC too.
+//! - [`reservation`] is the quota arithmetic, free of I/O.
+//! - [`store`] is the KV access with the compare-and-set loop.
+//! - [`service`] registers the micro service and runs until a signal.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), nordlys_transport::BoxError> {
+//! let config = nordlys_quota::config::Config::default();
+//! nordlys_quota::service::run(config, |id| println!("nordlys-quota ready id={id}")).await
+//! # }
+//! ```
+
+mod accounting;
+mod admin;
+mod auth;
+pub mod config;
+pub mod keys;
+pub mod reservation;
+pub mod service;
+mod status;
+pub mod store;
+
+use std::sync::Arc;
+
+use nordlys_proto::pb::nordlys::quota::v1 as q;
+use nordlys_proto::pb::nordlys::quota::v1::quota_controller_server::QuotaController;
+use nordlys_proto::pb::nordlys::v1 as api;
+use tonic::{Request, Response, Status};
+
+pub use admin::{ApiKeyDoc, MemberDoc, OrgDoc, StoredRole};
+use config::Config;
+use store::Store;
+
+/// The handlers of every `QuotaController` RPC, over one store.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    store: Store,
+    config: Arc<Config>,
+}
+
+impl Controller {
+    /// Handlers over `store`, with `config`'s defaults.
+    pub fn new(store: Store, config: Config) -> Controller {
+        Controller {
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The current time in unix milliseconds.
+fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl QuotaController for Controller {
+    async fn authenticate(&self, request: Request<q::AuthenticateRequest>) -> Rpc<q::Principal> {
+        self.authenticate_key(request).await.map(Response::new)
+    }
+
+    async fn reserve(&self, request: Request<q::ReserveRequest>) -> Rpc<q::ReserveResponse> {
+        self.reserve_quota(request).await.map(Response::new)
+    }
+
+    async fn commit(&self, request: Request<q::CommitRequest>) -> Rpc<q::CommitResponse> {
+        self.commit_quota(request).await.map(Response::new)
+    }
+
+    async fn release(&self, request: Request<q::ReleaseRequest>) -> Rpc<q::ReleaseResponse> {
+        self.release_quota(request).await.map(Response::new)
+    }
+
+    async fn free(&self, request: Request<q::FreeRequest>) -> Rpc<q::FreeResponse> {
+        self.free_quota(request).await.map(Response::new)
+    }
+
+    async fn create_organization(
+        &self,
+        request: Request<api::CreateOrganizationRequest>,
+    ) -> Rpc<api::Organization> {
+        self.create_org(request).await.map(Response::new)
+    }
+
+    async fn get_organization(
+        &self,
+        request: Request<api::GetOrganizationRequest>,
+    ) -> Rpc<api::Organization> {
+        self.get_org(request).await.map(Response::new)
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<api::ListOrganizationsRequest>,
+    ) -> Rpc<api::ListOrganizationsResponse> {
+        self.list_orgs(request).await.map(Response::new)
+    }
+
+    async fn create_member(&self, request: Request<api::CreateMemberRequest>) -> Rpc<api::Member> {
+        self.put_member(request).await.map(Response::new)
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<api::ListMembersRequest>,
+    ) -> Rpc<api::ListMembersResponse> {
+        self.get_members(request).await.map(Response::new)
+    }
+
+    async fn delete_member(
+        &self,
+        request: Request<api::DeleteMemberRequest>,
+    ) -> Rpc<api::DeleteMemberResponse> {
+        self.remove_member(request).await.map(Response::new)
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<api::CreateApiKeyRequest>,
+    ) -> Rpc<api::CreateApiKeyResponse> {
+        self.make_api_key(request).await.map(Response::new)
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<api::ListApiKeysRequest>,
+    ) -> Rpc<api::ListApiKeysResponse> {
+        self.get_api_keys(request).await.map(Response::new)
+    }
+
+    async fn delete_api_key(
+        &self,
+        request: Request<api::DeleteApiKeyRequest>,
+    ) -> Rpc<api::DeleteApiKeyResponse> {
+        self.remove_api_key(request).await.map(Response::new)
+    }
+
+    async fn get_quota(&self, request: Request<api::GetQuotaRequest>) -> Rpc<api::Quota> {
+        self.read_quota(request).await.map(Response::new)
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<api::ListQuotasRequest>,
+    ) -> Rpc<api::ListQuotasResponse> {
+        self.read_quotas(request).await.map(Response::new)
+    }
+
+    async fn update_quota(&self, request: Request<api::UpdateQuotaRequest>) -> Rpc<api::Quota> {
+        self.set_limits(request).await.map(Response::new)
+    }
+}

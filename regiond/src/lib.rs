@@ -1,1 +1,124 @@
-//! placeholder
+//! The Nordlys regional daemon.
+//!
+//! One `regiond` serves one region: it keeps (or, with real backends,
+//! drives) that region's projects, users, memberships, networks and access
+//! rules, and answers the gateway as the NATS micro service
+//! `nordlys-regiond` on `nordlys.v1.{region}.RegiondService.{Method}`.
+//!
+//! - [`Handlers`]: the `RegiondService` implementation (identity, validation,
+//!   tenancy), independent of the transport.
+//! - [`backend`]: the [`Backend`](backend::Backend) trait and its
+//!   implementations ([`MemoryBackend`](backend::MemoryBackend) and
+//!   [`KvBackend`](backend::KvBackend) for now).
+//! - [`service`]: the NATS micro service registration.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nordlys_transport::BoxError> {
+//! use std::sync::Arc;
+//! use nordlys_regiond::{backend::MemoryBackend, service, Handlers};
+//!
+//! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let handlers = Arc::new(Handlers::new("sto1", Arc::new(MemoryBackend::new("sto1"))));
+//! let running = service::start(client, handlers).await?;
+//! // ... later
+//! running.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod config;
+mod handlers;
+pub mod service;
+mod status;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use nordlys_transport::BoxError;
+
+pub use config::{BackendKind, Config};
+pub use handlers::{Handlers, DEFAULT_LIST_LIMIT};
+pub use status::USER_NOT_IN_REGION;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Builds the configured backend.
+pub async fn open_backend(
+    config: &Config,
+    client: &async_nats::Client,
+) -> Result<Arc<dyn backend::Backend>, BoxError> {
+    Ok(match config.backend {
+        BackendKind::Memory => Arc::new(backend::MemoryBackend::new(&config.region)),
+        BackendKind::Kv => {
+            Arc::new(backend::KvBackend::open(client.clone(), &config.region).await?)
+        }
+    })
+}
+
+/// Serves until SIGINT or SIGTERM, then drains calls in flight.
+pub async fn run(config: Config) -> Result<(), BoxError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("nordlys-regiond {}", config.region))
+        .connect(&config.nats_url)
+        .await?;
+    let backend = open_backend(&config, &client).await?;
+    let handlers = Arc::new(Handlers::new(config.region.clone(), backend));
+    let service = service::start(client.clone(), handlers).await?;
+    // Make sure the server has our subscriptions before we say we serve.
+    client.flush().await?;
+    let id = service.id().await;
+    tracing::info!(region = %config.region, backend = config.backend.as_str(), %id, nats = %config.nats_url, "serving");
+    {
+        // The harness and scripts wait for exactly this line.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "nordlys-regiond ready region={} id={id}",
+            config.region
+        )?;
+        stdout.flush()?;
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining calls in flight");
+    service.shutdown(config.shutdown_grace()).await;
+    client.flush().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

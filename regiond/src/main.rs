@@ -1,1 +1,56 @@
-fn main() {}
+//! `regiond`: the Nordlys regional daemon. Run with
+//! `cargo run -p nordlys-regiond -- --nats-url nats://127.0.0.1:4222 --region sto1`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nordlys_regiond::config::{BackendKind, Config, Overrides};
+
+/// Serves one region of Nordlys over NATS (micro service `nordlys-regiond`).
+///
+/// Settings come from defaults, then the TOML file of --config, then
+/// NORDLYS_* environment variables (NORDLYS_NATS_URL, NORDLYS_REGION,
+/// NORDLYS_BACKEND), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "regiond", version)]
+struct Args {
+    /// A TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The NATS server URL (default nats://127.0.0.1:4222).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// The region served, for example sto1.
+    #[arg(long)]
+    region: Option<String>,
+    /// The backend: memory (in process, lost on restart, one instance per
+    /// region) or kv (JetStream KV, shared by the region's instances).
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    nordlys_regiond::init_logging();
+    let overrides = Overrides {
+        nats_url: args.nats_url,
+        region: args.region,
+        backend: args.backend,
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("regiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match nordlys_regiond::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "regiond failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Reserve, Commit, Release and Free: the quota arithmetic of
+//! [`reservation`](crate::reservation) applied region by region, each region
+//! one compare-and-set on its `quota.<org>.<region>` document.
+
+use std::collections::BTreeSet;
+
+use nordlys_api::{names, validate, Violations};
+use nordlys_proto::pb::nordlys::quota::v1 as q;
+use nordlys_transport::Role;
+use tonic::{Request, Status};
+
+use crate::admin::counts_from;
+use crate::auth::{identity, require_role};
+use crate::reservation::{Committed, Counts, Exceeded, Kind, QuotaDoc, Reserved};
+use crate::status::quota_exceeded;
+use crate::store::{self, Write};
+use crate::{now_ms, Controller};
+
+/// The longest reservation a caller may ask for: a create that takes longer
+/// than this is better retried than allowed to hold quota.
+const MAX_TTL_SECONDS: u32 = 3600;
+
+/// A reservation id: 1 to 64 of letters, digits, `.`, `_`, `:`, `-` (what
+/// `nordlys_api::ids::reservation` makes, and any request id).
+fn check_reservation_id(v: &mut Violations, id: &str) {
+    v.check(
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')),
+        "reservation_id",
+        "is required: 1 to 64 letters, digits, '.', '_', ':' or '-'",
+    );
+}
+
+fn check_organization<'a>(v: &mut Violations, name: &'a str) -> &'a str {
+    match names::parse(name, &["organizations"]) {
+        Some(ids) => ids[0],
+        None => {
+            v.add(
+                "organization",
+                "must be a resource name of the form organizations/{id}",
+            );
+            ""
+        }
+    }
+}
+
+/// Checks `items` (regions once each, counts not negative) and returns them
+/// as (region, counts).
+fn check_items(v: &mut Violations, items: &[q::RegionCounts]) -> Vec<(String, Counts)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("items[{i}]");
+        if !validate::is_region(&item.region) {
+            v.add(
+                format!("{field}.region"),
+                "must be a region id: 1 to 32 lowercase letters, digits and hyphens",
+            );
+        } else if !seen.insert(item.region.clone()) {
+            v.add(format!("{field}.region"), "appears more than once");
+        }
+        let counts = item.counts.as_ref().map(counts_from).unwrap_or_default();
+        for k in Kind::ALL {
+            v.check(
+                counts.get(k) >= 0,
+                &format!("{field}.counts.{}", k.as_str()),
+                "must not be negative",
+            );
+        }
+        out.push((item.region.clone(), counts));
+    }
+    out
+}
+
+/// Checks a list of regions; duplicates are dropped, order kept.
+fn check_regions(v: &mut Violations, regions: &[String]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        if !validate::is_region(r) {
+            v.add(
+                format!("regions[{i}]"),
+                "must be a region id: 1 to 32 lowercase letters, digits and hyphens",
+            );
+        } else if seen.insert(r.clone()) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+impl Controller {
+    pub(crate) async fn reserve_quota(
+        &self,
+        request: Request<q::ReserveRequest>,
+    ) -> Result<q::ReserveResponse, Status> {
+        let caller = identity(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        check_reservation_id(&mut v, &r.reservation_id);
+        let org = check_organization(&mut v, &r.organization);
+        if r.items.is_empty() {
+            v.add("items", "at least one region is required");
+        }
+        let items = check_items(&mut v, &r.items);
+        v.check(
+            r.ttl_seconds <= MAX_TTL_SECONDS,
+            "ttl_seconds",
+            format!("must be at most {MAX_TTL_SECONDS} (0 for the default)"),
+        );
+        v.into_result()?;
+        require_role(
+            &caller,
+            org,
+            Role::Member,
+            &format!("reserve quota in {}", r.organization),
+        )?;
+        self.org_exists_for_quota(org).await?;
+
+        let id = r.reservation_id.as_str();
+        let ttl_ms = if r.ttl_seconds == 0 {
+            i64::try_from(self.config.reservation_ttl().as_millis()).unwrap_or(i64::MAX)
+        } else {
+            i64::from(r.ttl_seconds) * 1000
+        };
+        let regions: Vec<String> = items.iter().map(|(region, _)| region.clone()).collect();
+        let defaults = self.config.default_limits;
+
+        // Region by region; the first refusal turns the rest into checks
+        // only (to report every violation), and what this call reserved is
+        // given back: all or nothing.
+        let mut newly_reserved: Vec<&str> = Vec::new();
+        let mut exceeded: Vec<(String, Vec<Exceeded>)> = Vec::new();
+        let mut already_committed = false;
+        let mut failure: Option<Status> = None;
+        for (region, counts) in &items {
+            let key = store::quota_key(org, region);
+            let now = now_ms();
+            if !exceeded.is_empty() {
+                match self.store.get::<QuotaDoc>(&key).await {
+                    Ok(doc) => {
+                        let mut doc = doc.map(|d| d.value).unwrap_or_default();
+                        doc.prune(now);
+                        if doc.committed.contains_key(id) {
+                            already_committed = true;
+                            break;
+                        }
+                        let over = doc.check(counts, &defaults, now);
+                        if !over.is_empty() {
+                            exceeded.push((region.clone(), over));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        failure = Some(e.into());
+                        break;
+                    }
+                }
+            }
+            let outcome = self
+                .store
+                .modify(&key, |current: Option<QuotaDoc>| {
+                    let mut doc = current.unwrap_or_default();
+                    let result = doc.reserve(id, counts, &regions, now + ttl_ms, &defaults, now);
+                    let write = match result {
+                        Ok(Reserved::New | Reserved::AlreadyPending) => Write::Put(doc),
+                        Ok(Reserved::AlreadyCommitted) | Err(_) => Write::Keep,
+                    };
+                    Ok::<_, Status>((write, result))
+                })
+                .await;
+            match outcome {
+                Ok(Ok(Reserved::New)) => newly_reserved.push(region),
+                Ok(Ok(Reserved::AlreadyPending)) => {}
+                Ok(Ok(Reserved::AlreadyCommitted)) => {
+                    already_committed = true;
+                    break;
+                }
+                Ok(Err(over)) => exceeded.push((region.clone(), over)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+
+        let success = failure.is_none() && exceeded.is_empty() && !already_committed;
+        if !success {
+            for region in newly_reserved {
+                if let Err(e) = self.release_in(org, region, id).await {
+                    // It lapses at its TTL anyway.
+                    tracing::warn!(organization = %org, region = %region, reservation = %id, error = %e, "could not undo a partial reservation");
+                }
+            }
+        }
+        if let Some(status) = failure {
+            return Err(status);
+        }
+        if already_committed {
+            tracing::debug!(organization = %org, reservation = %id, "reservation was already committed");
+            return Ok(q::ReserveResponse {
+                already_committed: true,
+            });
+        }
+        if !exceeded.is_empty() {
+            tracing::info!(organization = %org, reservation = %id, "quota exceeded");
+            return Err(quota_exceeded(org, &exceeded));
+        }
+        Ok(q::ReserveResponse {
+            already_committed: false,
+        })
+    }
+
+    pub(crate) async fn commit_quota(
+        &self,
+        request: Request<q::CommitRequest>,
+    ) -> Result<q::CommitResponse, Status> {
+        let caller = identity(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        check_reservation_id(&mut v, &r.reservation_id);
+        let org = check_organization(&mut v, &r.organization);
+        let regions = check_regions(&mut v, &r.regions);
+        v.into_result()?;
+        require_role(
+            &caller,
+            org,
+            Role::Member,
+            &format!("commit quota in {}", r.organization),
+        )?;
+        let id = r.reservation_id.as_str();
+        let defaults = self.config.default_limits;
+
+        let mut spanned: BTreeSet<String> = BTreeSet::new();
+        let mut all_known = !regions.is_empty();
+        for region in &regions {
+            let now = now_ms();
+            let outcome = self
+                .store
+                .modify(
+                    &store::quota_key(org, region),
+                    |current: Option<QuotaDoc>| {
+                        let mut doc = current.unwrap_or_default();
+                        let outcome = doc.commit(id, &defaults, now);
+                        let write = match outcome {
+                            Committed::AlreadyCommitted => Write::Keep,
+                            _ => Write::Put(doc),
+                        };
+                        Ok::<_, Status>((write, outcome))
+                    },
+                )
+                .await?;
+            match outcome {
+                Committed::Reservation { regions } => spanned.extend(regions),
+                Committed::AlreadyCommitted => {}
+                Committed::Lapsed { regions, exceeded } => {
+                    spanned.extend(regions);
+                    if exceeded.is_empty() {
+                        tracing::info!(organization = %org, region = %region, reservation = %id, "committed a lapsed reservation");
+                    } else {
+                        tracing::warn!(organization = %org, region = %region, reservation = %id, over = ?exceeded, "committed a lapsed reservation that no longer fits: usage is over the limit");
+                    }
+                }
+                Committed::Unknown => {
+                    all_known = false;
+                    tracing::warn!(organization = %org, region = %region, reservation = %id, "commit of an unknown reservation: recorded, nothing counted");
+                }
+            }
+        }
+        // Release the reservation's other regions, which did not get the
+        // resource. When no committed region knew the reservation, look for
+        // it in all of the organization's regions.
+        let others: Vec<String> = if spanned.is_empty() && !all_known {
+            self.regions_holding(org, id).await?
+        } else {
+            spanned.into_iter().collect()
+        };
+        for region in others.iter().filter(|r| !regions.contains(r)) {
+            self.release_in(org, region, id).await?;
+        }
+        Ok(q::CommitResponse {})
+    }
+
+    pub(crate) async fn release_quota(
+        &self,
+        request: Request<q::ReleaseRequest>,
+    ) -> Result<q::ReleaseResponse, Status> {
+        let caller = identity(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        check_reservation_id(&mut v, &r.reservation_id);
+        let org = check_organization(&mut v, &r.organization);
+        let regions = check_regions(&mut v, &r.regions);
+        v.into_result()?;
+        require_role(
+            &caller,
+            org,
+            Role::Member,
+            &format!("release quota in {}", r.organization),
+        )?;
+        let id = r.reservation_id.as_str();
+        let regions = if regions.is_empty() {
+            self.regions_holding(org, id).await?
+        } else {
+            regions
+        };
+        for region in &regions {
+            self.release_in(org, region, id).await?;
+        }
+        Ok(q::ReleaseResponse {})
+    }
+
+    pub(crate) async fn free_quota(
+        &self,
+        request: Request<q::FreeRequest>,
+    ) -> Result<q::FreeResponse, Status> {
+        let caller = identity(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let org = check_organization(&mut v, &r.organization);
+        let items = check_items(&mut v, &r.items);
+        v.into_result()?;
+        require_role(
+            &caller,
+            org,
+            Role::Member,
+            &format!("free quota in {}", r.organization),
+        )?;
+        for (region, counts) in &items {
+            let now = now_ms();
+            self.store
+                .modify(
+                    &store::quota_key(org, region),
+                    |current: Option<QuotaDoc>| {
+                        // Nothing was ever used in a region without a document.
+                        let Some(mut doc) = current else {
+                            return Ok::<_, Status>((Write::Keep, ()));
+                        };
+                        doc.free(counts, now);
+                        Ok((Write::Put(doc), ()))
+                    },
+                )
+                .await?;
+        }
+        Ok(q::FreeResponse {})
+    }
+
+    /// Drops reservation `id` in one region (a no-op when it is not there).
+    async fn release_in(&self, org: &str, region: &str, id: &str) -> Result<(), Status> {
+        let now = now_ms();
+        self.store
+            .modify(
+                &store::quota_key(org, region),
+                |current: Option<QuotaDoc>| {
+                    let Some(mut doc) = current else {
+                        return Ok::<_, Status>((Write::Keep, ()));
+                    };
+                    let write = match doc.release(id, now) {
+                        Some(_) => Write::Put(doc),
+                        None => Write::Keep,
+                    };
+                    Ok((write, ()))
+                },
+            )
+            .await
+    }
+
+    /// The regions whose documents hold reservation `id` (pending or lapsed).
+    async fn regions_holding(&self, org: &str, id: &str) -> Result<Vec<String>, Status> {
+        let prefix = store::quota_prefix(org);
+        let docs = self.store.list::<QuotaDoc>(&prefix).await?;
+        let mut regions = BTreeSet::new();
+        for (key, doc) in &docs {
+            if let Some(spanned) = doc.regions_of(id) {
+                regions.extend(spanned.iter().cloned());
+                if let Some(region) = key.strip_prefix(&prefix) {
+                    regions.insert(region.to_string());
+                }
+            }
+        }
+        Ok(regions.into_iter().collect())
+    }
+
+    /// NOT_FOUND unless the organization exists: quota is only reserved for
+    /// organizations, never for a typo.
+    async fn org_exists_for_quota(&self, org: &str) -> Result<(), Status> {
+        match self
+            .store
+            .get::<crate::OrgDoc>(&store::org_key(org))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(crate::status::not_found(&names::organization(org))),
+        }
+    }
+}

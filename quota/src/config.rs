@@ -1,0 +1,172 @@
+//! Configuration: defaults < TOML file < `NORDLYS_*` environment < flags.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::reservation::Counts;
+
+/// The quota service's settings.
+///
+/// ```toml
+/// nats_url = "nats://127.0.0.1:4222"
+/// bucket = "nordlys-quota"
+/// reservation_ttl = 60          # seconds
+/// [default_limits]
+/// projects = 10
+/// users = 50
+/// networks = 20
+/// access_rules = 100
+/// ```
+///
+/// Environment: `NORDLYS_NATS_URL`, `NORDLYS_BUCKET`,
+/// `NORDLYS_RESERVATION_TTL`, `NORDLYS_DEFAULT_LIMITS__PROJECTS`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The NATS server.
+    pub nats_url: String,
+    /// The JetStream KV bucket holding all state (created if missing).
+    pub bucket: String,
+    /// Limits of organizations and regions the operator set none for.
+    pub default_limits: Counts,
+    /// Seconds a reservation lives when the caller asks for no TTL.
+    pub reservation_ttl: u64,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_grace: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".to_string(),
+            bucket: "nordlys-quota".to_string(),
+            default_limits: Counts {
+                projects: 10,
+                users: 50,
+                networks: 20,
+                access_rules: 100,
+            },
+            reservation_ttl: 60,
+            shutdown_grace: 10,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// `--nats-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// `--bucket`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// `--reservation-ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_ttl: Option<u64>,
+}
+
+/// A configuration that could not be read or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed.
+    #[error(transparent)]
+    Load(Box<figment::Error>),
+    /// The values are unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Layers the sources and checks the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::figment(file, overrides)
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?
+            .checked()
+    }
+
+    fn figment(file: Option<&Path>, overrides: &Overrides) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            // A named file must exist: a typo should not silently run on defaults.
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("NORDLYS_").split("__"))
+            .merge(Serialized::defaults(overrides))
+    }
+
+    fn checked(self) -> Result<Config, ConfigError> {
+        if self.bucket.is_empty()
+            || !self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "bucket {:?}: use letters, digits, '-' and '_'",
+                self.bucket
+            )));
+        }
+        if crate::reservation::Kind::ALL
+            .iter()
+            .any(|k| self.default_limits.get(*k) < 0)
+        {
+            return Err(ConfigError::Invalid(
+                "default_limits must not be negative".to_string(),
+            ));
+        }
+        if self.reservation_ttl == 0 {
+            return Err(ConfigError::Invalid(
+                "reservation_ttl must be at least 1 second".to_string(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The default reservation lifetime.
+    pub fn reservation_ttl(&self) -> Duration {
+        Duration::from_secs(self.reservation_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        let toml = "bucket = \"from-file\"\nreservation_ttl = 30\n[default_limits]\nprojects = 3\n";
+        let overrides = Overrides {
+            bucket: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .merge(Serialized::defaults(&overrides))
+            .extract()
+            .expect("valid");
+        assert_eq!(config.bucket, "from-flag");
+        assert_eq!(config.reservation_ttl, 30);
+        assert_eq!(config.default_limits.projects, 3);
+        assert_eq!(config.default_limits.users, 50, "unset keys keep defaults");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let bad = Config {
+            bucket: "a.b".into(),
+            ..Config::default()
+        };
+        assert!(bad.checked().is_err());
+        let mut bad = Config::default();
+        bad.default_limits.networks = -1;
+        assert!(bad.checked().is_err());
+        assert!(Config::default().checked().is_ok());
+    }
+}

@@ -1,0 +1,103 @@
+//! The NATS micro service: registration, serving, graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nordlys_proto::pb::nordlys::quota::v1::quota_controller_server::QuotaController;
+use nordlys_transport::{unary, BoxError, MicroServiceBuilder};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::Controller;
+
+/// The micro service name.
+pub const SERVICE_NAME: &str = "nordlys-quota";
+/// The subject prefix of the endpoints: `{PREFIX}.{Method}`.
+pub const PREFIX: &str = "nordlys.quota.v1.QuotaController";
+
+/// Connects to NATS, opens (or creates) the bucket, serves until SIGINT or
+/// SIGTERM, then stops taking requests, drains those in flight and returns.
+/// `ready` is called with the micro service id once requests are served.
+pub async fn run(config: Config, ready: impl FnOnce(&str)) -> Result<(), BoxError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(SERVICE_NAME)
+        .connect(config.nats_url.as_str())
+        .await?;
+    let store = Store::open(client.clone(), &config.bucket).await?;
+    let grace = Duration::from_secs(config.shutdown_grace);
+    let bucket = config.bucket.clone();
+    let controller = Arc::new(Controller::new(store, config));
+
+    // One endpoint per RPC, named after the method; each calls the trait
+    // method, exactly as a gRPC server would.
+    macro_rules! endpoints {
+        ($builder:expr, $($name:literal => $method:ident),* $(,)?) => {
+            $builder
+            $(.endpoint($name, {
+                let c = controller.clone();
+                unary(move |request| {
+                    let c = c.clone();
+                    async move { c.$method(request).await }
+                })
+            }))*
+        };
+    }
+    let builder = MicroServiceBuilder::new(
+        client.clone(),
+        SERVICE_NAME,
+        env!("CARGO_PKG_VERSION"),
+        PREFIX,
+    )
+    .description("Nordlys quota and ACL controller")
+    .metadata("bucket", bucket);
+    let service = endpoints!(builder,
+        "Authenticate" => authenticate,
+        "Reserve" => reserve,
+        "Commit" => commit,
+        "Release" => release,
+        "Free" => free,
+        "CreateOrganization" => create_organization,
+        "GetOrganization" => get_organization,
+        "ListOrganizations" => list_organizations,
+        "CreateMember" => create_member,
+        "ListMembers" => list_members,
+        "DeleteMember" => delete_member,
+        "CreateApiKey" => create_api_key,
+        "ListApiKeys" => list_api_keys,
+        "DeleteApiKey" => delete_api_key,
+        "GetQuota" => get_quota,
+        "ListQuotas" => list_quotas,
+        "UpdateQuota" => update_quota,
+    )
+    .start()
+    .await?;
+    // The registration and subscriptions must have reached the server
+    // before we say we are ready.
+    client.flush().await?;
+    let id = service.id().await;
+    tracing::info!(id = %id, prefix = PREFIX, "serving");
+    ready(&id);
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down: draining in-flight requests");
+    service.shutdown(grace).await;
+    client.drain().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> Result<(), BoxError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

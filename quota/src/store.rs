@@ -1,0 +1,327 @@
+//! State in a NATS JetStream KV bucket, JSON documents under dotted keys:
+//!
+//! | key | document |
+//! | --- | --- |
+//! | `org.<org>` | [`OrgDoc`](crate::OrgDoc) |
+//! | `member.<org>.<hex principal>` | [`MemberDoc`](crate::MemberDoc) |
+//! | `apikey.<keyid>` | [`ApiKeyDoc`](crate::ApiKeyDoc) |
+//! | `quota.<org>.<region>` | [`QuotaDoc`](crate::reservation::QuotaDoc) |
+//!
+//! Every read-modify-write goes through [`Store::modify`]: read the entry
+//! and its revision, compute the new value, write it only if the revision is
+//! still the same (`update`, or `create` for a new key), else read again. So
+//! any number of quota instances can share the bucket without lost updates.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Attempts of one compare-and-set before giving up with ABORTED. Within
+/// one instance writers of a key queue on a local lock, so conflicts come
+/// only from other instances and a handful of attempts suffice.
+const MAX_ATTEMPTS: u32 = 64;
+/// Local lock stripes: writers of keys in the same stripe queue up.
+const STRIPES: usize = 64;
+
+/// What went wrong talking to the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bucket could not be reached or refused the operation.
+    #[error("key-value store unavailable: {0}")]
+    Unavailable(String),
+    /// Other writers kept winning the compare-and-set.
+    #[error("too much contention on {0}")]
+    Contention(String),
+    /// A stored document does not parse.
+    #[error("stored document {key} is corrupt: {error}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The parse error.
+        error: String,
+    },
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// What a [`Store::modify`] step wants written.
+#[derive(Debug)]
+pub enum Write<T> {
+    /// Nothing: the entry stays as it was.
+    Keep,
+    /// This value.
+    Put(T),
+    /// A delete marker.
+    Delete,
+}
+
+/// A stored document and its revision.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The document.
+    pub value: T,
+    /// The revision it was read at.
+    pub revision: u64,
+}
+
+/// The bucket and the local write locks.
+#[derive(Debug, Clone)]
+pub struct Store {
+    kv: kv::Store,
+    stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Opens `bucket`, creating it (file storage) when missing.
+    pub async fn open(client: async_nats::Client, bucket: &str) -> Result<Store, StoreError> {
+        let js = async_nats::jetstream::new(client);
+        if let Ok(kv) = js.get_key_value(bucket).await {
+            return Ok(Store::from_kv(kv));
+        }
+        // `create_key_value` first reads the account info, which async-nats
+        // 0.51 cannot parse from nats-server 2.9 (Debian's). So create the
+        // bucket's stream the way a KV bucket is defined (ADR-8) and open it.
+        // Creating an identical stream is idempotent, so instances starting
+        // together do not race.
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("Nordlys organizations, members, API keys and quotas".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_bytes: -1,
+            max_message_size: -1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            num_replicas: 1,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+        let kv = js.get_key_value(bucket).await.map_err(unavailable)?;
+        Ok(Store::from_kv(kv))
+    }
+
+    /// Wraps an open bucket.
+    pub fn from_kv(kv: kv::Store) -> Store {
+        let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Store {
+            kv,
+            stripes: Arc::new(stripes),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stripes[(h.finish() as usize) % self.stripes.len()]
+    }
+
+    /// The raw entry: `(value, revision)`, value `None` when deleted; `None`
+    /// when the key never existed.
+    async fn entry(&self, key: &str) -> Result<Option<(Option<Bytes>, u64)>, StoreError> {
+        let entry = self.kv.entry(key).await.map_err(unavailable)?;
+        Ok(entry.map(|e| match e.operation {
+            Operation::Put => (Some(e.value), e.revision),
+            Operation::Delete | Operation::Purge => (None, e.revision),
+        }))
+    }
+
+    /// Reads a document; `None` when missing or deleted.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        match self.entry(key).await? {
+            Some((Some(bytes), revision)) => Ok(Some(Versioned {
+                value: decode(key, &bytes)?,
+                revision,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The keys starting with `prefix` (deleted ones left out), sorted.
+    ///
+    /// This walks the bucket's key list: fine for the walking skeleton's
+    /// numbers of organizations, members and keys.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = self.kv.keys().await.map_err(unavailable)?;
+        let mut keys: Vec<String> = keys
+            .try_filter(|k| std::future::ready(k.starts_with(prefix)))
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads every document whose key starts with `prefix`, sorted by key.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.keys(prefix).await? {
+            // Deleted between listing and reading: skip it.
+            if let Some(v) = self.get(&key).await? {
+                out.push((key, v.value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read-modify-write of one key with compare-and-set: `step` sees the
+    /// current document (`None` when missing) and says what to write and
+    /// what to answer. When another writer got there first, `step` runs again
+    /// on the newer document, so it must be a pure function of its input.
+    pub async fn modify<T, R, E, F>(&self, key: &str, mut step: F) -> Result<R, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+        F: FnMut(Option<T>) -> Result<(Write<T>, R), E>,
+    {
+        let _local = self.stripe(key).lock().await;
+        for attempt in 0..MAX_ATTEMPTS {
+            let (current, revision) = match self.entry(key).await? {
+                Some((Some(bytes), revision)) => (Some(decode(key, &bytes)?), Some(revision)),
+                Some((None, revision)) => (None, Some(revision)),
+                None => (None, None),
+            };
+            let existed = current.is_some();
+            let (write, answer) = step(current)?;
+            let outcome = match write {
+                Write::Keep => return Ok(answer),
+                Write::Put(value) => {
+                    let bytes = encode(&value);
+                    match revision {
+                        Some(rev) => self
+                            .kv
+                            .update(key, bytes, rev)
+                            .await
+                            .map(drop)
+                            .map_err(|e| {
+                                (
+                                    e.kind() == UpdateErrorKind::WrongLastRevision,
+                                    e.to_string(),
+                                )
+                            }),
+                        None => self.kv.create(key, bytes).await.map(drop).map_err(|e| {
+                            (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())
+                        }),
+                    }
+                }
+                Write::Delete => match (existed, revision) {
+                    (true, Some(rev)) => self
+                        .kv
+                        .delete_expect_revision(key, Some(rev))
+                        .await
+                        .map_err(|e| {
+                            (
+                                e.kind() == UpdateErrorKind::WrongLastRevision,
+                                e.to_string(),
+                            )
+                        }),
+                    _ => return Ok(answer),
+                },
+            };
+            match outcome {
+                Ok(()) => return Ok(answer),
+                Err((true, _)) => backoff(attempt).await,
+                Err((false, e)) => return Err(StoreError::Unavailable(e).into()),
+            }
+        }
+        Err(StoreError::Contention(key.to_string()).into())
+    }
+}
+
+/// Waits a little, more after each lost race, with jitter so the losers do
+/// not collide again in step.
+async fn backoff(attempt: u32) {
+    let cap_ms = 1u64 << attempt.min(6);
+    let ms = rand::random_range(0..=cap_ms);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        error: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Our documents are plain structs and maps with string keys: serializing
+    // them cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Key of an organization.
+pub fn org_key(org: &str) -> String {
+    format!("org.{org}")
+}
+
+/// Key of a member. Principals may hold `@`, which KV keys cannot: hex keeps
+/// them within `[0-9a-f]` and preserves their byte order.
+pub fn member_key(org: &str, principal: &str) -> String {
+    format!("member.{org}.{}", hex::encode(principal.as_bytes()))
+}
+
+/// The key prefix of an organization's members.
+pub fn member_prefix(org: &str) -> String {
+    format!("member.{org}.")
+}
+
+/// Key of an API key.
+pub fn api_key_key(key: &str) -> String {
+    format!("apikey.{key}")
+}
+
+/// The key prefix of all API keys.
+pub const API_KEY_PREFIX: &str = "apikey.";
+/// The key prefix of all organizations.
+pub const ORG_PREFIX: &str = "org.";
+
+/// Key of an organization's quota in a region.
+pub fn quota_key(org: &str, region: &str) -> String {
+    format!("quota.{org}.{region}")
+}
+
+/// The key prefix of an organization's quotas.
+pub fn quota_prefix(org: &str) -> String {
+    format!("quota.{org}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_use_only_allowed_characters() {
+        let ok = |k: &str| {
+            k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
+        };
+        for k in [
+            org_key("acme"),
+            member_key("acme", "alice@acme.example"),
+            api_key_key("k0123"),
+            quota_key("acme", "sto1"),
+        ] {
+            assert!(ok(&k), "{k}");
+        }
+        assert_eq!(member_key("acme", "a@b"), "member.acme.614062");
+    }
+}

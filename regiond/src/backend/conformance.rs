@@ -1,0 +1,317 @@
+//! One suite every backend must pass, run against each of them (the kv
+//! backend against a real nats-server with JetStream).
+
+use nordlys_proto::pb::nordlys::v1::{
+    AccessRule, Membership, Network, Project, ResourceCounts, User,
+};
+
+use super::*;
+
+/// Runs each suite test against a backend made by `$make`, which returns
+/// the backend and a guard kept alive for the test.
+macro_rules! run_suite {
+    ($backend:ident, $make:ident, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            use super::$make;
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (backend, _guard) = $make().await;
+                    super::suite::$test(backend.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($backend:ident => $make:ident),* $(,)?) => {
+        $(
+            run_suite!($backend, $make, [
+                request_ids_replay_per_tenant_and_names_are_unique,
+                other_tenants_see_nothing,
+                lists_are_sorted_filtered_and_bounded,
+                memberships_need_the_project_and_a_user_of_its_org_here,
+                deleting_a_project_frees_its_children,
+                deletes_of_absent_resources_are_not_found,
+            ]);
+        )*
+    };
+}
+
+all_backends!(memory => memory_backend, kv => kv_backend);
+
+async fn memory_backend() -> (Box<dyn Backend>, ()) {
+    (Box::new(MemoryBackend::new("sto1")), ())
+}
+
+async fn kv_backend() -> (Box<dyn Backend>, nordlys_tests::NatsServer) {
+    let nats = nordlys_tests::NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let backend = KvBackend::open(client, "sto1").await.expect("bucket");
+    (Box::new(backend), nats)
+}
+
+mod suite {
+    use super::*;
+
+    const ACME: &str = "organizations/acme";
+
+    fn acme() -> Tenant {
+        Tenant::Organization(ACME.into())
+    }
+
+    fn project(id: &str, org: &str) -> Project {
+        Project {
+            name: format!("projects/{id}"),
+            organization: org.into(),
+            display_name: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn user(org: &str, id: &str) -> User {
+        User {
+            name: format!("{org}/users/{id}"),
+            ..Default::default()
+        }
+    }
+
+    fn network(project: &str, id: &str) -> Network {
+        Network {
+            name: format!("projects/{project}/networks/{id}"),
+            region: "sto1".into(),
+            cidr: "10.0.0.0/24".into(),
+            ..Default::default()
+        }
+    }
+
+    fn rule(project: &str, id: &str) -> AccessRule {
+        AccessRule {
+            name: format!("projects/{project}/accessRules/{id}"),
+            region: "sto1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn membership(project: &str, org: &str, user: &str) -> Membership {
+        Membership {
+            name: format!("projects/{project}/members/{user}"),
+            user: format!("{org}/users/{user}"),
+            role: 2,
+            ..Default::default()
+        }
+    }
+
+    fn all(limit: usize) -> Filter {
+        Filter {
+            limit,
+            ..Default::default()
+        }
+    }
+
+    pub(super) async fn request_ids_replay_per_tenant_and_names_are_unique(b: &dyn Backend) {
+        let first = b
+            .create_project(&acme(), "req-1", project("web", ACME))
+            .await
+            .expect("created");
+        // Same request id, other body: the first result.
+        let again = b
+            .create_project(&acme(), "req-1", project("other", ACME))
+            .await
+            .expect("replayed");
+        assert_eq!(again, first);
+        // Same name without the request id.
+        let err = b
+            .create_project(&acme(), "", project("web", ACME))
+            .await
+            .expect_err("exists");
+        assert!(matches!(err, BackendError::AlreadyExists { .. }), "{err:?}");
+        // Another tenant's request id space is its own.
+        let err = b
+            .create_project(
+                &Tenant::Organization("organizations/b".into()),
+                "req-1",
+                project("web", "organizations/b"),
+            )
+            .await
+            .expect_err("name taken");
+        assert!(matches!(err, BackendError::AlreadyExists { .. }), "{err:?}");
+        assert_eq!(b.list_projects(&all(10)).await.expect("list").len(), 1);
+    }
+
+    pub(super) async fn other_tenants_see_nothing(b: &dyn Backend) {
+        b.create_project(&acme(), "", project("web", ACME))
+            .await
+            .expect("created");
+        let other = Tenant::Organization("organizations/other".into());
+        let err = b
+            .get_project(&other, "projects/web")
+            .await
+            .expect_err("hidden");
+        assert!(matches!(err, BackendError::NotFound { .. }));
+        let err = b
+            .delete_project(&other, "projects/web")
+            .await
+            .expect_err("hidden");
+        assert!(matches!(err, BackendError::NotFound { .. }));
+        let err = b
+            .create_network(&other, "", network("web", "net"))
+            .await
+            .expect_err("hidden project");
+        assert_eq!(
+            err,
+            BackendError::NotFound {
+                kind: ResourceKind::Project,
+                name: "projects/web".into(),
+                region: "sto1".into()
+            }
+        );
+        assert!(b.get_project(&Tenant::Any, "projects/web").await.is_ok());
+    }
+
+    pub(super) async fn lists_are_sorted_filtered_and_bounded(b: &dyn Backend) {
+        for id in ["ccc", "aaa", "bbb", "ddd"] {
+            b.create_project(&acme(), "", project(id, ACME))
+                .await
+                .expect("created");
+        }
+        b.create_project(&Tenant::Any, "", project("zzz", "organizations/b"))
+            .await
+            .expect("created");
+        let names = |ps: Vec<Project>| ps.into_iter().map(|p| p.name).collect::<Vec<_>>();
+        let page = b
+            .list_projects(&Filter {
+                organization: Some(ACME.into()),
+                after: "projects/aaa".into(),
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(names(page), ["projects/bbb", "projects/ccc"]);
+        let everything = b.list_projects(&all(100)).await.expect("list");
+        assert_eq!(everything.len(), 5);
+    }
+
+    pub(super) async fn memberships_need_the_project_and_a_user_of_its_org_here(b: &dyn Backend) {
+        b.create_project(&acme(), "", project("web", ACME))
+            .await
+            .expect("created");
+        let err = b
+            .create_membership(&acme(), "", membership("web", ACME, "ada"))
+            .await
+            .expect_err("no user");
+        assert!(
+            matches!(err, BackendError::UserNotInRegion { .. }),
+            "{err:?}"
+        );
+        let err = b
+            .create_membership(&acme(), "", membership("web", "organizations/b", "ada"))
+            .await
+            .expect_err("other org");
+        assert!(
+            matches!(err, BackendError::UserOfOtherOrganization { .. }),
+            "{err:?}"
+        );
+        let err = b
+            .create_membership(&acme(), "", membership("nope", ACME, "ada"))
+            .await
+            .expect_err("no project");
+        assert!(matches!(
+            err,
+            BackendError::NotFound {
+                kind: ResourceKind::Project,
+                ..
+            }
+        ));
+        b.create_user(&acme(), "", user(ACME, "ada"))
+            .await
+            .expect("user");
+        b.create_membership(&acme(), "", membership("web", ACME, "ada"))
+            .await
+            .expect("granted");
+        // Deleting the user takes its memberships along.
+        let removed = b
+            .delete_user(&acme(), "organizations/acme/users/ada")
+            .await
+            .expect("deleted");
+        assert_eq!(removed.freed.users, 1);
+        assert_eq!(removed.organization, ACME);
+        assert!(b.list_memberships(&all(10)).await.expect("list").is_empty());
+    }
+
+    pub(super) async fn deleting_a_project_frees_its_children(b: &dyn Backend) {
+        for id in ["web", "webshop"] {
+            b.create_project(&acme(), "", project(id, ACME))
+                .await
+                .expect("created");
+        }
+        b.create_user(&acme(), "", user(ACME, "ada"))
+            .await
+            .expect("user");
+        b.create_membership(&acme(), "", membership("web", ACME, "ada"))
+            .await
+            .expect("granted");
+        for id in ["net-a", "net-b"] {
+            b.create_network(&acme(), "", network("web", id))
+                .await
+                .expect("network");
+        }
+        b.create_network(&acme(), "", network("webshop", "net-a"))
+            .await
+            .expect("network");
+        b.create_access_rule(&acme(), "req-r", rule("web", "ssh"))
+            .await
+            .expect("rule");
+        let removed = b
+            .delete_project(&acme(), "projects/web")
+            .await
+            .expect("deleted");
+        assert_eq!(removed.organization, ACME);
+        assert_eq!(
+            removed.freed,
+            ResourceCounts {
+                projects: 1,
+                users: 0,
+                networks: 2,
+                access_rules: 1
+            }
+        );
+        assert!(b.list_memberships(&all(10)).await.expect("list").is_empty());
+        assert!(b
+            .list_access_rules(&all(10))
+            .await
+            .expect("list")
+            .is_empty());
+        assert_eq!(b.list_networks(&all(10)).await.expect("list").len(), 1);
+        // The users stay; the rule's request id is forgotten with it.
+        assert_eq!(b.list_users(&all(10)).await.expect("list").len(), 1);
+        b.create_project(&acme(), "", project("web", ACME))
+            .await
+            .expect("again");
+        let rule_again = b
+            .create_access_rule(&acme(), "req-r", rule("web", "other"))
+            .await
+            .expect("created anew");
+        assert_eq!(rule_again.name, "projects/web/accessRules/other");
+    }
+
+    pub(super) async fn deletes_of_absent_resources_are_not_found(b: &dyn Backend) {
+        let t = acme();
+        assert!(b.delete_project(&t, "projects/x").await.is_err());
+        assert!(b
+            .delete_user(&t, "organizations/acme/users/x")
+            .await
+            .is_err());
+        assert!(b
+            .delete_membership(&t, "projects/x/members/y")
+            .await
+            .is_err());
+        assert!(b.delete_network(&t, "projects/x/networks/y").await.is_err());
+        assert!(b
+            .delete_access_rule(&t, "projects/x/accessRules/y")
+            .await
+            .is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! What can go wrong in a backend; `crate::status` maps it to gRPC.
+
+use std::fmt;
+
+/// The kinds of resources a region keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    /// A project.
+    Project,
+    /// A user.
+    User,
+    /// A membership.
+    Membership,
+    /// A network.
+    Network,
+    /// An access rule.
+    AccessRule,
+}
+
+impl ResourceKind {
+    /// The protobuf message name, for google.rpc.ResourceInfo.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ResourceKind::Project => "nordlys.v1.Project",
+            ResourceKind::User => "nordlys.v1.User",
+            ResourceKind::Membership => "nordlys.v1.Membership",
+            ResourceKind::Network => "nordlys.v1.Network",
+            ResourceKind::AccessRule => "nordlys.v1.AccessRule",
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceKind::Project => "project",
+            ResourceKind::User => "user",
+            ResourceKind::Membership => "membership",
+            ResourceKind::Network => "network",
+            ResourceKind::AccessRule => "access rule",
+        })
+    }
+}
+
+/// A backend call that did not happen. Callers branch on the variant; the
+/// messages are for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The resource (or the parent it needs) is not in this region, or
+    /// belongs to another organization.
+    #[error("{kind} {name} not found in region {region}")]
+    NotFound {
+        /// What was looked for.
+        kind: ResourceKind,
+        /// Its name.
+        name: String,
+        /// This region.
+        region: String,
+    },
+    /// A resource of that name exists (and was not created with the
+    /// request's id).
+    #[error("{kind} {name} already exists in region {region}")]
+    AlreadyExists {
+        /// What exists.
+        kind: ResourceKind,
+        /// Its name.
+        name: String,
+        /// This region.
+        region: String,
+    },
+    /// A membership names a user that is not placed in this region.
+    #[error("user {user} is not in region {region}; create it there first")]
+    UserNotInRegion {
+        /// The user.
+        user: String,
+        /// This region.
+        region: String,
+    },
+    /// A membership names a user of another organization than the project's.
+    #[error("user {user} is not of the project's organization {organization}")]
+    UserOfOtherOrganization {
+        /// The user.
+        user: String,
+        /// The project's organization.
+        organization: String,
+    },
+    /// The region's infrastructure did not answer (real backends).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the message stays in the logs.
+    #[error("backend failure: {0}")]
+    Internal(String),
+}

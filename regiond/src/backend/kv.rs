@@ -1,0 +1,563 @@
+//! The JetStream KV backend: a region's resources in the NATS key-value
+//! bucket `nordlys-regiond-{region}`, shared by every instance of the region
+//! and kept across restarts.
+//!
+//! It stands in for a real region where several regiond instances must see
+//! the same resources (two `sto1` instances behind one queue group); the
+//! memory backend cannot, since each instance has its own memory.
+//!
+//! Keys: `{kind}.{name}` for resources (`p.projects/web`,
+//! `n.projects/web/networks/net-a`), and `q.{kind}.{tenant}.{request id}`
+//! for the request id index (the value is the name created). Creates are
+//! atomic per key (`create` fails when the key exists); a create's
+//! precondition checks and its insert are separate steps, so a project
+//! deleted at the same moment may leave a child behind (real backends have
+//! the same race against their infrastructure).
+
+use async_nats::jetstream::{self, kv, stream};
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use nordlys_proto::pb::nordlys::v1::{
+    AccessRule, Membership, Network, Project, ResourceCounts, User,
+};
+use prost::Message;
+
+use super::{top_level, Backend, BackendError, Filter, Removed, ResourceKind, Result, Tenant};
+
+/// What is stored under a resource's key.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Record {
+    /// The owning organization.
+    #[prost(string, tag = "1")]
+    organization: String,
+    /// The request id index key it was created with, if any.
+    #[prost(string, tag = "2")]
+    request: String,
+    /// The resource, protobuf-encoded.
+    #[prost(bytes = "vec", tag = "3")]
+    value: Vec<u8>,
+}
+
+/// A region in a JetStream KV bucket. See the module docs.
+#[derive(Debug)]
+pub struct KvBackend {
+    region: String,
+    kv: kv::Store,
+}
+
+fn prefix(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::Project => "p",
+        ResourceKind::User => "u",
+        ResourceKind::Membership => "m",
+        ResourceKind::Network => "n",
+        ResourceKind::AccessRule => "a",
+    }
+}
+
+fn key(kind: ResourceKind, name: &str) -> String {
+    format!("{}.{name}", prefix(kind))
+}
+
+/// Request ids may hold `:`, which keys may not: base64url them.
+fn request_key(kind: ResourceKind, tenant: &Tenant, request_id: &str) -> String {
+    let tenant = match tenant {
+        Tenant::Any => "operator",
+        Tenant::Organization(org) => org,
+    };
+    format!(
+        "q.{}.{tenant}.{}",
+        prefix(kind),
+        URL_SAFE_NO_PAD.encode(request_id)
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(format!("JetStream KV: {e}"))
+}
+
+impl KvBackend {
+    /// Opens (creating it when missing) the bucket of `region`.
+    pub async fn open(client: async_nats::Client, region: &str) -> Result<KvBackend> {
+        let js = jetstream::new(client);
+        let bucket = format!("nordlys-regiond-{region}");
+        if let Ok(kv) = js.get_key_value(&bucket).await {
+            return Ok(KvBackend {
+                region: region.to_string(),
+                kv,
+            });
+        }
+        // `create_key_value` first reads the account info, which async-nats
+        // 0.51 cannot parse from nats-server 2.9 (Debian's): define the
+        // bucket's stream as ADR-8 does and open it. Creating an identical
+        // stream is idempotent, so instances starting together do not race.
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(format!("Nordlys region {region} (regiond kv backend)")),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_bytes: -1,
+            max_message_size: -1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            num_replicas: 1,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+        let kv = js.get_key_value(&bucket).await.map_err(unavailable)?;
+        Ok(KvBackend {
+            region: region.to_string(),
+            kv,
+        })
+    }
+
+    fn not_found(&self, kind: ResourceKind, name: &str) -> BackendError {
+        BackendError::NotFound {
+            kind,
+            name: name.to_string(),
+            region: self.region.clone(),
+        }
+    }
+
+    async fn record(&self, kind: ResourceKind, name: &str) -> Result<Option<Record>> {
+        let Some(bytes) = self.kv.get(key(kind, name)).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        Record::decode(bytes)
+            .map(Some)
+            .map_err(|e| BackendError::Internal(format!("undecodable record {name}: {e}")))
+    }
+
+    fn decode<T: Message + Default>(name: &str, record: &Record) -> Result<T> {
+        T::decode(record.value.as_slice())
+            .map_err(|e| BackendError::Internal(format!("undecodable resource {name}: {e}")))
+    }
+
+    /// The record of a resource the tenant may see.
+    async fn visible(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<Record>> {
+        Ok(self
+            .record(kind, name)
+            .await?
+            .filter(|r| tenant.allows(&r.organization)))
+    }
+
+    async fn get<T: Message + Default>(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<T> {
+        match self.visible(kind, tenant, name).await? {
+            Some(record) => Self::decode(name, &record),
+            None => Err(self.not_found(kind, name)),
+        }
+    }
+
+    /// The resource first created with a request id, waiting a little when
+    /// that create is still under way.
+    async fn replay<T: Message + Default>(
+        &self,
+        kind: ResourceKind,
+        rkey: &str,
+    ) -> Result<Option<T>> {
+        let Some(name) = self.kv.get(rkey).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let name = String::from_utf8_lossy(&name).into_owned();
+        for _ in 0..20 {
+            if let Some(record) = self.record(kind, &name).await? {
+                return Self::decode(&name, &record).map(Some);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // The first create never finished (its daemon died): start afresh.
+        Ok(None)
+    }
+
+    /// Inserts a resource whose preconditions hold, or replays the first
+    /// create of `request_id`.
+    async fn insert<T: Message + Default>(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        request_id: &str,
+        name: &str,
+        organization: &str,
+        value: T,
+    ) -> Result<T> {
+        let rkey = (!request_id.is_empty()).then(|| request_key(kind, tenant, request_id));
+        if let Some(rkey) = &rkey {
+            // A racing create with the same id may have claimed it since
+            // the caller checked: claim it, or replay the winner.
+            if let Err(e) = self.kv.create(rkey, Bytes::from(name.to_string())).await {
+                if e.kind() != kv::CreateErrorKind::AlreadyExists {
+                    return Err(unavailable(e));
+                }
+                if let Some(first) = self.replay(kind, rkey).await? {
+                    return Ok(first);
+                }
+                self.kv
+                    .put(rkey, Bytes::from(name.to_string()))
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        let record = Record {
+            organization: organization.to_string(),
+            request: rkey.clone().unwrap_or_default(),
+            value: value.encode_to_vec(),
+        };
+        match self
+            .kv
+            .create(key(kind, name), Bytes::from(record.encode_to_vec()))
+            .await
+        {
+            Ok(_) => Ok(value),
+            Err(e) => {
+                if let Some(rkey) = &rkey {
+                    let _ = self.kv.delete(rkey).await;
+                }
+                if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                    Err(BackendError::AlreadyExists {
+                        kind,
+                        name: name.to_string(),
+                        region: self.region.clone(),
+                    })
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+
+    /// Deletes a resource and forgets its request id.
+    async fn remove(&self, kind: ResourceKind, name: &str, record: &Record) -> Result<()> {
+        self.kv.delete(key(kind, name)).await.map_err(unavailable)?;
+        if !record.request.is_empty() {
+            self.kv.delete(&record.request).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the resource the tenant may see; NOT_FOUND otherwise.
+    async fn remove_visible(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Record> {
+        let record = self
+            .visible(kind, tenant, name)
+            .await?
+            .ok_or_else(|| self.not_found(kind, name))?;
+        self.remove(kind, name, &record).await?;
+        Ok(record)
+    }
+
+    /// The names of a kind, sorted.
+    async fn names(&self, kind: ResourceKind) -> Result<Vec<String>> {
+        let start = format!("{}.", prefix(kind));
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut names: Vec<String> = keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&start).map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn list<T: Message + Default>(
+        &self,
+        kind: ResourceKind,
+        filter: &Filter,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for name in self.names(kind).await? {
+            if out.len() >= filter.limit {
+                break;
+            }
+            if name.as_str() <= filter.after.as_str() {
+                continue;
+            }
+            let Some(record) = self.record(kind, &name).await? else {
+                continue;
+            };
+            if filter.matches(&name, &record.organization) {
+                out.push(Self::decode(&name, &record)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every resource of `kind` under `project`; returns how many.
+    async fn remove_children(&self, kind: ResourceKind, project: &str) -> Result<i64> {
+        let inside = format!("{project}/");
+        let mut count = 0;
+        for name in self.names(kind).await? {
+            if !name.starts_with(&inside) {
+                continue;
+            }
+            if let Some(record) = self.record(kind, &name).await? {
+                self.remove(kind, &name, &record).await?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The organization of a project the tenant may see.
+    async fn project_org(&self, tenant: &Tenant, project: &str) -> Result<String> {
+        self.visible(ResourceKind::Project, tenant, project)
+            .await?
+            .map(|r| r.organization)
+            .ok_or_else(|| self.not_found(ResourceKind::Project, project))
+    }
+
+    /// Creates a child of a project (`projects/{p}/...`).
+    async fn insert_child<T: Message + Default>(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        request_id: &str,
+        name: &str,
+        value: T,
+    ) -> Result<T> {
+        if !request_id.is_empty() {
+            if let Some(first) = self
+                .replay(kind, &request_key(kind, tenant, request_id))
+                .await?
+            {
+                return Ok(first);
+            }
+        }
+        let org = self.project_org(tenant, top_level(name)).await?;
+        self.insert(kind, tenant, request_id, name, &org, value)
+            .await
+    }
+}
+
+#[async_trait]
+impl Backend for KvBackend {
+    fn kind(&self) -> &'static str {
+        "kv"
+    }
+
+    async fn create_project(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        project: Project,
+    ) -> Result<Project> {
+        let (name, org) = (project.name.clone(), project.organization.clone());
+        self.insert(
+            ResourceKind::Project,
+            tenant,
+            request_id,
+            &name,
+            &org,
+            project,
+        )
+        .await
+    }
+
+    async fn get_project(&self, tenant: &Tenant, name: &str) -> Result<Project> {
+        self.get(ResourceKind::Project, tenant, name).await
+    }
+
+    async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {
+        self.list(ResourceKind::Project, filter).await
+    }
+
+    async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let record = self
+            .remove_visible(ResourceKind::Project, tenant, name)
+            .await?;
+        self.remove_children(ResourceKind::Membership, name).await?;
+        let freed = ResourceCounts {
+            projects: 1,
+            networks: self.remove_children(ResourceKind::Network, name).await?,
+            access_rules: self.remove_children(ResourceKind::AccessRule, name).await?,
+            ..Default::default()
+        };
+        Ok(Removed {
+            organization: record.organization,
+            freed,
+        })
+    }
+
+    async fn create_user(&self, tenant: &Tenant, request_id: &str, user: User) -> Result<User> {
+        let name = user.name.clone();
+        let org = top_level(&name).to_string();
+        self.insert(ResourceKind::User, tenant, request_id, &name, &org, user)
+            .await
+    }
+
+    async fn get_user(&self, tenant: &Tenant, name: &str) -> Result<User> {
+        self.get(ResourceKind::User, tenant, name).await
+    }
+
+    async fn list_users(&self, filter: &Filter) -> Result<Vec<User>> {
+        self.list(ResourceKind::User, filter).await
+    }
+
+    async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let record = self
+            .remove_visible(ResourceKind::User, tenant, name)
+            .await?;
+        for m in self.names(ResourceKind::Membership).await? {
+            let Some(r) = self.record(ResourceKind::Membership, &m).await? else {
+                continue;
+            };
+            let membership: Membership = Self::decode(&m, &r)?;
+            if membership.user == name {
+                self.remove(ResourceKind::Membership, &m, &r).await?;
+            }
+        }
+        Ok(Removed {
+            organization: record.organization,
+            freed: ResourceCounts {
+                users: 1,
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn create_membership(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        membership: Membership,
+    ) -> Result<Membership> {
+        let kind = ResourceKind::Membership;
+        if !request_id.is_empty() {
+            if let Some(first) = self
+                .replay(kind, &request_key(kind, tenant, request_id))
+                .await?
+            {
+                return Ok(first);
+            }
+        }
+        let name = membership.name.clone();
+        let org = self.project_org(tenant, top_level(&name)).await?;
+        if top_level(&membership.user) != org {
+            return Err(BackendError::UserOfOtherOrganization {
+                user: membership.user,
+                organization: org,
+            });
+        }
+        if self
+            .record(ResourceKind::User, &membership.user)
+            .await?
+            .is_none()
+        {
+            return Err(BackendError::UserNotInRegion {
+                user: membership.user,
+                region: self.region.clone(),
+            });
+        }
+        self.insert(kind, tenant, request_id, &name, &org, membership)
+            .await
+    }
+
+    async fn get_membership(&self, tenant: &Tenant, name: &str) -> Result<Membership> {
+        self.get(ResourceKind::Membership, tenant, name).await
+    }
+
+    async fn list_memberships(&self, filter: &Filter) -> Result<Vec<Membership>> {
+        self.list(ResourceKind::Membership, filter).await
+    }
+
+    async fn delete_membership(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let record = self
+            .remove_visible(ResourceKind::Membership, tenant, name)
+            .await?;
+        Ok(Removed {
+            organization: record.organization,
+            freed: ResourceCounts::default(),
+        })
+    }
+
+    async fn create_network(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        network: Network,
+    ) -> Result<Network> {
+        let name = network.name.clone();
+        self.insert_child(ResourceKind::Network, tenant, request_id, &name, network)
+            .await
+    }
+
+    async fn get_network(&self, tenant: &Tenant, name: &str) -> Result<Network> {
+        self.get(ResourceKind::Network, tenant, name).await
+    }
+
+    async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>> {
+        self.list(ResourceKind::Network, filter).await
+    }
+
+    async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let record = self
+            .remove_visible(ResourceKind::Network, tenant, name)
+            .await?;
+        Ok(Removed {
+            organization: record.organization,
+            freed: ResourceCounts {
+                networks: 1,
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn create_access_rule(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        rule: AccessRule,
+    ) -> Result<AccessRule> {
+        let name = rule.name.clone();
+        self.insert_child(ResourceKind::AccessRule, tenant, request_id, &name, rule)
+            .await
+    }
+
+    async fn get_access_rule(&self, tenant: &Tenant, name: &str) -> Result<AccessRule> {
+        self.get(ResourceKind::AccessRule, tenant, name).await
+    }
+
+    async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>> {
+        self.list(ResourceKind::AccessRule, filter).await
+    }
+
+    async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let record = self
+            .remove_visible(ResourceKind::AccessRule, tenant, name)
+            .await?;
+        Ok(Removed {
+            organization: record.organization,
+            freed: ResourceCounts {
+                access_rules: 1,
+                ..Default::default()
+            },
+        })
+    }
+}

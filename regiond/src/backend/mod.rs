@@ -1,0 +1,209 @@
+//! Where a region's resources really live. The handlers decide what a call
+//! may do; a [`Backend`] does it against the region's infrastructure
+//! (memory or a JetStream KV bucket for now; OpenStack Keystone/Neutron and
+//! OKD later).
+//!
+//! A backend answers a create atomically: it returns the resource first
+//! created with the same request id (per tenant), refuses a name that exists,
+//! and checks the preconditions (the parent project, the user) in the same
+//! step, so two racing creates never both win.
+
+mod error;
+mod kv;
+mod memory;
+
+use async_trait::async_trait;
+use nordlys_proto::pb::nordlys::v1::{
+    AccessRule, Membership, Network, Project, ResourceCounts, User,
+};
+
+pub use error::{BackendError, ResourceKind};
+pub use kv::KvBackend;
+pub use memory::MemoryBackend;
+
+/// Whose resources a call may see and change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenant {
+    /// Every organization's (operators).
+    Any,
+    /// Only those of this organization, `organizations/{org}`.
+    Organization(String),
+}
+
+impl Tenant {
+    /// Whether a resource of `organization` is visible to this tenant.
+    pub fn allows(&self, organization: &str) -> bool {
+        match self {
+            Tenant::Any => true,
+            Tenant::Organization(own) => own == organization,
+        }
+    }
+
+    /// The scope of request ids: the same id from two tenants names two
+    /// different creates.
+    pub fn key(&self) -> &str {
+        match self {
+            Tenant::Any => "",
+            Tenant::Organization(own) => own,
+        }
+    }
+}
+
+/// Which resources a list returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only resources of this organization; `None` for all.
+    pub organization: Option<String>,
+    /// Only resources under this parent (`projects/{p}` or
+    /// `organizations/{o}`); `None` for all.
+    pub parent: Option<String>,
+    /// Only resources whose name sorts after this one.
+    pub after: String,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Filter {
+    /// Whether a resource `name` of `organization` passes the filter (the
+    /// `after` bound and the limit are the caller's job).
+    pub fn matches(&self, name: &str, organization: &str) -> bool {
+        self.organization
+            .as_deref()
+            .is_none_or(|org| org == organization)
+            && self.parent.as_deref().is_none_or(|parent| {
+                name.strip_prefix(parent)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            && name > self.after.as_str()
+    }
+}
+
+/// What a delete removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Removed {
+    /// The organization the removed resources belonged to.
+    pub organization: String,
+    /// How many of each quota-counted kind went, dependants included.
+    pub freed: ResourceCounts,
+}
+
+/// The result of a backend call.
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// A region's resource store. Every call is confined to a [`Tenant`]: a
+/// resource of another organization is treated as absent.
+///
+/// Creates receive complete resources (names, region status and create time
+/// set by the handlers) and return what is stored: the new resource, or the
+/// one first created with `request_id` when it is not empty.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The backend's name as service metadata shows it (`memory`).
+    fn kind(&self) -> &'static str;
+
+    /// Creates a project of `project.organization`.
+    async fn create_project(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        project: Project,
+    ) -> Result<Project>;
+    /// Gets a project.
+    async fn get_project(&self, tenant: &Tenant, name: &str) -> Result<Project>;
+    /// Lists projects, sorted by name.
+    async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>>;
+    /// Deletes a project with its memberships, networks and access rules.
+    async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
+
+    /// Creates a user (its organization is in its name).
+    async fn create_user(&self, tenant: &Tenant, request_id: &str, user: User) -> Result<User>;
+    /// Gets a user.
+    async fn get_user(&self, tenant: &Tenant, name: &str) -> Result<User>;
+    /// Lists users, sorted by name.
+    async fn list_users(&self, filter: &Filter) -> Result<Vec<User>>;
+    /// Deletes a user with its memberships.
+    async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
+
+    /// Grants a role: the project (`projects/{p}` of the membership's name)
+    /// must exist, and the user, of the project's organization, must be in
+    /// this region.
+    async fn create_membership(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        membership: Membership,
+    ) -> Result<Membership>;
+    /// Gets a membership.
+    async fn get_membership(&self, tenant: &Tenant, name: &str) -> Result<Membership>;
+    /// Lists memberships, sorted by name.
+    async fn list_memberships(&self, filter: &Filter) -> Result<Vec<Membership>>;
+    /// Removes a membership.
+    async fn delete_membership(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
+
+    /// Creates a network in an existing project.
+    async fn create_network(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        network: Network,
+    ) -> Result<Network>;
+    /// Gets a network.
+    async fn get_network(&self, tenant: &Tenant, name: &str) -> Result<Network>;
+    /// Lists networks, sorted by name.
+    async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>>;
+    /// Deletes a network.
+    async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
+
+    /// Creates an access rule in an existing project.
+    async fn create_access_rule(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        rule: AccessRule,
+    ) -> Result<AccessRule>;
+    /// Gets an access rule.
+    async fn get_access_rule(&self, tenant: &Tenant, name: &str) -> Result<AccessRule>;
+    /// Lists access rules, sorted by name.
+    async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>>;
+    /// Deletes an access rule.
+    async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
+}
+
+/// The top-level resource a name starts with: `projects/{p}` for
+/// `projects/{p}/networks/{n}`, `organizations/{o}` for a user (its owner).
+pub fn top_level(name: &str) -> &str {
+    let mut slashes = name.match_indices('/').map(|(i, _)| i);
+    match slashes.nth(1) {
+        Some(end) => &name[..end],
+        None => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_by_parent_org_and_after() {
+        let f = Filter {
+            organization: Some("organizations/acme".into()),
+            parent: Some("projects/web".into()),
+            after: "projects/web/networks/b".into(),
+            limit: 10,
+        };
+        assert!(f.matches("projects/web/networks/c", "organizations/acme"));
+        assert!(!f.matches("projects/web/networks/a", "organizations/acme"));
+        assert!(!f.matches("projects/web/networks/c", "organizations/other"));
+        assert!(!f.matches("projects/webshop/networks/c", "organizations/acme"));
+        assert!(Filter::default().matches("projects/x", "organizations/y"));
+    }
+
+    #[test]
+    fn finds_the_top_level_resource() {
+        assert_eq!(top_level("projects/web/networks/n1"), "projects/web");
+        assert_eq!(top_level("projects/web"), "projects/web");
+    }
+}
+
+#[cfg(test)]
+mod conformance;

@@ -1,0 +1,82 @@
+//! Access rules: traffic a project's machines admit, in this region.
+
+use nordlys_api::validate::{check_access_rule, check_id};
+use nordlys_api::{invalid, names, Violations};
+use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::v1::{
+    AccessRule, CreateAccessRuleRequest, DeleteAccessRuleRequest, GetAccessRuleRequest,
+    ListAccessRulesResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+
+const ACCESS_RULE: &[&str] = &["projects", "accessRules"];
+
+pub(super) async fn create(
+    h: &Handlers,
+    request: Request<CreateAccessRuleRequest>,
+) -> Result<Response<AccessRule>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let mut rule = req
+        .access_rule
+        .ok_or_else(|| invalid("access_rule", "is required"))?;
+    let mut v = Violations::new();
+    let project = parse_into(&mut v, &req.parent, &["projects"], "parent");
+    check_id(&mut v, "access_rule_id", &req.access_rule_id);
+    if let Some(project) = project {
+        rule.name = settle_name(
+            &mut v,
+            "access_rule.name",
+            &rule.name,
+            names::access_rule(project[0], &req.access_rule_id),
+        );
+    }
+    check_access_rule(&mut v, "access_rule", &rule);
+    h.check_here(&mut v, "access_rule.region", &rule.region);
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    rule.create_time = Some(nordlys_api::now());
+    let rule = h
+        .backend
+        .create_access_rule(&caller.tenant, &request_id, rule)
+        .await?;
+    Ok(Response::new(rule))
+}
+
+pub(super) async fn get(
+    h: &Handlers,
+    request: Request<GetAccessRuleRequest>,
+) -> Result<Response<AccessRule>, Status> {
+    let caller = Caller::of(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, ACCESS_RULE, "name")?;
+    Ok(Response::new(
+        h.backend.get_access_rule(&caller.tenant, name).await?,
+    ))
+}
+
+pub(super) async fn list(
+    h: &Handlers,
+    request: Request<ListRequest>,
+) -> Result<Response<ListAccessRulesResponse>, Status> {
+    let caller = Caller::of(&request)?;
+    let filter = h.filter(&caller, request.get_ref(), &["projects"])?;
+    Ok(Response::new(ListAccessRulesResponse {
+        access_rules: h.backend.list_access_rules(&filter).await?,
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn delete(
+    h: &Handlers,
+    request: Request<DeleteAccessRuleRequest>,
+) -> Result<Response<DeleteResponse>, Status> {
+    let caller = Caller::writer(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, ACCESS_RULE, "name")?;
+    Ok(deleted(
+        h.backend.delete_access_rule(&caller.tenant, name).await?,
+    ))
+}

@@ -1,0 +1,388 @@
+//! The regional API (`nordlys.regiond.v1.RegiondService`), written once
+//! against tonic's types and served over NATS (and later gRPC).
+//!
+//! Each handler reads the identity the gateway asserted, checks its input
+//! again (the gateway already did: this is defense in depth), confines the
+//! call to the caller's organization, and asks the backend. One file per
+//! resource.
+
+mod access_rules;
+mod memberships;
+mod networks;
+mod projects;
+mod users;
+
+use std::sync::Arc;
+
+use nordlys_api::validate::{check_request_id, is_region};
+use nordlys_api::Violations;
+use nordlys_proto::pb::nordlys::regiond::v1::regiond_service_server::RegiondService;
+use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::v1::region_status::State;
+use nordlys_proto::pb::nordlys::v1::{
+    AccessRule, CreateAccessRuleRequest, CreateMembershipRequest, CreateNetworkRequest,
+    CreateProjectRequest, CreateUserRequest, DeleteAccessRuleRequest, DeleteMembershipRequest,
+    DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest, GetAccessRuleRequest,
+    GetMembershipRequest, GetNetworkRequest, GetProjectRequest, GetUserRequest,
+    ListAccessRulesResponse, ListMembershipsResponse, ListNetworksResponse, ListProjectsResponse,
+    ListUsersResponse, Membership, Network, Project, RegionStatus, User,
+};
+use nordlys_transport::{Identity, Role};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::backend::{Backend, Filter, Removed, Tenant};
+
+/// A list without a limit returns at most this many resources.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+
+/// The handlers of one region, over one backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    region: String,
+    backend: Arc<dyn Backend>,
+}
+
+impl Handlers {
+    /// Handlers serving `region` from `backend`.
+    pub fn new(region: impl Into<String>, backend: Arc<dyn Backend>) -> Handlers {
+        Handlers {
+            region: region.into(),
+            backend,
+        }
+    }
+
+    /// The region served.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The backend's name (`memory`).
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// The region status of a resource that exists here.
+    fn ready(&self) -> Vec<RegionStatus> {
+        vec![RegionStatus {
+            region: self.region.clone(),
+            state: State::Ready as i32,
+            ..Default::default()
+        }]
+    }
+
+    /// Checks the placement of a project or user: valid regions, this one
+    /// among them when any are named.
+    fn check_placement(&self, v: &mut Violations, field: &str, regions: &[String]) {
+        for (i, region) in regions.iter().enumerate() {
+            v.check(
+                is_region(region),
+                &format!("{field}[{i}]"),
+                "must be a region id such as sto1",
+            );
+        }
+        v.check(
+            regions.is_empty() || regions.contains(&self.region),
+            field,
+            format!(
+                "must include {}, the region this call was sent to",
+                self.region
+            ),
+        );
+    }
+
+    /// Checks that a network or access rule is for this region (its shape is
+    /// checked with the rest of the resource).
+    fn check_here(&self, v: &mut Violations, field: &str, region: &str) {
+        v.check(
+            !is_region(region) || region == self.region,
+            field,
+            format!(
+                "must be {}: this daemon serves region {}",
+                self.region, self.region
+            ),
+        );
+    }
+
+    /// Turns a list request into a backend filter. `parent` is the parent's
+    /// collection (`["projects"]`), empty for projects, which have none.
+    fn filter(
+        &self,
+        caller: &Caller,
+        request: &ListRequest,
+        parent: &[&str],
+    ) -> Result<Filter, Status> {
+        let mut v = Violations::new();
+        if !request.organization.is_empty() {
+            parse_into(
+                &mut v,
+                &request.organization,
+                &["organizations"],
+                "organization",
+            );
+        }
+        if parent.is_empty() {
+            v.check(request.parent.is_empty(), "parent", "must be empty");
+        } else if !request.parent.is_empty() {
+            parse_into(&mut v, &request.parent, parent, "parent");
+        }
+        v.into_result()?;
+        if caller.identity.role != Role::Operator
+            && request.organization != caller.identity.organization
+        {
+            return Err(Status::permission_denied(format!(
+                "the caller may only list resources of {}",
+                caller.identity.organization
+            )));
+        }
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(Filter {
+            organization: nonempty(&request.organization),
+            parent: nonempty(&request.parent),
+            after: request.after.clone(),
+            limit: usize::try_from(request.limit)
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or(DEFAULT_LIST_LIMIT),
+        })
+    }
+}
+
+/// Who makes a call, and whose resources it may touch.
+#[derive(Debug)]
+struct Caller {
+    identity: Identity,
+    tenant: Tenant,
+}
+
+impl Caller {
+    /// The caller of a read; UNAUTHENTICATED without an asserted identity.
+    fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
+        let identity = Identity::read(request.metadata())?;
+        let tenant = match identity.role {
+            Role::Operator => Tenant::Any,
+            _ => Tenant::Organization(identity.organization.clone()),
+        };
+        Ok(Caller { identity, tenant })
+    }
+
+    /// The caller of a change; PERMISSION_DENIED for read-only roles.
+    fn writer<T>(request: &Request<T>) -> Result<Caller, Status> {
+        let caller = Caller::of(request)?;
+        if !caller.identity.role.can_write() {
+            return Err(Status::permission_denied(format!(
+                "role {} may not change resources",
+                caller.identity.role.as_str()
+            )));
+        }
+        Ok(caller)
+    }
+
+    /// PERMISSION_DENIED unless the caller may create resources of
+    /// `organization`.
+    fn owns(&self, organization: &str) -> Result<(), Status> {
+        if self.tenant.allows(organization) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "the caller may not create resources of {organization}"
+            )))
+        }
+    }
+}
+
+/// Like `nordlys_api::names::parse_field`, but records the violation so a
+/// caller hears of every mistake at once.
+fn parse_into<'a>(
+    v: &mut Violations,
+    name: &'a str,
+    collections: &[&str],
+    field: &str,
+) -> Option<Vec<&'a str>> {
+    let ids = nordlys_api::names::parse(name, collections);
+    if ids.is_none() {
+        let shape = collections
+            .iter()
+            .map(|c| format!("{c}/{{id}}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        v.add(
+            field,
+            format!("must be a resource name of the form {shape}"),
+        );
+    }
+    ids
+}
+
+/// The name a create gives its resource: `expected` (from the parent and
+/// the id), which the caller may also spell out but not contradict.
+fn settle_name(v: &mut Violations, field: &str, given: &str, expected: String) -> String {
+    v.check(
+        given.is_empty() || given == expected,
+        field,
+        format!("must be {expected}, from the parent and the id"),
+    );
+    expected
+}
+
+/// The idempotency key of a create: the request field, else the
+/// `nordlys-request-id` metadata.
+fn request_id(v: &mut Violations, field: &str, metadata: &MetadataMap) -> String {
+    let id = if field.is_empty() {
+        nordlys_transport::metadata::request_id(metadata).unwrap_or_default()
+    } else {
+        field
+    };
+    check_request_id(v, "request_id", id);
+    id.to_string()
+}
+
+fn deleted(removed: Removed) -> Response<DeleteResponse> {
+    Response::new(DeleteResponse {
+        freed: Some(removed.freed),
+        organization: removed.organization,
+    })
+}
+
+#[tonic::async_trait]
+impl RegiondService for Handlers {
+    async fn create_project(
+        &self,
+        request: Request<CreateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        projects::create(self, request).await
+    }
+
+    async fn get_project(
+        &self,
+        request: Request<GetProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        projects::get(self, request).await
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<ListProjectsResponse>, Status> {
+        projects::list(self, request).await
+    }
+
+    async fn delete_project(
+        &self,
+        request: Request<DeleteProjectRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        projects::delete(self, request).await
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        users::create(self, request).await
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        users::get(self, request).await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        users::list(self, request).await
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        users::delete(self, request).await
+    }
+
+    async fn create_membership(
+        &self,
+        request: Request<CreateMembershipRequest>,
+    ) -> Result<Response<Membership>, Status> {
+        memberships::create(self, request).await
+    }
+
+    async fn get_membership(
+        &self,
+        request: Request<GetMembershipRequest>,
+    ) -> Result<Response<Membership>, Status> {
+        memberships::get(self, request).await
+    }
+
+    async fn list_memberships(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<ListMembershipsResponse>, Status> {
+        memberships::list(self, request).await
+    }
+
+    async fn delete_membership(
+        &self,
+        request: Request<DeleteMembershipRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        memberships::delete(self, request).await
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        networks::create(self, request).await
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<GetNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        networks::get(self, request).await
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        networks::list(self, request).await
+    }
+
+    async fn delete_network(
+        &self,
+        request: Request<DeleteNetworkRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        networks::delete(self, request).await
+    }
+
+    async fn create_access_rule(
+        &self,
+        request: Request<CreateAccessRuleRequest>,
+    ) -> Result<Response<AccessRule>, Status> {
+        access_rules::create(self, request).await
+    }
+
+    async fn get_access_rule(
+        &self,
+        request: Request<GetAccessRuleRequest>,
+    ) -> Result<Response<AccessRule>, Status> {
+        access_rules::get(self, request).await
+    }
+
+    async fn list_access_rules(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<ListAccessRulesResponse>, Status> {
+        access_rules::list(self, request).await
+    }
+
+    async fn delete_access_rule(
+        &self,
+        request: Request<DeleteAccessRuleRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        access_rules::delete(self, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+//! Networks: one subnet in a project, in this region.
+
+use nordlys_api::validate::{check_id, check_network, default_gateway};
+use nordlys_api::{invalid, names, Violations};
+use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::v1::{
+    CreateNetworkRequest, DeleteNetworkRequest, GetNetworkRequest, ListNetworksResponse, Network,
+};
+use tonic::{Request, Response, Status};
+
+use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+
+const NETWORK: &[&str] = &["projects", "networks"];
+
+pub(super) async fn create(
+    h: &Handlers,
+    request: Request<CreateNetworkRequest>,
+) -> Result<Response<Network>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let mut network = req
+        .network
+        .ok_or_else(|| invalid("network", "is required"))?;
+    let mut v = Violations::new();
+    let project = parse_into(&mut v, &req.parent, &["projects"], "parent");
+    check_id(&mut v, "network_id", &req.network_id);
+    if let Some(project) = project {
+        network.name = settle_name(
+            &mut v,
+            "network.name",
+            &network.name,
+            names::network(project[0], &req.network_id),
+        );
+    }
+    check_network(&mut v, "network", &network);
+    h.check_here(&mut v, "network.region", &network.region);
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    if network.gateway_ip.is_empty() {
+        network.gateway_ip = default_gateway(&network.cidr).unwrap_or_default();
+    }
+    network.create_time = Some(nordlys_api::now());
+    let network = h
+        .backend
+        .create_network(&caller.tenant, &request_id, network)
+        .await?;
+    Ok(Response::new(network))
+}
+
+pub(super) async fn get(
+    h: &Handlers,
+    request: Request<GetNetworkRequest>,
+) -> Result<Response<Network>, Status> {
+    let caller = Caller::of(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, NETWORK, "name")?;
+    Ok(Response::new(
+        h.backend.get_network(&caller.tenant, name).await?,
+    ))
+}
+
+pub(super) async fn list(
+    h: &Handlers,
+    request: Request<ListRequest>,
+) -> Result<Response<ListNetworksResponse>, Status> {
+    let caller = Caller::of(&request)?;
+    let filter = h.filter(&caller, request.get_ref(), &["projects"])?;
+    Ok(Response::new(ListNetworksResponse {
+        networks: h.backend.list_networks(&filter).await?,
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn delete(
+    h: &Handlers,
+    request: Request<DeleteNetworkRequest>,
+) -> Result<Response<DeleteResponse>, Status> {
+    let caller = Caller::writer(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, NETWORK, "name")?;
+    Ok(deleted(
+        h.backend.delete_network(&caller.tenant, name).await?,
+    ))
+}

@@ -1,0 +1,97 @@
+//! Projects: the unit of tenancy, one per placement region.
+
+use nordlys_api::validate::{check_id, check_text, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
+use nordlys_api::{invalid, names, Violations};
+use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::v1::{
+    CreateProjectRequest, DeleteProjectRequest, GetProjectRequest, ListProjectsResponse, Project,
+};
+use tonic::{Request, Response, Status};
+
+use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+
+pub(super) async fn create(
+    h: &Handlers,
+    request: Request<CreateProjectRequest>,
+) -> Result<Response<Project>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let mut project = req
+        .project
+        .ok_or_else(|| invalid("project", "is required"))?;
+    let mut v = Violations::new();
+    check_id(&mut v, "project_id", &req.project_id);
+    project.name = settle_name(
+        &mut v,
+        "project.name",
+        &project.name,
+        names::project(&req.project_id),
+    );
+    parse_into(
+        &mut v,
+        &project.organization,
+        &["organizations"],
+        "project.organization",
+    );
+    check_text(
+        &mut v,
+        "project.display_name",
+        &project.display_name,
+        MAX_DISPLAY_NAME,
+        false,
+    );
+    check_text(
+        &mut v,
+        "project.description",
+        &project.description,
+        MAX_DESCRIPTION,
+        false,
+    );
+    h.check_placement(&mut v, "project.regions", &project.regions);
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    caller.owns(&project.organization)?;
+    project.region_status = h.ready();
+    project.create_time = Some(nordlys_api::now());
+    let project = h
+        .backend
+        .create_project(&caller.tenant, &request_id, project)
+        .await?;
+    Ok(Response::new(project))
+}
+
+pub(super) async fn get(
+    h: &Handlers,
+    request: Request<GetProjectRequest>,
+) -> Result<Response<Project>, Status> {
+    let caller = Caller::of(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, &["projects"], "name")?;
+    Ok(Response::new(
+        h.backend.get_project(&caller.tenant, name).await?,
+    ))
+}
+
+pub(super) async fn list(
+    h: &Handlers,
+    request: Request<ListRequest>,
+) -> Result<Response<ListProjectsResponse>, Status> {
+    let caller = Caller::of(&request)?;
+    let filter = h.filter(&caller, request.get_ref(), &[])?;
+    Ok(Response::new(ListProjectsResponse {
+        projects: h.backend.list_projects(&filter).await?,
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn delete(
+    h: &Handlers,
+    request: Request<DeleteProjectRequest>,
+) -> Result<Response<DeleteResponse>, Status> {
+    let caller = Caller::writer(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, &["projects"], "name")?;
+    Ok(deleted(
+        h.backend.delete_project(&caller.tenant, name).await?,
+    ))
+}

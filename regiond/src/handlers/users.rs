@@ -1,0 +1,88 @@
+//! Users of an organization, placed in this region.
+
+use nordlys_api::validate::{check_email, check_id, check_text, MAX_DISPLAY_NAME};
+use nordlys_api::{invalid, names, Violations};
+use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::v1::{
+    CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersResponse, User,
+};
+use tonic::{Request, Response, Status};
+
+use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+
+const USER: &[&str] = &["organizations", "users"];
+
+pub(super) async fn create(
+    h: &Handlers,
+    request: Request<CreateUserRequest>,
+) -> Result<Response<User>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let mut user = req.user.ok_or_else(|| invalid("user", "is required"))?;
+    let mut v = Violations::new();
+    let org = parse_into(&mut v, &req.parent, &["organizations"], "parent");
+    check_id(&mut v, "user_id", &req.user_id);
+    if let Some(org) = org {
+        user.name = settle_name(
+            &mut v,
+            "user.name",
+            &user.name,
+            names::user(org[0], &req.user_id),
+        );
+    }
+    check_text(
+        &mut v,
+        "user.display_name",
+        &user.display_name,
+        MAX_DISPLAY_NAME,
+        false,
+    );
+    if !user.email.is_empty() {
+        check_email(&mut v, "user.email", &user.email);
+    }
+    h.check_placement(&mut v, "user.regions", &user.regions);
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    caller.owns(&req.parent)?;
+    user.region_status = h.ready();
+    user.create_time = Some(nordlys_api::now());
+    let user = h
+        .backend
+        .create_user(&caller.tenant, &request_id, user)
+        .await?;
+    Ok(Response::new(user))
+}
+
+pub(super) async fn get(
+    h: &Handlers,
+    request: Request<GetUserRequest>,
+) -> Result<Response<User>, Status> {
+    let caller = Caller::of(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, USER, "name")?;
+    Ok(Response::new(
+        h.backend.get_user(&caller.tenant, name).await?,
+    ))
+}
+
+pub(super) async fn list(
+    h: &Handlers,
+    request: Request<ListRequest>,
+) -> Result<Response<ListUsersResponse>, Status> {
+    let caller = Caller::of(&request)?;
+    let filter = h.filter(&caller, request.get_ref(), &["organizations"])?;
+    Ok(Response::new(ListUsersResponse {
+        users: h.backend.list_users(&filter).await?,
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn delete(
+    h: &Handlers,
+    request: Request<DeleteUserRequest>,
+) -> Result<Response<DeleteResponse>, Status> {
+    let caller = Caller::writer(&request)?;
+    let name = &request.get_ref().name;
+    names::parse_field(name, USER, "name")?;
+    Ok(deleted(h.backend.delete_user(&caller.tenant, name).await?))
+}
