@@ -37,6 +37,7 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let shutdown = nordlys_gateway::shutdown_signal();
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -56,7 +57,7 @@ async fn main() -> std::process::ExitCode {
     if let Some(v) = args.regions {
         config.regions = v;
     }
-    match Gateway::run(config, nordlys_gateway::shutdown_signal()).await {
+    match Gateway::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");

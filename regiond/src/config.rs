@@ -37,7 +37,8 @@ pub struct Config {
     pub nats_url: String,
     /// The region served, for example `sto1` (`NORDLYS_REGION`). Required.
     pub region: String,
-    /// The backend (`NORDLYS_BACKEND`).
+    /// The backend (`NORDLYS_BACKEND`). `kv` by default: a region run as
+    /// several instances needs them to share state, which `memory` cannot.
     pub backend: BackendKind,
     /// How long a shutdown waits for calls in flight, in seconds.
     pub shutdown_grace_secs: u64,
@@ -48,7 +49,7 @@ impl Default for Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".to_string(),
             region: String::new(),
-            backend: BackendKind::Memory,
+            backend: BackendKind::Kv,
             shutdown_grace_secs: 10,
         }
     }
@@ -139,7 +140,7 @@ mod tests {
         let config = Config::load(Some(&file), &flags).expect("loads");
         assert_eq!(config.region, "sto1");
         assert_eq!(config.nats_url, "nats://file:4222");
-        assert_eq!(config.backend, BackendKind::Memory);
+        assert_eq!(config.backend, BackendKind::Kv);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
-use super::{first_success, Api, Kind};
+use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
 
 #[tonic::async_trait]
@@ -44,15 +44,19 @@ impl AccessRuleService for Api {
         let name = rule.name.clone();
         let region = vec![rule.region.clone()];
         let answers = self
-            .create_in_regions::<_, AccessRule>(
+            .create_in_regions::<_, AccessRule, _>(
                 &call,
-                "CreateAccessRule",
-                &org,
-                &name,
-                &req.request_id,
-                &region,
-                Some(Kind::AccessRules),
+                Fanout {
+                    method: "CreateAccessRule",
+                    undo: "DeleteAccessRule",
+                    organization: &org,
+                    resource: &name,
+                    request_id: &req.request_id,
+                    placement: &region,
+                    kind: Some(Kind::AccessRules),
+                },
                 req.clone(),
+                |name| DeleteAccessRuleRequest { name },
             )
             .await?;
         Ok(Response::new(first_success(answers)?.0))

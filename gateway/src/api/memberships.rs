@@ -10,7 +10,7 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
-use super::{first_success, Api};
+use super::{first_success, Api, Fanout};
 use crate::auth::require_write;
 
 #[tonic::async_trait]
@@ -74,15 +74,19 @@ impl MembershipService for Api {
         membership.create_time = None;
         let name = membership.name.clone();
         let answers = self
-            .create_in_regions::<_, Membership>(
+            .create_in_regions::<_, Membership, _>(
                 &call,
-                "CreateMembership",
-                &project.organization,
-                &name,
-                &req.request_id,
-                &regions,
-                None,
+                Fanout {
+                    method: "CreateMembership",
+                    undo: "DeleteMembership",
+                    organization: &project.organization,
+                    resource: &name,
+                    request_id: &req.request_id,
+                    placement: &regions,
+                    kind: None,
+                },
                 req.clone(),
+                |name| DeleteMembershipRequest { name },
             )
             .await?;
         let (mut membership, statuses) = first_success(answers)?;

@@ -57,6 +57,25 @@ impl Kind {
     }
 }
 
+/// What a fanned-out create is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fanout<'a> {
+    /// The regiond create method.
+    pub(crate) method: &'a str,
+    /// The regiond delete method that undoes it.
+    pub(crate) undo: &'a str,
+    /// The owning organization, whose quota is charged.
+    pub(crate) organization: &'a str,
+    /// The resource name.
+    pub(crate) resource: &'a str,
+    /// The caller's idempotency key (may be empty).
+    pub(crate) request_id: &'a str,
+    /// The regions to create it in.
+    pub(crate) placement: &'a [String],
+    /// What it counts against, if anything.
+    pub(crate) kind: Option<Kind>,
+}
+
 /// How long an uncommitted reservation lives: longer than any call.
 const RESERVATION_TTL_SECONDS: u32 = 120;
 
@@ -104,30 +123,33 @@ impl Api {
         }
     }
 
-    /// Creates one resource in every region of `placement`, under quota:
-    /// reserve in all regions first (all or nothing), then call the regions
-    /// at once, then commit the regions that succeeded and release the
-    /// rest. The reservation id derives from the request id, so a repeated
-    /// create never counts twice.
-    #[allow(clippy::too_many_arguments)]
-    async fn create_in_regions<Req, Resp>(
+    /// Creates one resource in every region of `spec.placement`, under
+    /// quota: reserve in all regions first (all or nothing), then call the
+    /// regions at once. When a region refuses (bad input, a failed
+    /// precondition, a conflict), the regions that created it undo it with
+    /// `undo`, and the refusal is the answer: no half-created resource. A
+    /// region that does not answer only marks its own status. Then the
+    /// regions that succeeded are committed and the rest released. The
+    /// reservation id derives from the request id, so a repeated create
+    /// never counts twice.
+    async fn create_in_regions<Req, Resp, Undo>(
         &self,
         call: &Call,
-        method: &str,
-        organization: &str,
-        resource: &str,
-        request_id: &str,
-        placement: &[String],
-        kind: Option<Kind>,
+        spec: Fanout<'_>,
         req: Req,
+        undo: fn(String) -> Undo,
     ) -> Result<Vec<(String, Result<Resp, Status>)>, Status>
     where
         Req: Message + Clone,
         Resp: Message + Default,
+        Undo: Message + Clone + Default,
     {
-        let reservation = nordlys_api::ids::reservation(organization, resource, request_id);
-        if let Some(kind) = kind {
-            let items = placement
+        let organization = spec.organization;
+        let reservation =
+            nordlys_api::ids::reservation(organization, spec.resource, spec.request_id);
+        if let Some(kind) = spec.kind {
+            let items = spec
+                .placement
                 .iter()
                 .map(|region| RegionCounts {
                     region: region.clone(),
@@ -149,25 +171,67 @@ impl Api {
                 )
                 .await?;
         }
-        let answers = scatter(placement, |region| {
-            let request = call.request_with_id(req.clone(), request_id);
+        let answers = scatter(spec.placement, |region| {
+            let request = call.request_with_id(req.clone(), spec.request_id);
             async move {
                 self.state
                     .regions
-                    .call::<Req, Resp>(&region, method, request?)
+                    .call::<Req, Resp>(&region, spec.method, request?)
                     .await
             }
         })
         .await;
-        if kind.is_some() {
-            let done: Vec<String> = answers
-                .iter()
-                .filter(|(_, a)| a.is_ok())
-                .map(|(r, _)| r.clone())
-                .collect();
+        let done: Vec<String> = answers
+            .iter()
+            .filter(|(_, a)| a.is_ok())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let refusal = answers.iter().find_map(|(_, a)| match a {
+            Err(s) if !is_unreachable(s) => Some(s.clone()),
+            _ => None,
+        });
+        if let Some(refusal) = refusal {
+            self.undo(call, spec.undo, &done, undo(spec.resource.to_string()))
+                .await;
+            if spec.kind.is_some() {
+                self.settle(call, &reservation, organization, Vec::new())
+                    .await;
+            }
+            return Err(refusal);
+        }
+        if spec.kind.is_some() {
             self.settle(call, &reservation, organization, done).await;
         }
         Ok(answers)
+    }
+
+    /// Deletes what a refused create made in `regions`.
+    async fn undo<Undo: Message + Clone + Default>(
+        &self,
+        call: &Call,
+        method: &str,
+        regions: &[String],
+        req: Undo,
+    ) {
+        for (region, answer) in scatter(regions, |region| {
+            let request = call.request(req.clone(), None);
+            async move {
+                self.state
+                    .regions
+                    .call::<Undo, DeleteResponse>(&region, method, request?)
+                    .await
+            }
+        })
+        .await
+        {
+            match answer {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(e) => {
+                    tracing::error!(%region, method, error = %e, "could not undo a refused create")
+                }
+            }
+        }
     }
 
     /// Commits a reservation for the regions that succeeded (releasing the

@@ -9,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
-use super::{first_success, Api, Kind};
+use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
 
 #[tonic::async_trait]
@@ -47,15 +47,19 @@ impl NetworkService for Api {
         let name = network.name.clone();
         let region = vec![network.region.clone()];
         let answers = self
-            .create_in_regions::<_, Network>(
+            .create_in_regions::<_, Network, _>(
                 &call,
-                "CreateNetwork",
-                &org,
-                &name,
-                &req.request_id,
-                &region,
-                Some(Kind::Networks),
+                Fanout {
+                    method: "CreateNetwork",
+                    undo: "DeleteNetwork",
+                    organization: &org,
+                    resource: &name,
+                    request_id: &req.request_id,
+                    placement: &region,
+                    kind: Some(Kind::Networks),
+                },
                 req.clone(),
+                |name| DeleteNetworkRequest { name },
             )
             .await?;
         Ok(Response::new(first_success(answers)?.0))

@@ -9,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Code, Request, Response, Status};
 
-use super::{first_success, Api, Kind};
+use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
 use crate::scatter::mark_unreachable;
 
@@ -57,15 +57,19 @@ impl ProjectService for Api {
         let name = project.name.clone();
         let placement = project.regions.clone();
         let answers = self
-            .create_in_regions::<_, Project>(
+            .create_in_regions::<_, Project, _>(
                 &call,
-                "CreateProject",
-                &org,
-                &name,
-                &req.request_id,
-                &placement,
-                Some(Kind::Projects),
+                Fanout {
+                    method: "CreateProject",
+                    undo: "DeleteProject",
+                    organization: &org,
+                    resource: &name,
+                    request_id: &req.request_id,
+                    placement: &placement,
+                    kind: Some(Kind::Projects),
+                },
                 req.clone(),
+                |name| DeleteProjectRequest { name },
             )
             .await?;
         let (mut project, statuses) = first_success(answers)?;

@@ -10,7 +10,7 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
-use super::{first_success, Api, Kind};
+use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
 use crate::scatter::mark_unreachable;
 
@@ -53,15 +53,19 @@ impl UserService for Api {
         let name = user.name.clone();
         let placement = user.regions.clone();
         let answers = self
-            .create_in_regions::<_, User>(
+            .create_in_regions::<_, User, _>(
                 &call,
-                "CreateUser",
-                &org,
-                &name,
-                &req.request_id,
-                &placement,
-                Some(Kind::Users),
+                Fanout {
+                    method: "CreateUser",
+                    undo: "DeleteUser",
+                    organization: &org,
+                    resource: &name,
+                    request_id: &req.request_id,
+                    placement: &placement,
+                    kind: Some(Kind::Users),
+                },
                 req.clone(),
+                |name| DeleteUserRequest { name },
             )
             .await?;
         let (mut user, statuses) = first_success(answers)?;
