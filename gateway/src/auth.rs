@@ -28,6 +28,10 @@ pub struct Authenticator {
     cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
 }
 
+/// How long past its expiry a cached key is still honoured while the quota
+/// service cannot be reached.
+const STALE_GRACE: Duration = Duration::from_secs(300);
+
 /// The most entries the cache keeps before it is cleared.
 const CACHE_LIMIT: usize = 10_000;
 
@@ -51,19 +55,31 @@ impl Authenticator {
                 return Ok(Identity::operator());
             }
         }
-        if let Some(identity) = self.cached(&digest) {
+        if let Some(identity) = self.cached(&digest, Duration::ZERO) {
             return Ok(identity);
         }
-        let principal: Principal = self
+        let principal: Principal = match self
             .quota
             .authenticate(AuthenticateRequest {
                 secret: secret.to_string(),
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unauthenticated => Status::unauthenticated("invalid API key"),
-                _ => status,
-            })?;
+        {
+            Ok(principal) => principal,
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                return Err(Status::unauthenticated("invalid API key"));
+            }
+            // The quota service is down or restarting: a key that was valid
+            // a moment ago still is, for a while. Reads keep working
+            // through a quota outage; writes need quota anyway.
+            Err(status) => match self.cached(&digest, STALE_GRACE) {
+                Some(identity) => {
+                    tracing::warn!(error = %status, "quota service unreachable; using a recent authentication");
+                    return Ok(identity);
+                }
+                None => return Err(status),
+            },
+        };
         let role = match OrganizationRole::try_from(principal.role) {
             Ok(OrganizationRole::Owner) => Role::Owner,
             Ok(OrganizationRole::Admin) => Role::Admin,
@@ -85,10 +101,11 @@ impl Authenticator {
         Ok(identity)
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Identity> {
+    /// A cached identity still fresh, or expired less than `grace` ago.
+    fn cached(&self, digest: &[u8; 32], grace: Duration) -> Option<Identity> {
         let cache = self.cache.lock().ok()?;
         let (identity, until) = cache.get(digest)?;
-        (Instant::now() < *until).then(|| identity.clone())
+        (Instant::now() < *until + grace).then(|| identity.clone())
     }
 }
 

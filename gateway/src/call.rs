@@ -27,6 +27,15 @@ impl Call {
         }
     }
 
+    /// The same caller with a fresh deadline, for work that goes on after
+    /// the call was answered.
+    pub fn renewed(&self, timeout: Duration) -> Call {
+        Call {
+            caller: self.caller.clone(),
+            deadline: Instant::now() + timeout,
+        }
+    }
+
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())

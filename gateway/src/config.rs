@@ -1,5 +1,6 @@
 //! Gateway configuration: defaults < TOML file < `NORDLYS_*` env < flags.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+use crate::mesh::RouteMode;
 
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +35,12 @@ pub struct Config {
     pub discovery_interval_ms: u64,
     /// How long an authenticated API key is trusted before it is checked again.
     pub auth_cache_ttl_ms: u64,
+    /// How calls reach regions: `auto` (direct gRPC, NATS fallback), `nats`, `grpc`.
+    pub route: RouteMode,
+    /// Per-region route modes, e.g. `{ osl1 = "nats" }`.
+    pub route_overrides: HashMap<String, RouteMode>,
+    /// How long a failed direct endpoint stays out of the balancer.
+    pub eject_ms: u64,
 }
 
 impl Default for Config {
@@ -46,6 +55,9 @@ impl Default for Config {
             list_region_timeout_ms: 2_000,
             discovery_interval_ms: 2_000,
             auth_cache_ttl_ms: 5_000,
+            route: RouteMode::Auto,
+            route_overrides: HashMap::new(),
+            eject_ms: 5_000,
         }
     }
 }
@@ -68,6 +80,8 @@ impl Config {
                 "list_region_timeout_ms",
                 "discovery_interval_ms",
                 "auth_cache_ttl_ms",
+                "route",
+                "eject_ms",
             ]))
             .extract()
             .map_err(Box::new)

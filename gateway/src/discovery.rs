@@ -94,21 +94,6 @@ impl Discovery {
         Ok(())
     }
 
-    /// Refreshes every `interval` until the task is dropped.
-    pub async fn run(&self, client: async_nats::Client, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self
-                .refresh(&client, Duration::from_millis(150), Duration::from_secs(1))
-                .await
-            {
-                tracing::warn!(error = %e, "region discovery failed; keeping the last view");
-            }
-        }
-    }
-
     /// Every known region, sorted.
     pub fn known(&self) -> Vec<String> {
         self.regions

@@ -13,10 +13,12 @@ pub mod auth;
 pub mod call;
 mod config;
 pub mod discovery;
+pub mod mesh;
 mod routes;
 pub mod scatter;
 mod server;
 mod state;
 
 pub use config::Config;
+pub use mesh::RouteMode;
 pub use server::{shutdown_signal, Gateway};

@@ -25,6 +25,9 @@ struct Args {
     /// Regions expected to exist, comma-separated.
     #[arg(long, value_delimiter = ',')]
     regions: Option<Vec<String>>,
+    /// How calls reach regions: auto (direct gRPC, NATS fallback), nats or grpc.
+    #[arg(long)]
+    route: Option<nordlys_gateway::RouteMode>,
 }
 
 #[tokio::main]
@@ -56,6 +59,9 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.regions {
         config.regions = v;
+    }
+    if let Some(v) = args.route {
+        config.route = v;
     }
     match Gateway::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

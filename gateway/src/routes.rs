@@ -1,5 +1,5 @@
-//! Where internal calls go: the quota service and the regional daemons,
-//! both over NATS request-reply (direct gRPC to regiond is issue 5).
+//! The route to the quota service: NATS request-reply to its queue group
+//! (the regional daemons' route is [`crate::mesh`]).
 
 use std::time::Duration;
 
@@ -52,35 +52,6 @@ impl QuotaRoute {
 
 fn subject_quota(method: &str) -> String {
     format!("nordlys.quota.v1.QuotaController.{method}")
-}
-
-/// The regional daemons, `nordlys.v1.{region}.RegiondService.{Method}`.
-#[derive(Debug, Clone)]
-pub(crate) struct RegionRoute {
-    nats: NatsChannel,
-}
-
-impl RegionRoute {
-    pub(crate) fn new(nats: NatsChannel) -> RegionRoute {
-        RegionRoute { nats }
-    }
-
-    /// Calls `method` in `region`.
-    pub(crate) async fn call<Req: Message, Resp: Message + Default>(
-        &self,
-        region: &str,
-        method: &str,
-        request: tonic::Request<Req>,
-    ) -> Result<Resp, Status> {
-        self.nats
-            .unary(
-                format!("nordlys.v1.{region}.RegiondService.{method}"),
-                request,
-            )
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| unavailable_as(s, &format!("region {region}")))
-    }
 }
 
 /// Names the unreachable party in transport-level failures, keeping every

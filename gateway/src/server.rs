@@ -19,7 +19,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::Api;
 use crate::auth::Authenticator;
 use crate::discovery::Discovery;
-use crate::routes::{QuotaRoute, RegionRoute};
+use crate::mesh::Mesh;
+use crate::routes::QuotaRoute;
 use crate::state::State;
 use crate::Config;
 
@@ -65,7 +66,12 @@ impl Gateway {
                 Duration::from_millis(config.auth_cache_ttl_ms),
             ),
             quota,
-            regions: RegionRoute::new(nats),
+            regions: Mesh::new(
+                nats,
+                config.route,
+                config.route_overrides.clone(),
+                Duration::from_millis(config.eject_ms),
+            ),
             discovery: Discovery::new(&config.regions),
             config: config.clone(),
         });
@@ -78,10 +84,27 @@ impl Gateway {
         {
             tracing::warn!(error = %e, "first region discovery failed");
         }
+        state.regions.sync(&state.discovery.snapshot());
         let discovery = {
             let state = state.clone();
             let interval = Duration::from_millis(config.discovery_interval_ms.max(100));
-            tokio::spawn(async move { state.discovery.run(client, interval).await })
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = state
+                        .discovery
+                        .refresh(&client, Duration::from_millis(150), Duration::from_secs(1))
+                        .await
+                    {
+                        // Keep the last view: direct routes still work without NATS.
+                        tracing::warn!(error = %e, "region discovery failed; keeping the last view");
+                    }
+                    // Also puts ejected endpoints back once cooled down.
+                    state.regions.sync(&state.discovery.snapshot());
+                }
+            })
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -107,7 +130,7 @@ impl Gateway {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
 
-        let api = Api::new(state);
+        let api = Api::new(state.clone());
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "gRPC listening");
@@ -137,6 +160,16 @@ impl Gateway {
             })
             .await;
         discovery.abort();
+        let (grpc, nats) = state.regions.metrics().calls();
+        let (fallbacks, retries, ejections) = state.regions.metrics().faults();
+        tracing::info!(
+            grpc,
+            nats,
+            fallbacks,
+            retries,
+            ejections,
+            "region calls by route"
+        );
         result.map_err(Into::into)
     }
 }

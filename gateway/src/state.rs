@@ -9,7 +9,8 @@ use tonic::Status;
 use crate::auth::Authenticator;
 use crate::call::Call;
 use crate::discovery::Discovery;
-use crate::routes::{QuotaRoute, RegionRoute};
+use crate::mesh::Mesh;
+use crate::routes::QuotaRoute;
 use crate::Config;
 
 /// The gateway's shared, read-mostly state.
@@ -18,7 +19,7 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) auth: Authenticator,
     pub(crate) quota: QuotaRoute,
-    pub(crate) regions: RegionRoute,
+    pub(crate) regions: Mesh,
     pub(crate) discovery: Discovery,
 }
 

@@ -42,6 +42,13 @@ pub struct Config {
     pub backend: BackendKind,
     /// How long a shutdown waits for calls in flight, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Where the direct gRPC listener binds (`NORDLYS_GRPC_LISTEN`); port 0
+    /// picks a free port; `off` serves NATS only.
+    pub grpc_listen: String,
+    /// The address advertised to gateways as `grpc_endpoint`
+    /// (`NORDLYS_GRPC_ADVERTISE`), when it differs from the bound one (NAT,
+    /// a wildcard bind). Empty: the bound address.
+    pub grpc_advertise: String,
 }
 
 impl Default for Config {
@@ -51,6 +58,8 @@ impl Default for Config {
             region: String::new(),
             backend: BackendKind::Kv,
             shutdown_grace_secs: 10,
+            grpc_listen: "127.0.0.1:0".to_string(),
+            grpc_advertise: String::new(),
         }
     }
 }
@@ -67,6 +76,12 @@ pub struct Overrides {
     /// `--backend`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendKind>,
+    /// `--grpc-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<String>,
+    /// `--grpc-advertise`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_advertise: Option<String>,
 }
 
 /// Why the settings cannot be used.
@@ -81,6 +96,9 @@ pub enum ConfigError {
     /// The region is missing or not a region id.
     #[error("region {0:?} is not a region id (1 to 32 lowercase letters, digits and hyphens, starting with a letter); set --region, NORDLYS_REGION or `region` in the config file")]
     Region(String),
+    /// The gRPC listen address is neither `off` nor an address.
+    #[error("grpc_listen {0:?} must be an address such as 127.0.0.1:7001 (port 0 for any free port) or `off`")]
+    GrpcListen(String),
 }
 
 impl Config {
@@ -108,7 +126,15 @@ impl Config {
         if !nordlys_api::validate::is_region(&self.region) {
             return Err(ConfigError::Region(self.region.clone()));
         }
+        if self.grpc_listen != "off" && self.grpc_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::GrpcListen(self.grpc_listen.clone()));
+        }
         Ok(())
+    }
+
+    /// The direct gRPC listen address, unless turned off.
+    pub fn grpc_listen(&self) -> Option<std::net::SocketAddr> {
+        self.grpc_listen.parse().ok()
     }
 
     /// How long a shutdown waits for calls in flight.

@@ -27,6 +27,7 @@
 
 pub mod backend;
 pub mod config;
+mod grpc;
 mod handlers;
 pub mod service;
 mod status;
@@ -71,11 +72,23 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         .await?;
     let backend = open_backend(&config, &client).await?;
     let handlers = Arc::new(Handlers::new(config.region.clone(), backend));
-    let service = service::start(client.clone(), handlers).await?;
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (grpc_endpoint, grpc_server) = match config.grpc_listen() {
+        Some(addr) => {
+            let (endpoint, server) =
+                grpc::serve(addr, &config.grpc_advertise, handlers.clone(), async {
+                    let _ = grpc_stopped.await;
+                })
+                .await?;
+            (endpoint, Some(server))
+        }
+        None => (String::new(), None),
+    };
+    let service = service::start(client.clone(), handlers, &grpc_endpoint).await?;
     // Make sure the server has our subscriptions before we say we serve.
     client.flush().await?;
     let id = service.id().await;
-    tracing::info!(region = %config.region, backend = config.backend.as_str(), %id, nats = %config.nats_url, "serving");
+    tracing::info!(region = %config.region, backend = config.backend.as_str(), %id, nats = %config.nats_url, grpc = %grpc_endpoint, "serving");
     {
         // The harness and scripts wait for exactly this line.
         let mut stdout = std::io::stdout().lock();
@@ -88,7 +101,17 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     }
     shutdown_signal().await;
     tracing::info!("shutting down: draining calls in flight");
+    // Both transports stop taking calls and drain the ones in flight.
+    let _ = stop_grpc.send(());
     service.shutdown(config.shutdown_grace()).await;
+    if let Some(server) = grpc_server {
+        if tokio::time::timeout(config.shutdown_grace(), server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gRPC calls still running after the grace period");
+        }
+    }
     client.flush().await?;
     tracing::info!("stopped");
     Ok(())

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use nordlys_regiond::config::{BackendKind, Config, Overrides};
 
-/// Serves one region of Nordlys over NATS (micro service `nordlys-regiond`).
+/// Serves one region of Nordlys over NATS (micro service `nordlys-regiond`)
+/// and over direct gRPC (advertised as `grpc_endpoint`).
 ///
 /// Settings come from defaults, then the TOML file of --config, then
 /// NORDLYS_* environment variables (NORDLYS_NATS_URL, NORDLYS_REGION,
@@ -28,6 +29,14 @@ struct Args {
     /// region) or kv (JetStream KV, shared by the region's instances).
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
+    /// Direct gRPC listen address (default 127.0.0.1:0, a free port), or
+    /// `off` to serve over NATS only.
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<String>,
+    /// The gRPC address to advertise in service metadata, when it differs
+    /// from the bound one.
+    #[arg(long, value_name = "HOST:PORT")]
+    grpc_advertise: Option<String>,
 }
 
 #[tokio::main]
@@ -38,6 +47,8 @@ async fn main() -> ExitCode {
         nats_url: args.nats_url,
         region: args.region,
         backend: args.backend,
+        grpc_listen: args.grpc_listen,
+        grpc_advertise: args.grpc_advertise,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,

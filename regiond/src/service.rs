@@ -38,9 +38,12 @@ macro_rules! endpoints {
 }
 
 /// Registers the service on `client` and starts serving `handlers`' region.
+/// `grpc_endpoint` is the direct gRPC address gateways may use instead (empty
+/// when none).
 pub async fn start(
     client: async_nats::Client,
     handlers: Arc<Handlers>,
+    grpc_endpoint: &str,
 ) -> Result<MicroService, BoxError> {
     let builder = MicroServiceBuilder::new(
         client,
@@ -51,8 +54,7 @@ pub async fn start(
     .description("Nordlys regional daemon: a region's projects, users, memberships, networks and access rules")
     .metadata("region", handlers.region())
     .metadata("backend", handlers.backend_kind())
-    // No direct gRPC listener yet: the gateway uses the NATS route.
-    .metadata("grpc_endpoint", "");
+    .metadata("grpc_endpoint", grpc_endpoint);
     let builder = endpoints!(builder, handlers, {
         "CreateProject" => create_project,
         "GetProject" => get_project,

@@ -39,6 +39,11 @@ impl AccessRuleService for Api {
             validate::check_id(&mut v, "access_rule_id", &req.access_rule_id);
         }
         v.into_result()?;
+        // Every create carries a request id, so any retry or fallback of the
+        // internal call is deduplicated by the region.
+        if req.request_id.is_empty() {
+            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
+        }
         rule.name = names::access_rule(&project_id, &req.access_rule_id);
         rule.create_time = None;
         let name = rule.name.clone();

@@ -44,6 +44,11 @@ impl MembershipService for Api {
         );
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
+        // Every create carries a request id, so any retry or fallback of the
+        // internal call is deduplicated by the region.
+        if req.request_id.is_empty() {
+            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
+        }
         let user_ids = user.unwrap_or_default();
 
         // The project's placement decides where the role is granted.

@@ -13,6 +13,7 @@ mod regions;
 mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use nordlys_api::{names, page, Violations};
 use nordlys_proto::pb::nordlys::quota::v1::{
@@ -140,9 +141,9 @@ impl Api {
         undo: fn(String) -> Undo,
     ) -> Result<Vec<(String, Result<Resp, Status>)>, Status>
     where
-        Req: Message + Clone,
-        Resp: Message + Default,
-        Undo: Message + Clone + Default,
+        Req: Message + Clone + 'static,
+        Resp: Message + Default + 'static,
+        Undo: Message + Clone + Default + 'static,
     {
         let organization = spec.organization;
         let reservation =
@@ -206,7 +207,7 @@ impl Api {
     }
 
     /// Deletes what a refused create made in `regions`.
-    async fn undo<Undo: Message + Clone + Default>(
+    async fn undo<Undo: Message + Clone + Default + 'static>(
         &self,
         call: &Call,
         method: &str,
@@ -235,50 +236,63 @@ impl Api {
     }
 
     /// Commits a reservation for the regions that succeeded (releasing the
-    /// others). Tried a few times: a lost commit would leave a resource
-    /// uncounted once the reservation lapses.
+    /// others). A lost commit would leave a resource uncounted once the
+    /// reservation lapses, so when the quota service cannot be reached the
+    /// commit goes on in the background for a minute (the quota service
+    /// still honours a late commit of a lapsed reservation).
     async fn settle(&self, call: &Call, reservation: &str, organization: &str, done: Vec<String>) {
-        for attempt in 1..=3 {
-            let outcome = if done.is_empty() {
-                self.state
-                    .quota
-                    .call::<_, ReleaseResponse>(
-                        "Release",
-                        call,
-                        ReleaseRequest {
-                            reservation_id: reservation.to_string(),
-                            organization: organization.to_string(),
-                            regions: Vec::new(),
-                        },
-                    )
-                    .await
-                    .map(|_| ())
-            } else {
-                self.state
-                    .quota
-                    .call::<_, CommitResponse>(
-                        "Commit",
-                        call,
-                        CommitRequest {
-                            reservation_id: reservation.to_string(),
-                            organization: organization.to_string(),
-                            regions: done.clone(),
-                        },
-                    )
-                    .await
-                    .map(|_| ())
-            };
-            match outcome {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(attempt, reservation, error = %e, "could not settle a reservation")
+        let quota = self.state.quota.clone();
+        let call = call.clone();
+        let (reservation, organization) = (reservation.to_string(), organization.to_string());
+        let settle_once = move |call: Call| {
+            let (quota, reservation, organization, done) = (
+                quota.clone(),
+                reservation.clone(),
+                organization.clone(),
+                done.clone(),
+            );
+            async move {
+                if done.is_empty() {
+                    let req = ReleaseRequest {
+                        reservation_id: reservation,
+                        organization,
+                        regions: Vec::new(),
+                    };
+                    quota
+                        .call::<_, ReleaseResponse>("Release", &call, req)
+                        .await
+                        .map(|_| ())
+                } else {
+                    let req = CommitRequest {
+                        reservation_id: reservation,
+                        organization,
+                        regions: done,
+                    };
+                    quota
+                        .call::<_, CommitResponse>("Commit", &call, req)
+                        .await
+                        .map(|_| ())
                 }
             }
-        }
-        tracing::error!(
-            reservation,
-            "reservation left unsettled; it lapses after its TTL"
-        );
+        };
+        let Err(first) = settle_once(call.clone()).await else {
+            return;
+        };
+        tracing::warn!(error = %first, "could not settle a reservation; retrying in the background");
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < give_up {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                let retry = call.renewed(Duration::from_secs(5));
+                match settle_once(retry).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, "settling a reservation failed again"),
+                }
+            }
+            tracing::error!("reservation left unsettled; it lapses after its TTL");
+        });
     }
 
     /// Gives quota back for what deletes removed.
@@ -321,8 +335,8 @@ impl Api {
         req: Req,
     ) -> Result<(Resp, Vec<String>), Status>
     where
-        Req: Message + Clone,
-        Resp: Message + Default + Listed,
+        Req: Message + Clone + 'static,
+        Resp: Message + Default + 'static + Listed,
     {
         let regions = self.state.discovery.known();
         let answers = scatter(&regions, |region| {
@@ -372,7 +386,7 @@ impl Api {
         items: fn(Resp) -> Vec<T>,
     ) -> Result<(Page<T>, String), Status>
     where
-        Resp: Message + Default,
+        Resp: Message + Default + 'static,
         T: Listed,
     {
         let size = page::size(page_size)?;
@@ -419,7 +433,7 @@ impl Api {
         req: Req,
     ) -> Result<Vec<RegionStatus>, Status>
     where
-        Req: Message + Clone,
+        Req: Message + Clone + 'static,
     {
         let regions = self.state.discovery.known();
         let answers = scatter(&regions, |region| {

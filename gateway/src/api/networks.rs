@@ -39,6 +39,11 @@ impl NetworkService for Api {
             validate::check_id(&mut v, "network_id", &req.network_id);
         }
         v.into_result()?;
+        // Every create carries a request id, so any retry or fallback of the
+        // internal call is deduplicated by the region.
+        if req.request_id.is_empty() {
+            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
+        }
         if network.gateway_ip.is_empty() {
             network.gateway_ip = validate::default_gateway(&network.cidr).unwrap_or_default();
         }

@@ -49,6 +49,11 @@ impl ProjectService for Api {
             validate::check_id(&mut v, "project_id", &req.project_id);
         }
         v.into_result()?;
+        // Every create carries a request id, so any retry or fallback of the
+        // internal call is deduplicated by the region.
+        if req.request_id.is_empty() {
+            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
+        }
 
         project.name = names::project(&req.project_id);
         project.organization = org.clone();

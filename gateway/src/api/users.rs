@@ -45,6 +45,11 @@ impl UserService for Api {
             validate::check_id(&mut v, "user_id", &req.user_id);
         }
         v.into_result()?;
+        // Every create carries a request id, so any retry or fallback of the
+        // internal call is deduplicated by the region.
+        if req.request_id.is_empty() {
+            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
+        }
 
         req.parent = org.clone();
         user.name = names::user(&org_id, &req.user_id);
