@@ -53,10 +53,7 @@ impl Gateway {
                 );
             }
         }
-        let client = async_nats::ConnectOptions::new()
-            .name("nordlys-gateway")
-            .connect(&config.nats_url)
-            .await?;
+        let client = nordlys_transport::connect(&config.nats_url, "nordlys-gateway").await?;
         let nats = NatsChannel::new(client.clone(), config.default_timeout());
         let quota = QuotaRoute::new(nats.clone());
         let state = Arc::new(State {
@@ -131,27 +128,36 @@ impl Gateway {
             .await;
 
         let api = Api::new(state.clone());
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "gRPC listening");
-        // The line scripts and the test harness wait for.
-        println!("nordlys-gateway listening on {addr}");
-
-        let result = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(ProjectServiceServer::new(api.clone()))
+        // One set of public services: served over gRPC, and over HTTP/JSON
+        // in process through the google.api.http annotations.
+        let routes = tonic::service::Routes::new(ProjectServiceServer::new(api.clone()))
             .add_service(UserServiceServer::new(api.clone()))
             .add_service(MembershipServiceServer::new(api.clone()))
             .add_service(NetworkServiceServer::new(api.clone()))
             .add_service(AccessRuleServiceServer::new(api.clone()))
             .add_service(RegionServiceServer::new(api.clone()))
             .add_service(OrganizationServiceServer::new(api.clone()))
-            .add_service(QuotaServiceServer::new(api))
+            .add_service(QuotaServiceServer::new(api));
+        let http = crate::http::HttpServer::start(&config, SERVICES, routes.clone()).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "gRPC listening");
+        // The line scripts and the test harness wait for.
+        println!("nordlys-gateway listening on {addr}");
+        let http_addr = http.local_addr()?;
+        tracing::info!(addr = %http_addr, "HTTP listening");
+        println!("nordlys-gateway http listening on {http_addr}");
+        let mut http = http.spawn();
+
+        let result = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight calls");
+                http.stop();
                 for service in SERVICES {
                     health
                         .set_service_status(*service, tonic_health::ServingStatus::NotServing)
@@ -159,6 +165,7 @@ impl Gateway {
                 }
             })
             .await;
+        http.shutdown().await;
         discovery.abort();
         let (grpc, nats) = state.regions.metrics().calls();
         let (fallbacks, retries, ejections) = state.regions.metrics().faults();

@@ -19,10 +19,7 @@ pub const PREFIX: &str = "nordlys.quota.v1.QuotaController";
 /// SIGTERM, then stops taking requests, drains those in flight and returns.
 /// `ready` is called with the micro service id once requests are served.
 pub async fn run(config: Config, ready: impl FnOnce(&str)) -> Result<(), BoxError> {
-    let client = async_nats::ConnectOptions::new()
-        .name(SERVICE_NAME)
-        .connect(config.nats_url.as_str())
-        .await?;
+    let client = nordlys_transport::connect(&config.nats_url, SERVICE_NAME).await?;
     let store = Store::open(client.clone(), &config.bucket).await?;
     let grace = Duration::from_secs(config.shutdown_grace);
     let bucket = config.bucket.clone();

@@ -39,7 +39,7 @@ use nordlys_transport::BoxError;
 
 pub use config::{BackendKind, Config};
 pub use handlers::{Handlers, DEFAULT_LIST_LIMIT};
-pub use status::USER_NOT_IN_REGION;
+pub use status::{REGION_REFUSED, USER_NOT_IN_REGION};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -61,15 +61,36 @@ pub async fn open_backend(
         BackendKind::Kv => {
             Arc::new(backend::KvBackend::open(client.clone(), &config.region).await?)
         }
+        #[cfg(feature = "openstack")]
+        BackendKind::Openstack => {
+            let backend = Arc::new(
+                backend::OpenStackBackend::connect(&config.region, &config.openstack).await?,
+            );
+            // A changed tier in the config reaches existing projects here.
+            let reconciling = Arc::clone(&backend);
+            tokio::spawn(async move {
+                match reconciling.reconcile_tiers().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(projects = n, "applied changed quota tiers"),
+                    Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
+                }
+            });
+            backend
+        }
+        #[cfg(not(feature = "openstack"))]
+        BackendKind::Openstack => {
+            return Err("this regiond was built without the `openstack` feature".into())
+        }
     })
 }
 
 /// Serves until SIGINT or SIGTERM, then drains calls in flight.
 pub async fn run(config: Config) -> Result<(), BoxError> {
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("nordlys-regiond {}", config.region))
-        .connect(&config.nats_url)
-        .await?;
+    let client = nordlys_transport::connect(
+        &config.nats_url,
+        &format!("nordlys-regiond {}", config.region),
+    )
+    .await?;
     let backend = open_backend(&config, &client).await?;
     let handlers = Arc::new(Handlers::new(config.region.clone(), backend));
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();

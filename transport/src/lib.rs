@@ -14,10 +14,12 @@
 //! - [`MicroService`]: the server side, a NATS micro service whose endpoints
 //!   run tonic-shaped handlers.
 
+mod connect;
 pub mod metadata;
 mod nats;
 pub mod status;
 
+pub use connect::connect;
 pub use metadata::{Identity, Role};
 pub use nats::client::NatsChannel;
 pub use nats::server::{unary, Handler, MicroService, MicroServiceBuilder};
