@@ -1,1 +1,260 @@
-fn main() {}
+//! `nordlysctl`: a small client of the Nordlys public gRPC API.
+//!
+//! Run with `cargo run -p nordlys-cli -- --help`. The demo script uses
+//! `nordlysctl bootstrap --print-key-only` to make an organization and its key.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use nordlys_proto::pb::nordlys::v1::{
+    organization_service_client::OrganizationServiceClient,
+    quota_service_client::QuotaServiceClient, region_service_client::RegionServiceClient, ApiKey,
+    CreateApiKeyRequest, CreateMemberRequest, CreateOrganizationRequest, ListRegionsRequest,
+    Member, Organization, OrganizationRole, Quota, ResourceCounts, UpdateQuotaRequest,
+};
+use tonic::{transport::Channel, Code, Status};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nordlysctl",
+    version,
+    about = "A small client of the Nordlys gRPC API"
+)]
+struct Cli {
+    /// The gateway's gRPC endpoint.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
+    endpoint: String,
+    /// API key (operator key for bootstrap), sent as `authorization: Bearer`.
+    #[arg(long, global = true, env = "NORDLYS_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates an organization, its owner, quotas and an API key (operator key).
+    Bootstrap(Bootstrap),
+    /// Lists the regions the gateway sees.
+    Regions,
+}
+
+#[derive(Debug, Args)]
+struct Bootstrap {
+    /// The organization id.
+    #[arg(long, default_value = "demo")]
+    org: String,
+    /// The owner's principal.
+    #[arg(long, default_value = "owner@demo.example")]
+    owner: String,
+    /// Limits set in every region, `kind=count` separated by commas.
+    #[arg(long, default_value = "projects=10,users=50,networks=20,access_rules=100", value_parser = parse_limits)]
+    limits: ResourceCounts,
+    /// Regions to set limits in.
+    #[arg(long, default_value = "sto1,osl1", value_delimiter = ',')]
+    regions: Vec<String>,
+    /// Print only the API key secret (for scripts).
+    #[arg(long)]
+    print_key_only: bool,
+}
+
+fn parse_limits(text: &str) -> Result<ResourceCounts, String> {
+    let mut counts = ResourceCounts::default();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (kind, count) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not kind=count"))?;
+        let count: i64 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{count}` is not a count"))?;
+        let slot = match kind.trim() {
+            "projects" => &mut counts.projects,
+            "users" => &mut counts.users,
+            "networks" => &mut counts.networks,
+            "access_rules" => &mut counts.access_rules,
+            other => {
+                return Err(format!(
+                    "unknown kind `{other}` (projects, users, networks, access_rules)"
+                ))
+            }
+        };
+        *slot = count;
+    }
+    Ok(counts)
+}
+
+/// A failure to report: where it happened and why.
+#[derive(Debug)]
+enum Failure {
+    Usage(String),
+    Connect(String),
+    Rpc(&'static str, Status),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(why) => write!(f, "{why}"),
+            Failure::Connect(why) => write!(f, "cannot connect: {why}"),
+            Failure::Rpc(rpc, status) => write!(
+                f,
+                "{rpc} failed: {:?} ({}): {}",
+                status.code(),
+                status.code() as i32,
+                status.message()
+            ),
+        }
+    }
+}
+
+fn request<T>(message: T, key: &str) -> Result<tonic::Request<T>, Failure> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {key}")
+        .parse()
+        .map_err(|_| Failure::Usage("the key is not valid header text".to_owned()))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+async fn connect(endpoint: &str) -> Result<Channel, Failure> {
+    Channel::from_shared(endpoint.to_owned())
+        .map_err(|e| Failure::Usage(format!("bad endpoint {endpoint}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|e| Failure::Connect(format!("{endpoint}: {e}")))
+}
+
+async fn bootstrap(channel: Channel, key: &str, args: &Bootstrap) -> Result<(), Failure> {
+    let mut orgs = OrganizationServiceClient::new(channel.clone());
+    let organization = format!("organizations/{}", args.org);
+    let created = orgs
+        .create_organization(request(
+            CreateOrganizationRequest {
+                organization: Some(Organization {
+                    display_name: args.org.clone(),
+                    ..Default::default()
+                }),
+                organization_id: args.org.clone(),
+            },
+            key,
+        )?)
+        .await;
+    match created {
+        Ok(_) => note(args, format!("created {organization}")),
+        // Re-running bootstrap against a live stack is fine.
+        Err(status) if status.code() == Code::AlreadyExists => {
+            note(args, format!("{organization} already exists"))
+        }
+        Err(status) => return Err(Failure::Rpc("CreateOrganization", status)),
+    }
+
+    let member = orgs
+        .create_member(request(
+            CreateMemberRequest {
+                parent: organization.clone(),
+                member: Some(Member {
+                    role: OrganizationRole::Owner as i32,
+                    ..Default::default()
+                }),
+                member_id: args.owner.clone(),
+            },
+            key,
+        )?)
+        .await
+        .map_err(|s| Failure::Rpc("CreateMember", s))?
+        .into_inner()
+        .name;
+    note(args, format!("owner {member}"));
+
+    let mut quotas = QuotaServiceClient::new(channel);
+    for region in &args.regions {
+        let quota = quotas
+            .update_quota(request(
+                UpdateQuotaRequest {
+                    quota: Some(Quota {
+                        name: format!("{organization}/quotas/{region}"),
+                        limits: Some(args.limits),
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                },
+                key,
+            )?)
+            .await
+            .map_err(|s| Failure::Rpc("UpdateQuota", s))?
+            .into_inner();
+        note(args, format!("{} limits {:?}", quota.name, quota.limits));
+    }
+
+    let created = orgs
+        .create_api_key(request(
+            CreateApiKeyRequest {
+                parent: organization,
+                api_key: Some(ApiKey {
+                    member,
+                    display_name: "nordlysctl bootstrap".to_owned(),
+                    ..Default::default()
+                }),
+            },
+            key,
+        )?)
+        .await
+        .map_err(|s| Failure::Rpc("CreateApiKey", s))?
+        .into_inner();
+    if args.print_key_only {
+        println!("{}", created.secret);
+    } else {
+        let name = created.api_key.map(|k| k.name).unwrap_or_default();
+        println!("api key {name} (shown once):\n{}", created.secret);
+    }
+    Ok(())
+}
+
+fn note(args: &Bootstrap, line: String) {
+    if !args.print_key_only {
+        println!("{line}");
+    }
+}
+
+async fn regions(channel: Channel, key: &str) -> Result<(), Failure> {
+    let regions = RegionServiceClient::new(channel)
+        .list_regions(request(ListRegionsRequest::default(), key)?)
+        .await
+        .map_err(|s| Failure::Rpc("ListRegions", s))?
+        .into_inner();
+    for region in regions.regions {
+        let state = if region.up { "up" } else { "down" };
+        println!(
+            "{} {state} instances={}",
+            region.name,
+            region.instances.len()
+        );
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let key = cli
+        .key
+        .clone()
+        .ok_or_else(|| Failure::Usage("no key: pass --key or set NORDLYS_API_KEY".to_owned()))?;
+    let channel = connect(&cli.endpoint).await?;
+    match &cli.command {
+        Command::Bootstrap(args) => bootstrap(channel, &key, args).await,
+        Command::Regions => regions(channel, &key).await,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("nordlysctl: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -19,6 +19,12 @@ pub struct Config {
     pub nats_url: String,
     /// Public gRPC listen address.
     pub listen: SocketAddr,
+    /// Public HTTP/JSON listen address (HTTP/1.1 and cleartext HTTP/2).
+    pub http_listen: SocketAddr,
+    /// The largest HTTP request body, in bytes; larger ones get a 400.
+    pub http_max_body_bytes: usize,
+    /// Ignore unknown JSON fields and query parameters instead of a 400.
+    pub http_allow_unknown_fields: bool,
     /// The operator's API key: all organizations, organizations and quotas.
     /// Empty disables the operator role.
     pub operator_key: String,
@@ -48,6 +54,9 @@ impl Default for Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_max_body_bytes: 4 * 1024 * 1024,
+            http_allow_unknown_fields: false,
             operator_key: String::new(),
             regions: Vec::new(),
             default_timeout_ms: 10_000,
@@ -73,6 +82,9 @@ impl Config {
             .merge(Env::prefixed("NORDLYS_").only(&[
                 "nats_url",
                 "listen",
+                "http_listen",
+                "http_max_body_bytes",
+                "http_allow_unknown_fields",
                 "operator_key",
                 "regions",
                 "default_timeout_ms",

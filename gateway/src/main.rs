@@ -19,6 +19,9 @@ struct Args {
     /// gRPC listen address, e.g. 127.0.0.1:50051 (port 0 picks a free one).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// HTTP/JSON listen address, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
     /// Operator API key (prefer NORDLYS_OPERATOR_KEY: flags show in `ps`).
     #[arg(long)]
     operator_key: Option<String>,
@@ -53,6 +56,9 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.listen {
         config.listen = v;
+    }
+    if let Some(v) = args.http_listen {
+        config.http_listen = v;
     }
     if let Some(v) = args.operator_key {
         config.operator_key = v;

@@ -1,6 +1,7 @@
 //! Settings: defaults < TOML file < `NORDLYS_*` environment < flags.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -17,6 +18,9 @@ pub enum BackendKind {
     /// A JetStream KV bucket per region: shared by the region's instances,
     /// kept across restarts (needs a nats-server with JetStream).
     Kv,
+    /// A real OpenStack region: Keystone and Neutron, reached with a
+    /// `clouds.yaml` entry (see [`OpenStackConfig`]).
+    Openstack,
 }
 
 impl BackendKind {
@@ -25,6 +29,7 @@ impl BackendKind {
         match self {
             BackendKind::Memory => "memory",
             BackendKind::Kv => "kv",
+            BackendKind::Openstack => "openstack",
         }
     }
 }
@@ -49,6 +54,101 @@ pub struct Config {
     /// (`NORDLYS_GRPC_ADVERTISE`), when it differs from the bound one (NAT,
     /// a wildcard bind). Empty: the bound address.
     pub grpc_advertise: String,
+    /// The OpenStack backend's settings (`[openstack]`, or
+    /// `NORDLYS_OPENSTACK__CLOUD` and the like).
+    pub openstack: OpenStackConfig,
+}
+
+/// How regiond reaches and shapes an OpenStack region.
+///
+/// ```toml
+/// [openstack]
+/// cloud = "sto1"                      # an entry of clouds.yaml (default: OS_CLOUD)
+/// clouds_file = "/etc/nordlys/clouds.yaml"
+/// default_tier = "small"
+/// [openstack.organization_tiers]
+/// acme = "large"
+/// [openstack.tiers.small]
+/// network = 5
+/// subnet = 5
+/// security_group = 4
+/// security_group_rule = 50
+/// port = 50
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpenStackConfig {
+    /// The `clouds.yaml` entry to use; empty means `OS_CLOUD`.
+    pub cloud: String,
+    /// A `clouds.yaml` read besides the standard places (`./clouds.yaml`,
+    /// `~/.config/openstack/`, `/etc/openstack/`); none means
+    /// `OS_CLIENT_CONFIG_FILE`, when set.
+    pub clouds_file: Option<PathBuf>,
+    /// Names this Nordlys installation in the cloud: its Keystone domains are
+    /// `{namespace}-{org}` and its tags start with it, so two installations
+    /// (or test runs) can share one cloud without seeing each other.
+    pub namespace: String,
+    /// Seconds an OpenStack call may take before the region counts as
+    /// unavailable.
+    pub timeout_secs: u64,
+    /// The quota tier of organizations not named in `organization_tiers`;
+    /// empty leaves Neutron's default quotas.
+    pub default_tier: String,
+    /// Tiers by organization id.
+    pub organization_tiers: BTreeMap<String, String>,
+    /// Neutron quota values per tier (`network`, `subnet`, `port`,
+    /// `security_group`, `security_group_rule`, `router`, `floatingip`, ...),
+    /// as OpenStack Adjutant defines its quota sizes.
+    pub tiers: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+impl Default for OpenStackConfig {
+    fn default() -> OpenStackConfig {
+        OpenStackConfig {
+            cloud: String::new(),
+            clouds_file: None,
+            namespace: "nordlys".to_string(),
+            timeout_secs: 30,
+            default_tier: String::new(),
+            organization_tiers: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+        }
+    }
+}
+
+impl OpenStackConfig {
+    /// The tier an organization's projects get (empty: none).
+    pub fn tier_of(&self, organization_id: &str) -> &str {
+        self.organization_tiers
+            .get(organization_id)
+            .unwrap_or(&self.default_tier)
+    }
+
+    /// Checks the namespace and that every tier used is defined.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let namespace_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 32
+            && self.namespace.starts_with(|c: char| c.is_ascii_lowercase())
+            && self
+                .namespace
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+        if !namespace_ok {
+            return Err(ConfigError::OpenStack(format!(
+                "namespace {:?} must be 1 to 32 lowercase letters, digits and hyphens, starting with a letter",
+                self.namespace
+            )));
+        }
+        let tiers = std::iter::once(&self.default_tier).chain(self.organization_tiers.values());
+        for tier in tiers {
+            if !tier.is_empty() && !self.tiers.contains_key(tier) {
+                return Err(ConfigError::OpenStack(format!(
+                    "quota tier {tier:?} is used but not defined under [openstack.tiers]"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -60,6 +160,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             grpc_listen: "127.0.0.1:0".to_string(),
             grpc_advertise: String::new(),
+            openstack: OpenStackConfig::default(),
         }
     }
 }
@@ -93,6 +194,9 @@ pub enum ConfigError {
     /// A layer could not be read or has a value of the wrong type.
     #[error(transparent)]
     Load(#[from] Box<figment::Error>),
+    /// The OpenStack settings do not hold together.
+    #[error("openstack: {0}")]
+    OpenStack(String),
     /// The region is missing or not a region id.
     #[error("region {0:?} is not a region id (1 to 32 lowercase letters, digits and hyphens, starting with a letter); set --region, NORDLYS_REGION or `region` in the config file")]
     Region(String),
@@ -113,7 +217,8 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("NORDLYS_"))
+            // `__` reaches into tables: NORDLYS_OPENSTACK__CLOUD.
+            .merge(Env::prefixed("NORDLYS_").split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -129,7 +234,7 @@ impl Config {
         if self.grpc_listen != "off" && self.grpc_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::GrpcListen(self.grpc_listen.clone()));
         }
-        Ok(())
+        self.openstack.validate()
     }
 
     /// The direct gRPC listen address, unless turned off.
@@ -167,6 +272,32 @@ mod tests {
         assert_eq!(config.region, "sto1");
         assert_eq!(config.nats_url, "nats://file:4222");
         assert_eq!(config.backend, BackendKind::Kv);
+    }
+
+    #[test]
+    fn reads_openstack_tiers_and_refuses_undefined_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("regiond.toml");
+        std::fs::write(
+            &file,
+            "region = \"sto1\"\nbackend = \"openstack\"\n[openstack]\ncloud = \"sto1\"\ndefault_tier = \"small\"\n[openstack.organization_tiers]\nacme = \"large\"\n[openstack.tiers.small]\nnetwork = 2\n[openstack.tiers.large]\nnetwork = 20\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), &Overrides::default()).expect("loads");
+        assert_eq!(config.backend, BackendKind::Openstack);
+        assert_eq!(config.openstack.cloud, "sto1");
+        assert_eq!(config.openstack.tier_of("acme"), "large");
+        assert_eq!(config.openstack.tier_of("other"), "small");
+        assert_eq!(config.openstack.tiers["large"]["network"], 20);
+        std::fs::write(
+            &file,
+            "region = \"sto1\"\n[openstack]\ndefault_tier = \"huge\"\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            Config::load(Some(&file), &Overrides::default()),
+            Err(ConfigError::OpenStack(_))
+        ));
     }
 
     #[test]

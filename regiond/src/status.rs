@@ -3,10 +3,14 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Refusal};
 
 /// The precondition type of a membership whose user is not in the region.
 pub const USER_NOT_IN_REGION: &str = "USER_NOT_IN_REGION";
+
+/// The google.rpc.ErrorInfo reason of a call the region's infrastructure
+/// refused; its metadata holds `service` and the region's `message`.
+pub const REGION_REFUSED: &str = "REGION_REFUSED";
 
 impl From<BackendError> for Status {
     fn from(error: BackendError) -> Status {
@@ -33,6 +37,36 @@ impl From<BackendError> for Status {
             ),
             BackendError::UserOfOtherOrganization { .. } => {
                 nordlys_api::invalid("membership.user", message)
+            }
+            BackendError::Refused {
+                reason,
+                service,
+                message: region_message,
+            } => {
+                let code = match reason {
+                    Refusal::InvalidArgument => Code::InvalidArgument,
+                    Refusal::NotFound => Code::NotFound,
+                    Refusal::AlreadyExists => Code::AlreadyExists,
+                    Refusal::ResourceExhausted => Code::ResourceExhausted,
+                    Refusal::PermissionDenied => {
+                        tracing::warn!(%service, reason = %region_message, "the region denied the call");
+                        Code::PermissionDenied
+                    }
+                };
+                // The region's own words travel in the details, so callers
+                // can tell Keystone's and Neutron's reasons apart.
+                Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_error_info(
+                        REGION_REFUSED,
+                        "nordlys.regiond",
+                        [
+                            ("service".to_string(), service),
+                            ("message".to_string(), region_message),
+                        ],
+                    ),
+                )
             }
             BackendError::Unavailable(_) => {
                 tracing::warn!(error = %message, "backend unavailable");
@@ -81,6 +115,17 @@ mod tests {
             Some("projects/p")
         );
 
+        let status = Status::from(BackendError::Refused {
+            reason: Refusal::ResourceExhausted,
+            service: "neutron".into(),
+            message: "Quota exceeded for resources: ['network'].".into(),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let info = status.get_error_details();
+        let info = info.error_info().expect("error info");
+        assert_eq!(info.reason, REGION_REFUSED);
+        assert_eq!(info.metadata["service"], "neutron");
+        assert!(info.metadata["message"].contains("Quota exceeded"));
         let status = Status::from(BackendError::Internal("db password wrong".into()));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("password"));

@@ -260,7 +260,9 @@ async fn two_instances_share_the_load_and_announce_themselves() {
         assert_eq!(info["metadata"]["region"], "sto1");
         assert_eq!(info["metadata"]["backend"], "memory");
         // The direct gRPC endpoint each instance serves (a free loopback port).
-        let endpoint = info["metadata"]["grpc_endpoint"].as_str().unwrap_or_default();
+        let endpoint = info["metadata"]["grpc_endpoint"]
+            .as_str()
+            .unwrap_or_default();
         assert!(
             endpoint
                 .parse::<std::net::SocketAddr>()

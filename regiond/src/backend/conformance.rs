@@ -8,7 +8,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use super::*;
 
 /// Runs each suite test against a backend made by `$make`, which returns
-/// the backend and a guard kept alive for the test.
+/// the backend and a guard kept alive for the test, or `None` when the
+/// backend cannot run here (the test then passes, having said why).
 macro_rules! run_suite {
     ($backend:ident, $make:ident, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -16,7 +17,9 @@ macro_rules! run_suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let (backend, _guard) = $make().await;
+                    let Some((backend, _guard)) = $make().await else {
+                        return;
+                    };
                     super::suite::$test(backend.as_ref()).await;
                 }
             )*
@@ -40,16 +43,47 @@ macro_rules! all_backends {
 }
 
 all_backends!(memory => memory_backend, kv => kv_backend);
+#[cfg(feature = "openstack")]
+all_backends!(openstack => openstack_backend);
 
-async fn memory_backend() -> (Box<dyn Backend>, ()) {
-    (Box::new(MemoryBackend::new("sto1")), ())
+async fn memory_backend() -> Option<(Box<dyn Backend>, ())> {
+    Some((Box::new(MemoryBackend::new("sto1")), ()))
 }
 
-async fn kv_backend() -> (Box<dyn Backend>, nordlys_tests::NatsServer) {
+async fn kv_backend() -> Option<(Box<dyn Backend>, nordlys_tests::NatsServer)> {
     let nats = nordlys_tests::NatsServer::start();
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let backend = KvBackend::open(client, "sto1").await.expect("bucket");
-    (Box::new(backend), nats)
+    Some((Box::new(backend), nats))
+}
+
+/// A real Keystone and Neutron, shared by the tests of this process; each
+/// test gets its own namespace (its own domains and tags), so it starts
+/// from an empty region.
+#[cfg(feature = "openstack")]
+async fn openstack_backend() -> Option<(Box<dyn Backend>, ())> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if !nordlys_tests::openstack::available("openstack conformance") {
+        return None;
+    }
+    let region = tokio::task::spawn_blocking(nordlys_tests::openstack::OpenStackRegion::shared)
+        .await
+        .expect("region");
+    let config = crate::config::OpenStackConfig {
+        cloud: region.name().to_string(),
+        clouds_file: Some(region.clouds_file()),
+        namespace: format!(
+            "c{}n{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ),
+        ..Default::default()
+    };
+    let backend = OpenStackBackend::connect("sto1", &config)
+        .await
+        .expect("connects to the test region");
+    Some((Box::new(backend), ()))
 }
 
 mod suite {

@@ -42,6 +42,22 @@ impl fmt::Display for ResourceKind {
     }
 }
 
+/// Why a region's infrastructure refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request was malformed for the region (HTTP 400).
+    InvalidArgument,
+    /// Something the call needs is not there (HTTP 404).
+    NotFound,
+    /// A conflicting resource exists (HTTP 409).
+    AlreadyExists,
+    /// The region's own quota is used up (Neutron `OverQuota`).
+    ResourceExhausted,
+    /// The region does not let Nordlys do this, even after a fresh token
+    /// (HTTP 401 or 403).
+    PermissionDenied,
+}
+
 /// A backend call that did not happen. Callers branch on the variant; the
 /// messages are for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +99,17 @@ pub enum BackendError {
         user: String,
         /// The project's organization.
         organization: String,
+    },
+    /// The region's infrastructure refused the call (real backends); the
+    /// message is the region's own, the service says whose.
+    #[error("{service} refused the call: {message}")]
+    Refused {
+        /// What kind of refusal, which picks the gRPC code.
+        reason: Refusal,
+        /// The refusing service, for example `keystone` or `neutron`.
+        service: String,
+        /// The service's own words (never a credential).
+        message: String,
     },
     /// The region's infrastructure did not answer (real backends).
     #[error("backend unavailable: {0}")]

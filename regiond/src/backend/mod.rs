@@ -1,7 +1,7 @@
 //! Where a region's resources really live. The handlers decide what a call
 //! may do; a [`Backend`] does it against the region's infrastructure
-//! (memory or a JetStream KV bucket for now; OpenStack Keystone/Neutron and
-//! OKD later).
+//! (memory, a JetStream KV bucket, or an OpenStack region's Keystone and
+//! Neutron; OKD later).
 //!
 //! A backend answers a create atomically: it returns the resource first
 //! created with the same request id (per tenant), refuses a name that exists,
@@ -11,15 +11,19 @@
 mod error;
 mod kv;
 mod memory;
+#[cfg(feature = "openstack")]
+mod openstack;
 
 use async_trait::async_trait;
 use nordlys_proto::pb::nordlys::v1::{
     AccessRule, Membership, Network, Project, ResourceCounts, User,
 };
 
-pub use error::{BackendError, ResourceKind};
+pub use error::{BackendError, Refusal, ResourceKind};
 pub use kv::KvBackend;
 pub use memory::MemoryBackend;
+#[cfg(feature = "openstack")]
+pub use openstack::{OpenStackBackend, CRASH_AFTER_ENV};
 
 /// Whose resources a call may see and change.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,484 @@
+//! The HTTP listener (HTTP/1.1 and cleartext HTTP/2, axum over hyper): one
+//! handler for every path, the document and docs pages, headers to gRPC
+//! metadata, deadlines, body limits, and answers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use tonic::metadata::{
+    AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, KeyAndValueRef,
+    MetadataMap,
+};
+
+use super::errors::{status_json, HttpError};
+use super::router::Miss;
+use super::{docs, transcode, HttpGateway};
+
+/// Headers passed to the services as metadata under their own name.
+const FORWARDED: &[&str] = &[
+    "authorization",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-forwarded-host",
+];
+
+/// Prefix of headers passed as metadata without it (grpc-gateway's
+/// `Grpc-Metadata-`); the gateway's own `nordlys-*` and `grpc-*` names are
+/// never taken from callers.
+const METADATA_PREFIX: &str = "grpc-metadata-";
+
+/// A bound, not yet serving, HTTP listener.
+#[derive(Debug)]
+pub(crate) struct HttpServer {
+    listener: tokio::net::TcpListener,
+    gateway: Arc<HttpGateway>,
+}
+
+/// A serving HTTP listener.
+#[derive(Debug)]
+pub(crate) struct HttpHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// Reads the HTTP rules of `services` from the API's descriptors and
+    /// binds `config.http_listen`; fails on a bad or conflicting rule.
+    pub(crate) async fn start(
+        config: &crate::Config,
+        services: &[&str],
+        routes: tonic::service::Routes,
+    ) -> Result<HttpServer, nordlys_transport::BoxError> {
+        let options = super::HttpOptions {
+            max_body_bytes: config.http_max_body_bytes,
+            default_timeout: config.default_timeout(),
+            max_timeout: config.max_timeout(),
+            allow_unknown_fields: config.http_allow_unknown_fields,
+        };
+        let gateway = HttpGateway::new(
+            nordlys_proto::FILE_DESCRIPTOR_SET,
+            services,
+            routes,
+            options,
+        )?;
+        Ok(HttpServer::bind(config.http_listen, gateway).await?)
+    }
+
+    /// Binds `addr` for `gateway`.
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        gateway: HttpGateway,
+    ) -> std::io::Result<HttpServer> {
+        Ok(HttpServer {
+            listener: tokio::net::TcpListener::bind(addr).await?,
+            gateway: Arc::new(gateway),
+        })
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until [`HttpHandle::shutdown`], in a task.
+    pub(crate) fn spawn(self) -> HttpHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(async {
+            let _ = stopped.await;
+        }));
+        HttpHandle {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(self.gateway);
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+impl HttpHandle {
+    /// Stops taking connections; in-flight requests go on.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops, and waits until in-flight requests are answered.
+    pub(crate) async fn shutdown(mut self) {
+        self.stop();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener failed"),
+            Err(e) => tracing::warn!(error = %e, "HTTP listener task failed"),
+        }
+    }
+}
+
+async fn handle(
+    State(gateway): State<Arc<HttpGateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request<AxumBody>,
+) -> Response {
+    match serve_one(&gateway, peer, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.code() == tonic::Code::Internal || e.status.code() == tonic::Code::Unknown {
+                tracing::warn!(status = ?e.status, "HTTP call failed");
+            }
+            e.into_response(&gateway.pool)
+        }
+    }
+}
+
+fn document(content_type: &'static str, body: &str) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub(super) async fn serve_one(
+    gateway: &HttpGateway,
+    peer: SocketAddr,
+    request: Request<AxumBody>,
+) -> Result<Response, HttpError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    if parts.method == Method::GET {
+        match path {
+            "/openapi.json" => return Ok(document("application/json", &gateway.openapi_json)),
+            "/openapi.yaml" => return Ok(document("application/yaml", &gateway.openapi_yaml)),
+            "/docs" | "/docs/" => return Ok(document("text/html; charset=utf-8", docs::PAGE)),
+            _ => {}
+        }
+    }
+    let found = gateway
+        .router
+        .find(&parts.method, path)
+        .map_err(|miss| match miss {
+            Miss::NotFound => HttpError::not_found(&parts.method, path),
+            Miss::MethodNotAllowed(allow) => {
+                HttpError::method_not_allowed(&parts.method, path, allow)
+            }
+            Miss::BadEncoding(why) => HttpError::bad_request("", why),
+        })?;
+    let binding = found.binding;
+
+    let timeout = deadline(&parts.headers, &gateway.options)?;
+    let metadata = metadata(&parts.headers, peer)?;
+    let body = read_body(&parts.headers, body, gateway.options.max_body_bytes).await?;
+    let message = transcode::request(
+        binding,
+        &found.values,
+        parts.uri.query(),
+        &body,
+        gateway.leniency(),
+    )?;
+    let encoded = transcode::encode(&message);
+    let grpc_path = binding.grpc_path();
+
+    if binding.rpc.is_server_streaming() {
+        let (metadata, stream) = gateway
+            .invoker
+            .server_streaming(&grpc_path, metadata, timeout, encoded)
+            .await?;
+        let binding = binding.clone();
+        let pool = gateway.pool.clone();
+        let lines = stream.map(move |item| {
+            let line = match item
+                .map_err(HttpError::from)
+                .and_then(|bytes| transcode::response(&binding, &bytes).map_err(HttpError::from))
+            {
+                Ok(json) => serde_json::json!({ "result": json }),
+                Err(e) => serde_json::json!({ "error": status_json(&e.status, &pool) }),
+            };
+            let mut text = line.to_string();
+            text.push('\n');
+            Ok::<Bytes, std::convert::Infallible>(Bytes::from(text))
+        });
+        let mut response = Response::new(AxumBody::from_stream(lines));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        copy_metadata(&metadata, response.headers_mut());
+        return Ok(response);
+    }
+
+    let (metadata, answer) = gateway
+        .invoker
+        .unary(&grpc_path, metadata, timeout, encoded)
+        .await?;
+    let json = transcode::response(binding, &answer)?;
+    let mut response = (StatusCode::OK, json.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    copy_metadata(&metadata, response.headers_mut());
+    Ok(response)
+}
+
+/// How much of an oversized body is read and dropped before the 400, so
+/// that a client still sending it reads the answer instead of a reset.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The request body, refused past `limit` bytes.
+async fn read_body(headers: &HeaderMap, body: AxumBody, limit: usize) -> Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError::bad_request(
+            "",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let mut length = None;
+    if let Some(value) = headers.get(header::CONTENT_LENGTH) {
+        let value = value
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse::<u64>().ok())
+            .ok_or_else(|| HttpError::bad_request("", "bad Content-Length header"))?;
+        length = Some(value);
+    }
+    match length {
+        Some(n) if n > limit as u64 + DRAIN_BYTES => return Err(too_large()),
+        Some(n) if n > limit as u64 => {
+            drain(body).await;
+            return Err(too_large());
+        }
+        _ => {}
+    }
+    let mut body = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            HttpError::bad_request("", format!("cannot read the request body: {e}"))
+        })?;
+        if collected.len() + chunk.len() > limit {
+            drain_stream(body, collected.len() as u64 + chunk.len() as u64).await;
+            return Err(too_large());
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected.freeze())
+}
+
+async fn drain(body: AxumBody) {
+    drain_stream(body.into_data_stream(), 0).await;
+}
+
+async fn drain_stream(mut body: axum::body::BodyDataStream, mut read: u64) {
+    while read <= DRAIN_BYTES {
+        match body.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+/// The call's deadline: `grpc-timeout` (gRPC's format, e.g. `500m`), else
+/// `X-Request-Timeout` (seconds, or with a unit: `1.5`, `500ms`, `2s`,
+/// `1m`), else the default; at most the configured maximum.
+fn deadline(headers: &HeaderMap, options: &super::HttpOptions) -> Result<Duration, HttpError> {
+    let text = |name: &str| -> Result<Option<&str>, HttpError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim()))
+                .map_err(|_| HttpError::bad_request(name, "not ASCII")),
+        }
+    };
+    let timeout = if let Some(v) = text("grpc-timeout")? {
+        grpc_timeout(v).ok_or_else(|| {
+            HttpError::bad_request(
+                "grpc-timeout",
+                format!("{v:?} is not a gRPC timeout (1 to 8 digits and a unit: H, M, S, m, u, n)"),
+            )
+        })?
+    } else if let Some(v) = text("x-request-timeout")? {
+        request_timeout(v).ok_or_else(|| {
+            HttpError::bad_request(
+                "X-Request-Timeout",
+                format!("{v:?} is not a timeout (seconds, or a number with ms, s or m)"),
+            )
+        })?
+    } else {
+        options.default_timeout
+    };
+    Ok(timeout.min(options.max_timeout))
+}
+
+fn grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn request_timeout(v: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v, 1.0)
+    };
+    let seconds = number.trim().parse::<f64>().ok()? * scale;
+    (seconds.is_finite() && (0.0..1e9).contains(&seconds)).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// The gRPC metadata of an HTTP request: the forwarded headers,
+/// `Grpc-Metadata-*` ones without the prefix, and `x-forwarded-for` with
+/// the peer added.
+pub(super) fn metadata(headers: &HeaderMap, peer: SocketAddr) -> Result<MetadataMap, HttpError> {
+    let mut metadata = MetadataMap::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let target = if FORWARDED.contains(&name) {
+            name
+        } else if let Some(rest) = name.strip_prefix(METADATA_PREFIX) {
+            if rest.is_empty() || rest.starts_with("grpc-") || rest.starts_with("nordlys-") {
+                continue;
+            }
+            rest
+        } else {
+            continue;
+        };
+        if target.ends_with("-bin") {
+            let key = BinaryMetadataKey::from_bytes(target.as_bytes())
+                .map_err(|_| HttpError::bad_request(name, "not a metadata name"))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value.as_bytes())
+                .map_err(|_| HttpError::bad_request(name, "a -bin header must be base64"))?;
+            metadata.append_bin(key, BinaryMetadataValue::from_bytes(&bytes));
+        } else {
+            let key = AsciiMetadataKey::from_bytes(target.as_bytes())
+                .map_err(|_| HttpError::bad_request(name, "not a metadata name"))?;
+            let value = AsciiMetadataValue::try_from(value.as_bytes())
+                .map_err(|_| HttpError::bad_request(name, "the value must be printable ASCII"))?;
+            metadata.append(key, value);
+        }
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = AsciiMetadataValue::try_from(forwarded_for.as_str()) {
+        metadata.insert("x-forwarded-for", value);
+    }
+    Ok(metadata)
+}
+
+/// Answer metadata as `Grpc-Metadata-*` headers, as grpc-gateway sends it.
+fn copy_metadata(metadata: &MetadataMap, headers: &mut HeaderMap) {
+    for entry in metadata.iter() {
+        let KeyAndValueRef::Ascii(key, value) = entry else {
+            continue;
+        };
+        let key = key.as_str();
+        if key.starts_with("grpc-") || key == "content-type" || key.starts_with(':') {
+            continue;
+        }
+        let Ok(name) = HeaderName::from_bytes(format!("{METADATA_PREFIX}{key}").as_bytes()) else {
+            continue;
+        };
+        if let Ok(value) = HeaderValue::from_bytes(value.as_encoded_bytes()) {
+            headers.append(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(grpc_timeout("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("123456789S"), None);
+        assert_eq!(grpc_timeout("S"), None);
+        assert_eq!(grpc_timeout("5x"), None);
+        assert_eq!(request_timeout("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(request_timeout("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(request_timeout("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(request_timeout("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(request_timeout("-1"), None);
+        assert_eq!(request_timeout("soon"), None);
+    }
+
+    #[test]
+    fn headers_become_metadata() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        headers.insert("grpc-metadata-tenant-hint", HeaderValue::from_static("a"));
+        headers.insert(
+            "grpc-metadata-nordlys-role",
+            HeaderValue::from_static("operator"),
+        );
+        headers.insert("grpc-metadata-trace-bin", HeaderValue::from_static("AAE="));
+        headers.insert("cookie", HeaderValue::from_static("secret"));
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
+        let md = metadata(&headers, peer).expect("metadata");
+        assert_eq!(
+            md.get("authorization").and_then(|v| v.to_str().ok()),
+            Some("Bearer k")
+        );
+        assert_eq!(
+            md.get("tenant-hint").and_then(|v| v.to_str().ok()),
+            Some("a")
+        );
+        assert!(
+            md.get("nordlys-role").is_none(),
+            "identity metadata is never taken from callers"
+        );
+        assert!(md.get("cookie").is_none());
+        assert_eq!(
+            md.get_bin("trace-bin")
+                .and_then(|v| v.to_bytes().ok())
+                .as_deref(),
+            Some(&[0u8, 1][..])
+        );
+        assert_eq!(
+            md.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+            Some("127.0.0.1")
+        );
+    }
+}

@@ -1,0 +1,1151 @@
+//! The OpenStack backend: a region's resources in its Keystone and Neutron.
+//!
+//! Mapping (also in the README's architecture section):
+//! - organization `organizations/acme` → Keystone domain `nordlys-acme`
+//!   (`{namespace}-{org}`), created on first use;
+//! - project `projects/web` → Keystone project `web` in that domain, tagged
+//!   `nordlys`, `nordlys-org:acme`, `nordlys-project:web`, and with the
+//!   Nordlys fields Keystone has no place for (`nordlys-name:`,
+//!   `nordlys-regions:`, `nordlys-created:`, `nordlys-request:`,
+//!   `nordlys-tier:`);
+//! - user `organizations/acme/users/ada` → Keystone user `ada` in the
+//!   organization's domain (email, and the Nordlys fields as `nordlys_*`
+//!   extra attributes), no password;
+//! - membership → a role assignment of Keystone's bootstrapped `admin`,
+//!   `member` or `reader` role to the user on the project;
+//! - network → a Neutron network and one subnet (IPv4 or IPv6, gateway, DNS
+//!   servers) owned by the project, both named after the network id;
+//! - access rule → a rule of the project's security group `nordlys`, whose
+//!   rules are exactly the project's access rules (Neutron's default egress
+//!   rules are removed); the rule's description carries its id;
+//! - quota tier → the Neutron quotas of the organization's tier, set when the
+//!   project is created and again at start-up when the configured tier
+//!   changed.
+//!
+//! Every create looks up before it creates, and request ids are kept in the
+//! cloud (a project tag, a user attribute, a network or rule description),
+//! so a create retried after a crash at any step finishes the job without
+//! duplicates. Deletes remove dependants first and count "already gone" as
+//! done, so an interrupted delete completes when repeated.
+
+mod cloud;
+mod codec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use nordlys_proto::pb::nordlys::v1::{
+    region_status::State, AccessRule, Membership, Network, Project, ProjectRole, RegionStatus,
+    ResourceCounts, User,
+};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use self::cloud::{
+    Cloud, KsProject, KsUser, NGroup, NNetwork, NRule, NSubnet, RuleSpec, SubnetSpec,
+};
+use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
+use super::{
+    top_level, Backend, BackendError, Filter, Refusal, Removed, ResourceKind, Result, Tenant,
+};
+use crate::config::OpenStackConfig;
+
+/// The security group that holds a project's access rules.
+const SECURITY_GROUP: &str = "nordlys";
+
+/// The test-only crash hook: `NORDLYS_TEST_CRASH_AFTER=keystone` aborts a
+/// project create after its Keystone step, `=network` a network create after
+/// its Neutron network step, so tests can prove a retry finishes the job.
+pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
+
+/// User attributes (Keystone extras) Nordlys keeps.
+const ATTR_NAME: &str = "nordlys_name";
+const ATTR_DISPLAY_NAME: &str = "nordlys_display_name";
+const ATTR_REGIONS: &str = "nordlys_regions";
+const ATTR_CREATED: &str = "nordlys_create_time";
+const ATTR_REQUEST: &str = "nordlys_request";
+
+/// A region backed by OpenStack. See the module docs for the mapping.
+#[derive(Debug)]
+pub struct OpenStackBackend {
+    region: String,
+    cloud: Cloud,
+    tags: Tags,
+    config: OpenStackConfig,
+    /// Keystone role ids by name, read once.
+    roles: OnceCell<HashMap<String, String>>,
+    crash_after: Option<String>,
+}
+
+fn org_id(organization: &str) -> &str {
+    organization
+        .strip_prefix("organizations/")
+        .unwrap_or(organization)
+}
+
+/// The last segment of a resource name.
+fn leaf(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+fn role_name(role: i32) -> Option<&'static str> {
+    match ProjectRole::try_from(role) {
+        Ok(ProjectRole::Admin) => Some("admin"),
+        Ok(ProjectRole::Member) => Some("member"),
+        Ok(ProjectRole::Reader) => Some("reader"),
+        _ => None,
+    }
+}
+
+fn role_of(name: &str) -> Option<ProjectRole> {
+    match name {
+        "admin" => Some(ProjectRole::Admin),
+        "member" => Some(ProjectRole::Member),
+        "reader" => Some(ProjectRole::Reader),
+        _ => None,
+    }
+}
+
+/// The strongest of several roles (admin, then member, then reader).
+fn strongest(roles: impl IntoIterator<Item = ProjectRole>) -> Option<ProjectRole> {
+    roles.into_iter().min_by_key(|r| *r as i32)
+}
+
+fn timestamp(text: Option<&str>) -> Option<prost_types::Timestamp> {
+    text.and_then(|t| prost_types::Timestamp::from_str(t).ok())
+}
+
+fn is_ipv6(cidr: &str) -> bool {
+    cidr.contains(':')
+}
+
+/// Sorts by name, then applies the filter's `after` and limit.
+fn page<T>(mut items: Vec<T>, filter: &Filter, name: impl Fn(&T) -> &str) -> Vec<T> {
+    items.sort_by(|a, b| name(a).cmp(name(b)));
+    items.dedup_by(|a, b| name(a) == name(b));
+    items
+        .into_iter()
+        .filter(|item| name(item) > filter.after.as_str())
+        .take(filter.limit)
+        .collect()
+}
+
+impl OpenStackBackend {
+    /// Connects to the cloud `config` names and checks the quota tiers.
+    pub async fn connect(region: &str, config: &OpenStackConfig) -> Result<OpenStackBackend> {
+        for (tier, values) in &config.tiers {
+            if let Some(unknown) = values
+                .keys()
+                .find(|k| !cloud::QUOTA_NAMES.contains(&k.as_str()))
+            {
+                return Err(BackendError::Internal(format!(
+                    "quota tier {tier}: {unknown} is not a Neutron quota (known: {})",
+                    cloud::QUOTA_NAMES.join(", ")
+                )));
+            }
+        }
+        let cloud = Cloud::connect(config).await?;
+        let crash_after = std::env::var(CRASH_AFTER_ENV)
+            .ok()
+            .filter(|s| !s.is_empty());
+        if let Some(step) = &crash_after {
+            tracing::warn!(
+                step,
+                "{CRASH_AFTER_ENV} is set: this regiond will abort on purpose"
+            );
+        }
+        Ok(OpenStackBackend {
+            region: region.to_string(),
+            cloud,
+            tags: Tags::new(&config.namespace),
+            config: config.clone(),
+            roles: OnceCell::new(),
+            crash_after,
+        })
+    }
+
+    /// Applies the configured quota tier to every project whose tier tag
+    /// differs (the operator changed the organization's tier); run at start.
+    pub async fn reconcile_tiers(&self) -> Result<usize> {
+        let projects = self.cloud.projects_tagged(self.tags.managed()).await?;
+        let mut changed = 0;
+        for ks in &projects {
+            let Some(org) = self.tags.find(&ks.tags, "org") else {
+                continue;
+            };
+            let want = self.config.tier_of(org);
+            if self.tags.find(&ks.tags, "tier").unwrap_or_default() != want {
+                self.apply_tier(ks, org).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Aborts the process at `step` when the test hook asks for it.
+    fn crash_point(&self, step: &str) {
+        if self.crash_after.as_deref() == Some(step) {
+            tracing::error!(step, "{CRASH_AFTER_ENV}: aborting on purpose");
+            std::process::abort();
+        }
+    }
+
+    fn ready(&self) -> Vec<RegionStatus> {
+        vec![RegionStatus {
+            region: self.region.clone(),
+            state: State::Ready as i32,
+            ..Default::default()
+        }]
+    }
+
+    fn not_found(&self, kind: ResourceKind, name: &str) -> BackendError {
+        BackendError::NotFound {
+            kind,
+            name: name.to_string(),
+            region: self.region.clone(),
+        }
+    }
+
+    fn exists(&self, kind: ResourceKind, name: &str) -> BackendError {
+        BackendError::AlreadyExists {
+            kind,
+            name: name.to_string(),
+            region: self.region.clone(),
+        }
+    }
+
+    // -- organizations -----------------------------------------------------
+
+    /// The organization's domain, created on first use.
+    async fn ensure_domain(&self, org: &str) -> Result<cloud::Domain> {
+        let name = self.tags.domain(org);
+        if let Some(domain) = self.cloud.domain(&name).await? {
+            return Ok(domain);
+        }
+        let description = format!("Nordlys organization organizations/{org}");
+        let tags = vec![self.tags.managed().to_string(), self.tags.tag("org", org)];
+        match self.cloud.create_domain(&name, &description, tags).await {
+            Ok(domain) => Ok(domain),
+            // Another create won the race.
+            Err(e) if e.is_conflict() => self
+                .cloud
+                .domain(&name)
+                .await?
+                .ok_or_else(|| BackendError::from(e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // -- projects ----------------------------------------------------------
+
+    async fn find_project(&self, id: &str) -> Result<Option<KsProject>> {
+        let tags = self.tags.all_of(&[self.tags.tag("project", id)]);
+        Ok(self.cloud.projects_tagged(&tags).await?.into_iter().next())
+    }
+
+    /// The Nordlys project a Keystone project stands for, with its
+    /// organization; `None` when it is not one of ours.
+    fn project_from(&self, ks: &KsProject) -> Option<Project> {
+        let t = &self.tags;
+        let org = t.find(&ks.tags, "org")?;
+        let id = t.find(&ks.tags, "project").unwrap_or(&ks.name);
+        Some(Project {
+            name: format!("projects/{id}"),
+            organization: format!("organizations/{org}"),
+            display_name: t.find(&ks.tags, "name").map(unescape).unwrap_or_default(),
+            description: ks.description.clone().unwrap_or_default(),
+            regions: t
+                .find(&ks.tags, "regions")
+                .map(|r| {
+                    r.split('+')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            region_status: self.ready(),
+            create_time: timestamp(t.find(&ks.tags, "created")),
+        })
+    }
+
+    /// A project the tenant may see: its Keystone project and Nordlys form.
+    async fn visible_project(&self, tenant: &Tenant, name: &str) -> Result<(KsProject, Project)> {
+        let id = name.strip_prefix("projects/").unwrap_or(name);
+        if let Some(ks) = self.find_project(id).await? {
+            if let Some(project) = self.project_from(&ks) {
+                if tenant.allows(&project.organization) {
+                    return Ok((ks, project));
+                }
+            }
+        }
+        Err(self.not_found(ResourceKind::Project, name))
+    }
+
+    /// The Keystone projects a filter can match, by their Keystone id.
+    async fn projects_for(&self, filter: &Filter) -> Result<HashMap<String, (KsProject, Project)>> {
+        let mut tags = Vec::new();
+        if let Some(org) = &filter.organization {
+            tags.push(self.tags.tag("org", org_id(org)));
+        }
+        if let Some(parent) = &filter.parent {
+            if let Some(id) = parent.strip_prefix("projects/") {
+                tags.push(self.tags.tag("project", id));
+            }
+        }
+        let found = self.cloud.projects_tagged(&self.tags.all_of(&tags)).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|ks| {
+                let project = self.project_from(&ks)?;
+                Some((ks.id.clone(), (ks, project)))
+            })
+            .collect())
+    }
+
+    /// The Neutron side of a project (its security group and quota tier),
+    /// done after the Keystone side and redone by a retried create.
+    async fn finish_project(&self, ks: &KsProject) -> Result<Project> {
+        let project = self
+            .project_from(ks)
+            .ok_or_else(|| BackendError::Internal(format!("project {} lost its tags", ks.id)))?;
+        self.ensure_security_group(&ks.id, &project.name).await?;
+        self.apply_tier(ks, org_id(&project.organization)).await?;
+        Ok(project)
+    }
+
+    /// Sets the Neutron quotas of the organization's tier and records the
+    /// tier in a tag (no tier: Neutron's defaults).
+    async fn apply_tier(&self, ks: &KsProject, org: &str) -> Result<()> {
+        let want = self.config.tier_of(org);
+        let have = self.tags.find(&ks.tags, "tier").unwrap_or_default();
+        match self.config.tiers.get(want) {
+            Some(values) => self.cloud.set_quota(&ks.id, values).await?,
+            None if !have.is_empty() => self.cloud.reset_quota(&ks.id).await?,
+            None => {}
+        }
+        if want != have {
+            if !want.is_empty() {
+                self.cloud
+                    .add_project_tag(&ks.id, &self.tags.tag("tier", want))
+                    .await?;
+            }
+            if !have.is_empty() {
+                self.cloud
+                    .remove_project_tag(&ks.id, &self.tags.tag("tier", have))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    // -- security groups ---------------------------------------------------
+
+    /// The project's security group, if it has one.
+    async fn security_group(&self, project_id: &str) -> Result<Option<NGroup>> {
+        let mut groups = self
+            .cloud
+            .security_groups(Some(project_id), Some(SECURITY_GROUP))
+            .await?;
+        // Two racing creates may have made two; always use the same one.
+        groups.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(groups.into_iter().find(|g| g.name == SECURITY_GROUP))
+    }
+
+    /// The project's security group, created when missing, holding only
+    /// access rules (Neutron gives a new group two allow-all egress rules).
+    async fn ensure_security_group(&self, project_id: &str, project: &str) -> Result<NGroup> {
+        let mut group = match self.security_group(project_id).await? {
+            Some(group) => group,
+            None => {
+                let description = format!("Managed by Nordlys: the access rules of {project}");
+                self.cloud
+                    .create_security_group(project_id, SECURITY_GROUP, &description)
+                    .await?
+            }
+        };
+        let (ours, strays): (Vec<NRule>, Vec<NRule>) =
+            std::mem::take(&mut group.security_group_rules)
+                .into_iter()
+                .partition(|r| self.label(r).is_some());
+        for rule in strays {
+            self.cloud.delete_rule(&rule.id).await?;
+        }
+        group.security_group_rules = ours;
+        Ok(group)
+    }
+
+    fn label(&self, rule: &NRule) -> Option<RuleLabel> {
+        RuleLabel::decode(self.tags.managed(), rule.description.as_deref()?)
+    }
+
+    fn rule_from(&self, project: &str, rule: &NRule, label: RuleLabel) -> AccessRule {
+        AccessRule {
+            name: format!("{project}/accessRules/{}", label.id),
+            region: self.region.clone(),
+            direction: codec::direction_from(&rule.direction) as i32,
+            protocol: codec::protocol_from(rule.protocol.as_deref()) as i32,
+            port_range_min: rule.port_range_min.unwrap_or(0),
+            port_range_max: rule.port_range_max.unwrap_or(0),
+            remote_cidr: rule.remote_ip_prefix.clone().unwrap_or_default(),
+            description: label.description,
+            create_time: timestamp(rule.created_at.as_deref()),
+        }
+    }
+
+    /// The access rules of one project's group.
+    fn rules_of(&self, project: &str, group: &NGroup) -> Vec<AccessRule> {
+        group
+            .security_group_rules
+            .iter()
+            .filter_map(|r| Some(self.rule_from(project, r, self.label(r)?)))
+            .collect()
+    }
+
+    // -- users -------------------------------------------------------------
+
+    fn user_from(&self, org: &str, user: &KsUser) -> Option<User> {
+        let name = user.extra.get(ATTR_NAME)?.as_str()?.to_string();
+        if top_level(&name) != format!("organizations/{org}") {
+            return None;
+        }
+        let text = |key: &str| {
+            user.extra
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some(User {
+            name,
+            display_name: text(ATTR_DISPLAY_NAME),
+            email: user.email.clone().unwrap_or_default(),
+            regions: user
+                .extra
+                .get(ATTR_REGIONS)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            region_status: self.ready(),
+            create_time: timestamp(Some(&text(ATTR_CREATED))),
+        })
+    }
+
+    /// A user the tenant may see, with its Keystone form.
+    async fn visible_user(&self, tenant: &Tenant, name: &str) -> Result<Option<(KsUser, User)>> {
+        let org = top_level(name);
+        if !tenant.allows(org) {
+            return Ok(None);
+        }
+        let org = org_id(org);
+        let Some(domain) = self.cloud.domain(&self.tags.domain(org)).await? else {
+            return Ok(None);
+        };
+        let Some(ks) = self.cloud.user(&domain.id, leaf(name)).await? else {
+            return Ok(None);
+        };
+        Ok(self.user_from(org, &ks).map(|user| (ks, user)))
+    }
+
+    // -- memberships -------------------------------------------------------
+
+    async fn role_ids(&self) -> Result<&HashMap<String, String>> {
+        self.roles
+            .get_or_try_init(|| async {
+                let roles = self.cloud.roles().await?;
+                Ok::<_, BackendError>(roles.into_iter().map(|r| (r.name, r.id)).collect())
+            })
+            .await
+    }
+
+    async fn role_id(&self, role: i32) -> Result<String> {
+        let name = role_name(role).ok_or_else(|| BackendError::Refused {
+            reason: Refusal::InvalidArgument,
+            service: "keystone".into(),
+            message: format!("role {role} has no Keystone role"),
+        })?;
+        self.role_ids().await?.get(name).cloned().ok_or_else(|| {
+            BackendError::Internal(format!(
+                "Keystone has no {name} role (bootstrap creates it)"
+            ))
+        })
+    }
+
+    /// The Nordlys roles a user holds directly on a project.
+    async fn roles_on(&self, project_id: &str, user_id: &str) -> Result<Vec<ProjectRole>> {
+        let by_id: HashMap<String, String> = self
+            .role_ids()
+            .await?
+            .iter()
+            .map(|(name, id)| (id.clone(), name.clone()))
+            .collect();
+        Ok(self
+            .cloud
+            .assignments(Some(project_id), Some(user_id))
+            .await?
+            .iter()
+            .filter_map(|a| role_of(by_id.get(&a.role.id)?))
+            .collect())
+    }
+
+    fn membership(&self, project: &str, user: &str, role: ProjectRole) -> Membership {
+        Membership {
+            name: format!("{project}/members/{}", leaf(user)),
+            user: user.to_string(),
+            role: role as i32,
+            region_status: self.ready(),
+            // Keystone keeps no time for role assignments.
+            create_time: None,
+        }
+    }
+
+    /// The project, the user and the user's strongest role there.
+    async fn visible_membership(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<(KsProject, Project, KsUser, String, ProjectRole)> {
+        let missing = || self.not_found(ResourceKind::Membership, name);
+        let (ks, project) = self
+            .visible_project(tenant, top_level(name))
+            .await
+            .map_err(|_| missing())?;
+        let user_name = format!("{}/users/{}", project.organization, leaf(name));
+        let (user, _) = self
+            .visible_user(tenant, &user_name)
+            .await?
+            .ok_or_else(missing)?;
+        let role = strongest(self.roles_on(&ks.id, &user.id).await?).ok_or_else(missing)?;
+        Ok((ks, project, user, user_name, role))
+    }
+
+    // -- networks ----------------------------------------------------------
+
+    fn network_from(&self, project: &str, net: &NNetwork, subnet: &NSubnet) -> Network {
+        Network {
+            name: format!("{project}/networks/{}", net.name),
+            region: self.region.clone(),
+            cidr: subnet.cidr.clone(),
+            gateway_ip: subnet.gateway_ip.clone().unwrap_or_default(),
+            dns_servers: subnet.dns_nameservers.clone(),
+            create_time: timestamp(net.created_at.as_deref()),
+        }
+    }
+
+    /// One of our networks of a project, by its Nordlys id.
+    async fn find_network(&self, project_id: &str, id: &str) -> Result<Option<NNetwork>> {
+        Ok(self
+            .cloud
+            .networks(Some(project_id), Some(id), None)
+            .await?
+            .into_iter()
+            .find(|n| n.name == id && self.tags.is_our_network(&n.description)))
+    }
+
+    /// Gives a network its subnet unless it has one (the second step of a
+    /// create, redone by a retry after a crash between the two).
+    async fn finish_network(
+        &self,
+        ks: &KsProject,
+        project: &str,
+        net: &NNetwork,
+        want: &Network,
+    ) -> Result<Network> {
+        let subnet = match self
+            .cloud
+            .subnets(None, Some(&net.id))
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some(subnet) => subnet,
+            None => {
+                self.cloud
+                    .create_subnet(SubnetSpec {
+                        tenant: &ks.id,
+                        network_id: &net.id,
+                        name: &net.name,
+                        cidr: &want.cidr,
+                        ipv6: is_ipv6(&want.cidr),
+                        gateway_ip: &want.gateway_ip,
+                        dns: &want.dns_servers,
+                    })
+                    .await?
+            }
+        };
+        Ok(self.network_from(project, net, &subnet))
+    }
+}
+
+#[async_trait]
+impl Backend for OpenStackBackend {
+    fn kind(&self) -> &'static str {
+        "openstack"
+    }
+
+    async fn create_project(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        project: Project,
+    ) -> Result<Project> {
+        let id = leaf(&project.name).to_string();
+        let org = org_id(&project.organization).to_string();
+        let key = (!request_id.is_empty()).then(|| Tags::request_key(tenant.key(), request_id));
+        let request_tag = key.as_ref().map(|k| self.tags.tag("request", k));
+        let replay = |tag: String| async move {
+            let tags = self.tags.all_of(&[tag]);
+            Ok::<_, BackendError>(self.cloud.projects_tagged(&tags).await?.into_iter().next())
+        };
+        if let Some(tag) = &request_tag {
+            if let Some(ks) = replay(tag.clone()).await? {
+                return self.finish_project(&ks).await;
+            }
+        }
+        if self.find_project(&id).await?.is_some() {
+            return Err(self.exists(ResourceKind::Project, &project.name));
+        }
+        let domain = self.ensure_domain(&org).await?;
+        let t = &self.tags;
+        let mut tags = vec![
+            t.managed().to_string(),
+            t.tag("org", &org),
+            t.tag("project", &id),
+        ];
+        if !project.display_name.is_empty() {
+            tags.push(t.tag("name", &escape(&project.display_name)));
+        }
+        if !project.regions.is_empty() {
+            tags.push(t.tag("regions", &project.regions.join("+")));
+        }
+        if let Some(created) = &project.create_time {
+            tags.push(t.tag("created", &created.to_string()));
+        }
+        tags.extend(request_tag.clone());
+        let ks = match self
+            .cloud
+            .create_project(&id, &domain.id, &project.description, tags)
+            .await
+        {
+            Ok(ks) => ks,
+            Err(e) if e.is_conflict() => {
+                // A racing create with the same request id won: finish it.
+                if let Some(tag) = request_tag {
+                    if let Some(ks) = replay(tag).await? {
+                        return self.finish_project(&ks).await;
+                    }
+                }
+                return Err(self.exists(ResourceKind::Project, &project.name));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.crash_point("keystone");
+        self.finish_project(&ks).await
+    }
+
+    async fn get_project(&self, tenant: &Tenant, name: &str) -> Result<Project> {
+        Ok(self.visible_project(tenant, name).await?.1)
+    }
+
+    async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {
+        let projects = self.projects_for(filter).await?;
+        let matching = projects
+            .into_values()
+            .map(|(_, p)| p)
+            .filter(|p| filter.matches(&p.name, &p.organization))
+            .collect();
+        Ok(page(matching, filter, |p| &p.name))
+    }
+
+    async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let (ks, project) = self.visible_project(tenant, name).await?;
+        let mut freed = ResourceCounts {
+            projects: 1,
+            ..Default::default()
+        };
+        // Neutron first (rules go with their groups), Keystone last, so the
+        // project's tags stay to find everything until the end.
+        for group in self.cloud.security_groups(Some(&ks.id), None).await? {
+            if group.name == SECURITY_GROUP {
+                freed.access_rules += self.rules_of(name, &group).len() as i64;
+            }
+            self.cloud.delete_security_group(&group.id).await?;
+        }
+        for subnet in self.cloud.subnets(Some(&ks.id), None).await? {
+            self.cloud.delete_subnet(&subnet.id).await?;
+        }
+        for net in self.cloud.networks(Some(&ks.id), None, None).await? {
+            if self.tags.is_our_network(&net.description) {
+                freed.networks += 1;
+            }
+            self.cloud.delete_network(&net.id).await?;
+        }
+        self.cloud.reset_quota(&ks.id).await?;
+        for a in self.cloud.assignments(Some(&ks.id), None).await? {
+            if let Some(user) = &a.user {
+                self.cloud.revoke(&ks.id, &user.id, &a.role.id).await?;
+            }
+        }
+        self.cloud.delete_project(&ks.id).await?;
+        Ok(Removed {
+            organization: project.organization,
+            freed,
+        })
+    }
+
+    async fn create_user(&self, tenant: &Tenant, request_id: &str, user: User) -> Result<User> {
+        let org = org_id(top_level(&user.name)).to_string();
+        let id = leaf(&user.name).to_string();
+        let key = (!request_id.is_empty()).then(|| Tags::request_key(tenant.key(), request_id));
+        let domain = self.ensure_domain(&org).await?;
+        let replay = || async {
+            let Some(key) = &key else {
+                return Ok::<_, BackendError>(None);
+            };
+            Ok(self
+                .cloud
+                .users(&domain.id)
+                .await?
+                .iter()
+                .find(|u| u.extra.get(ATTR_REQUEST).and_then(Value::as_str) == Some(key.as_str()))
+                .and_then(|u| self.user_from(&org, u)))
+        };
+        if let Some(first) = replay().await? {
+            return Ok(first);
+        }
+        if self.cloud.user(&domain.id, &id).await?.is_some() {
+            return Err(self.exists(ResourceKind::User, &user.name));
+        }
+        let mut extra = BTreeMap::new();
+        extra.insert(ATTR_NAME.to_string(), Value::from(user.name.clone()));
+        if !user.email.is_empty() {
+            extra.insert("email".to_string(), Value::from(user.email.clone()));
+        }
+        if !user.display_name.is_empty() {
+            extra.insert(
+                ATTR_DISPLAY_NAME.to_string(),
+                Value::from(user.display_name.clone()),
+            );
+        }
+        extra.insert(ATTR_REGIONS.to_string(), Value::from(user.regions.clone()));
+        if let Some(created) = &user.create_time {
+            extra.insert(ATTR_CREATED.to_string(), Value::from(created.to_string()));
+        }
+        if let Some(key) = &key {
+            extra.insert(ATTR_REQUEST.to_string(), Value::from(key.clone()));
+        }
+        match self.cloud.create_user(&domain.id, &id, extra).await {
+            Ok(ks) => self.user_from(&org, &ks).ok_or_else(|| {
+                BackendError::Internal(format!("user {} lost its attributes", ks.id))
+            }),
+            Err(e) if e.is_conflict() => match replay().await? {
+                Some(first) => Ok(first),
+                None => Err(self.exists(ResourceKind::User, &user.name)),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_user(&self, tenant: &Tenant, name: &str) -> Result<User> {
+        self.visible_user(tenant, name)
+            .await?
+            .map(|(_, user)| user)
+            .ok_or_else(|| self.not_found(ResourceKind::User, name))
+    }
+
+    async fn list_users(&self, filter: &Filter) -> Result<Vec<User>> {
+        let org = filter
+            .organization
+            .as_deref()
+            .or(filter.parent.as_deref())
+            .map(|o| org_id(top_level(o)).to_string());
+        let domains = match &org {
+            Some(org) => self
+                .cloud
+                .domain(&self.tags.domain(org))
+                .await?
+                .into_iter()
+                .collect(),
+            None => self.cloud.domains().await?,
+        };
+        let mut users = Vec::new();
+        for domain in domains {
+            let Some(org) = self.tags.org_of_domain(&domain.name) else {
+                continue;
+            };
+            for ks in self.cloud.users(&domain.id).await? {
+                if let Some(user) = self.user_from(org, &ks) {
+                    if filter.matches(&user.name, top_level(&user.name)) {
+                        users.push(user);
+                    }
+                }
+            }
+        }
+        Ok(page(users, filter, |u| &u.name))
+    }
+
+    async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let (ks, _) = self
+            .visible_user(tenant, name)
+            .await?
+            .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+        for a in self.cloud.assignments(None, Some(&ks.id)).await? {
+            if let Some(project) = &a.scope.project {
+                self.cloud.revoke(&project.id, &ks.id, &a.role.id).await?;
+            }
+        }
+        self.cloud.delete_user(&ks.id).await?;
+        Ok(Removed {
+            organization: top_level(name).to_string(),
+            freed: ResourceCounts {
+                users: 1,
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn create_membership(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        membership: Membership,
+    ) -> Result<Membership> {
+        let project_name = top_level(&membership.name).to_string();
+        let (ks, project) = self.visible_project(tenant, &project_name).await?;
+        if top_level(&membership.user) != project.organization {
+            return Err(BackendError::UserOfOtherOrganization {
+                user: membership.user,
+                organization: project.organization,
+            });
+        }
+        let Some((user, _)) = self.visible_user(tenant, &membership.user).await? else {
+            return Err(BackendError::UserNotInRegion {
+                user: membership.user,
+                region: self.region.clone(),
+            });
+        };
+        let role_id = self.role_id(membership.role).await?;
+        let want = ProjectRole::try_from(membership.role).unwrap_or(ProjectRole::Unspecified);
+        if let Some(have) = strongest(self.roles_on(&ks.id, &user.id).await?) {
+            // Keystone keeps no request id on an assignment: a retried
+            // grant (same request id, same role) is taken for the first.
+            if !request_id.is_empty() && have == want {
+                return Ok(self.membership(&project_name, &membership.user, have));
+            }
+            return Err(self.exists(ResourceKind::Membership, &membership.name));
+        }
+        self.cloud.grant(&ks.id, &user.id, &role_id).await?;
+        Ok(self.membership(&project_name, &membership.user, want))
+    }
+
+    async fn get_membership(&self, tenant: &Tenant, name: &str) -> Result<Membership> {
+        let (_, project, _, user, role) = self.visible_membership(tenant, name).await?;
+        Ok(self.membership(&project.name, &user, role))
+    }
+
+    async fn list_memberships(&self, filter: &Filter) -> Result<Vec<Membership>> {
+        let projects = self.projects_for(filter).await?;
+        let by_id: HashMap<String, String> = self
+            .role_ids()
+            .await?
+            .iter()
+            .map(|(name, id)| (id.clone(), name.clone()))
+            .collect();
+        let mut memberships = Vec::new();
+        for (ks, project) in projects.values() {
+            let org = org_id(&project.organization);
+            let Some(domain) = self.cloud.domain(&self.tags.domain(org)).await? else {
+                continue;
+            };
+            let users: HashMap<String, User> = self
+                .cloud
+                .users(&domain.id)
+                .await?
+                .iter()
+                .filter_map(|u| Some((u.id.clone(), self.user_from(org, u)?)))
+                .collect();
+            let mut roles: BTreeMap<String, Vec<ProjectRole>> = BTreeMap::new();
+            for a in self.cloud.assignments(Some(&ks.id), None).await? {
+                let (Some(user), Some(role)) =
+                    (&a.user, by_id.get(&a.role.id).and_then(|n| role_of(n)))
+                else {
+                    continue;
+                };
+                if let Some(user) = users.get(&user.id) {
+                    roles.entry(user.name.clone()).or_default().push(role);
+                }
+            }
+            for (user, held) in roles {
+                if let Some(role) = strongest(held) {
+                    let m = self.membership(&project.name, &user, role);
+                    if filter.matches(&m.name, &project.organization) {
+                        memberships.push(m);
+                    }
+                }
+            }
+        }
+        Ok(page(memberships, filter, |m| &m.name))
+    }
+
+    async fn delete_membership(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let (ks, project, user, _, _) = self.visible_membership(tenant, name).await?;
+        for role in ["admin", "member", "reader"] {
+            if let Some(role_id) = self.role_ids().await?.get(role) {
+                if self
+                    .roles_on(&ks.id, &user.id)
+                    .await?
+                    .contains(&role_of(role).unwrap_or_default())
+                {
+                    self.cloud.revoke(&ks.id, &user.id, role_id).await?;
+                }
+            }
+        }
+        Ok(Removed {
+            organization: project.organization,
+            freed: ResourceCounts::default(),
+        })
+    }
+
+    async fn create_network(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        network: Network,
+    ) -> Result<Network> {
+        let project_name = top_level(&network.name).to_string();
+        let (ks, _) = self.visible_project(tenant, &project_name).await?;
+        let id = leaf(&network.name).to_string();
+        let key = (!request_id.is_empty()).then(|| Tags::request_key(tenant.key(), request_id));
+        if let Some(key) = &key {
+            let description = self.tags.network_description(Some(key));
+            let first = self
+                .cloud
+                .networks(Some(&ks.id), None, Some(&description))
+                .await?;
+            if let Some(net) = first.into_iter().next() {
+                return self
+                    .finish_network(&ks, &project_name, &net, &network)
+                    .await;
+            }
+        }
+        let net = match self.find_network(&ks.id, &id).await? {
+            Some(net) => {
+                if !self.cloud.subnets(None, Some(&net.id)).await?.is_empty() {
+                    return Err(self.exists(ResourceKind::Network, &network.name));
+                }
+                // A create that died between its two steps: finish it.
+                net
+            }
+            None => {
+                let description = self.tags.network_description(key.as_deref());
+                let net = self.cloud.create_network(&ks.id, &id, &description).await?;
+                self.crash_point("network");
+                net
+            }
+        };
+        self.finish_network(&ks, &project_name, &net, &network)
+            .await
+    }
+
+    async fn get_network(&self, tenant: &Tenant, name: &str) -> Result<Network> {
+        let missing = || self.not_found(ResourceKind::Network, name);
+        let project = top_level(name);
+        let (ks, _) = self
+            .visible_project(tenant, project)
+            .await
+            .map_err(|_| missing())?;
+        let net = self
+            .find_network(&ks.id, leaf(name))
+            .await?
+            .ok_or_else(missing)?;
+        let subnet = self
+            .cloud
+            .subnets(None, Some(&net.id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(missing)?;
+        Ok(self.network_from(project, &net, &subnet))
+    }
+
+    async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>> {
+        let projects = self.projects_for(filter).await?;
+        let only = (projects.len() == 1)
+            .then(|| projects.keys().next().cloned())
+            .flatten();
+        let nets = self.cloud.networks(only.as_deref(), None, None).await?;
+        let subnets: HashMap<String, NSubnet> = self
+            .cloud
+            .subnets(only.as_deref(), None)
+            .await?
+            .into_iter()
+            .map(|s| (s.network_id.clone(), s))
+            .collect();
+        let mut out = Vec::new();
+        for net in nets
+            .iter()
+            .filter(|n| self.tags.is_our_network(&n.description))
+        {
+            let (Some((_, project)), Some(subnet)) =
+                (projects.get(&net.tenant_id), subnets.get(&net.id))
+            else {
+                continue;
+            };
+            let n = self.network_from(&project.name, net, subnet);
+            if filter.matches(&n.name, &project.organization) {
+                out.push(n);
+            }
+        }
+        Ok(page(out, filter, |n| &n.name))
+    }
+
+    async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let missing = || self.not_found(ResourceKind::Network, name);
+        let (ks, project) = self
+            .visible_project(tenant, top_level(name))
+            .await
+            .map_err(|_| missing())?;
+        let net = self
+            .find_network(&ks.id, leaf(name))
+            .await?
+            .ok_or_else(missing)?;
+        for subnet in self.cloud.subnets(None, Some(&net.id)).await? {
+            self.cloud.delete_subnet(&subnet.id).await?;
+        }
+        self.cloud.delete_network(&net.id).await?;
+        Ok(Removed {
+            organization: project.organization,
+            freed: ResourceCounts {
+                networks: 1,
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn create_access_rule(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+        rule: AccessRule,
+    ) -> Result<AccessRule> {
+        let project_name = top_level(&rule.name).to_string();
+        let (ks, _) = self.visible_project(tenant, &project_name).await?;
+        let group = self.ensure_security_group(&ks.id, &project_name).await?;
+        let id = leaf(&rule.name).to_string();
+        let request = (!request_id.is_empty())
+            .then(|| RuleLabel::hash(&Tags::request_key(tenant.key(), request_id)));
+        let labeled: Vec<(NRule, RuleLabel)> = group
+            .security_group_rules
+            .iter()
+            .filter_map(|r| Some((r.clone(), self.label(r)?)))
+            .collect();
+        if let Some(request) = &request {
+            if let Some((r, label)) = labeled
+                .iter()
+                .find(|(_, l)| l.request.as_ref() == Some(request))
+            {
+                return Ok(self.rule_from(&project_name, r, label.clone()));
+            }
+        }
+        if labeled.iter().any(|(_, l)| l.id == id) {
+            return Err(self.exists(ResourceKind::AccessRule, &rule.name));
+        }
+        let label = RuleLabel {
+            id,
+            request,
+            description: rule.description.clone(),
+        };
+        let description = label.encode(self.tags.managed());
+        if description.chars().count() > MAX_NEUTRON_DESCRIPTION {
+            return Err(BackendError::Refused {
+                reason: Refusal::InvalidArgument,
+                service: "neutron".into(),
+                message: format!(
+                    "the rule's description is too long for this region: with the rule's id and request it must fit in {MAX_NEUTRON_DESCRIPTION} characters"
+                ),
+            });
+        }
+        let ipv6 = is_ipv6(&rule.remote_cidr);
+        let protocol = codec::protocol(rule.protocol, ipv6);
+        let ports = (matches!(protocol, Some("tcp" | "udp")) && rule.port_range_max > 0)
+            .then_some((rule.port_range_min.max(1), rule.port_range_max));
+        let created = self
+            .cloud
+            .create_rule(RuleSpec {
+                tenant: &ks.id,
+                security_group_id: &group.id,
+                egress: codec::direction(rule.direction) == "egress",
+                ipv6,
+                protocol,
+                ports,
+                remote_ip_prefix: (!rule.remote_cidr.is_empty())
+                    .then_some(rule.remote_cidr.as_str()),
+                description: &description,
+            })
+            .await?;
+        Ok(self.rule_from(&project_name, &created, label))
+    }
+
+    async fn get_access_rule(&self, tenant: &Tenant, name: &str) -> Result<AccessRule> {
+        let missing = || self.not_found(ResourceKind::AccessRule, name);
+        let project = top_level(name);
+        let (ks, _) = self
+            .visible_project(tenant, project)
+            .await
+            .map_err(|_| missing())?;
+        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
+        self.rules_of(project, &group)
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(missing)
+    }
+
+    async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>> {
+        let projects = self.projects_for(filter).await?;
+        let only = (projects.len() == 1)
+            .then(|| projects.keys().next().cloned())
+            .flatten();
+        let groups = self
+            .cloud
+            .security_groups(only.as_deref(), Some(SECURITY_GROUP))
+            .await?;
+        let mut out = Vec::new();
+        for group in groups.iter().filter(|g| g.name == SECURITY_GROUP) {
+            let Some((_, project)) = projects.get(&group.tenant_id) else {
+                continue;
+            };
+            out.extend(
+                self.rules_of(&project.name, group)
+                    .into_iter()
+                    .filter(|r| filter.matches(&r.name, &project.organization)),
+            );
+        }
+        Ok(page(out, filter, |r| &r.name))
+    }
+
+    async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let missing = || self.not_found(ResourceKind::AccessRule, name);
+        let (ks, project) = self
+            .visible_project(tenant, top_level(name))
+            .await
+            .map_err(|_| missing())?;
+        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
+        let rule = group
+            .security_group_rules
+            .iter()
+            .find(|r| self.label(r).is_some_and(|l| l.id == leaf(name)))
+            .ok_or_else(missing)?;
+        self.cloud.delete_rule(&rule.id).await?;
+        Ok(Removed {
+            organization: project.organization,
+            freed: ResourceCounts {
+                access_rules: 1,
+                ..Default::default()
+            },
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! Helpers shared by the mesh tests.
+
+use std::time::{Duration, Instant};
+
+use nordlys_proto::pb::nordlys::v1::{
+    project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest, Project,
+};
+use nordlys_tests::bearer;
+use tonic::transport::Channel;
+
+/// Creates project `id` in `regions` with request id `id`.
+pub async fn create(
+    channel: &Channel,
+    key: &str,
+    id: &str,
+    regions: &[&str],
+) -> Result<Project, tonic::Status> {
+    ProjectServiceClient::new(channel.clone())
+        .create_project(bearer(
+            CreateProjectRequest {
+                project: Some(Project {
+                    display_name: format!("Project {id}"),
+                    regions: regions.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                }),
+                project_id: id.to_owned(),
+                request_id: format!("req-{id}"),
+            },
+            key,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Gets a project with a deadline.
+pub async fn get(
+    channel: &Channel,
+    key: &str,
+    name: &str,
+    deadline: Duration,
+) -> Result<Project, tonic::Status> {
+    let mut request = bearer(
+        GetProjectRequest {
+            name: name.to_owned(),
+        },
+        key,
+    );
+    request.set_timeout(deadline);
+    ProjectServiceClient::new(channel.clone())
+        .get_project(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Figures of a steady stream of calls.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub ok: u64,
+    pub failed: Vec<String>,
+    pub max_latency: Duration,
+}
+
+/// Sends GetProject calls from `clients` concurrent loops until `until`.
+pub async fn steady_gets(
+    channel: Channel,
+    key: String,
+    name: String,
+    clients: usize,
+    until: Instant,
+) -> Tally {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (channel, key, name) = (channel.clone(), key.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while Instant::now() < until {
+                let started = Instant::now();
+                match get(&channel, &key, &name, Duration::from_secs(5)).await {
+                    Ok(_) => tally.ok += 1,
+                    Err(s) => tally
+                        .failed
+                        .push(format!("{:?}: {}", s.code(), s.message())),
+                }
+                tally.max_latency = tally.max_latency.max(started.elapsed());
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let t = task.await.expect("client task");
+        total.ok += t.ok;
+        total.failed.extend(t.failed);
+        total.max_latency = total.max_latency.max(t.max_latency);
+    }
+    total
+}

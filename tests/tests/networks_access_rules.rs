@@ -1,0 +1,218 @@
+//! Networks (IPv4 and IPv6, one region each) and access rules of a project.
+
+use nordlys_proto::pb::nordlys::v1::{
+    access_rule_service_client::AccessRuleServiceClient,
+    network_service_client::NetworkServiceClient, AccessRule, CreateAccessRuleRequest,
+    CreateNetworkRequest, DeleteAccessRuleRequest, DeleteNetworkRequest, Direction,
+    GetAccessRuleRequest, GetNetworkRequest, ListAccessRulesRequest, ListNetworksRequest, Network,
+    Protocol,
+};
+use nordlys_tests::{bearer, Stack};
+use tonic::Code;
+
+#[tokio::test]
+async fn networks_and_access_rules_lifecycle() {
+    let stack = Stack::start().await;
+    let key = &stack.tenant("acme").await.key;
+    let mut networks = NetworkServiceClient::new(stack.channel().await);
+    let mut rules = AccessRuleServiceClient::new(stack.channel().await);
+    stack
+        .create_project(key, "web", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+
+    let v4 = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.20.0.0/24".into(),
+                    dns_servers: vec!["10.20.0.2".into()],
+                    ..Default::default()
+                }),
+                network_id: "backend".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork v4")
+        .into_inner();
+    assert_eq!(v4.name, "projects/web/networks/backend");
+    assert_eq!(v4.region, "sto1");
+    assert_eq!(v4.cidr, "10.20.0.0/24");
+    assert_eq!(v4.gateway_ip, "10.20.0.1", "defaults to the first host");
+
+    let v6 = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network: Some(Network {
+                    region: "osl1".into(),
+                    cidr: "fd00:10::/64".into(),
+                    ..Default::default()
+                }),
+                network_id: "backend6".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork v6")
+        .into_inner();
+    assert_eq!(v6.region, "osl1");
+
+    let got = networks
+        .get_network(bearer(
+            GetNetworkRequest {
+                name: v6.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetNetwork")
+        .into_inner();
+    assert_eq!(got.cidr, "fd00:10::/64");
+    let listed = networks
+        .list_networks(bearer(
+            ListNetworksRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListNetworks")
+        .into_inner();
+    let names: Vec<&str> = listed.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "projects/web/networks/backend",
+            "projects/web/networks/backend6"
+        ]
+    );
+
+    let https = rules
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/web".into(),
+                access_rule: Some(AccessRule {
+                    region: "sto1".into(),
+                    direction: Direction::Ingress as i32,
+                    protocol: Protocol::Tcp as i32,
+                    port_range_min: 443,
+                    port_range_max: 443,
+                    remote_cidr: "0.0.0.0/0".into(),
+                    description: "HTTPS from anywhere".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "https".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateAccessRule tcp")
+        .into_inner();
+    assert_eq!(https.name, "projects/web/accessRules/https");
+    assert_eq!(https.port_range_min, 443);
+    rules
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/web".into(),
+                access_rule: Some(AccessRule {
+                    region: "osl1".into(),
+                    direction: Direction::Egress as i32,
+                    protocol: Protocol::Icmp as i32,
+                    remote_cidr: "fd00::/8".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "ping-out".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateAccessRule icmp");
+
+    let got = rules
+        .get_access_rule(bearer(
+            GetAccessRuleRequest {
+                name: https.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetAccessRule")
+        .into_inner();
+    assert_eq!(got.protocol, Protocol::Tcp as i32);
+    assert_eq!(got.remote_cidr, "0.0.0.0/0");
+    let listed = rules
+        .list_access_rules(bearer(
+            ListAccessRulesRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListAccessRules")
+        .into_inner();
+    let names: Vec<&str> = listed
+        .access_rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "projects/web/accessRules/https",
+            "projects/web/accessRules/ping-out"
+        ]
+    );
+
+    rules
+        .delete_access_rule(bearer(
+            DeleteAccessRuleRequest {
+                name: https.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteAccessRule");
+    let gone = rules
+        .get_access_rule(bearer(
+            GetAccessRuleRequest {
+                name: https.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("rule deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    networks
+        .delete_network(bearer(
+            DeleteNetworkRequest {
+                name: v4.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteNetwork");
+    let listed = networks
+        .list_networks(bearer(
+            ListNetworksRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListNetworks after delete")
+        .into_inner();
+    let names: Vec<&str> = listed.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["projects/web/networks/backend6"]);
+}

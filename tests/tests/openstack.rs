@@ -1,0 +1,643 @@
+//! The OpenStack backend against real Keystone and Neutron: two regions
+//! (`sto1`, `osl1`) on loopback, regiond `--backend openstack`, quota, the
+//! gateway and nats-server. After each scenario the real `openstack` CLI
+//! confirms what exists in each region. Skips (saying why) without the
+//! Debian packages, unless NORDLYS_REQUIRE_OPENSTACK is set.
+
+use std::time::{Duration, Instant};
+
+use nordlys_proto::pb::nordlys::v1::{
+    access_rule_service_client::AccessRuleServiceClient,
+    membership_service_client::MembershipServiceClient,
+    network_service_client::NetworkServiceClient, project_service_client::ProjectServiceClient,
+    user_service_client::UserServiceClient, AccessRule, CreateAccessRuleRequest,
+    CreateMembershipRequest, CreateNetworkRequest, CreateProjectRequest, CreateUserRequest,
+    DeleteMembershipRequest, DeleteProjectRequest, DeleteUserRequest, Direction,
+    GetAccessRuleRequest, GetNetworkRequest, GetProjectRequest, ListMembershipsRequest,
+    ListNetworksRequest, Membership, Network, Project, ProjectRole, Protocol, User,
+};
+use nordlys_tests::openstack::{self, column, OpenStackRegion, OpenStackStack};
+use nordlys_tests::{bearer, NatsServer};
+use nordlys_transport::{Identity, NatsChannel, Role};
+use serde_json::Value;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        // Some CLI versions print lists as "a, b".
+        Value::String(s) => s.split(", ").map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn cmd(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// The Keystone project id of a Nordlys project, checked on the way: in
+/// the organization's domain, tagged with the organization and project ids.
+fn keystone_project(region: &OpenStackRegion, org: &str, project: &str) -> String {
+    let domain = format!("nordlys-{org}");
+    let shown = region.openstack_many(&[
+        cmd(&["domain", "show", &domain]),
+        cmd(&["project", "show", project, "--domain", &domain]),
+    ]);
+    assert_eq!(shown[0]["name"], domain.as_str(), "{}", region.name());
+    let tags = strings(&shown[1]["tags"]);
+    for tag in [
+        "nordlys".to_string(),
+        format!("nordlys-org:{org}"),
+        format!("nordlys-project:{project}"),
+    ] {
+        assert!(
+            tags.contains(&tag),
+            "{}: {tag} missing from {tags:?}",
+            region.name()
+        );
+    }
+    shown[1]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no project id: {}", shown[1]))
+        .to_string()
+}
+
+#[tokio::test]
+async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
+    if !openstack::available("openstack scenarios") {
+        return;
+    }
+    let started = Instant::now();
+    let stack = OpenStackStack::start().await;
+    eprintln!(
+        "two OpenStack regions and the stack up in {:?}",
+        started.elapsed()
+    );
+    let tenant = stack.tenant("acme").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    let (sto1, osl1) = (stack.region("sto1"), stack.region("osl1"));
+    let channel = stack.channel().await;
+    let mut projects = ProjectServiceClient::new(channel.clone());
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut memberships = MembershipServiceClient::new(channel.clone());
+    let mut networks = NetworkServiceClient::new(channel.clone());
+    let mut rules = AccessRuleServiceClient::new(channel);
+
+    // Projects: a domain per organization, a tagged project in it, the
+    // managed security group and the organization's quota tier.
+    let web = projects
+        .create_project(bearer(
+            CreateProjectRequest {
+                project: Some(Project {
+                    display_name: "Web shop / frontend".into(),
+                    description: "The shop".into(),
+                    regions: vec!["sto1".into(), "osl1".into()],
+                    ..Default::default()
+                }),
+                project_id: "web".into(),
+                request_id: "create-web-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateProject")
+        .into_inner();
+    assert_eq!(web.name, "projects/web");
+    let got = projects
+        .get_project(bearer(
+            GetProjectRequest {
+                name: web.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetProject")
+        .into_inner();
+    assert_eq!(got.display_name, "Web shop / frontend");
+    assert_eq!(got.description, "The shop");
+    let mut ids = Vec::new();
+    for region in [sto1, osl1] {
+        let id = keystone_project(region, "acme", "web");
+        let shown = region.openstack_many(&[
+            cmd(&["security", "group", "list", "--project", &id]),
+            cmd(&["quota", "show", "--network", &id]),
+        ]);
+        assert_eq!(column(&shown[0], "Name"), ["nordlys"], "{}", region.name());
+        let quota = &shown[1];
+        let networks_quota = quota
+            .get("networks")
+            .or_else(|| quota.get("network"))
+            .unwrap_or_else(|| panic!("no network quota in {quota}"));
+        assert_eq!(
+            networks_quota,
+            2,
+            "the small tier in {}: {quota}",
+            region.name()
+        );
+        ids.push(id);
+    }
+    let (sto1_id, osl1_id) = (ids[0].clone(), ids[1].clone());
+
+    // Users: a Keystone user in the organization's domain of each region
+    // the user is placed in.
+    let ada = users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(User {
+                    display_name: "Ada".into(),
+                    email: "ada@acme.example".into(),
+                    regions: vec!["sto1".into(), "osl1".into()],
+                    ..Default::default()
+                }),
+                user_id: "ada".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser")
+        .into_inner();
+    for region in [sto1, osl1] {
+        let user = region.openstack(&["user", "show", "ada", "--domain", "nordlys-acme"]);
+        assert_eq!(user["email"], "ada@acme.example", "{}", region.name());
+    }
+
+    // Memberships: Keystone role assignments.
+    let granted = memberships
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/web".into(),
+                membership: Some(Membership {
+                    user: ada.name.clone(),
+                    role: ProjectRole::Member as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateMembership")
+        .into_inner();
+    assert_eq!(granted.name, "projects/web/members/ada");
+    let listed = memberships
+        .list_memberships(bearer(
+            ListMembershipsRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListMemberships")
+        .into_inner();
+    assert_eq!(listed.memberships.len(), 1, "{listed:?}");
+    assert_eq!(listed.memberships[0].role, ProjectRole::Member as i32);
+    for (region, id) in [(sto1, &sto1_id), (osl1, &osl1_id)] {
+        let assignments =
+            region.openstack(&["role", "assignment", "list", "--project", id, "--names"]);
+        assert_eq!(
+            column(&assignments, "Role"),
+            ["member"],
+            "{}: {assignments}",
+            region.name()
+        );
+        assert_eq!(
+            column(&assignments, "User"),
+            ["ada@nordlys-acme"],
+            "{}",
+            region.name()
+        );
+    }
+
+    // Networks: a Neutron network and subnet, IPv4 in sto1, IPv6 in osl1.
+    let v4 = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.20.0.0/24".into(),
+                    dns_servers: vec!["10.20.0.2".into()],
+                    ..Default::default()
+                }),
+                network_id: "backend".into(),
+                request_id: "net-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork v4")
+        .into_inner();
+    assert_eq!(v4.gateway_ip, "10.20.0.1");
+    assert!(v4.create_time.is_some());
+    let v6 = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network: Some(Network {
+                    region: "osl1".into(),
+                    cidr: "fd00:10::/64".into(),
+                    ..Default::default()
+                }),
+                network_id: "backend6".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork v6")
+        .into_inner();
+    assert_eq!(v6.cidr, "fd00:10::/64");
+    let got = networks
+        .get_network(bearer(
+            GetNetworkRequest {
+                name: v4.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetNetwork")
+        .into_inner();
+    assert_eq!(got.dns_servers, ["10.20.0.2"]);
+    for (region, id, name, cidr, gateway) in [
+        (sto1, &sto1_id, "backend", "10.20.0.0/24", "10.20.0.1"),
+        (osl1, &osl1_id, "backend6", "fd00:10::/64", "fd00:10::1"),
+    ] {
+        let shown = region.openstack_many(&[
+            cmd(&["network", "list", "--project", id]),
+            cmd(&["subnet", "list", "--project", id, "--long"]),
+        ]);
+        assert_eq!(column(&shown[0], "Name"), [name], "{}", region.name());
+        assert_eq!(column(&shown[1], "Name"), [name], "{}", region.name());
+        assert_eq!(column(&shown[1], "Subnet"), [cidr], "{}", region.name());
+        assert_eq!(column(&shown[1], "Gateway"), [gateway], "{}", region.name());
+    }
+
+    // Neutron's own quota (the small tier: two networks per project) is
+    // RESOURCE_EXHAUSTED, with Neutron's words in the details.
+    networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.21.0.0/24".into(),
+                    ..Default::default()
+                }),
+                network_id: "second".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("the second network fits the tier");
+    let over = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.22.0.0/24".into(),
+                    ..Default::default()
+                }),
+                network_id: "third".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("Neutron's quota of the small tier is 2 networks");
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    let info = over.get_error_details();
+    let info = info.error_info().expect("the region's words in ErrorInfo");
+    assert_eq!(
+        info.metadata.get("service").map(String::as_str),
+        Some("neutron")
+    );
+    assert!(
+        info.metadata
+            .get("message")
+            .is_some_and(|m| m.contains("Quota exceeded")),
+        "{info:?}"
+    );
+    assert!(!format!("{over:?}").contains(openstack::ADMIN_PASSWORD));
+
+    // Access rules: rules of the project's managed security group, and only
+    // those (Neutron's default allow-all egress rules are gone).
+    let ssh = rules
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/web".into(),
+                access_rule: Some(AccessRule {
+                    region: "sto1".into(),
+                    direction: Direction::Ingress as i32,
+                    protocol: Protocol::Tcp as i32,
+                    port_range_min: 22,
+                    port_range_max: 22,
+                    remote_cidr: "10.0.0.0/8".into(),
+                    description: "SSH from the office".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "ssh".into(),
+                request_id: "rule-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateAccessRule")
+        .into_inner();
+    let again = rules
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/web".into(),
+                access_rule: Some(AccessRule {
+                    region: "sto1".into(),
+                    protocol: Protocol::Udp as i32,
+                    remote_cidr: "10.0.0.0/8".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "other".into(),
+                request_id: "rule-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("a retried CreateAccessRule")
+        .into_inner();
+    assert_eq!(
+        again.name, ssh.name,
+        "the same request id returns the first rule"
+    );
+    let got = rules
+        .get_access_rule(bearer(
+            GetAccessRuleRequest {
+                name: ssh.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetAccessRule")
+        .into_inner();
+    assert_eq!(got.description, "SSH from the office");
+    assert_eq!((got.port_range_min, got.port_range_max), (22, 22));
+    let groups = sto1.openstack(&["security", "group", "list", "--project", &sto1_id]);
+    let group = column(&groups, "ID").remove(0);
+    let shown = sto1.openstack(&["security", "group", "rule", "list", &group, "--long"]);
+    assert_eq!(
+        shown.as_array().map(Vec::len),
+        Some(1),
+        "only the access rule: {shown}"
+    );
+    assert_eq!(column(&shown, "IP Protocol"), ["tcp"]);
+    assert_eq!(column(&shown, "IP Range"), ["10.0.0.0/8"]);
+    assert_eq!(column(&shown, "Port Range"), ["22:22"]);
+    assert_eq!(column(&shown, "Direction"), ["ingress"]);
+
+    // Delete: the membership goes, then the project with everything in it,
+    // in both regions; the domain and the user stay until the user goes.
+    memberships
+        .delete_membership(bearer(
+            DeleteMembershipRequest {
+                name: granted.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteMembership");
+    let assignments = sto1.openstack(&["role", "assignment", "list", "--project", &sto1_id]);
+    assert_eq!(
+        assignments.as_array().map(Vec::len),
+        Some(0),
+        "{assignments}"
+    );
+    projects
+        .delete_project(bearer(
+            DeleteProjectRequest {
+                name: web.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteProject");
+    for (region, id) in [(sto1, &sto1_id), (osl1, &osl1_id)] {
+        let shown = region.openstack_many(&[
+            cmd(&["project", "list", "--tags", "nordlys"]),
+            cmd(&["network", "list", "--project", id]),
+            cmd(&["subnet", "list", "--project", id]),
+            cmd(&["security", "group", "list", "--project", id]),
+            cmd(&["user", "list", "--domain", "nordlys-acme"]),
+        ]);
+        for (what, list) in ["projects", "networks", "subnets", "security groups"]
+            .iter()
+            .zip(&shown)
+        {
+            assert_eq!(
+                list.as_array().map(Vec::len),
+                Some(0),
+                "{}: {what} left: {list}",
+                region.name()
+            );
+        }
+        assert_eq!(column(&shown[4], "Name"), ["ada"], "{}", region.name());
+    }
+    let gone = networks
+        .list_networks(bearer(
+            ListNetworksRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await;
+    assert!(gone
+        .map(|r| r.into_inner().networks.is_empty())
+        .unwrap_or(true));
+    users
+        .delete_user(bearer(
+            DeleteUserRequest {
+                name: ada.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteUser");
+    for region in [sto1, osl1] {
+        let left = region.openstack(&["user", "list", "--domain", "nordlys-acme"]);
+        assert_eq!(
+            left.as_array().map(Vec::len),
+            Some(0),
+            "{}: {left}",
+            region.name()
+        );
+    }
+    eprintln!("scenarios done in {:?}", started.elapsed());
+}
+
+const ACME: &str = "organizations/acme";
+const PREFIX: &str = "nordlys.v1.sto1.RegiondService";
+
+fn call<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    Identity {
+        organization: ACME.into(),
+        member: format!("{ACME}/members/alice"),
+        role: Role::Member,
+    }
+    .write(request.metadata_mut())
+    .expect("ascii identity");
+    request
+}
+
+fn new_project(id: &str, request_id: &str) -> CreateProjectRequest {
+    CreateProjectRequest {
+        project: Some(Project {
+            name: format!("projects/{id}"),
+            organization: ACME.into(),
+            display_name: format!("Project {id}"),
+            regions: vec!["sto1".into()],
+            ..Default::default()
+        }),
+        project_id: id.into(),
+        request_id: request_id.into(),
+    }
+}
+
+fn new_network(id: &str, request_id: &str) -> CreateNetworkRequest {
+    CreateNetworkRequest {
+        parent: "projects/crashy".into(),
+        network: Some(Network {
+            region: "sto1".into(),
+            cidr: "10.30.0.0/24".into(),
+            ..Default::default()
+        }),
+        network_id: id.into(),
+        request_id: request_id.into(),
+    }
+}
+
+/// kill -9 (an abort) of regiond between the Keystone and the Neutron step
+/// of a create, and between a network and its subnet; a new regiond and the
+/// same request id finish the job: exactly one project, one network.
+#[tokio::test]
+async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
+    if !openstack::available("openstack crash") {
+        return;
+    }
+    let (nats, region) = {
+        let starting = std::thread::spawn(|| OpenStackRegion::start("sto1"));
+        let nats = NatsServer::start();
+        (nats, starting.join().expect("region starts"))
+    };
+    let config = openstack::regiond_config("");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let ch = NatsChannel::new(client, Duration::from_secs(5));
+
+    let mut crashing = openstack::regiond(
+        &nats,
+        &region,
+        config.path(),
+        &[("NORDLYS_TEST_CRASH_AFTER", "keystone")],
+    );
+    let cut = ch
+        .unary::<_, Project>(
+            format!("{PREFIX}.CreateProject"),
+            call(new_project("crashy", "req-crash")),
+        )
+        .await
+        .expect_err("regiond dies mid-create");
+    assert!(
+        matches!(cut.code(), Code::DeadlineExceeded | Code::Unavailable),
+        "{cut:?}"
+    );
+    assert!(!crashing.is_running(), "regiond aborted at the hook ({cut:?})");
+    // Keystone has the project, Neutron nothing yet.
+    let tagged = region.openstack(&["project", "list", "--tags", "nordlys-project:crashy"]);
+    assert_eq!(column(&tagged, "Name"), ["crashy"]);
+    let id = column(&tagged, "ID").remove(0);
+    let groups = region.openstack(&["security", "group", "list", "--project", &id]);
+    assert!(
+        !column(&groups, "Name").contains(&"nordlys".to_string()),
+        "{groups}"
+    );
+
+    let mut restarted = openstack::regiond(&nats, &region, config.path(), &[]);
+    let project = ch
+        .unary::<_, Project>(
+            format!("{PREFIX}.CreateProject"),
+            call(new_project("crashy", "req-crash")),
+        )
+        .await
+        .expect("the retry finishes the create")
+        .into_inner();
+    assert_eq!(project.name, "projects/crashy");
+    let shown = region.openstack_many(&[
+        cmd(&["project", "list", "--tags", "nordlys-project:crashy"]),
+        cmd(&["security", "group", "list", "--project", &id]),
+        cmd(&["quota", "show", "--network", &id]),
+    ]);
+    assert_eq!(column(&shown[0], "ID"), [id.clone()], "exactly one project");
+    assert_eq!(
+        column(&shown[1], "Name")
+            .iter()
+            .filter(|n| *n == "nordlys")
+            .count(),
+        1,
+        "one managed security group: {}",
+        shown[1]
+    );
+    restarted.kill();
+
+    // The same between a network and its subnet.
+    let mut crashing = openstack::regiond(
+        &nats,
+        &region,
+        config.path(),
+        &[("NORDLYS_TEST_CRASH_AFTER", "network")],
+    );
+    let cut = ch
+        .unary::<_, Network>(
+            format!("{PREFIX}.CreateNetwork"),
+            call(new_network("net", "req-net")),
+        )
+        .await
+        .expect_err("regiond dies mid-create");
+    assert!(
+        matches!(cut.code(), Code::DeadlineExceeded | Code::Unavailable),
+        "{cut:?}"
+    );
+    assert!(!crashing.is_running());
+    let _restarted = openstack::regiond(&nats, &region, config.path(), &[]);
+    let network = ch
+        .unary::<_, Network>(
+            format!("{PREFIX}.CreateNetwork"),
+            call(new_network("net", "req-net")),
+        )
+        .await
+        .expect("the retry finishes the network")
+        .into_inner();
+    assert_eq!(network.cidr, "10.30.0.0/24");
+    let shown = region.openstack_many(&[
+        cmd(&["network", "list", "--project", &id]),
+        cmd(&["subnet", "list", "--project", &id]),
+    ]);
+    assert_eq!(column(&shown[0], "Name"), ["net"], "exactly one network");
+    assert_eq!(column(&shown[1], "Name"), ["net"], "exactly one subnet");
+    // Once more with the same id: the first result, nothing new.
+    let replay = ch
+        .unary::<_, Network>(
+            format!("{PREFIX}.CreateNetwork"),
+            call(new_network("net", "req-net")),
+        )
+        .await
+        .expect("replayed")
+        .into_inner();
+    assert_eq!(replay, network);
+    let networks = region.openstack(&["network", "list", "--project", &id]);
+    assert_eq!(networks.as_array().map(Vec::len), Some(1));
+}

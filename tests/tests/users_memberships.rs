@@ -1,0 +1,205 @@
+//! Users (placed in regions) and their roles on projects (memberships).
+
+use nordlys_proto::pb::nordlys::v1::{
+    membership_service_client::MembershipServiceClient, region_status::State,
+    user_service_client::UserServiceClient, CreateMembershipRequest, CreateUserRequest,
+    DeleteMembershipRequest, DeleteUserRequest, GetMembershipRequest, GetUserRequest,
+    ListMembershipsRequest, ListUsersRequest, Membership, ProjectRole, User,
+};
+use nordlys_tests::{bearer, Stack};
+use tonic::Code;
+
+fn user(id: &str, regions: &[&str]) -> User {
+    User {
+        display_name: format!("User {id}"),
+        email: format!("{id}@acme.example"),
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn users_and_memberships_lifecycle() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("acme").await;
+    let key = &tenant.key;
+    let org = &tenant.organization;
+    let mut users = UserServiceClient::new(stack.channel().await);
+    let mut memberships = MembershipServiceClient::new(stack.channel().await);
+
+    stack
+        .create_project(key, "web", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+
+    let alice = users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(user("alice", &["sto1", "osl1"])),
+                user_id: "alice".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser alice")
+        .into_inner();
+    assert_eq!(alice.name, format!("{org}/users/alice"));
+    assert_eq!(alice.email, "alice@acme.example");
+    let mut ready: Vec<&str> = alice
+        .region_status
+        .iter()
+        .filter(|s| s.state == State::Ready as i32)
+        .map(|s| s.region.as_str())
+        .collect();
+    ready.sort();
+    assert_eq!(ready, ["osl1", "sto1"]);
+
+    // Bob lives only in sto1, so he cannot get a role on a project that is
+    // also in osl1.
+    users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(user("bob", &["sto1"])),
+                user_id: "bob".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser bob");
+
+    let got = users
+        .get_user(bearer(
+            GetUserRequest {
+                name: alice.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetUser")
+        .into_inner();
+    assert_eq!(got.display_name, "User alice");
+    let listed = users
+        .list_users(bearer(
+            ListUsersRequest {
+                parent: org.clone(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListUsers")
+        .into_inner();
+    let names: Vec<&str> = listed.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [format!("{org}/users/alice"), format!("{org}/users/bob")]
+    );
+    assert!(listed.unreachable.is_empty());
+
+    let granted = memberships
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/web".into(),
+                membership: Some(Membership {
+                    user: alice.name.clone(),
+                    role: ProjectRole::Member as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateMembership alice")
+        .into_inner();
+    assert_eq!(granted.name, "projects/web/members/alice");
+    assert_eq!(granted.role, ProjectRole::Member as i32);
+
+    let refused = memberships
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/web".into(),
+                membership: Some(Membership {
+                    user: format!("{org}/users/bob"),
+                    role: ProjectRole::Reader as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("bob is not placed in osl1");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    let got = memberships
+        .get_membership(bearer(
+            GetMembershipRequest {
+                name: granted.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetMembership")
+        .into_inner();
+    assert_eq!(got.user, alice.name);
+    let listed = memberships
+        .list_memberships(bearer(
+            ListMembershipsRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListMemberships")
+        .into_inner();
+    let names: Vec<&str> = listed.memberships.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["projects/web/members/alice"]);
+
+    memberships
+        .delete_membership(bearer(
+            DeleteMembershipRequest {
+                name: granted.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteMembership");
+    let listed = memberships
+        .list_memberships(bearer(
+            ListMembershipsRequest {
+                parent: "projects/web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListMemberships after delete")
+        .into_inner();
+    assert!(listed.memberships.is_empty(), "{:?}", listed.memberships);
+
+    users
+        .delete_user(bearer(
+            DeleteUserRequest {
+                name: alice.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteUser");
+    let gone = users
+        .get_user(bearer(
+            GetUserRequest {
+                name: alice.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("alice is deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+}
