@@ -531,15 +531,19 @@ pub struct Regiond {
 }
 
 impl Regiond {
-    /// Starts `regiond --nats-url {nats} --region {region}` (memory backend).
+    /// Starts `regiond --nats-url {nats} --region {region}` (default backend).
     pub fn start(nats: &NatsServer, region: &str) -> Regiond {
+        Regiond::start_with(nats, region, &[] as &[&str])
+    }
+
+    /// Like [`Regiond::start`], with more arguments (`--backend memory`, ...).
+    pub fn start_with<S: AsRef<str>>(nats: &NatsServer, region: &str, args: &[S]) -> Regiond {
         Regiond {
-            process: Process::start(Spec::new("regiond", "nordlys-regiond ready").args([
-                "--nats-url",
-                &nats.url(),
-                "--region",
-                region,
-            ])),
+            process: Process::start(
+                Spec::new("regiond", "nordlys-regiond ready")
+                    .args(["--nats-url", &nats.url(), "--region", region])
+                    .args(args.iter().map(|a| a.as_ref().to_owned())),
+            ),
             region: region.to_owned(),
         }
     }
@@ -680,7 +684,8 @@ impl std::ops::DerefMut for Gateway {
 // ---------------------------------------------------------------------------
 // The whole stack
 
-/// nats-server, quota, regiond `sto1` ×2 and `osl1` ×1, and the gateway.
+/// nats-server, quota, regiond `sto1` ×2 and `osl1` ×1, and the gateway
+/// (or the shape [`StackOpts`] asks for).
 ///
 /// Fields drop in declaration order: the gateway stops first, nats-server last.
 #[derive(Debug)]
@@ -689,14 +694,46 @@ pub struct Stack {
     pub gateway: Gateway,
     /// First `sto1` instance.
     pub sto1_a: Regiond,
-    /// Second `sto1` instance.
-    pub sto1_b: Regiond,
+    /// Second `sto1` instance (absent when [`StackOpts::sto1_instances`] is 1).
+    pub sto1_b: Option<Regiond>,
     /// The `osl1` instance.
     pub osl1: Regiond,
     /// The quota service.
     pub quota: Quota,
+    /// A second quota instance, when asked for.
+    pub quota_b: Option<Quota>,
     /// The NATS server.
     pub nats: NatsServer,
+}
+
+/// The shape of a [`Stack`].
+#[derive(Debug, Clone)]
+pub struct StackOpts {
+    /// Gateway `--route`: `auto` (default), `nats` or `grpc`.
+    pub route: String,
+    /// regiond `--backend`: `kv` (default) or `memory`.
+    pub backend: String,
+    /// `sto1` instances: 2 (default) or 1.
+    pub sto1_instances: usize,
+    /// Quota service instances: 1 (default) or 2.
+    pub quota_instances: usize,
+    /// More arguments for every regiond `sto1` instance.
+    pub regiond_args: Vec<String>,
+    /// More gateway arguments.
+    pub gateway_args: Vec<String>,
+}
+
+impl Default for StackOpts {
+    fn default() -> StackOpts {
+        StackOpts {
+            route: "auto".to_owned(),
+            backend: "kv".to_owned(),
+            sto1_instances: 2,
+            quota_instances: 1,
+            regiond_args: Vec::new(),
+            gateway_args: Vec::new(),
+        }
+    }
 }
 
 /// An organization with an owner and an API key, made by [`Stack::tenant`].
@@ -714,28 +751,41 @@ impl Stack {
     /// Starts everything and waits until the gateway sees both regions, with
     /// both `sto1` instances.
     pub async fn start() -> Stack {
-        Stack::start_with(&GatewayOpts::default()).await
+        Stack::start_with(StackOpts::default()).await
     }
 
-    /// Like [`Stack::start`], with gateway options (for example `--route nats`).
-    pub async fn start_with(opts: &GatewayOpts) -> Stack {
+    /// A stack of the given shape; waits until the gateway sees every
+    /// regiond instance.
+    pub async fn start_with(opts: StackOpts) -> Stack {
         let nats = NatsServer::start();
         let quota = Quota::start(&nats);
-        let sto1_a = Regiond::start(&nats, "sto1");
-        let sto1_b = Regiond::start(&nats, "sto1");
-        let osl1 = Regiond::start(&nats, "osl1");
-        let gateway = Gateway::start(&nats, opts);
+        let quota_b = (opts.quota_instances > 1).then(|| Quota::start(&nats));
+        let mut sto1_args = vec!["--backend".to_owned(), opts.backend.clone()];
+        sto1_args.extend(opts.regiond_args.iter().cloned());
+        let osl1_args = ["--backend".to_owned(), opts.backend.clone()];
+        let sto1_a = Regiond::start_with(&nats, "sto1", &sto1_args);
+        let sto1_b =
+            (opts.sto1_instances > 1).then(|| Regiond::start_with(&nats, "sto1", &sto1_args));
+        let osl1 = Regiond::start_with(&nats, "osl1", &osl1_args);
+        let mut gateway_opts = GatewayOpts::default();
+        gateway_opts
+            .args
+            .extend(["--route".to_owned(), opts.route.clone()]);
+        gateway_opts.args.extend(opts.gateway_args.iter().cloned());
+        let gateway = Gateway::start(&nats, &gateway_opts);
         let stack = Stack {
             gateway,
             sto1_a,
             sto1_b,
             osl1,
             quota,
+            quota_b,
             nats,
         };
+        let sto1 = opts.sto1_instances.clamp(1, 2);
         stack
             .wait_for_regions(|regions| {
-                instances(regions, "sto1") == 2 && instances(regions, "osl1") == 1
+                instances(regions, "sto1") == sto1 && instances(regions, "osl1") == 1
             })
             .await;
         stack

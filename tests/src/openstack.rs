@@ -575,7 +575,9 @@ impl OpenStackRegion {
                     .iter()
                     .map(|a| {
                         // Quoting a plain word confuses the command lookup.
-                        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@/=".contains(c)) {
+                        if a.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.:@/=".contains(c))
+                        {
                             a.clone()
                         } else {
                             format!("'{}'", a.replace('\'', "'\\''"))
@@ -751,9 +753,10 @@ impl OpenStackStack {
         let stack = crate::Stack {
             gateway,
             sto1_a,
-            sto1_b,
+            sto1_b: Some(sto1_b),
             osl1,
             quota,
+            quota_b: None,
             nats,
         };
         stack

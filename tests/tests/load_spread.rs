@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, ListProjectsRequest,
 };
-use nordlys_tests::{bearer, GatewayOpts, Stack};
+use nordlys_tests::{bearer, Stack, StackOpts};
 
 /// Requests per regiond instance id, from every instance's $SRV.STATS answer.
 async fn requests_per_instance(nats_url: &str) -> HashMap<String, u64> {
@@ -45,9 +45,9 @@ async fn requests_per_instance(nats_url: &str) -> HashMap<String, u64> {
 
 #[tokio::test]
 async fn both_sto1_instances_serve_calls() {
-    let stack = Stack::start_with(&GatewayOpts {
-        args: vec!["--route".into(), "nats".into()],
-        ..GatewayOpts::default()
+    let stack = Stack::start_with(StackOpts {
+        route: "nats".into(),
+        ..StackOpts::default()
     })
     .await;
     let key = stack.tenant("acme").await.key;
@@ -76,7 +76,9 @@ async fn both_sto1_instances_serve_calls() {
 
     let counts = requests_per_instance(&stack.nats.url()).await;
     let a = counts.get(stack.sto1_a.id()).copied();
-    let b = counts.get(stack.sto1_b.id()).copied();
+    let b = counts
+        .get(stack.sto1_b.as_ref().map(|r| r.id()).unwrap_or_default())
+        .copied();
     assert!(
         a.is_some() && b.is_some(),
         "both answer $SRV.STATS: {counts:?}"

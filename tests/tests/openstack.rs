@@ -124,19 +124,22 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
         let id = keystone_project(region, "acme", "web");
         let shown = region.openstack_many(&[
             cmd(&["security", "group", "list", "--project", &id]),
-            cmd(&["quota", "show", "--network", &id]),
+            cmd(&["quota", "list", "--network", "--project", &id]),
         ]);
-        assert_eq!(column(&shown[0], "Name"), ["nordlys"], "{}", region.name());
-        let quota = &shown[1];
-        let networks_quota = quota
-            .get("networks")
-            .or_else(|| quota.get("network"))
-            .unwrap_or_else(|| panic!("no network quota in {quota}"));
+        // Neutron adds its own `default` group to every project.
+        let groups = column(&shown[0], "Name");
         assert_eq!(
-            networks_quota,
-            2,
-            "the small tier in {}: {quota}",
+            groups.iter().filter(|g| *g == "nordlys").count(),
+            1,
+            "{}: {groups:?}",
             region.name()
+        );
+        assert_eq!(
+            column(&shown[1], "Networks"),
+            ["2"],
+            "the small tier in {}: {}",
+            region.name(),
+            shown[1]
         );
         ids.push(id);
     }
@@ -358,6 +361,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
                 parent: "projects/web".into(),
                 access_rule: Some(AccessRule {
                     region: "sto1".into(),
+                    direction: Direction::Ingress as i32,
                     protocol: Protocol::Udp as i32,
                     remote_cidr: "10.0.0.0/8".into(),
                     ..Default::default()
@@ -387,7 +391,12 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
     assert_eq!(got.description, "SSH from the office");
     assert_eq!((got.port_range_min, got.port_range_max), (22, 22));
     let groups = sto1.openstack(&["security", "group", "list", "--project", &sto1_id]);
-    let group = column(&groups, "ID").remove(0);
+    let group = groups
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["Name"] == "nordlys"))
+        .and_then(|g| g["ID"].as_str())
+        .unwrap_or_else(|| panic!("no nordlys group: {groups}"))
+        .to_string();
     let shown = sto1.openstack(&["security", "group", "rule", "list", &group, "--long"]);
     assert_eq!(
         shown.as_array().map(Vec::len),
@@ -426,21 +435,29 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
         .await
         .expect("DeleteProject");
     for (region, id) in [(sto1, &sto1_id), (osl1, &osl1_id)] {
+        // The project is gone from Keystone, so look for its id in
+        // everything Neutron has.
         let shown = region.openstack_many(&[
             cmd(&["project", "list", "--tags", "nordlys"]),
-            cmd(&["network", "list", "--project", id]),
-            cmd(&["subnet", "list", "--project", id]),
-            cmd(&["security", "group", "list", "--project", id]),
+            cmd(&["network", "list", "--long"]),
+            cmd(&["subnet", "list", "--long"]),
+            cmd(&["security", "group", "list"]),
             cmd(&["user", "list", "--domain", "nordlys-acme"]),
         ]);
-        for (what, list) in ["projects", "networks", "subnets", "security groups"]
+        assert_eq!(
+            shown[0].as_array().map(Vec::len),
+            Some(0),
+            "{}: projects left: {}",
+            region.name(),
+            shown[0]
+        );
+        for (what, list) in ["networks", "subnets", "security groups"]
             .iter()
-            .zip(&shown)
+            .zip(&shown[1..4])
         {
-            assert_eq!(
-                list.as_array().map(Vec::len),
-                Some(0),
-                "{}: {what} left: {list}",
+            assert!(
+                !column(list, "Project").contains(id),
+                "{}: {what} of the deleted project left: {list}",
                 region.name()
             );
         }
@@ -555,7 +572,10 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
         matches!(cut.code(), Code::DeadlineExceeded | Code::Unavailable),
         "{cut:?}"
     );
-    assert!(!crashing.is_running(), "regiond aborted at the hook ({cut:?})");
+    assert!(
+        !crashing.is_running(),
+        "regiond aborted at the hook ({cut:?})"
+    );
     // Keystone has the project, Neutron nothing yet.
     let tagged = region.openstack(&["project", "list", "--tags", "nordlys-project:crashy"]);
     assert_eq!(column(&tagged, "Name"), ["crashy"]);
@@ -579,9 +599,13 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     let shown = region.openstack_many(&[
         cmd(&["project", "list", "--tags", "nordlys-project:crashy"]),
         cmd(&["security", "group", "list", "--project", &id]),
-        cmd(&["quota", "show", "--network", &id]),
+        cmd(&["quota", "list", "--network", "--project", &id]),
     ]);
-    assert_eq!(column(&shown[0], "ID"), [id.clone()], "exactly one project");
+    assert_eq!(
+        column(&shown[0], "ID"),
+        [id.as_str()],
+        "exactly one project"
+    );
     assert_eq!(
         column(&shown[1], "Name")
             .iter()
@@ -591,6 +615,7 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
         "one managed security group: {}",
         shown[1]
     );
+    assert_eq!(column(&shown[2], "Networks"), ["2"], "the tier applied");
     restarted.kill();
 
     // The same between a network and its subnet.

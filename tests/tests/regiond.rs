@@ -242,8 +242,8 @@ async fn creates_gets_and_errors_travel_over_nats() {
 #[tokio::test]
 async fn two_instances_share_the_load_and_announce_themselves() {
     let nats = NatsServer::start();
-    let a = Regiond::start(&nats, "sto1");
-    let b = Regiond::start(&nats, "sto1");
+    let a = Regiond::start_with(&nats, "sto1", &["--backend", "memory"]);
+    let b = Regiond::start_with(&nats, "sto1", &["--backend", "memory"]);
     let ch = channel(&nats).await;
     let client = ch.client().clone();
 

@@ -32,7 +32,7 @@ impl ProjectService for Api {
             "project.display_name",
             &project.display_name,
             MAX_DISPLAY_NAME,
-            false,
+            true,
         );
         validate::check_text(
             &mut v,

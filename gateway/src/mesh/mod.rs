@@ -139,6 +139,15 @@ impl Mesh {
     }
 
     /// Calls `method` of `region`'s daemons.
+    ///
+    /// The attempts follow the route mode: `auto` tries direct gRPC, then
+    /// NATS; `grpc` tries direct gRPC up to three times; `nats` NATS up to
+    /// twice. A further attempt is made only after a failure of the
+    /// transport (never after an answer of the daemon), and only within the
+    /// retry budget. Reads also move on when an attempt takes more than
+    /// half the time left (a daemon that hangs, a request lost with a
+    /// killed instance); writes keep the whole deadline, because a second
+    /// attempt racing a slow first one would meet it half done.
     pub(crate) async fn call<Req, Resp>(
         &self,
         region: &str,
@@ -149,86 +158,111 @@ impl Mesh {
         Req: Message + Clone + 'static,
         Resp: Message + Default + 'static,
     {
-        let mode = self.mode_for(region);
-        let (mut metadata, _, message) = request.into_parts();
+        use Route::{Direct, Nats};
+        let plan: &[Route] = match self.mode_for(region) {
+            RouteMode::Auto => &[Direct, Nats, Nats],
+            RouteMode::Grpc => &[Direct, Direct, Direct],
+            RouteMode::Nats => &[Nats, Nats],
+        };
+        let hedge = method.starts_with("Get") || method.starts_with("List");
+        let (metadata, _, message) = request.into_parts();
         let timeout = timeout_of(&metadata).unwrap_or(Duration::from_secs(10));
         let started = Instant::now();
         self.budget.deposit();
 
-        if mode != RouteMode::Nats {
-            let mut attempts = 0;
-            loop {
-                let Some(service) = self.direct(region) else {
-                    if mode == RouteMode::Grpc {
+        let mut last = None;
+        for (i, route) in plan.iter().enumerate() {
+            if i > 0 {
+                // Auto mode moving from gRPC to NATS is the fallback, not a retry.
+                let fallback = *route == Nats && plan[i - 1] == Direct;
+                if fallback {
+                    self.metrics.fallback();
+                } else if self.budget.withdraw() {
+                    self.metrics.retry();
+                } else {
+                    break;
+                }
+            }
+            let remaining = timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                break;
+            }
+            let last_attempt = i + 1 == plan.len();
+            let cap = if hedge && !last_attempt {
+                remaining / 2
+            } else {
+                remaining
+            };
+            let mut attempt_metadata = metadata.clone();
+            set_timeout(&mut attempt_metadata, remaining);
+            let attempt =
+                Request::from_parts(attempt_metadata, Default::default(), message.clone());
+            let outcome = match route {
+                Direct => match self.direct(region) {
+                    Some(service) => {
+                        self.metrics.direct();
+                        tokio::time::timeout(cap, direct_unary(service, method, attempt)).await
+                    }
+                    None if self.mode_for(region) == RouteMode::Grpc => {
                         return Err(Status::unavailable(format!(
                             "region {region} has no healthy direct gRPC endpoint"
-                        )));
+                        )))
                     }
-                    break;
-                };
-                attempts += 1;
-                self.metrics.direct();
-                let mut left = metadata.clone();
-                let remaining = timeout.saturating_sub(started.elapsed());
-                if remaining.is_zero() {
-                    return Err(Status::deadline_exceeded("the call's deadline passed"));
-                }
-                set_timeout(&mut left, remaining);
-                let attempt = Request::from_parts(left, Default::default(), message.clone());
-                let outcome =
-                    tokio::time::timeout(remaining, direct_unary(service, method, attempt))
+                    None => continue,
+                },
+                Nats => {
+                    self.metrics.nats();
+                    let subject = format!("nordlys.v1.{region}.RegiondService.{method}");
+                    tokio::time::timeout(cap, self.nats.unary(subject, attempt))
                         .await
-                        .unwrap_or_else(|_| {
-                            Err(Status::deadline_exceeded(format!(
-                                "region {region} did not answer within {timeout:?}"
-                            )))
-                        });
-                match outcome {
-                    Err(status) if status.metadata().contains_key(TRANSPORT_FAILURE) => {
-                        // The endpoint is ejected by now; try another one in
-                        // grpc mode, fall back to NATS in auto mode.
-                        if mode == RouteMode::Grpc && attempts < 3 && self.budget.withdraw() {
-                            self.metrics.retry();
-                            continue;
-                        }
-                        if mode == RouteMode::Grpc {
-                            return Err(Status::unavailable(format!(
-                                "region {region}: direct gRPC failed: {}",
-                                status.message()
-                            )));
-                        }
-                        tracing::debug!(%region, method, error = %status.message(), "direct gRPC failed; falling back to NATS");
-                        self.metrics.fallback();
-                        break;
-                    }
-                    other => return other,
+                        .map(|r| r.map(tonic::Response::into_inner))
+                }
+            };
+            match outcome {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(status)) if retryable(&status) => {
+                    tracing::debug!(%region, method, error = %status.message(), "attempt failed in transport");
+                    last = Some(status);
+                }
+                Ok(Err(status)) => return Err(status),
+                Err(_) => {
+                    tracing::debug!(%region, method, ?cap, "attempt took too long; trying again");
+                    last = Some(Status::deadline_exceeded(format!(
+                        "region {region} did not answer within {timeout:?}"
+                    )));
                 }
             }
         }
-
-        self.metrics.nats();
-        let remaining = timeout.saturating_sub(started.elapsed());
-        if remaining.is_zero() {
-            return Err(Status::deadline_exceeded("the call's deadline passed"));
-        }
-        set_timeout(&mut metadata, remaining);
-        self.nats
-            .unary(
-                format!("nordlys.v1.{region}.RegiondService.{method}"),
-                Request::from_parts(metadata, Default::default(), message),
-            )
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| {
-                if s.code() == Code::Unavailable && s.message().starts_with("no responders") {
-                    Status::unavailable(format!(
-                        "region {region} is unavailable: no instance answers"
-                    ))
-                } else {
-                    s
-                }
-            })
+        Err(match last {
+            Some(s)
+                if s.code() == Code::Unavailable && s.message().starts_with("no responders") =>
+            {
+                Status::unavailable(format!(
+                    "region {region} is unavailable: no instance answers"
+                ))
+            }
+            Some(s) if s.metadata().contains_key(TRANSPORT_FAILURE) => {
+                Status::unavailable(format!("region {region}: {}", s.message()))
+            }
+            Some(s) => s,
+            None => Status::deadline_exceeded(format!(
+                "region {region} did not answer within {timeout:?}"
+            )),
+        })
     }
+}
+
+/// One transport to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Direct,
+    Nats,
+}
+
+/// Failures of the way there, not answers of a daemon: worth another try.
+fn retryable(status: &Status) -> bool {
+    status.metadata().contains_key(TRANSPORT_FAILURE)
+        || (status.code() == Code::Unavailable && status.message().starts_with("no responders"))
 }
 
 /// One unary call over the balanced direct service. Errors of the service

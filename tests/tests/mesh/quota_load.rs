@@ -42,7 +42,17 @@ async fn count_projects(channel: &Channel, key: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_quota_service_under_load_loses_no_reservation() {
     let mut stack = Stack::start_with(StackOpts::default()).await;
-    let tenant = stack.tenant("acme").await;
+    let tenant = stack
+        .tenant_with_limits(
+            "acme",
+            ResourceCounts {
+                projects: 100_000,
+                users: 10,
+                networks: 10,
+                access_rules: 10,
+            },
+        )
+        .await;
     let channel = stack.channel().await;
     let until = Instant::now() + Duration::from_secs(4);
     let mut clients = Vec::new();

@@ -9,7 +9,7 @@ use nordlys_tests::bearer;
 use tonic::transport::Channel;
 
 /// Creates project `id` in `regions` with request id `id`.
-pub async fn create(
+pub(crate) async fn create(
     channel: &Channel,
     key: &str,
     id: &str,
@@ -33,7 +33,7 @@ pub async fn create(
 }
 
 /// Gets a project with a deadline.
-pub async fn get(
+pub(crate) async fn get(
     channel: &Channel,
     key: &str,
     name: &str,
@@ -54,14 +54,14 @@ pub async fn get(
 
 /// Figures of a steady stream of calls.
 #[derive(Debug, Default)]
-pub struct Tally {
-    pub ok: u64,
-    pub failed: Vec<String>,
-    pub max_latency: Duration,
+pub(crate) struct Tally {
+    pub(crate) ok: u64,
+    pub(crate) failed: Vec<String>,
+    pub(crate) max_latency: Duration,
 }
 
 /// Sends GetProject calls from `clients` concurrent loops until `until`.
-pub async fn steady_gets(
+pub(crate) async fn steady_gets(
     channel: Channel,
     key: String,
     name: String,
