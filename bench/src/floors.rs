@@ -19,7 +19,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use prost::Message;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -148,7 +148,9 @@ impl Servers {
         self.tasks.push(tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(ProjectServiceServer::new(Floor(answer)))
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                // serve_with_incoming ignores the builder's tcp_nodelay: set it
+                // on the incoming stream, or Nagle delays small HTTP/2 writes.
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
                 .await;
         }));
         Ok(addr)

@@ -47,6 +47,10 @@ pub struct Config {
     pub route_overrides: HashMap<String, RouteMode>,
     /// How long a failed direct endpoint stays out of the balancer.
     pub eject_ms: u64,
+    /// How long one attempt of a read may take before the read is tried
+    /// again on the next route (a daemon that hangs, a request lost with a
+    /// killed instance). Writes always get the whole deadline.
+    pub read_attempt_ms: u64,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             route: RouteMode::Auto,
             route_overrides: HashMap::new(),
             eject_ms: 5_000,
+            read_attempt_ms: 1_000,
         }
     }
 }
@@ -94,6 +99,7 @@ impl Config {
                 "auth_cache_ttl_ms",
                 "route",
                 "eject_ms",
+                "read_attempt_ms",
             ]))
             .extract()
             .map_err(Box::new)

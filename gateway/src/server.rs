@@ -68,6 +68,7 @@ impl Gateway {
                 config.route,
                 config.route_overrides.clone(),
                 Duration::from_millis(config.eject_ms),
+                Duration::from_millis(config.read_attempt_ms),
             ),
             discovery: Discovery::new(&config.regions),
             config: config.clone(),
@@ -138,7 +139,13 @@ impl Gateway {
             .add_service(RegionServiceServer::new(api.clone()))
             .add_service(OrganizationServiceServer::new(api.clone()))
             .add_service(QuotaServiceServer::new(api));
-        let http = crate::http::HttpServer::start(&config, SERVICES, routes.clone()).await?;
+        let http = crate::http::HttpServer::start(
+            &config,
+            SERVICES,
+            routes.clone(),
+            state.regions.metrics_handle(),
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "gRPC listening");

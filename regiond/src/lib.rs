@@ -3,7 +3,8 @@
 //! One `regiond` serves one region: it keeps (or, with real backends,
 //! drives) that region's projects, users, memberships, networks and access
 //! rules, and answers the gateway as the NATS micro service
-//! `nordlys-regiond` on `nordlys.v1.{region}.RegiondService.{Method}`.
+//! `nordlys-regiond` on `nordlys.v1.{region}.RegiondService.{Method}`, and
+//! over direct gRPC (the same handlers), advertised as `grpc_endpoint`.
 //!
 //! - [`Handlers`]: the `RegiondService` implementation (identity, validation,
 //!   tenancy), independent of the transport.
@@ -19,7 +20,8 @@
 //!
 //! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 //! let handlers = Arc::new(Handlers::new("sto1", Arc::new(MemoryBackend::new("sto1"))));
-//! let running = service::start(client, handlers).await?;
+//! // No direct gRPC endpoint in this example: gateways use NATS.
+//! let running = service::start(client, handlers, "").await?;
 //! // ... later
 //! running.shutdown(std::time::Duration::from_secs(5)).await;
 //! # Ok(()) }

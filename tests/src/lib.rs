@@ -538,6 +538,10 @@ impl Regiond {
 
     /// Like [`Regiond::start`], with more arguments (`--backend memory`, ...).
     pub fn start_with<S: AsRef<str>>(nats: &NatsServer, region: &str, args: &[S]) -> Regiond {
+        // NORDLYS_TEST_BACKEND=openstack: the same tests on local OpenStack regions.
+        if let Some(regiond) = openstack::regiond_from_env(nats, region, args) {
+            return regiond;
+        }
         Regiond {
             process: Process::start(
                 Spec::new("regiond", "nordlys-regiond ready")

@@ -606,6 +606,33 @@ impl OpenStackRegion {
         values
     }
 
+    /// Restarts Keystone with fresh Fernet keys: every token issued so far
+    /// is now invalid (as after a key rotation), so clients must
+    /// re-authenticate.
+    pub fn restart_keystone(&mut self) {
+        self.servers[0].kill();
+        let d = self.dir.path();
+        let (server, ready) = Server::spawn(
+            "keystone",
+            &d.join("keystone_serve.py"),
+            &[
+                d.display().to_string(),
+                self.keystone_port.to_string(),
+                self.neutron_port.to_string(),
+            ],
+            &d.join("keystone.stderr"),
+        );
+        self.servers[0] = server;
+        match ready.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.ends_with("ready") => {}
+            other => panic!(
+                "keystone of region {} did not restart ({other:?}):\n{}",
+                self.name,
+                self.log_tail("keystone")
+            ),
+        }
+    }
+
     /// Stops Keystone and Neutron now (a region outage).
     pub fn stop(&mut self) {
         for server in &mut self.servers {
@@ -700,6 +727,18 @@ pub fn regiond(
     config: &Path,
     env: &[(&str, &str)],
 ) -> crate::Regiond {
+    crate::Regiond {
+        process: crate::Process::start(regiond_spec(nats, region, config, env)),
+        region: region.name().to_string(),
+    }
+}
+
+fn regiond_spec(
+    nats: &crate::NatsServer,
+    region: &OpenStackRegion,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> crate::Spec {
     let mut spec = crate::Spec::new("regiond", "nordlys-regiond ready").args([
         "--nats-url".to_string(),
         nats.url(),
@@ -716,10 +755,7 @@ pub fn regiond(
     for (key, value) in env {
         spec = spec.env(key, value);
     }
-    crate::Regiond {
-        process: crate::Process::start(spec),
-        region: region.name().to_string(),
-    }
+    spec
 }
 
 /// A [`Stack`](crate::Stack) whose regions `sto1` and `osl1` are real
@@ -790,4 +826,67 @@ impl std::ops::Deref for OpenStackStack {
     fn deref(&self) -> &crate::Stack {
         &self.stack
     }
+}
+
+// ---------------------------------------------------------------------------
+// The whole suite on OpenStack
+
+/// Set to `openstack` to make [`Regiond::start`](crate::Regiond::start)
+/// (and so [`Stack`](crate::Stack)) run regiond on local OpenStack regions:
+/// the scenario tests written for the simulated backends then run unchanged
+/// against Keystone and Neutron.
+pub const BACKEND_ENV: &str = "NORDLYS_TEST_BACKEND";
+
+/// A region of this name shared by every test of the process (started on
+/// first use; its servers exit with the process).
+pub fn shared_region(name: &str) -> &'static OpenStackRegion {
+    static REGIONS: OnceLock<std::sync::Mutex<Vec<&'static OpenStackRegion>>> = OnceLock::new();
+    let regions = REGIONS.get_or_init(Default::default);
+    let mut regions = regions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(region) = regions.iter().find(|r| r.name() == name) {
+        return region;
+    }
+    let region: &'static OpenStackRegion = Box::leak(Box::new(OpenStackRegion::start(name)));
+    regions.push(region);
+    region
+}
+
+/// With [`BACKEND_ENV`]`=openstack`, a regiond on the shared OpenStack
+/// region of its name. Each NATS server (so each test's stack) gets its own
+/// namespace, so parallel tests sharing a cloud never see each other.
+/// Other arguments pass through; a `--backend` is replaced.
+pub fn regiond_from_env<S: AsRef<str>>(
+    nats: &crate::NatsServer,
+    region: &str,
+    args: &[S],
+) -> Option<crate::Regiond> {
+    if std::env::var(BACKEND_ENV).ok()? != "openstack" {
+        return None;
+    }
+    assert!(
+        available(BACKEND_ENV),
+        "{BACKEND_ENV}=openstack needs Keystone and Neutron installed"
+    );
+    let cloud = shared_region(region);
+    let namespace = format!("t{}", nats.port());
+    let config = cloud.dir.path().join(format!("regiond-{namespace}"));
+    fs::create_dir_all(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    fs::write(
+        config.join("regiond.toml"),
+        format!("[openstack]\nnamespace = \"{namespace}\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("regiond.toml: {e}"));
+    let mut rest = args.iter().map(|a| a.as_ref().to_string());
+    let mut extra = Vec::new();
+    while let Some(arg) = rest.next() {
+        if arg == "--backend" {
+            rest.next();
+        } else if !arg.starts_with("--backend=") {
+            extra.push(arg);
+        }
+    }
+    Some(crate::Regiond {
+        process: crate::Process::start(regiond_spec(nats, cloud, &config, &[]).args(extra)),
+        region: region.to_string(),
+    })
 }

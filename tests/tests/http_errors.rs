@@ -218,7 +218,10 @@ async fn grpc_codes_map_to_http_statuses() {
     assert!(matches!(body.status, 400 | 404), "{}", body.text());
 
     let body = api
-        .post("/v1/projects?projectId=empty", json!({"regions": []}))
+        .post(
+            "/v1/projects?projectId=empty",
+            json!({"displayName": "Empty", "regions": []}),
+        )
         .await
         .expect_error(400, 3);
     assert_eq!(violation_field(&body), "project.regions");
@@ -233,7 +236,10 @@ async fn grpc_codes_map_to_http_statuses() {
     let poor = stack.tenant_with_limits("poor", zero).await;
     let body = http(&stack)
         .with_key(&poor.key)
-        .post("/v1/projects?projectId=over", json!({"regions": ["sto1"]}))
+        .post(
+            "/v1/projects?projectId=over",
+            json!({"displayName": "P", "regions": ["sto1"]}),
+        )
         .await
         .expect_error(429, 8);
     assert!(

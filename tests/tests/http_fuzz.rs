@@ -215,7 +215,10 @@ fn random_requests_never_get_a_server_error() {
     let base = Http::new(&stack.gateway.http_url());
     rt.block_on(async {
         base.with_key(&tenant.key)
-            .post("/v1/projects?projectId=web", json!({"regions": ["sto1"]}))
+            .post(
+                "/v1/projects?projectId=web",
+                json!({"displayName": "P", "regions": ["sto1"]}),
+            )
             .await
             .expect(200);
     });

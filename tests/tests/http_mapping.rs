@@ -169,9 +169,12 @@ async fn nested_resource_names_and_enums() {
     let stack = Stack::start().await;
     let tenant = stack.tenant("nets").await;
     let api = http(&stack).with_key(&tenant.key);
-    api.post("/v1/projects?projectId=web", json!({"regions": ["sto1"]}))
-        .await
-        .expect(200);
+    api.post(
+        "/v1/projects?projectId=web",
+        json!({"displayName": "P", "regions": ["sto1"]}),
+    )
+    .await
+    .expect(200);
 
     let network = api
         .post(
@@ -261,9 +264,12 @@ async fn authorization_and_deadline_headers() {
         .expect_error(401, 16);
 
     let api = http(&stack).with_key(&tenant.key);
-    api.post("/v1/projects?projectId=slow", json!({"regions": ["sto1"]}))
-        .await
-        .expect(200);
+    api.post(
+        "/v1/projects?projectId=slow",
+        json!({"displayName": "P", "regions": ["sto1"]}),
+    )
+    .await
+    .expect(200);
     api.send(
         "GET",
         "/v1/projects/slow",
@@ -279,7 +285,7 @@ async fn authorization_and_deadline_headers() {
     api.send(
         "POST",
         "/v1/projects?projectId=late",
-        r#"{"regions": ["sto1"]}"#,
+        r#"{"displayName": "P", "regions": ["sto1"]}"#,
         &[("grpc-timeout", "1n")],
     )
     .await

@@ -540,13 +540,14 @@ fn new_network(id: &str, request_id: &str) -> CreateNetworkRequest {
 
 /// kill -9 (an abort) of regiond between the Keystone and the Neutron step
 /// of a create, and between a network and its subnet; a new regiond and the
-/// same request id finish the job: exactly one project, one network.
+/// same request id finish the job: exactly one project, one network. Then
+/// Keystone forgets every token, and regiond re-authenticates unnoticed.
 #[tokio::test]
 async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     if !openstack::available("openstack crash") {
         return;
     }
-    let (nats, region) = {
+    let (nats, mut region) = {
         let starting = std::thread::spawn(|| OpenStackRegion::start("sto1"));
         let nats = NatsServer::start();
         (nats, starting.join().expect("region starts"))
@@ -665,4 +666,17 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     assert_eq!(replay, network);
     let networks = region.openstack(&["network", "list", "--project", &id]);
     assert_eq!(networks.as_array().map(Vec::len), Some(1));
+
+    // Keystone forgets every token (new Fernet keys): the next call gets a
+    // 401, re-authenticates once and goes through, unnoticed by the caller.
+    region.restart_keystone();
+    let after = ch
+        .unary::<_, Project>(
+            format!("{PREFIX}.CreateProject"),
+            call(new_project("after-rotation", "req-after")),
+        )
+        .await
+        .expect("a stale token is renewed transparently")
+        .into_inner();
+    assert_eq!(after.name, "projects/after-rotation");
 }

@@ -34,7 +34,7 @@ impl UserService for Api {
             "user.display_name",
             &user.display_name,
             MAX_DISPLAY_NAME,
-            false,
+            true,
         );
         validate::check_email(&mut v, "user.email", &user.email);
         validate::check_request_id(&mut v, "request_id", &req.request_id);

@@ -43,6 +43,8 @@ pub(crate) struct HttpOptions {
     pub(crate) max_timeout: Duration,
     /// Ignore unknown JSON fields and query parameters instead of a 400.
     pub(crate) allow_unknown_fields: bool,
+    /// The mesh counters served at `GET /metrics`, when there is a mesh.
+    pub(crate) metrics: Option<std::sync::Arc<crate::mesh::Metrics>>,
 }
 
 /// Everything derived from the descriptors, built once.

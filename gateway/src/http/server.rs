@@ -58,12 +58,14 @@ impl HttpServer {
         config: &crate::Config,
         services: &[&str],
         routes: tonic::service::Routes,
+        metrics: std::sync::Arc<crate::mesh::Metrics>,
     ) -> Result<HttpServer, nordlys_transport::BoxError> {
         let options = super::HttpOptions {
             max_body_bytes: config.http_max_body_bytes,
             default_timeout: config.default_timeout(),
             max_timeout: config.max_timeout(),
             allow_unknown_fields: config.http_allow_unknown_fields,
+            metrics: Some(metrics),
         };
         let gateway = HttpGateway::new(
             nordlys_proto::FILE_DESCRIPTOR_SET,
@@ -173,6 +175,12 @@ pub(super) async fn serve_one(
             "/openapi.json" => return Ok(document("application/json", &gateway.openapi_json)),
             "/openapi.yaml" => return Ok(document("application/yaml", &gateway.openapi_yaml)),
             "/docs" | "/docs/" => return Ok(document("text/html; charset=utf-8", docs::PAGE)),
+            "/metrics" => {
+                if let Some(metrics) = &gateway.options.metrics {
+                    let text = metrics.render();
+                    return Ok(document("text/plain; version=0.0.4", &text));
+                }
+            }
             _ => {}
         }
     }

@@ -560,6 +560,7 @@ mod pipeline {
                 default_timeout: Duration::from_secs(5),
                 max_timeout: Duration::from_secs(10),
                 allow_unknown_fields: false,
+                metrics: None,
             },
         )
         .expect("gateway")

@@ -71,6 +71,7 @@ pub(crate) struct Mesh {
     budget: TpsBudget,
     metrics: Arc<Metrics>,
     eject_for: Duration,
+    read_attempt: Duration,
 }
 
 impl Mesh {
@@ -79,6 +80,7 @@ impl Mesh {
         mode: RouteMode,
         overrides: HashMap<String, RouteMode>,
         eject_for: Duration,
+        read_attempt: Duration,
     ) -> Mesh {
         Mesh {
             nats,
@@ -89,12 +91,18 @@ impl Mesh {
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             metrics: Arc::new(Metrics::default()),
             eject_for,
+            read_attempt,
         }
     }
 
     /// The mesh counters.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The mesh counters, shared.
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     fn mode_for(&self, region: &str) -> RouteMode {
@@ -145,7 +153,7 @@ impl Mesh {
     /// twice. A further attempt is made only after a failure of the
     /// transport (never after an answer of the daemon), and only within the
     /// retry budget. Reads also move on when an attempt takes more than
-    /// half the time left (a daemon that hangs, a request lost with a
+    /// `read_attempt` or half the time left (a daemon that hangs, a request lost with a
     /// killed instance); writes keep the whole deadline, because a second
     /// attempt racing a slow first one would meet it half done.
     pub(crate) async fn call<Req, Resp>(
@@ -189,7 +197,7 @@ impl Mesh {
             }
             let last_attempt = i + 1 == plan.len();
             let cap = if hedge && !last_attempt {
-                remaining / 2
+                (remaining / 2).min(self.read_attempt)
             } else {
                 remaining
             };

@@ -10,7 +10,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use nordlys_tests::{bearer, instances, Regiond, Stack, StackOpts};
 
-use super::support::{create, get, steady_gets};
+use super::support::{create, get, metrics, steady_gets};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_instances_fails_no_call() {
@@ -39,7 +39,17 @@ async fn killing_one_of_two_instances_fails_no_call() {
         tally.failed.len(),
         tally.max_latency
     );
+    let counters = metrics(stack.gateway.http_addr()).await;
+    println!("gateway counters: {counters:?}");
     assert!(tally.failed.is_empty(), "failed calls: {:?}", tally.failed);
+    assert!(
+        counters
+            .get("nordlys_gateway_ejections_total")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the dead instance was ejected: {counters:?}"
+    );
     assert!(
         tally.ok > 50,
         "too few calls to mean anything: {}",
@@ -47,7 +57,7 @@ async fn killing_one_of_two_instances_fails_no_call() {
     );
     // A call that met the dead instance was retried at once, not after a timeout.
     assert!(
-        tally.max_latency < Duration::from_secs(1),
+        tally.max_latency < Duration::from_millis(1500),
         "slowest call {:?}",
         tally.max_latency
     );
@@ -84,10 +94,16 @@ async fn a_closed_direct_port_falls_back_to_nats() {
         .await
         .unwrap_or_else(|s| panic!("get {i}: {s:?}"));
     }
+    let counters = metrics(stack.gateway.http_addr()).await;
     println!(
-        "40 calls with every direct endpoint closed, over NATS: {:?}",
+        "40 calls with every direct endpoint closed, over NATS: {:?}; counters {counters:?}",
         started.elapsed()
     );
+    let over_nats = counters
+        .get("nordlys_gateway_region_calls_total{route=\"nats\"}")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(over_nats >= 40.0, "{counters:?}");
 
     // In grpc-only mode the same region is unavailable, precisely.
     let grpc_only = Stack::start_with(StackOpts {

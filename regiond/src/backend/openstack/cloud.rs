@@ -383,25 +383,65 @@ impl Cloud {
         })
     }
 
+    /// Whether a Neutron call met a routing 404 (no Neutron error type):
+    /// openstack_sdk 0.22 forgets discovered endpoint versions when a 401
+    /// makes it re-authenticate (its background renewal discovers them
+    /// again, its 401 path does not), so Neutron calls lose their `/v2.0`.
+    fn lost_endpoint(e: &CallError) -> bool {
+        e.service == "neutron" && e.status == Some(404) && e.kind.is_empty()
+    }
+
+    async fn rediscover(&self, e: &CallError) {
+        tracing::info!(error = %e.message, "Neutron endpoint lost after re-authentication: discovering it again");
+        if let Err(e) = self
+            .client
+            .discover_service_endpoint(&ServiceType::Network)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot discover Neutron again");
+        }
+    }
+
     async fn query<T, E>(&self, service: &'static str, endpoint: E) -> CallResult<T>
     where
         E: RestEndpoint + Sync + Send,
         T: DeserializeOwned + Send + 'static,
     {
-        endpoint
+        let first = endpoint
             .query_async(&self.client)
             .await
-            .map_err(|e| CallError::new(service, e))
+            .map_err(|e| CallError::new(service, e));
+        match first {
+            Err(e) if Self::lost_endpoint(&e) => {
+                self.rediscover(&e).await;
+                endpoint
+                    .query_async(&self.client)
+                    .await
+                    .map_err(|e| CallError::new(service, e))
+            }
+            other => other,
+        }
     }
 
     async fn run<E>(&self, service: &'static str, endpoint: E) -> CallResult<()>
     where
         E: RestEndpoint + Sync + Send,
     {
-        ignore(endpoint)
+        let endpoint = ignore(endpoint);
+        let first = endpoint
             .query_async(&self.client)
             .await
-            .map_err(|e| CallError::new(service, e))
+            .map_err(|e| CallError::new(service, e));
+        match first {
+            Err(e) if Self::lost_endpoint(&e) => {
+                self.rediscover(&e).await;
+                endpoint
+                    .query_async(&self.client)
+                    .await
+                    .map_err(|e| CallError::new(service, e))
+            }
+            other => other,
+        }
     }
 
     /// A delete that counts "already gone" as done.
