@@ -8,7 +8,6 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::projects::not_found_as;
 use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
 
@@ -71,30 +70,22 @@ impl AccessRuleService for Api {
         &self,
         request: Request<GetAccessRuleRequest>,
     ) -> Result<Response<AccessRule>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        let req = request.into_inner();
-        names::parse_field(&req.name, &["projects", "accessRules"], "name")?;
-        let (rule, _): (AccessRule, _) = self
-            .gather_one(&call, "GetAccessRule", req.clone())
-            .await
-            .map_err(|s| not_found_as(s, &req.name))?;
-        Ok(Response::new(rule))
+        let (access_rule, _) = self
+            .get_by_name(request, "GetAccessRule", &["projects", "accessRules"])
+            .await?;
+        Ok(Response::new(access_rule))
     }
 
     async fn list_access_rules(
         &self,
         request: Request<ListAccessRulesRequest>,
     ) -> Result<Response<ListAccessRulesResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        let req = request.into_inner();
-        names::parse_field(&req.parent, &["projects"], "parent")?;
+        let (metadata, _, req) = request.into_parts();
         let (page, next_page_token) = self
-            .list(
-                &call,
+            .list_children(
+                &metadata,
                 "ListAccessRules",
                 &req.parent,
-                &call.caller.organization,
-                None,
                 req.page_size,
                 &req.page_token,
                 |r: ListAccessRulesResponse| r.access_rules,
@@ -111,13 +102,8 @@ impl AccessRuleService for Api {
         &self,
         request: Request<DeleteAccessRuleRequest>,
     ) -> Result<Response<DeleteAccessRuleResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
-        let req = request.into_inner();
-        names::parse_field(&req.name, &["projects", "accessRules"], "name")?;
-        self.delete_everywhere(&call, "DeleteAccessRule", req.clone())
-            .await
-            .map_err(|s| not_found_as(s, &req.name))?;
+        self.delete_by_name(request, "DeleteAccessRule", &["projects", "accessRules"])
+            .await?;
         Ok(Response::new(DeleteAccessRuleResponse {}))
     }
 }

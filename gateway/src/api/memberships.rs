@@ -103,13 +103,9 @@ impl MembershipService for Api {
         &self,
         request: Request<GetMembershipRequest>,
     ) -> Result<Response<Membership>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        let req = request.into_inner();
-        names::parse_field(&req.name, &["projects", "members"], "name")?;
-        let (membership, _): (Membership, _) = self
-            .gather_one(&call, "GetMembership", req.clone())
-            .await
-            .map_err(|s| not_found_as(s, &req.name))?;
+        let (membership, _) = self
+            .get_by_name(request, "GetMembership", &["projects", "members"])
+            .await?;
         Ok(Response::new(membership))
     }
 
@@ -117,16 +113,12 @@ impl MembershipService for Api {
         &self,
         request: Request<ListMembershipsRequest>,
     ) -> Result<Response<ListMembershipsResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        let req = request.into_inner();
-        names::parse_field(&req.parent, &["projects"], "parent")?;
+        let (metadata, _, req) = request.into_parts();
         let (page, next_page_token) = self
-            .list(
-                &call,
+            .list_children(
+                &metadata,
                 "ListMemberships",
                 &req.parent,
-                &call.caller.organization,
-                None,
                 req.page_size,
                 &req.page_token,
                 |r: ListMembershipsResponse| r.memberships,
@@ -143,14 +135,9 @@ impl MembershipService for Api {
         &self,
         request: Request<DeleteMembershipRequest>,
     ) -> Result<Response<DeleteMembershipResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
-        let req = request.into_inner();
-        names::parse_field(&req.name, &["projects", "members"], "name")?;
         let region_status = self
-            .delete_everywhere(&call, "DeleteMembership", req.clone())
-            .await
-            .map_err(|s| not_found_as(s, &req.name))?;
+            .delete_by_name(request, "DeleteMembership", &["projects", "members"])
+            .await?;
         Ok(Response::new(DeleteMembershipResponse { region_status }))
     }
 }

@@ -497,6 +497,107 @@ impl Api {
     }
 }
 
+/// A request that names one resource: the Get and Delete requests.
+pub(crate) trait ByName {
+    /// The resource name.
+    fn name(&self) -> &str;
+}
+
+macro_rules! by_name {
+    ($($t:ty),*) => {$(
+        impl ByName for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
+}
+
+by_name!(
+    nordlys_proto::pb::nordlys::v1::GetProjectRequest,
+    nordlys_proto::pb::nordlys::v1::DeleteProjectRequest,
+    nordlys_proto::pb::nordlys::v1::GetMembershipRequest,
+    nordlys_proto::pb::nordlys::v1::DeleteMembershipRequest,
+    nordlys_proto::pb::nordlys::v1::GetNetworkRequest,
+    nordlys_proto::pb::nordlys::v1::DeleteNetworkRequest,
+    nordlys_proto::pb::nordlys::v1::GetAccessRuleRequest,
+    nordlys_proto::pb::nordlys::v1::DeleteAccessRuleRequest
+);
+
+impl Api {
+    /// A Get: authenticates, checks the name's shape, gathers the resource
+    /// from the regions. Returns it with the regions that did not answer.
+    async fn get_by_name<Req, T>(
+        &self,
+        request: tonic::Request<Req>,
+        method: &str,
+        shape: &[&str],
+    ) -> Result<(T, Vec<String>), Status>
+    where
+        Req: Message + Clone + ByName + 'static,
+        T: Message + Default + Listed + 'static,
+    {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        names::parse_field(req.name(), shape, "name")?;
+        self.gather_one(&call, method, req.clone())
+            .await
+            .map_err(|s| projects::not_found_as(s, req.name()))
+    }
+
+    /// A Delete: authenticates, needs a writer, checks the name's shape,
+    /// deletes in every region and gives the quota back.
+    async fn delete_by_name<Req>(
+        &self,
+        request: tonic::Request<Req>,
+        method: &str,
+        shape: &[&str],
+    ) -> Result<Vec<RegionStatus>, Status>
+    where
+        Req: Message + Clone + ByName + 'static,
+    {
+        let call = self.state.begin(request.metadata()).await?;
+        crate::auth::require_write(&call.caller)?;
+        let req = request.into_inner();
+        names::parse_field(req.name(), shape, "name")?;
+        self.delete_everywhere(&call, method, req.clone())
+            .await
+            .map_err(|s| projects::not_found_as(s, req.name()))
+    }
+
+    /// A List of a project's children (memberships, networks, rules):
+    /// authenticates, checks the parent, one merged page of all regions.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_children<Resp, T>(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        method: &str,
+        parent: &str,
+        page_size: i32,
+        page_token: &str,
+        items: fn(Resp) -> Vec<T>,
+    ) -> Result<(Page<T>, String), Status>
+    where
+        Resp: Message + Default + 'static,
+        T: Listed,
+    {
+        let call = self.state.begin(metadata).await?;
+        names::parse_field(parent, &["projects"], "parent")?;
+        let organization = call.caller.organization.clone();
+        self.list(
+            &call,
+            method,
+            parent,
+            &organization,
+            None,
+            page_size,
+            page_token,
+            items,
+        )
+        .await
+    }
+}
+
 /// The answer of a create that fanned out: the first region's resource with
 /// every region's status, or, when every region failed, the first failure.
 fn first_success<T>(

@@ -8,7 +8,6 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::projects::not_found_as;
 use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
 
@@ -74,13 +73,9 @@ impl NetworkService for Api {
         &self,
         request: Request<GetNetworkRequest>,
     ) -> Result<Response<Network>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        let req = request.into_inner();
-        names::parse_field(&req.name, &["projects", "networks"], "name")?;
-        let (network, _): (Network, _) = self
-            .gather_one(&call, "GetNetwork", req.clone())
-            .await
-            .map_err(|s| not_found_as(s, &req.name))?;
+        let (network, _) = self
+            .get_by_name(request, "GetNetwork", &["projects", "networks"])
+            .await?;
         Ok(Response::new(network))
     }
 
@@ -88,16 +83,12 @@ impl NetworkService for Api {
         &self,
         request: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        let req = request.into_inner();
-        names::parse_field(&req.parent, &["projects"], "parent")?;
+        let (metadata, _, req) = request.into_parts();
         let (page, next_page_token) = self
-            .list(
-                &call,
+            .list_children(
+                &metadata,
                 "ListNetworks",
                 &req.parent,
-                &call.caller.organization,
-                None,
                 req.page_size,
                 &req.page_token,
                 |r: ListNetworksResponse| r.networks,
@@ -114,13 +105,8 @@ impl NetworkService for Api {
         &self,
         request: Request<DeleteNetworkRequest>,
     ) -> Result<Response<DeleteNetworkResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
-        let req = request.into_inner();
-        names::parse_field(&req.name, &["projects", "networks"], "name")?;
-        self.delete_everywhere(&call, "DeleteNetwork", req.clone())
-            .await
-            .map_err(|s| not_found_as(s, &req.name))?;
+        self.delete_by_name(request, "DeleteNetwork", &["projects", "networks"])
+            .await?;
         Ok(Response::new(DeleteNetworkResponse {}))
     }
 }
