@@ -23,6 +23,10 @@ use serde_json::Value;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// The tests of this file take turns: each runs two or three Keystones and
+/// Neutrons, and a 2-core CI machine answers slowly with all at once.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn strings(value: &Value) -> Vec<String> {
     match value {
         Value::Array(items) => items
@@ -71,6 +75,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
     if !openstack::available("openstack scenarios") {
         return;
     }
+    let _turn = TURN.lock().await;
     let started = Instant::now();
     let stack = OpenStackStack::start().await;
     eprintln!(
@@ -547,6 +552,7 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     if !openstack::available("openstack crash") {
         return;
     }
+    let _turn = TURN.lock().await;
     let (nats, mut region) = {
         let starting = std::thread::spawn(|| OpenStackRegion::start("sto1"));
         let nats = NatsServer::start();

@@ -112,6 +112,15 @@ fn strongest(roles: impl IntoIterator<Item = ProjectRole>) -> Option<ProjectRole
     roles.into_iter().min_by_key(|r| *r as i32)
 }
 
+/// A child's lookup whose project is missing reports the child missing;
+/// other errors (an unreachable Keystone) stay what they are.
+fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
+    match error {
+        BackendError::NotFound { .. } => child,
+        other => other,
+    }
+}
+
 fn timestamp(text: Option<&str>) -> Option<prost_types::Timestamp> {
     text.and_then(|t| prost_types::Timestamp::from_str(t).ok())
 }
@@ -513,7 +522,7 @@ impl OpenStackBackend {
         let (ks, project) = self
             .visible_project(tenant, top_level(name))
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| absent_parent(e, missing()))?;
         let user_name = format!("{}/users/{}", project.organization, leaf(name));
         let (user, _) = self
             .visible_user(tenant, &user_name)
@@ -893,15 +902,12 @@ impl Backend for OpenStackBackend {
 
     async fn delete_membership(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let (ks, project, user, _, _) = self.visible_membership(tenant, name).await?;
-        for role in ["admin", "member", "reader"] {
-            if let Some(role_id) = self.role_ids().await?.get(role) {
-                if self
-                    .roles_on(&ks.id, &user.id)
-                    .await?
-                    .contains(&role_of(role).unwrap_or_default())
-                {
-                    self.cloud.revoke(&ks.id, &user.id, role_id).await?;
-                }
+        let held = self.roles_on(&ks.id, &user.id).await?;
+        let ids = self.role_ids().await?;
+        for role in held {
+            let id = role_name(role as i32).and_then(|name| ids.get(name));
+            if let Some(id) = id {
+                self.cloud.revoke(&ks.id, &user.id, id).await?;
             }
         }
         Ok(Removed {
@@ -957,7 +963,7 @@ impl Backend for OpenStackBackend {
         let (ks, _) = self
             .visible_project(tenant, project)
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| absent_parent(e, missing()))?;
         let net = self
             .find_network(&ks.id, leaf(name))
             .await?
@@ -1008,7 +1014,7 @@ impl Backend for OpenStackBackend {
         let (ks, project) = self
             .visible_project(tenant, top_level(name))
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| absent_parent(e, missing()))?;
         let net = self
             .find_network(&ks.id, leaf(name))
             .await?
@@ -1096,7 +1102,7 @@ impl Backend for OpenStackBackend {
         let (ks, _) = self
             .visible_project(tenant, project)
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| absent_parent(e, missing()))?;
         let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
         self.rules_of(project, &group)
             .into_iter()
@@ -1132,7 +1138,7 @@ impl Backend for OpenStackBackend {
         let (ks, project) = self
             .visible_project(tenant, top_level(name))
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| absent_parent(e, missing()))?;
         let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
         let rule = group
             .security_group_rules
