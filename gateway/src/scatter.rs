@@ -76,7 +76,25 @@ macro_rules! listed_with_status {
         }
     )*};
 }
-listed_with_status!(Project, User, Membership);
+listed_with_status!(Project, Membership);
+
+impl Listed for User {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    // A user placed in more regions later (on a grant) has the longer
+    // placement list in those regions.
+    fn absorb(&mut self, other: Self) {
+        for region in other.regions {
+            if !self.regions.contains(&region) {
+                self.regions.push(region);
+            }
+        }
+        self.regions.sort();
+        self.region_status.extend(other.region_status);
+        self.region_status.sort_by(|a, b| a.region.cmp(&b.region));
+    }
+}
 
 macro_rules! listed_single_region {
     ($($t:ty),*) => {$(

@@ -56,8 +56,8 @@ async fn users_and_memberships_lifecycle() {
     ready.sort();
     assert_eq!(ready, ["osl1", "sto1"]);
 
-    // Bob lives only in sto1, so he cannot get a role on a project that is
-    // also in osl1.
+    // Bob lives only in sto1: a role on a project that is also in osl1
+    // creates him there (under the users quota).
     users
         .create_user(bearer(
             CreateUserRequest {
@@ -119,7 +119,7 @@ async fn users_and_memberships_lifecycle() {
     assert_eq!(granted.name, "projects/web/members/alice");
     assert_eq!(granted.role, ProjectRole::Member as i32);
 
-    let refused = memberships
+    let bob_granted = memberships
         .create_membership(bearer(
             CreateMembershipRequest {
                 parent: "projects/web".into(),
@@ -128,13 +128,47 @@ async fn users_and_memberships_lifecycle() {
                     role: ProjectRole::Reader as i32,
                     ..Default::default()
                 }),
-                request_id: String::new(),
+                request_id: "grant-bob".into(),
             },
             key,
         ))
         .await
-        .expect_err("bob is not placed in osl1");
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        .expect("a first grant in osl1 places bob there")
+        .into_inner();
+    let mut granted_in: Vec<&str> = bob_granted
+        .region_status
+        .iter()
+        .map(|s| s.region.as_str())
+        .collect();
+    granted_in.sort();
+    assert_eq!(granted_in, ["osl1", "sto1"]);
+    let bob = users
+        .get_user(bearer(
+            GetUserRequest {
+                name: format!("{org}/users/bob"),
+            },
+            key,
+        ))
+        .await
+        .expect("GetUser bob")
+        .into_inner();
+    let mut placed: Vec<&str> = bob
+        .region_status
+        .iter()
+        .map(|s| s.region.as_str())
+        .collect();
+    placed.sort();
+    assert_eq!(placed, ["osl1", "sto1"], "{bob:?}");
+    assert_eq!(bob.regions, ["osl1", "sto1"]);
+    memberships
+        .delete_membership(bearer(
+            DeleteMembershipRequest {
+                name: bob_granted.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteMembership bob");
 
     let got = memberships
         .get_membership(bearer(

@@ -3,15 +3,93 @@
 use nordlys_api::{names, validate, Violations};
 use nordlys_proto::pb::nordlys::v1::membership_service_server::MembershipService;
 use nordlys_proto::pb::nordlys::v1::{
-    region_status::State, CreateMembershipRequest, DeleteMembershipRequest,
-    DeleteMembershipResponse, GetMembershipRequest, GetProjectRequest, ListMembershipsRequest,
-    ListMembershipsResponse, Membership, Project, ProjectRole,
+    region_status::State, CreateMembershipRequest, CreateUserRequest, DeleteMembershipRequest,
+    DeleteMembershipResponse, DeleteUserRequest, GetMembershipRequest, GetProjectRequest,
+    GetUserRequest, ListMembershipsRequest, ListMembershipsResponse, Membership, Project,
+    ProjectRole, User,
 };
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
-use super::{first_success, Api, Fanout};
+use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
+use crate::call::Call;
+
+impl Api {
+    /// A user is created in a region when it is first granted a role on a
+    /// project there: the user's record, gathered from the regions it is
+    /// in, is created (under the `users` quota) in the project regions it
+    /// is missing from.
+    async fn place_user(
+        &self,
+        call: &Call,
+        organization: &str,
+        user_name: &str,
+        regions: &[String],
+        request_id: &str,
+    ) -> Result<(), Status> {
+        let (user, _): (User, _) = self
+            .gather_one(
+                call,
+                "GetUser",
+                GetUserRequest {
+                    name: user_name.to_string(),
+                },
+            )
+            .await
+            .map_err(|s| not_found_as(s, user_name))?;
+        let present: Vec<&str> = user
+            .region_status
+            .iter()
+            .filter(|s| s.state == State::Ready as i32)
+            .map(|s| s.region.as_str())
+            .collect();
+        let missing: Vec<String> = regions
+            .iter()
+            .filter(|r| !present.contains(&r.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let user_id = names::parse(user_name, &["organizations", "users"])
+            .and_then(|ids| ids.get(1).map(|id| id.to_string()))
+            .unwrap_or_default();
+        let mut placed = user.clone();
+        placed.region_status.clear();
+        placed.create_time = None;
+        for region in &missing {
+            if !placed.regions.contains(region) {
+                placed.regions.push(region.clone());
+            }
+        }
+        // Stable for a retried grant, so the user is created once.
+        let placement_id = nordlys_api::ids::reservation(organization, user_name, request_id);
+        let req = CreateUserRequest {
+            parent: organization.to_string(),
+            user: Some(placed),
+            user_id,
+            request_id: placement_id.clone(),
+        };
+        let answers = self
+            .create_in_regions::<_, User, _>(
+                call,
+                Fanout {
+                    method: "CreateUser",
+                    undo: "DeleteUser",
+                    organization,
+                    resource: user_name,
+                    request_id: &placement_id,
+                    placement: &missing,
+                    kind: Some(Kind::Users),
+                },
+                req,
+                |name| DeleteUserRequest { name },
+            )
+            .await?;
+        first_success(answers).map(|_| ())
+    }
+}
 
 #[tonic::async_trait]
 impl MembershipService for Api {
@@ -74,6 +152,14 @@ impl MembershipService for Api {
             .filter(|s| s.state == State::Ready as i32)
             .map(|s| s.region.clone())
             .collect();
+        self.place_user(
+            &call,
+            &project.organization,
+            &membership.user,
+            &regions,
+            &req.request_id,
+        )
+        .await?;
         membership.name = names::membership(&project_id, user_ids[1]);
         membership.region_status.clear();
         membership.create_time = None;
