@@ -34,6 +34,10 @@ pub(crate) struct Cell {
     pub(crate) errors: u64,
     /// The first failure seen, to show what went wrong.
     pub(crate) first_error: Option<String>,
+    /// Every call made, warm-up included (what CPU time is divided by).
+    pub(crate) all_calls: u64,
+    /// CPU microseconds per call of each process on the path.
+    pub(crate) cpu: Vec<(&'static str, f64)>,
 }
 
 /// Latencies are recorded in microseconds, 1 us to 60 s, 3 significant digits.
@@ -69,6 +73,7 @@ where
                 let mut hist = histogram();
                 let mut errors = 0u64;
                 let mut first_error = None;
+                let mut all = 0u64;
                 tokio::time::sleep_until(start.into()).await;
                 loop {
                     let t0 = Instant::now();
@@ -77,6 +82,7 @@ where
                     }
                     let outcome = caller.call().await;
                     let t1 = Instant::now();
+                    all += 1;
                     // Only calls wholly inside the window count.
                     if t0 < measure_from || t1 > end {
                         continue;
@@ -92,18 +98,20 @@ where
                         }
                     }
                 }
-                (hist, errors, first_error)
+                (hist, errors, first_error, all)
             })
         })
         .collect();
     let mut hist = histogram();
     let mut errors = 0;
     let mut first_error = None;
+    let mut all_calls = 0;
     for task in tasks {
-        let (h, e, f) = task.await.map_err(|e| format!("a caller task died: {e}"))?;
+        let (h, e, f, a) = task.await.map_err(|e| format!("a caller task died: {e}"))?;
         hist.add(&h)
             .map_err(|e| format!("cannot merge histograms: {e}"))?;
         errors += e;
+        all_calls += a;
         if first_error.is_none() {
             first_error = f;
         }
@@ -114,5 +122,7 @@ where
         p99: Duration::from_micros(hist.value_at_quantile(0.99)),
         errors,
         first_error,
+        all_calls,
+        cpu: Vec::new(),
     })
 }

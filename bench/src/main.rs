@@ -7,6 +7,7 @@
 //! ends, fails, panics or is interrupted.
 
 mod callers;
+mod cpu;
 mod floors;
 mod load;
 mod procs;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::callers::{GrpcCaller, HttpCaller, NatsCaller};
+use crate::cpu::Probe;
 use crate::load::{Caller, Cell, Timing};
 use crate::report::Row;
 use crate::stack::{Backends, Binaries, Gateway, PROJECT};
@@ -123,7 +125,7 @@ struct Plan<'a> {
 
 impl Plan<'_> {
     /// Measures one path at every concurrency.
-    async fn measure<C, F, Fut>(&self, row: &mut Row, make: F)
+    async fn measure<C, F, Fut>(&self, row: &mut Row, probe: &Probe, make: F)
     where
         C: Caller,
         F: Fn() -> Fut,
@@ -131,7 +133,11 @@ impl Plan<'_> {
     {
         for &n in self.concurrency {
             eprint!("bench: {} {} at {n} in flight ... ", row.key, row.label);
-            let cell = load::run(&make, n, self.timing).await;
+            let before = probe.snapshot();
+            let mut cell = load::run(&make, n, self.timing).await;
+            if let Ok(c) = &mut cell {
+                c.cpu = probe.per_call(&before, &probe.snapshot(), c.all_calls);
+            }
             match &cell {
                 Ok(c) => eprintln!(
                     "{:.0} calls/s, p50 {:?}, p99 {:?}{}",
@@ -202,6 +208,10 @@ async fn run(args: Args) -> Result<(), String> {
 
     // ---- floors, all in this process
     let mut servers = floors::Servers::default();
+    // Floors: the client and the servers share this process.
+    let floor_probe = Probe::default()
+        .with("bench", Some(std::process::id()))
+        .with("nats-server", nats.pid());
     if !args.no_floors {
         servers.raw_responder(&url).await?;
         servers.micro_responder(&url).await?;
@@ -211,7 +221,7 @@ async fn run(args: Args) -> Result<(), String> {
 
         let client = floors::connect(&url).await?;
         let mut row = new_row("(a)", "NATS request-reply, raw responder", None);
-        plan.measure(&mut row, || {
+        plan.measure(&mut row, &floor_probe, || {
             let c = NatsCaller::new(client.clone(), floors::RAW_SUBJECT, PROJECT);
             async move { Ok(c) }
         })
@@ -219,7 +229,7 @@ async fn run(args: Args) -> Result<(), String> {
         rows.push(row);
 
         let mut row = new_row("(b)", "NATS micro service endpoint", None);
-        plan.measure(&mut row, || {
+        plan.measure(&mut row, &floor_probe, || {
             let c = NatsCaller::new(client.clone(), floors::MICRO_SUBJECT, PROJECT);
             async move { Ok(c) }
         })
@@ -233,7 +243,7 @@ async fn run(args: Args) -> Result<(), String> {
         ] {
             let channel = floors::grpc_channel(addr).await?;
             let mut row = new_row(key, label, None);
-            plan.measure(&mut row, || {
+            plan.measure(&mut row, &floor_probe, || {
                 let c = GrpcCaller::new(channel.clone(), PROJECT, None);
                 async move { c }
             })
@@ -293,8 +303,14 @@ async fn run(args: Args) -> Result<(), String> {
             };
             gateway.check_read(&k).await?;
             let channel = gateway.channel().await?;
+            let probe = Probe::default()
+                .with("bench", Some(std::process::id()))
+                .with("gateway", gateway.proc.pid())
+                .with("regiond", backends.regiond_pid())
+                .with("quota", backends.quota_pid())
+                .with("nats-server", nats.pid());
             let profiler = args.perf.as_deref().map(|dir| (dir, route.as_str()));
-            measure_profiled(&plan, &mut row, &gateway, profiler, || {
+            measure_profiled(&plan, &mut row, &probe, &gateway, profiler, || {
                 let c = GrpcCaller::new(channel.clone(), PROJECT, Some(&k));
                 async move { c }
             })
@@ -306,8 +322,10 @@ async fn run(args: Args) -> Result<(), String> {
                 match gateway.http {
                     Some(addr) => {
                         let path = format!("/v1/{PROJECT}");
-                        plan.measure(&mut http_row, || HttpCaller::connect(addr, &path, &k))
-                            .await;
+                        plan.measure(&mut http_row, &probe, || {
+                            HttpCaller::connect(addr, &path, &k)
+                        })
+                        .await;
                     }
                     None => plan.not_measured(&mut http_row, "n/a (no HTTP listener)"),
                 }
@@ -326,15 +344,20 @@ async fn run(args: Args) -> Result<(), String> {
     println!("Machine: {}", report::machine());
     println!(
         "Each cell: {:.1} s warm-up, {:.1} s measured, closed loop of N callers (N = calls in flight), \
-         GetProject of a ~100-byte project; all traffic on 127.0.0.1.\n",
+         GetProject answered with a small project message; all traffic on 127.0.0.1.\n",
         args.warmup, args.duration
     );
     println!("{}", report::table(&rows, &args.concurrency));
     println!(
         "Floors (a)-(e) run inside the bench process with nats-server beside it; (f)-(h) are the \
          release gateway, regiond (memory backend) and quota processes. Ratios are slowdowns \
-         against the floor: 1.00x is as fast, the target is at most 1.30x."
+         against the floor: 1.00x is as fast, the target is at most 1.30x.\n"
     );
+    println!(
+        "CPU time per call, in microseconds, by process (user + system, from /proc; warm-up \
+         included; for the floors `bench` is the client and the servers together):\n"
+    );
+    println!("{}", report::cpu_table(&rows, &args.concurrency));
     Ok(())
 }
 
@@ -352,6 +375,7 @@ fn new_row(key: &'static str, label: &str, floor: Option<&'static str>) -> Row {
 async fn measure_profiled<C, F, Fut>(
     plan: &Plan<'_>,
     row: &mut Row,
+    probe: &Probe,
     gateway: &Gateway,
     perf: Option<(&std::path::Path, &str)>,
     make: F,
@@ -361,7 +385,7 @@ async fn measure_profiled<C, F, Fut>(
     Fut: Future<Output = Result<C, String>>,
 {
     let Some((dir, route)) = perf else {
-        plan.measure(row, make).await;
+        plan.measure(row, probe, make).await;
         return;
     };
     let max = plan.concurrency.iter().copied().max().unwrap_or(1);
@@ -377,7 +401,7 @@ async fn measure_profiled<C, F, Fut>(
             concurrency: &others,
             timing: plan.timing,
         };
-        sub.measure(row, &make).await;
+        sub.measure(row, probe, &make).await;
         cells.extend(others.iter().copied().zip(row.cells.drain(..)));
     }
     let recorder = gateway
@@ -388,7 +412,7 @@ async fn measure_profiled<C, F, Fut>(
         concurrency: &[max],
         timing: plan.timing,
     };
-    sub.measure(row, &make).await;
+    sub.measure(row, probe, &make).await;
     cells.extend(std::iter::once(max).zip(row.cells.drain(..)));
     match recorder {
         Some(Ok(recorder)) => match recorder.finish() {

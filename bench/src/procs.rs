@@ -182,8 +182,7 @@ pub(crate) fn log_tail(path: &Path) -> String {
 /// port it picks itself (`-p -1`: no bind-then-release race).
 #[derive(Debug)]
 pub(crate) struct NatsServer {
-    // Kept to be stopped on drop.
-    _proc: Proc,
+    proc: Proc,
     port: u16,
 }
 
@@ -216,7 +215,7 @@ impl NatsServer {
                 .and_then(|p| p.trim().parse::<u16>().ok());
             if let Some(port) = port {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ok(NatsServer { _proc: proc, port });
+                    return Ok(NatsServer { proc, port });
                 }
             }
             if let Some(Ok(Some(status))) = proc.child.as_mut().map(|c| c.try_wait()) {
@@ -233,6 +232,11 @@ impl NatsServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The OS process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     /// `nats://127.0.0.1:{port}`.

@@ -138,3 +138,34 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
     }
     out
 }
+
+/// CPU microseconds per call by process: where the time goes on each path.
+/// For the floors, `bench` holds the client and the servers.
+pub(crate) fn cpu_table(rows: &[Row], concurrency: &[usize]) -> String {
+    const PROCS: [&str; 5] = ["bench", "gateway", "regiond", "quota", "nats-server"];
+    let mut out = String::new();
+    let _ = writeln!(out, "| path | in flight | {} | total |", PROCS.join(" | "));
+    let _ = writeln!(out, "|---|---:|{}---:|", "---:|".repeat(PROCS.len()));
+    for row in rows {
+        for (i, n) in concurrency.iter().enumerate() {
+            let Some(Ok(cell)) = row.cells.get(i) else {
+                continue;
+            };
+            if cell.cpu.is_empty() {
+                continue;
+            }
+            let mut line = format!("| {} {} | {n} |", row.key, row.label);
+            for name in PROCS {
+                match cell.cpu.iter().find(|(p, _)| *p == name) {
+                    Some((_, us)) => {
+                        let _ = write!(line, " {us:.1} |");
+                    }
+                    None => line.push_str(" |"),
+                }
+            }
+            let total: f64 = cell.cpu.iter().map(|(_, us)| us).sum();
+            let _ = writeln!(out, "{line} {total:.1} |");
+        }
+    }
+    out
+}

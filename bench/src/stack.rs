@@ -102,8 +102,8 @@ pub(crate) fn build(release: bool) -> Result<(), String> {
 #[derive(Debug)]
 pub(crate) struct Backends {
     // Dropped in order: regiond first, then quota.
-    _regiond: Proc,
-    _quota: Proc,
+    regiond: Proc,
+    quota: Proc,
 }
 
 impl Backends {
@@ -131,10 +131,15 @@ impl Backends {
             &[],
         )?;
         regiond.ready("nordlys-regiond ready").await?;
-        Ok(Backends {
-            _regiond: regiond,
-            _quota: quota,
-        })
+        Ok(Backends { regiond, quota })
+    }
+
+    pub(crate) fn regiond_pid(&self) -> Option<u32> {
+        self.regiond.pid()
+    }
+
+    pub(crate) fn quota_pid(&self) -> Option<u32> {
+        self.quota.pid()
     }
 }
 

@@ -20,6 +20,12 @@ where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
+    // One region (the common case for single-region resources): no join
+    // machinery, no moving the future around.
+    if let [region] = regions {
+        let answer = f(region.clone()).await;
+        return vec![(region.clone(), answer)];
+    }
     join_all(regions.iter().map(|region| {
         let answer = f(region.clone());
         async move { (region.clone(), answer.await) }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use nordlys_proto::pb::nordlys::regiond::v1::regiond_service_server::RegiondServiceServer;
 use nordlys_transport::BoxError;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::Handlers;
 
@@ -34,7 +34,11 @@ pub(crate) async fn serve(
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(RegiondServiceServer::from_arc(handlers))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "gRPC server failed");

@@ -111,8 +111,13 @@ impl HttpServer {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(self.gateway);
+        use axum::serve::ListenerExt;
+        // Small responses should not wait on Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
