@@ -14,6 +14,7 @@ use super::support::{create, get, metrics, steady_gets};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_instances_fails_no_call() {
+    let _serial = super::support::serial().await;
     let mut stack = Stack::start_with(StackOpts::default()).await;
     let tenant = stack.tenant("acme").await;
     let channel = stack.channel().await;
@@ -67,6 +68,7 @@ async fn killing_one_of_two_instances_fails_no_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_direct_port_falls_back_to_nats() {
+    let _serial = super::support::serial().await;
     // Both sto1 daemons advertise a port nothing listens on.
     let stack = Stack::start_with(StackOpts {
         regiond_args: vec!["--grpc-advertise".into(), "127.0.0.1:9".into()],
@@ -121,6 +123,7 @@ async fn a_closed_direct_port_falls_back_to_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_keeps_direct_calls_working() {
+    let _serial = super::support::serial().await;
     // The memory backend needs no NATS, so only the route is tested.
     let mut stack = Stack::start_with(StackOpts {
         backend: "memory".into(),
@@ -188,6 +191,7 @@ async fn nats_restart_keeps_direct_calls_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_daemon_does_not_hold_callers_past_their_deadline() {
+    let _serial = super::support::serial().await;
     let stack = Stack::start_with(StackOpts::default()).await;
     let tenant = stack.tenant("acme").await;
     let channel = stack.channel().await;

@@ -41,6 +41,7 @@ async fn count_projects(channel: &Channel, key: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_quota_service_under_load_loses_no_reservation() {
+    let _serial = super::support::serial().await;
     let mut stack = Stack::start_with(StackOpts::default()).await;
     let tenant = stack
         .tenant_with_limits(
@@ -111,6 +112,7 @@ async fn restarting_the_quota_service_under_load_loses_no_reservation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_creates_against_a_limit_of_100() {
+    let _serial = super::support::serial().await;
     let stack = Stack::start_with(StackOpts {
         quota_instances: 2,
         ..StackOpts::default()

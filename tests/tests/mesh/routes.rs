@@ -153,6 +153,7 @@ async fn nats_requests(url: &str) -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_grpc_and_auto_give_identical_answers() {
+    let _serial = super::support::serial().await;
     let (nats, nats_stats) = scenario("nats").await;
     let (grpc, grpc_stats) = scenario("grpc").await;
     let (auto, auto_stats) = scenario("auto").await;

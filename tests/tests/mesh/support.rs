@@ -113,3 +113,10 @@ pub(crate) async fn metrics(http: std::net::SocketAddr) -> std::collections::BTr
         .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
         .collect()
 }
+
+/// Runs the mesh tests one at a time: they load the machine on purpose and
+/// assert on timings, which two at once on two cores would blur.
+pub(crate) async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
