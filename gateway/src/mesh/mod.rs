@@ -221,9 +221,16 @@ impl Mesh {
                 Nats => {
                     self.metrics.nats();
                     let subject = format!("nordlys.v1.{region}.RegiondService.{method}");
-                    tokio::time::timeout(cap, self.nats.unary(subject, attempt))
-                        .await
-                        .map(|r| r.map(tonic::Response::into_inner))
+                    let call = self.nats.unary(subject, attempt);
+                    if cap < remaining {
+                        tokio::time::timeout(cap, call)
+                            .await
+                            .map(|r| r.map(tonic::Response::into_inner))
+                    } else {
+                        // The NATS request times out with the deadline
+                        // itself: no second timer on the hot path.
+                        Ok(call.await.map(tonic::Response::into_inner))
+                    }
                 }
             };
             match outcome {
