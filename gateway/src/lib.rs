@@ -22,4 +22,5 @@ mod state;
 
 pub use config::Config;
 pub use mesh::RouteMode;
-pub use server::{shutdown_signal, Gateway};
+pub use nordlys_transport::shutdown_signal;
+pub use server::Gateway;

@@ -19,6 +19,9 @@ pub const PREFIX: &str = "nordlys.quota.v1.QuotaController";
 /// SIGTERM, then stops taking requests, drains those in flight and returns.
 /// `ready` is called with the micro service id once requests are served.
 pub async fn run(config: Config, ready: impl FnOnce(&str)) -> Result<(), BoxError> {
+    // Listen for signals before saying "ready": a SIGTERM right after the
+    // ready line must shut down cleanly, not kill the process.
+    let shutdown = nordlys_transport::shutdown_signal();
     let client = nordlys_transport::connect(&config.nats_url, SERVICE_NAME).await?;
     let store = Store::open(client.clone(), &config.bucket).await?;
     let grace = Duration::from_secs(config.shutdown_grace);
@@ -75,26 +78,10 @@ pub async fn run(config: Config, ready: impl FnOnce(&str)) -> Result<(), BoxErro
     tracing::info!(id = %id, prefix = PREFIX, "serving");
     ready(&id);
 
-    shutdown_signal().await?;
+    shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     service.shutdown(grace).await;
     client.drain().await?;
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> Result<(), BoxError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -88,6 +88,9 @@ pub async fn open_backend(
 
 /// Serves until SIGINT or SIGTERM, then drains calls in flight.
 pub async fn run(config: Config) -> Result<(), BoxError> {
+    // Listen for signals before saying "ready": a SIGTERM right after the
+    // ready line must shut down cleanly, not kill the process.
+    let shutdown = nordlys_transport::shutdown_signal();
     let client = nordlys_transport::connect(
         &config.nats_url,
         &format!("nordlys-regiond {}", config.region),
@@ -122,7 +125,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         )?;
         stdout.flush()?;
     }
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: draining calls in flight");
     // Both transports stop taking calls and drain the ones in flight.
     let _ = stop_grpc.send(());
@@ -138,33 +141,4 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     client.flush().await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
 }

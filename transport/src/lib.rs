@@ -17,12 +17,14 @@
 mod connect;
 pub mod metadata;
 mod nats;
+mod signal;
 pub mod status;
 
 pub use connect::connect;
 pub use metadata::{Identity, Role};
 pub use nats::client::NatsChannel;
 pub use nats::server::{unary, Handler, MicroService, MicroServiceBuilder};
+pub use signal::shutdown_signal;
 
 /// The catch-all error of start-up and plumbing code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
