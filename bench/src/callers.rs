@@ -158,3 +158,63 @@ impl Caller for HttpCaller {
         Ok(())
     }
 }
+
+/// How to make the callers of one path.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// NATS request-reply on `subject`.
+    Nats {
+        client: async_nats::Client,
+        subject: &'static str,
+    },
+    /// gRPC GetProject on a shared channel, with `key` as bearer if set.
+    Grpc {
+        channel: Channel,
+        key: Option<String>,
+    },
+    /// JSON over HTTP/1.1, a connection per caller.
+    Http {
+        addr: SocketAddr,
+        path: String,
+        key: String,
+    },
+}
+
+impl Source {
+    /// A new caller of this path.
+    pub(crate) async fn caller(&self) -> Result<AnyCaller, String> {
+        Ok(match self {
+            Source::Nats { client, subject } => AnyCaller::Nats(NatsCaller::new(
+                client.clone(),
+                subject,
+                crate::stack::PROJECT,
+            )),
+            Source::Grpc { channel, key } => AnyCaller::Grpc(GrpcCaller::new(
+                channel.clone(),
+                crate::stack::PROJECT,
+                key.as_deref(),
+            )?),
+            Source::Http { addr, path, key } => {
+                AnyCaller::Http(HttpCaller::connect(*addr, path, key).await?)
+            }
+        })
+    }
+}
+
+/// A caller of any kind of path.
+#[derive(Debug)]
+pub(crate) enum AnyCaller {
+    Nats(NatsCaller),
+    Grpc(GrpcCaller),
+    Http(HttpCaller),
+}
+
+impl Caller for AnyCaller {
+    async fn call(&mut self) -> Result<(), String> {
+        match self {
+            AnyCaller::Nats(c) => c.call().await,
+            AnyCaller::Grpc(c) => c.call().await,
+            AnyCaller::Http(c) => c.call().await,
+        }
+    }
+}

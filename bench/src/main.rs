@@ -14,15 +14,14 @@ mod procs;
 mod report;
 mod stack;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::callers::{GrpcCaller, HttpCaller, NatsCaller};
+use crate::callers::Source;
 use crate::cpu::Probe;
-use crate::load::{Caller, Cell, Timing};
+use crate::load::Timing;
 use crate::report::Row;
 use crate::stack::{Backends, Binaries, Gateway, PROJECT};
 
@@ -42,7 +41,7 @@ use crate::stack::{Backends, Binaries, Gateway, PROJECT};
 #[command(name = "bench", version)]
 struct Args {
     /// Measured seconds per cell (one path at one concurrency).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.0)]
     duration: f64,
     /// Warm-up seconds before each cell's measured window.
     #[arg(long, default_value_t = 0.5)]
@@ -53,6 +52,10 @@ struct Args {
     /// Gateway route modes to measure, comma-separated (auto, nats, grpc).
     #[arg(long, value_delimiter = ',', default_value = "nats,grpc")]
     routes: Vec<String>,
+    /// Rounds: each measures every path at every concurrency in turn; the
+    /// table shows medians over the rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Skip the floors (only the real paths).
     #[arg(long)]
     no_floors: bool,
@@ -65,8 +68,9 @@ struct Args {
     /// Where gateway, regiond and quota are (default: next to this binary).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
-    /// Record the gateway with `perf record -g` during its cell at the
-    /// highest concurrency and write `perf report` summaries into DIR.
+    /// Record each gateway with `perf record -g` during its cell at the
+    /// highest concurrency in the last round and write `perf report`
+    /// summaries into DIR.
     #[arg(long, value_name = "DIR")]
     perf: Option<PathBuf>,
 }
@@ -117,68 +121,27 @@ async fn interrupted() {
     }
 }
 
-/// Everything one path needs to be measured.
-struct Plan<'a> {
-    concurrency: &'a [usize],
-    timing: Timing,
-}
-
-impl Plan<'_> {
-    /// Measures one path at every concurrency.
-    async fn measure<C, F, Fut>(&self, row: &mut Row, probe: &Probe, make: F)
-    where
-        C: Caller,
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<C, String>>,
-    {
-        for &n in self.concurrency {
-            eprint!("bench: {} {} at {n} in flight ... ", row.key, row.label);
-            let before = probe.snapshot();
-            let mut cell = load::run(&make, n, self.timing).await;
-            if let Ok(c) = &mut cell {
-                c.cpu = probe.per_call(&before, &probe.snapshot(), c.all_calls);
-            }
-            match &cell {
-                Ok(c) => eprintln!(
-                    "{:.0} calls/s, p50 {:?}, p99 {:?}{}",
-                    c.calls_per_sec,
-                    c.p50,
-                    c.p99,
-                    if c.errors > 0 {
-                        format!(", {} errors", c.errors)
-                    } else {
-                        String::new()
-                    }
-                ),
-                Err(e) => eprintln!("failed: {e}"),
-            }
-            row.cells.push(cell);
-        }
-    }
-
-    fn not_measured(&self, row: &mut Row, why: &str) {
-        row.cells = self
-            .concurrency
-            .iter()
-            .map(|_| Err(why.to_owned()))
-            .collect();
-    }
+/// One path the bench drives: what it measures and how to call it.
+struct Target {
+    row: Row,
+    source: Source,
+    probe: Probe,
+    /// The gateway to record with perf at the highest concurrency.
+    profile: Option<(u32, String)>,
 }
 
 async fn run(args: Args) -> Result<(), String> {
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         return Err("--concurrency needs positive numbers".into());
     }
-    if !(args.duration > 0.0 && args.warmup >= 0.0) {
-        return Err("--duration must be positive and --warmup not negative".into());
+    if !(args.duration > 0.0 && args.warmup >= 0.0) || args.rounds == 0 {
+        return Err(
+            "--duration must be positive, --warmup not negative, --rounds at least 1".into(),
+        );
     }
     let timing = Timing {
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
-    };
-    let plan = Plan {
-        concurrency: &args.concurrency,
-        timing,
     };
     let exe = std::env::current_exe().map_err(|e| format!("no current exe: {e}"))?;
     let exe_dir = exe.parent().ok_or("the bench binary has no directory")?;
@@ -204,7 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
     let nats = procs::NatsServer::start().await?;
     let url = nats.url();
     eprintln!("bench: nats-server at {url}");
-    let mut rows = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
 
     // ---- floors, all in this process
     let mut servers = floors::Servers::default();
@@ -218,43 +181,48 @@ async fn run(args: Args) -> Result<(), String> {
         let fixed = servers.tonic_fixed().await?;
         let to_nats = servers.tonic_to_nats(&url).await?;
         let to_tonic = servers.tonic_to_tonic(fixed).await?;
-
         let client = floors::connect(&url).await?;
-        let mut row = new_row("(a)", "NATS request-reply, raw responder", None);
-        plan.measure(&mut row, &floor_probe, || {
-            let c = NatsCaller::new(client.clone(), floors::RAW_SUBJECT, PROJECT);
-            async move { Ok(c) }
-        })
-        .await;
-        rows.push(row);
-
-        let mut row = new_row("(b)", "NATS micro service endpoint", None);
-        plan.measure(&mut row, &floor_probe, || {
-            let c = NatsCaller::new(client.clone(), floors::MICRO_SUBJECT, PROJECT);
-            async move { Ok(c) }
-        })
-        .await;
-        rows.push(row);
-
+        for (key, label, subject) in [
+            (
+                "(a)",
+                "NATS request-reply, raw responder",
+                floors::RAW_SUBJECT,
+            ),
+            ("(b)", "NATS micro service endpoint", floors::MICRO_SUBJECT),
+        ] {
+            targets.push(Target {
+                row: new_row(key, label, None),
+                source: Source::Nats {
+                    client: client.clone(),
+                    subject,
+                },
+                probe: floor_probe.clone(),
+                profile: None,
+            });
+        }
         for (key, label, addr) in [
             ("(c)", "tonic unary", fixed),
             ("(d)", "tonic server forwarding over NATS", to_nats),
             ("(e)", "tonic server forwarding over tonic", to_tonic),
         ] {
-            let channel = floors::grpc_channel(addr).await?;
-            let mut row = new_row(key, label, None);
-            plan.measure(&mut row, &floor_probe, || {
-                let c = GrpcCaller::new(channel.clone(), PROJECT, None);
-                async move { c }
-            })
-            .await;
-            rows.push(row);
+            targets.push(Target {
+                row: new_row(key, label, None),
+                source: Source::Grpc {
+                    channel: floors::grpc_channel(addr).await?,
+                    key: None,
+                },
+                probe: floor_probe.clone(),
+                profile: None,
+            });
         }
     }
 
-    // ---- real paths, as separate processes
+    // ---- real paths, as separate processes, all started before measuring
+    // so that each round measures every path in turn.
+    let mut backends = None;
+    let mut gateways = Vec::new();
     if let Some(bins) = &bins {
-        let backends = Backends::start(bins, &url).await?;
+        let started = Backends::start(bins, &url).await?;
         let operator_key = format!(
             "bench-operator-{}-{}",
             std::process::id(),
@@ -263,27 +231,15 @@ async fn run(args: Args) -> Result<(), String> {
                 .map_or(0, |d| d.as_nanos())
         );
         let mut key: Option<String> = None;
-        let mut http_row = new_row(
-            "(h)",
-            "gateway JSON over HTTP, GET /v1/projects/{id} (route nats)",
-            Some("(d)"),
-        );
-        let mut http_done = false;
+        let mut http_target: Option<Target> = None;
         for route in &args.routes {
-            let (label, floor) = match route.as_str() {
-                "nats" => ("gateway gRPC GetProject, route nats", "(d)"),
-                "grpc" => ("gateway gRPC GetProject, route grpc", "(e)"),
-                _ => ("gateway gRPC GetProject, route auto", "(e)"),
+            let (key_name, label, floor) = match route.as_str() {
+                "nats" => ("(f)", "gateway gRPC GetProject, route nats", "(d)"),
+                "grpc" => ("(g)", "gateway gRPC GetProject, route grpc", "(e)"),
+                _ => ("(g')", "gateway gRPC GetProject, route auto", "(e)"),
             };
-            let key_name = match route.as_str() {
-                "nats" => "(f)",
-                "grpc" => "(g)",
-                _ => "(g')",
-            };
-            let mut row = new_row(key_name, label, Some(floor));
             if !bins.gateway_route && route != "nats" {
-                plan.not_measured(&mut row, "n/a (not built)");
-                rows.push(row);
+                eprintln!("bench: {key_name} not measured: the gateway has no --route");
                 continue;
             }
             // Without the flag the gateway routes over NATS only.
@@ -302,50 +258,121 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             };
             gateway.check_read(&k).await?;
-            let channel = gateway.channel().await?;
             let probe = Probe::default()
                 .with("bench", Some(std::process::id()))
                 .with("gateway", gateway.proc.pid())
-                .with("regiond", backends.regiond_pid())
-                .with("quota", backends.quota_pid())
+                .with("regiond", started.regiond_pid())
+                .with("quota", started.quota_pid())
                 .with("nats-server", nats.pid());
-            let profiler = args.perf.as_deref().map(|dir| (dir, route.as_str()));
-            measure_profiled(&plan, &mut row, &probe, &gateway, profiler, || {
-                let c = GrpcCaller::new(channel.clone(), PROJECT, Some(&k));
-                async move { c }
-            })
-            .await;
-            rows.push(row);
+            let profile = match (&args.perf, gateway.proc.pid()) {
+                (Some(_), Some(pid)) => Some((pid, format!("gateway-{route}"))),
+                _ => None,
+            };
+            targets.push(Target {
+                row: new_row(key_name, label, Some(floor)),
+                source: Source::Grpc {
+                    channel: gateway.channel().await?,
+                    key: Some(k.clone()),
+                },
+                probe: probe.clone(),
+                profile,
+            });
+            if http_target.is_none() && (route == "nats" || !bins.gateway_route) {
+                if let Some(addr) = gateway.http {
+                    http_target = Some(Target {
+                        row: new_row(
+                            "(h)",
+                            "gateway JSON over HTTP, GET /v1/projects/{id} (route nats)",
+                            Some("(d)"),
+                        ),
+                        source: Source::Http {
+                            addr,
+                            path: format!("/v1/{PROJECT}"),
+                            key: k.clone(),
+                        },
+                        probe,
+                        profile: None,
+                    });
+                }
+            }
+            gateways.push(gateway);
+        }
+        targets.extend(http_target);
+        backends = Some(started);
+    }
 
-            if route == "nats" || (!bins.gateway_route && !http_done) {
-                http_done = true;
-                match gateway.http {
-                    Some(addr) => {
-                        let path = format!("/v1/{PROJECT}");
-                        plan.measure(&mut http_row, &probe, || {
-                            HttpCaller::connect(addr, &path, &k)
-                        })
-                        .await;
+    // ---- the rounds: every path at every concurrency, in turn, so a
+    // real path and its floor are measured minutes apart at most and a
+    // machine that speeds up or slows down moves both.
+    for target in &mut targets {
+        target.row.samples = vec![Vec::new(); args.concurrency.len()];
+    }
+    for round in 0..args.rounds {
+        let last_round = round + 1 == args.rounds;
+        for (i, &n) in args.concurrency.iter().enumerate() {
+            let max = args.concurrency.iter().all(|&m| m <= n);
+            for target in &mut targets {
+                let profile = match (&target.profile, &args.perf) {
+                    (Some((pid, name)), Some(dir)) if last_round && max => {
+                        Some(procs::PerfRecord::start(dir, name, *pid))
                     }
-                    None => plan.not_measured(&mut http_row, "n/a (no HTTP listener)"),
+                    _ => None,
+                };
+                eprint!(
+                    "bench: round {}/{} {} {} at {n} in flight ... ",
+                    round + 1,
+                    args.rounds,
+                    target.row.key,
+                    target.row.label
+                );
+                let before = target.probe.snapshot();
+                let source = &target.source;
+                let mut cell = load::run(|| source.caller(), n, timing).await;
+                if let Ok(c) = &mut cell {
+                    c.cpu = target
+                        .probe
+                        .per_call(&before, &target.probe.snapshot(), c.all_calls);
+                }
+                match &cell {
+                    Ok(c) => eprintln!(
+                        "{:.0} calls/s, p50 {:?}, p99 {:?}{}",
+                        c.calls_per_sec,
+                        c.p50,
+                        c.p99,
+                        if c.errors > 0 {
+                            format!(", {} errors", c.errors)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    Err(e) => eprintln!("failed: {e}"),
+                }
+                target.row.samples[i].push(cell);
+                match profile {
+                    Some(Ok(recorder)) => match recorder.finish() {
+                        Ok(summary) => eprintln!("bench: perf summary in {}", summary.display()),
+                        Err(e) => eprintln!("bench: perf: {e}"),
+                    },
+                    Some(Err(e)) => eprintln!("bench: perf: {e}"),
+                    None => {}
                 }
             }
         }
-        if !http_done {
-            plan.not_measured(&mut http_row, "n/a (route nats not measured)");
-        }
-        rows.push(http_row);
-        drop(backends);
     }
+    drop(gateways);
+    drop(backends);
     drop(servers);
     drop(nats);
 
+    let rows: Vec<Row> = targets.into_iter().map(|t| t.row).collect();
     println!("## Nordlys bench\n");
     println!("Machine: {}", report::machine());
     println!(
         "Each cell: {:.1} s warm-up, {:.1} s measured, closed loop of N callers (N = calls in flight), \
-         GetProject answered with a small project message; all traffic on 127.0.0.1.\n",
-        args.warmup, args.duration
+         GetProject answered with a small project message; all traffic on 127.0.0.1. {} round(s): \
+         each round measures every path at every concurrency in turn; a cell shows the median \
+         over the rounds, a ratio the median of the ratios within each round.\n",
+        args.warmup, args.duration, args.rounds
     );
     println!("{}", report::table(&rows, &args.concurrency));
     println!(
@@ -355,7 +382,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     println!(
         "CPU time per call, in microseconds, by process (user + system, from /proc; warm-up \
-         included; for the floors `bench` is the client and the servers together):\n"
+         included; median round; for the floors `bench` is the client and the servers together):\n"
     );
     println!("{}", report::cpu_table(&rows, &args.concurrency));
     Ok(())
@@ -366,72 +393,6 @@ fn new_row(key: &'static str, label: &str, floor: Option<&'static str>) -> Row {
         key,
         label: label.to_owned(),
         floor,
-        cells: Vec::new(),
+        samples: Vec::new(),
     }
-}
-
-/// Measures a gateway path; with `perf` set, records the gateway with
-/// `perf record` during the highest-concurrency cell.
-async fn measure_profiled<C, F, Fut>(
-    plan: &Plan<'_>,
-    row: &mut Row,
-    probe: &Probe,
-    gateway: &Gateway,
-    perf: Option<(&std::path::Path, &str)>,
-    make: F,
-) where
-    C: Caller,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<C, String>>,
-{
-    let Some((dir, route)) = perf else {
-        plan.measure(row, probe, make).await;
-        return;
-    };
-    let max = plan.concurrency.iter().copied().max().unwrap_or(1);
-    let others: Vec<usize> = plan
-        .concurrency
-        .iter()
-        .copied()
-        .filter(|&n| n != max)
-        .collect();
-    let mut cells: Vec<(usize, Result<Cell, String>)> = Vec::new();
-    if !others.is_empty() {
-        let sub = Plan {
-            concurrency: &others,
-            timing: plan.timing,
-        };
-        sub.measure(row, probe, &make).await;
-        cells.extend(others.iter().copied().zip(row.cells.drain(..)));
-    }
-    let recorder = gateway
-        .proc
-        .pid()
-        .map(|pid| procs::PerfRecord::start(dir, &format!("gateway-{route}"), pid));
-    let sub = Plan {
-        concurrency: &[max],
-        timing: plan.timing,
-    };
-    sub.measure(row, probe, &make).await;
-    cells.extend(std::iter::once(max).zip(row.cells.drain(..)));
-    match recorder {
-        Some(Ok(recorder)) => match recorder.finish() {
-            Ok(summary) => eprintln!("bench: perf summary in {}", summary.display()),
-            Err(e) => eprintln!("bench: perf: {e}"),
-        },
-        Some(Err(e)) => eprintln!("bench: perf: {e}"),
-        None => {}
-    }
-    // Back in the order of --concurrency.
-    row.cells = plan
-        .concurrency
-        .iter()
-        .map(|n| {
-            cells
-                .iter()
-                .position(|(m, _)| m == n)
-                .map(|i| cells.remove(i).1)
-                .unwrap_or_else(|| Err("not measured".into()))
-        })
-        .collect();
 }

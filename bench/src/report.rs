@@ -14,8 +14,68 @@ pub(crate) struct Row {
     pub(crate) label: String,
     /// The key of its floor, for real paths.
     pub(crate) floor: Option<&'static str>,
-    /// The outcome at each concurrency, or why it was not measured.
-    pub(crate) cells: Vec<Result<Cell, String>>,
+    /// The outcomes at each concurrency, one per round (or why a round
+    /// could not measure it).
+    pub(crate) samples: Vec<Vec<Result<Cell, String>>>,
+}
+
+impl Row {
+    /// The measured cells at concurrency index `i`, in round order.
+    fn measured(&self, i: usize) -> Vec<Option<&Cell>> {
+        self.samples
+            .get(i)
+            .map(|s| s.iter().map(|c| c.as_ref().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The round whose calls/s is the median at index `i`: its cell stands
+    /// for the row (calls/s, p99, CPU), with p50 the median of the rounds'.
+    fn median_cell(&self, i: usize) -> Option<Cell> {
+        let mut cells: Vec<&Cell> = self.measured(i).into_iter().flatten().collect();
+        if cells.is_empty() {
+            return None;
+        }
+        let mut p50s: Vec<Duration> = cells.iter().map(|c| c.p50).collect();
+        p50s.sort();
+        cells.sort_by(|a, b| a.calls_per_sec.total_cmp(&b.calls_per_sec));
+        let mut cell = cells[cells.len() / 2].clone();
+        cell.p50 = p50s[p50s.len() / 2];
+        cell.errors = cells.iter().map(|c| c.errors).sum();
+        Some(cell)
+    }
+
+    /// Why nothing was measured at index `i`.
+    fn failure(&self, i: usize) -> String {
+        self.samples
+            .get(i)
+            .and_then(|s| s.iter().find_map(|c| c.as_ref().err().cloned()))
+            .unwrap_or_else(|| "not measured".into())
+    }
+}
+
+/// The median of the per-round ratios `f(path, floor)` over the rounds where
+/// both were measured.
+fn paired_median(
+    path: &[Option<&Cell>],
+    floor: &[Option<&Cell>],
+    f: impl Fn(&Cell, &Cell) -> f64,
+) -> Option<f64> {
+    let mut ratios: Vec<f64> = path
+        .iter()
+        .zip(floor)
+        .filter_map(|(p, fl)| Some(f((*p)?, (*fl)?)))
+        .filter(|r| r.is_finite())
+        .collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    Some(if ratios.len() % 2 == 1 {
+        ratios[mid]
+    } else {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    })
 }
 
 /// nproc, CPU model, kernel and nats-server version.
@@ -84,41 +144,9 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
         let floor = row.floor.and_then(|key| rows.iter().find(|r| r.key == key));
         for (i, n) in concurrency.iter().enumerate() {
             let name = format!("{} {}", row.key, row.label);
-            match row.cells.get(i) {
-                Some(Ok(cell)) => {
-                    let (floor_name, cps_ratio, p50_ratio) = match floor {
-                        Some(f) => match f.cells.get(i) {
-                            Some(Ok(fc)) if cell.calls_per_sec > 0.0 => (
-                                f.key.to_owned(),
-                                format!("{:.2}x", fc.calls_per_sec / cell.calls_per_sec),
-                                format!(
-                                    "{:.2}x",
-                                    cell.p50.as_secs_f64() / fc.p50.as_secs_f64().max(1e-9)
-                                ),
-                            ),
-                            _ => (f.key.to_owned(), "n/a".into(), "n/a".into()),
-                        },
-                        None => (String::new(), String::new(), String::new()),
-                    };
-                    let errors = if cell.errors > 0 {
-                        notes.push(format!(
-                            "{name} at {n}: {} failed calls, first: {}",
-                            cell.errors,
-                            cell.first_error.as_deref().unwrap_or("?")
-                        ));
-                        format!(" ({} errors)", cell.errors)
-                    } else {
-                        String::new()
-                    };
-                    let _ = writeln!(
-                        out,
-                        "| {name} | {n} | {}{errors} | {} | {} | {floor_name} | {cps_ratio} | {p50_ratio} |",
-                        thousands(cell.calls_per_sec),
-                        us(cell.p50),
-                        us(cell.p99),
-                    );
-                }
-                Some(Err(why)) => {
+            let Some(cell) = row.median_cell(i) else {
+                if row.samples.get(i).is_some() {
+                    let why = row.failure(i);
                     let short = why.lines().next().unwrap_or_default();
                     let _ = writeln!(
                         out,
@@ -126,8 +154,38 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
                         row.floor.unwrap_or_default()
                     );
                 }
-                None => {}
-            }
+                continue;
+            };
+            let (floor_name, cps_ratio, p50_ratio) = match floor {
+                Some(f) => {
+                    let (path, floor) = (row.measured(i), f.measured(i));
+                    let cps =
+                        paired_median(&path, &floor, |p, fl| fl.calls_per_sec / p.calls_per_sec);
+                    let p50 = paired_median(&path, &floor, |p, fl| {
+                        p.p50.as_secs_f64() / fl.p50.as_secs_f64().max(1e-9)
+                    });
+                    let show = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{r:.2}x"));
+                    (f.key.to_owned(), show(cps), show(p50))
+                }
+                None => (String::new(), String::new(), String::new()),
+            };
+            let errors = if cell.errors > 0 {
+                notes.push(format!(
+                    "{name} at {n}: {} failed calls, first: {}",
+                    cell.errors,
+                    cell.first_error.as_deref().unwrap_or("?")
+                ));
+                format!(" ({} errors)", cell.errors)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {n} | {}{errors} | {} | {} | {floor_name} | {cps_ratio} | {p50_ratio} |",
+                thousands(cell.calls_per_sec),
+                us(cell.p50),
+                us(cell.p99),
+            );
         }
     }
     if !notes.is_empty() {
@@ -148,7 +206,7 @@ pub(crate) fn cpu_table(rows: &[Row], concurrency: &[usize]) -> String {
     let _ = writeln!(out, "|---|---:|{}---:|", "---:|".repeat(PROCS.len()));
     for row in rows {
         for (i, n) in concurrency.iter().enumerate() {
-            let Some(Ok(cell)) = row.cells.get(i) else {
+            let Some(cell) = row.median_cell(i) else {
                 continue;
             };
             if cell.cpu.is_empty() {
