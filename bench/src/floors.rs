@@ -25,6 +25,8 @@ use tonic::{Request, Response, Status};
 
 /// Subject of the raw request-reply responder.
 pub(crate) const RAW_SUBJECT: &str = "bench.raw.GetProject";
+/// Subject of the raw responder that runs as its own process.
+pub(crate) const APART_SUBJECT: &str = "bench.apart.GetProject";
 /// Subject of the NATS micro endpoint.
 pub(crate) const MICRO_SUBJECT: &str = "bench.micro.GetProject";
 
@@ -66,10 +68,14 @@ impl Drop for Servers {
 impl Servers {
     /// (a) A plain subscriber answering each request with the fixed project,
     /// on its own NATS connection.
-    pub(crate) async fn raw_responder(&mut self, nats_url: &str) -> Result<(), String> {
+    pub(crate) async fn raw_responder(
+        &mut self,
+        nats_url: &str,
+        subject: &'static str,
+    ) -> Result<(), String> {
         let client = connect(nats_url).await?;
         let mut sub = client
-            .subscribe(RAW_SUBJECT)
+            .subscribe(subject)
             .await
             .map_err(|e| format!("subscribe: {e}"))?;
         client.flush().await.map_err(|e| format!("flush: {e}"))?;
@@ -120,11 +126,15 @@ impl Servers {
 
     /// (d) A tonic server forwarding each GetProject over NATS request-reply
     /// to the raw responder: the gateway's shape with no logic.
-    pub(crate) async fn tonic_to_nats(&mut self, nats_url: &str) -> Result<SocketAddr, String> {
+    pub(crate) async fn tonic_to_nats(
+        &mut self,
+        nats_url: &str,
+        subject: &'static str,
+    ) -> Result<SocketAddr, String> {
         let client = connect(nats_url).await?;
         self.serve(ToNats {
             client,
-            subject: Subject::from_static(RAW_SUBJECT),
+            subject: Subject::from_static(subject),
         })
         .await
     }

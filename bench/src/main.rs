@@ -6,6 +6,7 @@
 //! quota as separate processes. Every process it starts is stopped when it
 //! ends, fails, panics or is interrupted.
 
+mod apart;
 mod callers;
 mod cpu;
 mod floors;
@@ -56,6 +57,23 @@ struct Args {
     /// table shows medians over the rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Worker threads of the gateway, regiond and quota processes
+    /// (TOKIO_WORKER_THREADS); default: theirs, one per CPU.
+    #[arg(long, value_name = "N")]
+    service_threads: Option<usize>,
+    /// Also measure the forwarding floors with each server in its own
+    /// process (the real paths' topology), as (d') and (e').
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    apart_floors: bool,
+    /// Internal: serve one floor in this process (used for --apart-floors).
+    #[arg(long, hide = true, value_enum)]
+    serve_floor: Option<apart::FloorKind>,
+    /// Internal: the NATS URL of a --serve-floor process.
+    #[arg(long, hide = true)]
+    nats_url: Option<String>,
+    /// Internal: the upstream of a --serve-floor to-tonic process.
+    #[arg(long, hide = true)]
+    upstream: Option<std::net::SocketAddr>,
     /// Skip the floors (only the real paths).
     #[arg(long)]
     no_floors: bool,
@@ -88,6 +106,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
+        if let Some(kind) = args.serve_floor {
+            return apart::serve(kind, args.nats_url.as_deref(), args.upstream).await;
+        }
         tokio::select! {
             outcome = run(args) => outcome,
             // Returning drops `run`, whose guards stop what it started.
@@ -105,7 +126,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let term = async {
         match term.as_mut() {
@@ -138,6 +159,12 @@ async fn run(args: Args) -> Result<(), String> {
         return Err(
             "--duration must be positive, --warmup not negative, --rounds at least 1".into(),
         );
+    }
+    if let Some(n) = args.service_threads {
+        if n == 0 {
+            return Err("--service-threads needs a positive number".into());
+        }
+        let _ = procs::SERVICE_THREADS.set(n);
     }
     let timing = Timing {
         warmup: Duration::from_secs_f64(args.warmup),
@@ -176,10 +203,10 @@ async fn run(args: Args) -> Result<(), String> {
         .with("bench", Some(std::process::id()))
         .with("nats-server", nats.pid());
     if !args.no_floors {
-        servers.raw_responder(&url).await?;
+        servers.raw_responder(&url, floors::RAW_SUBJECT).await?;
         servers.micro_responder(&url).await?;
         let fixed = servers.tonic_fixed().await?;
-        let to_nats = servers.tonic_to_nats(&url).await?;
+        let to_nats = servers.tonic_to_nats(&url, floors::RAW_SUBJECT).await?;
         let to_tonic = servers.tonic_to_tonic(fixed).await?;
         let client = floors::connect(&url).await?;
         for (key, label, subject) in [
@@ -217,6 +244,40 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    // ---- the forwarding floors again, each server its own process
+    let mut apart_floors = None;
+    if !args.no_floors && args.apart_floors {
+        let started = apart::ApartFloors::start(&exe, &url).await?;
+        let mut probe = Probe::default().with("bench", Some(std::process::id()));
+        for pid in started.pids() {
+            probe = probe.with("floors", pid);
+        }
+        probe = probe.with("nats-server", nats.pid());
+        for (key, label, addr) in [
+            (
+                "(d')",
+                "(d) with forwarder and responder each in its own process",
+                started.to_nats,
+            ),
+            (
+                "(e')",
+                "(e) with forwarder and server each in its own process",
+                started.to_tonic,
+            ),
+        ] {
+            targets.push(Target {
+                row: new_row(key, label, None),
+                source: Source::Grpc {
+                    channel: floors::grpc_channel(addr).await?,
+                    key: None,
+                },
+                probe: probe.clone(),
+                profile: None,
+            });
+        }
+        apart_floors = Some(started);
+    }
+
     // ---- real paths, as separate processes, all started before measuring
     // so that each round measures every path in turn.
     let mut backends = None;
@@ -236,7 +297,7 @@ async fn run(args: Args) -> Result<(), String> {
             let (key_name, label, floor) = match route.as_str() {
                 "nats" => ("(f)", "gateway gRPC GetProject, route nats", "(d)"),
                 "grpc" => ("(g)", "gateway gRPC GetProject, route grpc", "(e)"),
-                _ => ("(g')", "gateway gRPC GetProject, route auto", "(e)"),
+                _ => ("(g*)", "gateway gRPC GetProject, route auto", "(e)"),
             };
             if !bins.gateway_route && route != "nats" {
                 eprintln!("bench: {key_name} not measured: the gateway has no --route");
@@ -361,12 +422,16 @@ async fn run(args: Args) -> Result<(), String> {
     }
     drop(gateways);
     drop(backends);
+    drop(apart_floors);
     drop(servers);
     drop(nats);
 
     let rows: Vec<Row> = targets.into_iter().map(|t| t.row).collect();
     println!("## Nordlys bench\n");
     println!("Machine: {}", report::machine());
+    if let Some(n) = args.service_threads {
+        println!("Service processes: {n} tokio worker thread(s) each (--service-threads).");
+    }
     println!(
         "Each cell: {:.1} s warm-up, {:.1} s measured, closed loop of N callers (N = calls in flight), \
          GetProject answered with a small project message; all traffic on 127.0.0.1. {} round(s): \
@@ -377,8 +442,10 @@ async fn run(args: Args) -> Result<(), String> {
     println!("{}", report::table(&rows, &args.concurrency));
     println!(
         "Floors (a)-(e) run inside the bench process with nats-server beside it; (f)-(h) are the \
-         release gateway, regiond (memory backend) and quota processes. Ratios are slowdowns \
-         against the floor: 1.00x is as fast, the target is at most 1.30x.\n"
+         release gateway, regiond (memory backend) and quota processes; (d') and (e') are (d) and \
+         (e) with each server in its own process, the real paths' topology. Ratios are slowdowns \
+         against the floor: 1.00x is as fast, the target is at most 1.30x against (d) and (e); \
+         the ratio to (d') or (e') is what the gateway and regiond add beyond their processes.\n"
     );
     println!(
         "CPU time per call, in microseconds, by process (user + system, from /proc; warm-up \
@@ -393,6 +460,11 @@ fn new_row(key: &'static str, label: &str, floor: Option<&'static str>) -> Row {
         key,
         label: label.to_owned(),
         floor,
+        apart: match floor {
+            Some("(d)") => Some("(d')"),
+            Some("(e)") => Some("(e')"),
+            _ => None,
+        },
         samples: Vec::new(),
     }
 }

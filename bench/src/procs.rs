@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// Worker threads of every process the bench starts (`--service-threads`);
+/// unset, each runtime takes its default (one per CPU).
+pub(crate) static SERVICE_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 /// How long a process may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,6 +65,10 @@ impl Proc {
         }
         for (k, v) in env {
             command.env(k, v);
+        }
+        if let Some(n) = SERVICE_THREADS.get() {
+            // tokio's #[tokio::main] runtime reads it.
+            command.env("TOKIO_WORKER_THREADS", n.to_string());
         }
         let mut child = command
             .spawn()

@@ -14,6 +14,8 @@ pub(crate) struct Row {
     pub(crate) label: String,
     /// The key of its floor, for real paths.
     pub(crate) floor: Option<&'static str>,
+    /// The key of the same floor with its servers in separate processes.
+    pub(crate) apart: Option<&'static str>,
     /// The outcomes at each concurrency, one per round (or why a round
     /// could not measure it).
     pub(crate) samples: Vec<Vec<Result<Cell, String>>>,
@@ -136,12 +138,14 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| path | in flight | calls/s | p50 | p99 | floor | calls/s: floor / path | p50: path / floor |"
+        "| path | in flight | calls/s | p50 | p99 | floor | calls/s: floor / path | p50: path / floor | \
+         floor apart | calls/s: floor / path | p50: path / floor |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|");
     let mut notes = Vec::new();
     for row in rows {
         let floor = row.floor.and_then(|key| rows.iter().find(|r| r.key == key));
+        let apart = row.apart.and_then(|key| rows.iter().find(|r| r.key == key));
         for (i, n) in concurrency.iter().enumerate() {
             let name = format!("{} {}", row.key, row.label);
             let Some(cell) = row.median_cell(i) else {
@@ -150,13 +154,13 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
                     let short = why.lines().next().unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "| {name} | {n} | {short} | | | {} | | |",
+                        "| {name} | {n} | {short} | | | {} | | | | | |",
                         row.floor.unwrap_or_default()
                     );
                 }
                 continue;
             };
-            let (floor_name, cps_ratio, p50_ratio) = match floor {
+            let ratios = |floor: Option<&Row>| match floor {
                 Some(f) => {
                     let (path, floor) = (row.measured(i), f.measured(i));
                     let cps =
@@ -169,6 +173,8 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
                 }
                 None => (String::new(), String::new(), String::new()),
             };
+            let (floor_name, cps_ratio, p50_ratio) = ratios(floor);
+            let (apart_name, apart_cps, apart_p50) = ratios(apart);
             let errors = if cell.errors > 0 {
                 notes.push(format!(
                     "{name} at {n}: {} failed calls, first: {}",
@@ -181,7 +187,8 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {name} | {n} | {}{errors} | {} | {} | {floor_name} | {cps_ratio} | {p50_ratio} |",
+                "| {name} | {n} | {}{errors} | {} | {} | {floor_name} | {cps_ratio} | {p50_ratio} \
+                 | {apart_name} | {apart_cps} | {apart_p50} |",
                 thousands(cell.calls_per_sec),
                 us(cell.p50),
                 us(cell.p99),
@@ -200,7 +207,14 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
 /// CPU microseconds per call by process: where the time goes on each path.
 /// For the floors, `bench` holds the client and the servers.
 pub(crate) fn cpu_table(rows: &[Row], concurrency: &[usize]) -> String {
-    const PROCS: [&str; 5] = ["bench", "gateway", "regiond", "quota", "nats-server"];
+    const PROCS: [&str; 6] = [
+        "bench",
+        "floors",
+        "gateway",
+        "regiond",
+        "quota",
+        "nats-server",
+    ];
     let mut out = String::new();
     let _ = writeln!(out, "| path | in flight | {} | total |", PROCS.join(" | "));
     let _ = writeln!(out, "|---|---:|{}---:|", "---:|".repeat(PROCS.len()));
@@ -214,11 +228,13 @@ pub(crate) fn cpu_table(rows: &[Row], concurrency: &[usize]) -> String {
             }
             let mut line = format!("| {} {} | {n} |", row.key, row.label);
             for name in PROCS {
-                match cell.cpu.iter().find(|(p, _)| *p == name) {
-                    Some((_, us)) => {
-                        let _ = write!(line, " {us:.1} |");
-                    }
-                    None => line.push_str(" |"),
+                // Several processes may share a name (the apart floors).
+                let mut of_name = cell.cpu.iter().filter(|(p, _)| *p == name).peekable();
+                if of_name.peek().is_some() {
+                    let us: f64 = of_name.map(|(_, us)| us).sum();
+                    let _ = write!(line, " {us:.1} |");
+                } else {
+                    line.push_str(" |");
                 }
             }
             let total: f64 = cell.cpu.iter().map(|(_, us)| us).sum();

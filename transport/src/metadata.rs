@@ -22,23 +22,45 @@ pub const REQUEST_ID: &str = "nordlys-request-id";
 
 /// Encodes a timeout the way gRPC does: at most 8 digits and a unit.
 pub fn encode_timeout(timeout: Duration) -> String {
+    let mut buf = [0u8; 9];
+    let len = encode_timeout_into(timeout, &mut buf);
+    // The buffer holds ASCII digits and a unit letter.
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// Writes `grpc-timeout`'s form of `timeout` (at most 8 digits and a unit)
+/// into `buf` and returns its length; called on every internal call, so no
+/// formatting machinery and no allocation.
+fn encode_timeout_into(timeout: Duration, buf: &mut [u8; 9]) -> usize {
     let nanos = timeout.as_nanos();
-    // Pick the finest unit whose value fits in 8 digits (gRPC spec).
-    const UNITS: [(u128, &str); 6] = [
-        (1, "n"),
-        (1_000, "u"),
-        (1_000_000, "m"),
-        (1_000_000_000, "S"),
-        (60_000_000_000, "M"),
-        (3_600_000_000_000, "H"),
+    const UNITS: [(u128, u8); 6] = [
+        (1, b'n'),
+        (1_000, b'u'),
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+        (3_600_000_000_000, b'H'),
     ];
-    for (scale, unit) in UNITS {
-        let value = nanos.div_ceil(scale);
-        if value < 100_000_000 {
-            return format!("{value}{unit}");
+    let (mut value, unit) = UNITS
+        .iter()
+        .map(|&(scale, unit)| (nanos.div_ceil(scale), unit))
+        .find(|&(value, _)| value < 100_000_000)
+        .unwrap_or((99_999_999, b'H'));
+    let mut digits = [0u8; 8];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
         }
     }
-    "99999999H".to_string()
+    for (i, d) in digits[..n].iter().rev().enumerate() {
+        buf[i] = *d;
+    }
+    buf[n] = unit;
+    n + 1
 }
 
 /// Decodes a `grpc-timeout` value; `None` when it is malformed.
@@ -72,7 +94,9 @@ pub fn timeout_of(metadata: &MetadataMap) -> Option<Duration> {
 
 /// Sets (or replaces) the `grpc-timeout` of a call.
 pub fn set_timeout(metadata: &mut MetadataMap, timeout: Duration) {
-    if let Ok(v) = AsciiMetadataValue::try_from(encode_timeout(timeout)) {
+    let mut buf = [0u8; 9];
+    let len = encode_timeout_into(timeout, &mut buf);
+    if let Ok(v) = AsciiMetadataValue::try_from(&buf[..len]) {
         metadata.insert(GRPC_TIMEOUT, v);
     }
 }
@@ -213,6 +237,21 @@ mod tests {
                 decoded >= d && decoded - d < Duration::from_millis(1),
                 "{d:?}"
             );
+        }
+    }
+
+    #[test]
+    fn timeouts_encode_in_the_finest_unit_that_fits_eight_digits() {
+        for (d, want) in [
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_nanos(99_999_999), "99999999n"),
+            (Duration::from_millis(250), "250000u"),
+            (Duration::from_secs(30), "30000000u"),
+            (Duration::from_secs(7200), "7200000m"),
+            (Duration::from_secs(100_000_000), "1666667M"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ] {
+            assert_eq!(encode_timeout(d), want, "{d:?}");
         }
     }
 

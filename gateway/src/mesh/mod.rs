@@ -209,7 +209,9 @@ impl Mesh {
                 Direct => match self.direct(region) {
                     Some(service) => {
                         self.metrics.direct();
-                        tokio::time::timeout(cap, direct_unary(service, method, attempt)).await
+                        tokio::time::timeout(cap, direct_unary(service, method, attempt))
+                            .await
+                            .map_err(|_| ())
                     }
                     None if self.mode_for(region) == RouteMode::Grpc => {
                         return Err(Status::unavailable(format!(
@@ -220,16 +222,13 @@ impl Mesh {
                 },
                 Nats => {
                     self.metrics.nats();
-                    let subject = format!("nordlys.v1.{region}.RegiondService.{method}");
-                    let call = self.nats.unary(subject, attempt);
-                    if cap < remaining {
-                        tokio::time::timeout(cap, call)
-                            .await
-                            .map(|r| r.map(tonic::Response::into_inner))
-                    } else {
-                        // The NATS request times out with the deadline
-                        // itself: no second timer on the hot path.
-                        Ok(call.await.map(tonic::Response::into_inner))
+                    let subject = nats_subject(region, method);
+                    // The NATS request's own timer bounds the attempt: no
+                    // second timer on the hot path.
+                    let call = self.nats.unary_within(subject, attempt, Some(cap));
+                    match call.await {
+                        Err(status) if cap < remaining && is_timeout(&status) => Err(()),
+                        other => Ok(other.map(tonic::Response::into_inner)),
                     }
                 }
             };
@@ -265,6 +264,24 @@ impl Mesh {
             )),
         })
     }
+}
+
+/// The NATS subject of `method` of `region`'s daemons.
+fn nats_subject(region: &str, method: &str) -> String {
+    const PREFIX: &str = "nordlys.v1.";
+    const SERVICE: &str = ".RegiondService.";
+    let mut subject =
+        String::with_capacity(PREFIX.len() + region.len() + SERVICE.len() + method.len());
+    subject.push_str(PREFIX);
+    subject.push_str(region);
+    subject.push_str(SERVICE);
+    subject.push_str(method);
+    subject
+}
+
+/// The NATS attempt ran out of its own time (not the daemon's answer).
+fn is_timeout(status: &Status) -> bool {
+    status.code() == Code::DeadlineExceeded && status.message().starts_with("no answer on ")
 }
 
 /// One transport to try.

@@ -50,18 +50,41 @@ impl NatsChannel {
         Req: Message,
         Resp: Message + Default,
     {
+        self.unary_within(subject, request, None).await
+    }
+
+    /// Like [`NatsChannel::unary`], but gives up waiting after `wait` when
+    /// that is shorter than the call's deadline, while the daemon still
+    /// sees the whole deadline: for a caller that will try elsewhere after
+    /// `wait` (a hedged read), without a second timer around the request.
+    pub async fn unary_within<Req, Resp>(
+        &self,
+        subject: String,
+        request: Request<Req>,
+        wait: Option<Duration>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
         let (mut metadata, _, message) = request.into_parts();
-        let timeout = timeout_of(&metadata).unwrap_or(self.default_timeout);
+        let timeout = match timeout_of(&metadata) {
+            Some(timeout) => timeout,
+            None => {
+                set_timeout(&mut metadata, self.default_timeout);
+                self.default_timeout
+            }
+        };
         if timeout.is_zero() {
             return Err(Status::deadline_exceeded("deadline already passed"));
         }
-        set_timeout(&mut metadata, timeout);
+        let wait = wait.map_or(timeout, |w| w.min(timeout));
         let headers = headers_from_metadata(&metadata);
         let payload = Bytes::from(message.encode_to_vec());
         let nats_request = NatsRequest::new()
             .payload(payload)
             .headers(headers)
-            .timeout(Some(timeout));
+            .timeout(Some(wait));
         let reply = self
             .client
             .send_request(subject.clone(), nats_request)
@@ -71,7 +94,7 @@ impl NatsChannel {
                     Status::unavailable(format!("no responders on {subject}"))
                 }
                 RequestErrorKind::TimedOut => {
-                    Status::deadline_exceeded(format!("no answer on {subject} within {timeout:?}"))
+                    Status::deadline_exceeded(format!("no answer on {subject} within {wait:?}"))
                 }
                 _ => Status::unavailable(format!("NATS request on {subject} failed: {e}")),
             })?;

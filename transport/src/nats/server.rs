@@ -184,11 +184,15 @@ fn metadata_from_headers(headers: Option<&HeaderMap>) -> MetadataMap {
     };
     for (name, values) in headers.iter() {
         let name: &str = name.as_ref();
-        let lower = name.to_ascii_lowercase();
-        if lower.ends_with("-bin") {
+        if name.len() >= 4
+            && name
+                .get(name.len() - 4..)
+                .is_some_and(|end| end.eq_ignore_ascii_case("-bin"))
+        {
             continue;
         }
-        let Ok(key) = AsciiMetadataKey::from_bytes(lower.as_bytes()) else {
+        // from_bytes lowercases the name, as HTTP/2 wants.
+        let Ok(key) = AsciiMetadataKey::from_bytes(name.as_bytes()) else {
             continue;
         };
         for value in values {

@@ -1,0 +1,129 @@
+//! The forwarding floors again, with each server in a process of its own:
+//! the bench binary started as `bench --serve-floor KIND`. Their topology is
+//! the real paths' one (client, forwarder and backend in three processes),
+//! so the real paths' ratio to them is what the gateway's own work costs,
+//! and their ratio to the in-process floors is what the process
+//! boundaries cost.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::floors::{self, Servers};
+use crate::procs::Proc;
+
+/// What `--serve-floor` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FloorKind {
+    /// The raw NATS responder on [`floors::APART_SUBJECT`].
+    Responder,
+    /// A tonic server answering GetProject with the fixed project.
+    Fixed,
+    /// A tonic server forwarding over NATS to the responder process.
+    ToNats,
+    /// A tonic server forwarding over tonic to `--upstream`.
+    ToTonic,
+}
+
+/// The line a floor process prints when it serves.
+const READY: &str = "bench-floor ready on ";
+
+/// Runs one floor in this process until SIGTERM or Ctrl-C.
+pub(crate) async fn serve(
+    kind: FloorKind,
+    nats_url: Option<&str>,
+    upstream: Option<SocketAddr>,
+) -> Result<(), String> {
+    let mut servers = Servers::default();
+    let nats = || nats_url.ok_or("--serve-floor needs --nats-url");
+    let addr = match kind {
+        FloorKind::Responder => {
+            servers
+                .raw_responder(nats()?, floors::APART_SUBJECT)
+                .await?;
+            None
+        }
+        FloorKind::Fixed => Some(servers.tonic_fixed().await?),
+        FloorKind::ToNats => Some(
+            servers
+                .tonic_to_nats(nats()?, floors::APART_SUBJECT)
+                .await?,
+        ),
+        FloorKind::ToTonic => Some(
+            servers
+                .tonic_to_tonic(upstream.ok_or("--serve-floor to-tonic needs --upstream")?)
+                .await?,
+        ),
+    };
+    match addr {
+        Some(addr) => println!("{READY}{addr}"),
+        None => println!("{READY}nats"),
+    }
+    crate::interrupted().await;
+    Ok(())
+}
+
+/// The separate-process floors, stopped when dropped.
+#[derive(Debug)]
+pub(crate) struct ApartFloors {
+    procs: Vec<Proc>,
+    /// The tonic-to-NATS forwarder (its responder in another process).
+    pub(crate) to_nats: SocketAddr,
+    /// The tonic-to-tonic forwarder (its fixed server in another process).
+    pub(crate) to_tonic: SocketAddr,
+}
+
+impl ApartFloors {
+    pub(crate) async fn start(bench: &Path, nats_url: &str) -> Result<ApartFloors, String> {
+        let mut procs = Vec::new();
+        let mut start = |name: &str, args: Vec<String>| -> Result<usize, String> {
+            let mut all = vec!["--serve-floor".to_owned()];
+            all.extend(args);
+            procs.push(Proc::spawn(name, bench, &all, &[])?);
+            Ok(procs.len() - 1)
+        };
+        let responder = start(
+            "floor-responder",
+            vec!["responder".into(), "--nats-url".into(), nats_url.into()],
+        )?;
+        let fixed = start("floor-fixed", vec!["fixed".into()])?;
+        let to_nats = start(
+            "floor-to-nats",
+            vec!["to-nats".into(), "--nats-url".into(), nats_url.into()],
+        )?;
+        procs[responder].ready(READY).await?;
+        let fixed_addr = addr(&procs[fixed].ready(READY).await?)?;
+        let to_nats_addr = addr(&procs[to_nats].ready(READY).await?)?;
+        let mut to_tonic_proc = Proc::spawn(
+            "floor-to-tonic",
+            bench,
+            &[
+                "--serve-floor".into(),
+                "to-tonic".into(),
+                "--upstream".into(),
+                fixed_addr.to_string(),
+            ],
+            &[],
+        )?;
+        let to_tonic = addr(&to_tonic_proc.ready(READY).await?)?;
+        procs.push(to_tonic_proc);
+        Ok(ApartFloors {
+            procs,
+            to_nats: to_nats_addr,
+            to_tonic,
+        })
+    }
+}
+
+impl ApartFloors {
+    /// The floor processes, by name and pid, for the CPU probe.
+    pub(crate) fn pids(&self) -> Vec<Option<u32>> {
+        self.procs.iter().map(Proc::pid).collect()
+    }
+}
+
+fn addr(line: &str) -> Result<SocketAddr, String> {
+    line.rsplit(' ')
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| format!("no address in {line:?}"))
+}
