@@ -1,5 +1,5 @@
 //! The server side: a NATS micro service whose endpoints run tonic-shaped
-//! handlers, each request in its own task, drained on shutdown.
+//! handlers, requests concurrently, drained on shutdown.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,6 +10,7 @@ use async_nats::service::{Request as MicroRequest, ServiceExt};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use prost::Message;
 use tokio_util::task::TaskTracker;
@@ -130,25 +131,30 @@ impl MicroServiceBuilder {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         for (name, HandlerDebug(handler)) in self.endpoints {
             let endpoint = group.endpoint_builder().name(&name).add(&name).await?;
-            let tracker_inner = tracker.clone();
             let mut stop = stop_rx.clone();
             tracker.spawn(async move {
                 let mut endpoint = endpoint;
+                // The requests being answered run inside this task rather
+                // than a task each: spawning woke an idle worker thread for
+                // nearly every request, which cost more than the handlers.
+                // They still run concurrently; an endpoint's handlers share
+                // one thread at a time, and they await I/O, not compute.
+                let mut running = FuturesUnordered::new();
                 loop {
                     tokio::select! {
                         biased;
                         _ = stop.changed() => break,
+                        Some(()) = running.next(), if !running.is_empty() => {}
                         next = endpoint.next() => match next {
-                            Some(request) => {
-                                let handler = handler.clone();
-                                tracker_inner.spawn(answer(request, handler));
-                            }
+                            Some(request) => running.push(answer(request, handler.clone())),
                             None => break,
                         },
                     }
                 }
-                // Unsubscribe so the queue group sends new work elsewhere.
+                // Unsubscribe so the queue group sends new work elsewhere,
+                // then finish what was taken.
                 let _ = endpoint.stop().await;
+                while running.next().await.is_some() {}
             });
         }
         Ok(MicroService {
