@@ -26,6 +26,11 @@ use crate::load::Timing;
 use crate::report::Row;
 use crate::stack::{Backends, Binaries, Gateway, PROJECT};
 
+/// mimalloc: every thread allocates and frees on the hot path, and glibc
+/// malloc made them wait on each other's arena locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measures GetProject calls/s and p50/p99 latency at several numbers of
 /// calls in flight, for the floors (raw NATS request-reply, a NATS micro
 /// endpoint, raw tonic, a bare tonic server forwarding over NATS, the same

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use clap::Parser;
 use nordlys_gateway::{Config, Gateway};
 
+/// mimalloc: every thread allocates and frees on the hot path, and glibc
+/// malloc made them wait on each other's arena locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves the Nordlys API over gRPC (with reflection and health) and routes
 /// each call to the regional daemons and the quota service over NATS.
 #[derive(Debug, Parser)]

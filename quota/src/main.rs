@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use nordlys_quota::config::{Config, Overrides};
 
+/// mimalloc: every thread allocates and frees on the hot path, and glibc
+/// malloc made them wait on each other's arena locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Nordlys quota and ACL controller: organizations, members, API keys
 /// and per-region quotas in NATS JetStream KV, served as the NATS micro
 /// service `nordlys-quota`.

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use nordlys_regiond::config::{BackendKind, Config, Overrides};
 
+/// mimalloc: every thread allocates and frees on the hot path, and glibc
+/// malloc made them wait on each other's arena locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves one region of Nordlys over NATS (micro service `nordlys-regiond`)
 /// and over direct gRPC (advertised as `grpc_endpoint`).
 ///
