@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::floors::{self, Servers};
 use crate::procs::Proc;
+use crate::stack::parse_addr;
 
 /// What `--serve-floor` serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,56 +75,41 @@ pub(crate) struct ApartFloors {
 
 impl ApartFloors {
     pub(crate) async fn start(bench: &Path, nats_url: &str) -> Result<ApartFloors, String> {
-        let mut procs = Vec::new();
-        let mut start = |name: &str, args: Vec<String>| -> Result<usize, String> {
-            let mut all = vec!["--serve-floor".to_owned()];
-            all.extend(args);
-            procs.push(Proc::spawn(name, bench, &all, &[])?);
-            Ok(procs.len() - 1)
-        };
-        let responder = start(
-            "floor-responder",
-            vec!["responder".into(), "--nats-url".into(), nats_url.into()],
-        )?;
-        let fixed = start("floor-fixed", vec!["fixed".into()])?;
-        let to_nats = start(
-            "floor-to-nats",
-            vec!["to-nats".into(), "--nats-url".into(), nats_url.into()],
-        )?;
-        procs[responder].ready(READY).await?;
-        let fixed_addr = addr(&procs[fixed].ready(READY).await?)?;
-        let to_nats_addr = addr(&procs[to_nats].ready(READY).await?)?;
-        let mut to_tonic_proc = Proc::spawn(
-            "floor-to-tonic",
+        let nats = ["--nats-url", nats_url];
+        let mut responder = spawn(bench, "floor-responder", "responder", &nats)?;
+        let mut fixed = spawn(bench, "floor-fixed", "fixed", &[])?;
+        let mut to_nats = spawn(bench, "floor-to-nats", "to-nats", &nats)?;
+        responder.ready(READY).await?;
+        let fixed_addr = parse_addr(&fixed.ready(READY).await?)?;
+        let to_nats_addr = parse_addr(&to_nats.ready(READY).await?)?;
+        // It needs the fixed server's address, so it starts last.
+        let upstream = fixed_addr.to_string();
+        let mut to_tonic = spawn(
             bench,
-            &[
-                "--serve-floor".into(),
-                "to-tonic".into(),
-                "--upstream".into(),
-                fixed_addr.to_string(),
-            ],
-            &[],
+            "floor-to-tonic",
+            "to-tonic",
+            &["--upstream", &upstream],
         )?;
-        let to_tonic = addr(&to_tonic_proc.ready(READY).await?)?;
-        procs.push(to_tonic_proc);
+        let to_tonic_addr = parse_addr(&to_tonic.ready(READY).await?)?;
         Ok(ApartFloors {
-            procs,
+            procs: vec![responder, fixed, to_nats, to_tonic],
             to_nats: to_nats_addr,
-            to_tonic,
+            to_tonic: to_tonic_addr,
         })
     }
-}
 
-impl ApartFloors {
-    /// The floor processes, by name and pid, for the CPU probe.
+    /// The floor processes' pids, for the CPU probe.
     pub(crate) fn pids(&self) -> Vec<Option<u32>> {
         self.procs.iter().map(Proc::pid).collect()
     }
 }
 
-fn addr(line: &str) -> Result<SocketAddr, String> {
-    line.rsplit(' ')
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .ok_or_else(|| format!("no address in {line:?}"))
+/// Starts `bench --serve-floor KIND ARGS...` as process `name`.
+fn spawn(bench: &Path, name: &str, kind: &str, args: &[&str]) -> Result<Proc, String> {
+    let all: Vec<String> = ["--serve-floor", kind]
+        .iter()
+        .chain(args)
+        .map(|a| a.to_string())
+        .collect();
+    Proc::spawn(name, bench, &all, &[])
 }

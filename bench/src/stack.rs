@@ -346,7 +346,8 @@ impl Gateway {
     }
 }
 
-fn parse_addr(line: &str) -> Result<SocketAddr, String> {
+/// The address at the end of a ready line (`... listening on 127.0.0.1:PORT`).
+pub(crate) fn parse_addr(line: &str) -> Result<SocketAddr, String> {
     line.rsplit(' ')
         .next()
         .and_then(|a| a.trim().parse().ok())
