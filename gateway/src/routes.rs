@@ -57,7 +57,7 @@ fn subject_quota(method: &str) -> String {
 /// Names the unreachable party in transport-level failures, keeping every
 /// other status (and its details) as the far side sent it.
 fn unavailable_as(status: Status, who: &str) -> Status {
-    if status.code() == tonic::Code::Unavailable && status.message().starts_with("no responders") {
+    if NatsChannel::is_no_responders(&status) {
         Status::unavailable(format!("{who} is unavailable: no instance answers"))
     } else {
         status

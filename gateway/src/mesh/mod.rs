@@ -26,7 +26,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codegen::http;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::discovery::Instance;
@@ -227,7 +227,9 @@ impl Mesh {
                     // second timer on the hot path.
                     let call = self.nats.unary_within(subject, attempt, Some(cap));
                     match call.await {
-                        Err(status) if cap < remaining && is_timeout(&status) => Err(()),
+                        Err(status) if cap < remaining && NatsChannel::is_timed_out(&status) => {
+                            Err(())
+                        }
                         other => Ok(other.map(tonic::Response::into_inner)),
                     }
                 }
@@ -248,13 +250,9 @@ impl Mesh {
             }
         }
         Err(match last {
-            Some(s)
-                if s.code() == Code::Unavailable && s.message().starts_with("no responders") =>
-            {
-                Status::unavailable(format!(
-                    "region {region} is unavailable: no instance answers"
-                ))
-            }
+            Some(s) if NatsChannel::is_no_responders(&s) => Status::unavailable(format!(
+                "region {region} is unavailable: no instance answers"
+            )),
             Some(s) if s.metadata().contains_key(TRANSPORT_FAILURE) => {
                 Status::unavailable(format!("region {region}: {}", s.message()))
             }
@@ -279,11 +277,6 @@ fn nats_subject(region: &str, method: &str) -> String {
     subject
 }
 
-/// The NATS attempt ran out of its own time (not the daemon's answer).
-fn is_timeout(status: &Status) -> bool {
-    status.code() == Code::DeadlineExceeded && status.message().starts_with("no answer on ")
-}
-
 /// One transport to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -293,8 +286,7 @@ enum Route {
 
 /// Failures of the way there, not answers of a daemon: worth another try.
 fn retryable(status: &Status) -> bool {
-    status.metadata().contains_key(TRANSPORT_FAILURE)
-        || (status.code() == Code::Unavailable && status.message().starts_with("no responders"))
+    status.metadata().contains_key(TRANSPORT_FAILURE) || NatsChannel::is_no_responders(status)
 }
 
 /// One unary call over the balanced direct service. Errors of the service

@@ -12,6 +12,12 @@ use tonic::{Request, Response, Status};
 use crate::metadata::{set_timeout, timeout_of};
 use crate::status;
 
+/// How the statuses this channel makes itself begin: callers tell them
+/// from a daemon's answers with [`NatsChannel::is_no_responders`] and
+/// [`NatsChannel::is_timed_out`].
+const NO_RESPONDERS: &str = "no responders on ";
+const NO_ANSWER: &str = "no answer on ";
+
 /// Sends unary calls as NATS requests. Cheap to clone.
 ///
 /// The request's metadata becomes NATS headers (`grpc-timeout` included); the
@@ -30,6 +36,18 @@ impl NatsChannel {
             client,
             default_timeout,
         }
+    }
+
+    /// Whether `status` is this channel's "nobody serves the subject"
+    /// (NATS had no responders), not an answer of a daemon.
+    pub fn is_no_responders(status: &Status) -> bool {
+        status.code() == tonic::Code::Unavailable && status.message().starts_with(NO_RESPONDERS)
+    }
+
+    /// Whether `status` is this channel giving up waiting for an answer,
+    /// not an answer of a daemon.
+    pub fn is_timed_out(status: &Status) -> bool {
+        status.code() == tonic::Code::DeadlineExceeded && status.message().starts_with(NO_ANSWER)
     }
 
     /// The underlying client.
@@ -91,10 +109,10 @@ impl NatsChannel {
             .await
             .map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => {
-                    Status::unavailable(format!("no responders on {subject}"))
+                    Status::unavailable(format!("{NO_RESPONDERS}{subject}"))
                 }
                 RequestErrorKind::TimedOut => {
-                    Status::deadline_exceeded(format!("no answer on {subject} within {wait:?}"))
+                    Status::deadline_exceeded(format!("{NO_ANSWER}{subject} within {wait:?}"))
                 }
                 _ => Status::unavailable(format!("NATS request on {subject} failed: {e}")),
             })?;
