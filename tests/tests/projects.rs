@@ -55,6 +55,27 @@ async fn create_get_list_delete_across_two_regions() {
     regions.sort();
     assert_eq!(regions, ["osl1", "sto1"]);
     assert_eq!(ready_in(&got.region_status), ["osl1", "sto1"]);
+    assert_eq!(got.create_time, created.create_time);
+    // Each region keeps its own copy; the gateway dated the create once, so
+    // every copy shows the create time the CreateProject answer showed.
+    for region in ["sto1", "osl1"] {
+        let copy = projects
+            .list_projects(bearer(
+                ListProjectsRequest {
+                    region: region.into(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .expect("ListProjects in one region")
+            .into_inner();
+        assert_eq!(names(&copy.projects), ["projects/web"], "in {region}");
+        assert_eq!(
+            copy.projects[0].create_time, created.create_time,
+            "create time in {region}"
+        );
+    }
 
     let listed = projects
         .list_projects(bearer(ListProjectsRequest::default(), key))

@@ -44,7 +44,8 @@ impl AccessRuleService for Api {
             req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
         }
         rule.name = names::access_rule(&project_id, &req.access_rule_id);
-        rule.create_time = None;
+        // The gateway dates every create, so all regions agree.
+        rule.create_time = Some(nordlys_api::now());
         let name = rule.name.clone();
         let region = vec![rule.region.clone()];
         let answers = self

@@ -57,7 +57,8 @@ impl Api {
             .unwrap_or_default();
         let mut placed = user.clone();
         placed.region_status.clear();
-        placed.create_time = None;
+        // The user keeps the create time it has in its other regions.
+        placed.create_time.get_or_insert_with(nordlys_api::now);
         for region in &missing {
             if !placed.regions.contains(region) {
                 placed.regions.push(region.clone());
@@ -162,7 +163,8 @@ impl MembershipService for Api {
         .await?;
         membership.name = names::membership(&project_id, user_ids[1]);
         membership.region_status.clear();
-        membership.create_time = None;
+        // One create time for every region of the membership.
+        membership.create_time = Some(nordlys_api::now());
         let name = membership.name.clone();
         let answers = self
             .create_in_regions::<_, Membership, _>(

@@ -47,7 +47,8 @@ impl NetworkService for Api {
             network.gateway_ip = validate::default_gateway(&network.cidr).unwrap_or_default();
         }
         network.name = names::network(&project_id, &req.network_id);
-        network.create_time = None;
+        // The gateway dates every create, so all regions agree.
+        network.create_time = Some(nordlys_api::now());
         let name = network.name.clone();
         let region = vec![network.region.clone()];
         let answers = self

@@ -58,7 +58,8 @@ impl ProjectService for Api {
         project.name = names::project(&req.project_id);
         project.organization = org.clone();
         project.region_status.clear();
-        project.create_time = None;
+        // One create time for every region of the placement.
+        project.create_time = Some(nordlys_api::now());
         let name = project.name.clone();
         let placement = project.regions.clone();
         let answers = self

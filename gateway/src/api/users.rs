@@ -54,7 +54,8 @@ impl UserService for Api {
         req.parent = org.clone();
         user.name = names::user(&org_id, &req.user_id);
         user.region_status.clear();
-        user.create_time = None;
+        // One create time for every region of the placement.
+        user.create_time = Some(nordlys_api::now());
         let name = user.name.clone();
         let placement = user.regions.clone();
         let answers = self

@@ -37,7 +37,7 @@ pub(super) async fn create(
     h.check_here(&mut v, "access_rule.region", &rule.region);
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
-    rule.create_time = Some(nordlys_api::now());
+    rule.create_time.get_or_insert_with(nordlys_api::now);
     let rule = h
         .backend
         .create_access_rule(&caller.tenant, &request_id, rule)

@@ -51,7 +51,7 @@ pub(super) async fn create(
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     membership.region_status = h.ready();
-    membership.create_time = Some(nordlys_api::now());
+    membership.create_time.get_or_insert_with(nordlys_api::now);
     let membership = h
         .backend
         .create_membership(&caller.tenant, &request_id, membership)

@@ -39,7 +39,7 @@ pub(super) async fn create(
     if network.gateway_ip.is_empty() {
         network.gateway_ip = default_gateway(&network.cidr).unwrap_or_default();
     }
-    network.create_time = Some(nordlys_api::now());
+    network.create_time.get_or_insert_with(nordlys_api::now);
     let network = h
         .backend
         .create_network(&caller.tenant, &request_id, network)

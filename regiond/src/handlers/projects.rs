@@ -52,7 +52,7 @@ pub(super) async fn create(
     v.into_result()?;
     caller.owns(&project.organization)?;
     project.region_status = h.ready();
-    project.create_time = Some(nordlys_api::now());
+    project.create_time.get_or_insert_with(nordlys_api::now);
     let project = h
         .backend
         .create_project(&caller.tenant, &request_id, project)

@@ -45,7 +45,7 @@ pub(super) async fn create(
     v.into_result()?;
     caller.owns(&req.parent)?;
     user.region_status = h.ready();
-    user.create_time = Some(nordlys_api::now());
+    user.create_time.get_or_insert_with(nordlys_api::now);
     let user = h
         .backend
         .create_user(&caller.tenant, &request_id, user)
