@@ -36,8 +36,8 @@ pub(crate) struct Cell {
     pub(crate) first_error: Option<String>,
     /// Every call made, warm-up included (what CPU time is divided by).
     pub(crate) all_calls: u64,
-    /// CPU microseconds per call of each process on the path.
-    pub(crate) cpu: Vec<(&'static str, f64)>,
+    /// CPU microseconds and context switches per call of each process.
+    pub(crate) cpu: crate::cpu::PerCall,
 }
 
 /// Latencies are recorded in microseconds, 1 us to 60 s, 3 significant digits.
@@ -123,6 +123,6 @@ where
         errors,
         first_error,
         all_calls,
-        cpu: Vec::new(),
+        cpu: Default::default(),
     })
 }

@@ -14,6 +14,7 @@ mod load;
 mod procs;
 mod report;
 mod stack;
+mod together;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,10 @@ struct Args {
     /// process (the real paths' topology), as (d') and (e').
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     apart_floors: bool,
+    /// Also measure the real paths with quota, regiond and the gateways
+    /// inside the bench process (the floors' topology), as (f1)-(h1).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    together: bool,
     /// Internal: serve one floor in this process (used for --apart-floors).
     #[arg(long, hide = true, value_enum)]
     serve_floor: Option<apart::FloorKind>,
@@ -287,15 +292,15 @@ async fn run(args: Args) -> Result<(), String> {
     // so that each round measures every path in turn.
     let mut backends = None;
     let mut gateways = Vec::new();
+    let operator_key = format!(
+        "bench-operator-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     if let Some(bins) = &bins {
         let started = Backends::start(bins, &url).await?;
-        let operator_key = format!(
-            "bench-operator-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        );
         let mut key: Option<String> = None;
         let mut http_target: Option<Target> = None;
         for route in &args.routes {
@@ -326,11 +331,11 @@ async fn run(args: Args) -> Result<(), String> {
             gateway.check_read(&k).await?;
             let probe = Probe::default()
                 .with("bench", Some(std::process::id()))
-                .with("gateway", gateway.proc.pid())
+                .with("gateway", gateway.pid())
                 .with("regiond", started.regiond_pid())
                 .with("quota", started.quota_pid())
                 .with("nats-server", nats.pid());
-            let profile = match (&args.perf, gateway.proc.pid()) {
+            let profile = match (&args.perf, gateway.pid()) {
                 (Some(_), Some(pid)) => Some((pid, format!("gateway-{route}"))),
                 _ => None,
             };
@@ -357,7 +362,10 @@ async fn run(args: Args) -> Result<(), String> {
                             key: k.clone(),
                         },
                         probe,
-                        profile: None,
+                        profile: match (&args.perf, gateway.pid()) {
+                            (Some(_), Some(pid)) => Some((pid, "gateway-http".to_owned())),
+                            _ => None,
+                        },
                     });
                 }
             }
@@ -365,6 +373,70 @@ async fn run(args: Args) -> Result<(), String> {
         }
         targets.extend(http_target);
         backends = Some(started);
+    }
+
+    // ---- the real paths again, every service a task in this process
+    let mut together = None;
+    if !args.no_gateway && args.together {
+        let started = together::Together::start(&args.routes, &operator_key).await?;
+        let probe = Probe::default()
+            .with("bench", Some(std::process::id()))
+            .with("nats-server", started.nats.pid());
+        let mut http_target = None;
+        // One tenant, made through the first gateway; they share quota and regiond.
+        let key = match started.gateways.first() {
+            Some((_, gateway)) => gateway.setup_tenant().await?,
+            None => String::new(),
+        };
+        for (route, gateway) in &started.gateways {
+            eprintln!(
+                "bench: gateway in this process (route {route}) gRPC {} HTTP {:?}",
+                gateway.grpc, gateway.http
+            );
+            gateway.check_read(&key).await?;
+            let (key_name, label, floor) = match route.as_str() {
+                "nats" => ("(f1)", "(f) with every service in the bench process", "(d)"),
+                "grpc" => ("(g1)", "(g) with every service in the bench process", "(e)"),
+                _ => (
+                    "(g1*)",
+                    "route auto, every service in the bench process",
+                    "(e)",
+                ),
+            };
+            targets.push(Target {
+                row: Row {
+                    apart: None,
+                    ..new_row(key_name, label, Some(floor))
+                },
+                source: Source::Grpc {
+                    channel: gateway.channel().await?,
+                    key: Some(key.clone()),
+                },
+                probe: probe.clone(),
+                profile: None,
+            });
+            if http_target.is_none() && route == "nats" {
+                http_target = gateway.http.map(|addr| Target {
+                    row: Row {
+                        apart: None,
+                        ..new_row(
+                            "(h1)",
+                            "(h) with every service in the bench process",
+                            Some("(d)"),
+                        )
+                    },
+                    source: Source::Http {
+                        addr,
+                        path: format!("/v1/{PROJECT}"),
+                        key: key.clone(),
+                    },
+                    probe: probe.clone(),
+                    profile: None,
+                });
+            }
+        }
+        targets.extend(http_target);
+        together = Some(started);
     }
 
     // ---- the rounds: every path at every concurrency, in turn, so a
@@ -425,6 +497,7 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    drop(together);
     drop(gateways);
     drop(backends);
     drop(apart_floors);
@@ -457,6 +530,11 @@ async fn run(args: Args) -> Result<(), String> {
          included; median round; for the floors `bench` is the client and the servers together):\n"
     );
     println!("{}", report::cpu_table(&rows, &args.concurrency));
+    println!(
+        "Context switches per call, by process (voluntary and involuntary, all threads; \
+         same windows):\n"
+    );
+    println!("{}", report::switch_table(&rows, &args.concurrency));
     Ok(())
 }
 

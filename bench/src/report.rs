@@ -207,6 +207,20 @@ pub(crate) fn table(rows: &[Row], concurrency: &[usize]) -> String {
 /// CPU microseconds per call by process: where the time goes on each path.
 /// For the floors, `bench` holds the client and the servers.
 pub(crate) fn cpu_table(rows: &[Row], concurrency: &[usize]) -> String {
+    per_process_table(rows, concurrency, |c| &c.cpu.cpu_us)
+}
+
+/// Context switches per call by process: how often threads slept and were
+/// woken, the cost a one-call-at-a-time path pays in latency.
+pub(crate) fn switch_table(rows: &[Row], concurrency: &[usize]) -> String {
+    per_process_table(rows, concurrency, |c| &c.cpu.switches)
+}
+
+fn per_process_table(
+    rows: &[Row],
+    concurrency: &[usize],
+    of: impl Fn(&Cell) -> &Vec<(&'static str, f64)>,
+) -> String {
     const PROCS: [&str; 6] = [
         "bench",
         "floors",
@@ -223,21 +237,22 @@ pub(crate) fn cpu_table(rows: &[Row], concurrency: &[usize]) -> String {
             let Some(cell) = row.median_cell(i) else {
                 continue;
             };
-            if cell.cpu.is_empty() {
+            let values = of(&cell);
+            if values.is_empty() {
                 continue;
             }
             let mut line = format!("| {} {} | {n} |", row.key, row.label);
             for name in PROCS {
                 // Several processes may share a name (the apart floors).
-                let mut of_name = cell.cpu.iter().filter(|(p, _)| *p == name).peekable();
+                let mut of_name = values.iter().filter(|(p, _)| *p == name).peekable();
                 if of_name.peek().is_some() {
-                    let us: f64 = of_name.map(|(_, us)| us).sum();
-                    let _ = write!(line, " {us:.1} |");
+                    let v: f64 = of_name.map(|(_, v)| v).sum();
+                    let _ = write!(line, " {v:.1} |");
                 } else {
                     line.push_str(" |");
                 }
             }
-            let total: f64 = cell.cpu.iter().map(|(_, us)| us).sum();
+            let total: f64 = values.iter().map(|(_, v)| v).sum();
             let _ = writeln!(out, "{line} {total:.1} |");
         }
     }

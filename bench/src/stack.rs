@@ -143,10 +143,11 @@ impl Backends {
     }
 }
 
-/// A running gateway.
+/// A running gateway: a process of its own, or a task in the bench
+/// process ([`crate::together`]).
 #[derive(Debug)]
 pub(crate) struct Gateway {
-    pub(crate) proc: Proc,
+    pub(crate) proc: Option<Proc>,
     pub(crate) grpc: SocketAddr,
     pub(crate) http: Option<SocketAddr>,
     pub(crate) operator_key: String,
@@ -195,13 +196,34 @@ impl Gateway {
             proc.find_line(HTTP).map(|l| parse_addr(&l)).transpose()?
         };
         let gateway = Gateway {
-            proc,
+            proc: Some(proc),
             grpc,
             http,
             operator_key: operator_key.to_owned(),
         };
         gateway.wait_for_region().await?;
         Ok(gateway)
+    }
+
+    /// A gateway already serving at these addresses (in the bench process),
+    /// once it sees the region.
+    pub(crate) async fn serving(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        operator_key: &str,
+    ) -> Result<Gateway, String> {
+        let gateway = Gateway {
+            proc: None,
+            grpc,
+            http: Some(http),
+            operator_key: operator_key.to_owned(),
+        };
+        gateway.wait_for_region().await?;
+        Ok(gateway)
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
     }
 
     pub(crate) async fn channel(&self) -> Result<Channel, String> {
@@ -235,7 +257,7 @@ impl Gateway {
         }
         Err(format!(
             "the gateway did not see region {REGION} within 20 s; last answer: {last}\n{}",
-            self.proc.log_tail()
+            self.proc.as_ref().map(Proc::log_tail).unwrap_or_default()
         ))
     }
 

@@ -23,4 +23,4 @@ mod state;
 pub use config::Config;
 pub use mesh::RouteMode;
 pub use nordlys_transport::shutdown_signal;
-pub use server::Gateway;
+pub use server::{Gateway, Listening};

@@ -40,10 +40,39 @@ const SERVICES: &[&str] = &[
 #[derive(Debug)]
 pub struct Gateway;
 
+/// Where a started gateway listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// gRPC (with reflection and health).
+    pub grpc: std::net::SocketAddr,
+    /// JSON over HTTP.
+    pub http: std::net::SocketAddr,
+}
+
 impl Gateway {
-    /// Runs until `shutdown` resolves, then drains in-flight calls.
+    /// Runs until `shutdown` resolves, then drains in-flight calls. Prints
+    /// the ready lines scripts and the test harness wait for on stdout.
     pub async fn run(
         config: Config,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), BoxError> {
+        Gateway::run_until(
+            config,
+            |at| {
+                println!("nordlys-gateway listening on {}", at.grpc);
+                println!("nordlys-gateway http listening on {}", at.http);
+            },
+            shutdown,
+        )
+        .await
+    }
+
+    /// As [`Gateway::run`], but tells `ready` where it listens instead of
+    /// printing it: for running the gateway inside another program (the
+    /// bench runs the whole stack in one process this way).
+    pub async fn run_until(
+        config: Config,
+        ready: impl FnOnce(Listening),
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), BoxError> {
         for region in &config.regions {
@@ -149,11 +178,12 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "gRPC listening");
-        // The line scripts and the test harness wait for.
-        println!("nordlys-gateway listening on {addr}");
         let http_addr = http.local_addr()?;
         tracing::info!(addr = %http_addr, "HTTP listening");
-        println!("nordlys-gateway http listening on {http_addr}");
+        ready(Listening {
+            grpc: addr,
+            http: http_addr,
+        });
         let mut http = http.spawn();
 
         let result = tonic::transport::Server::builder()

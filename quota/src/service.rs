@@ -21,7 +21,17 @@ pub const PREFIX: &str = "nordlys.quota.v1.QuotaController";
 pub async fn run(config: Config, ready: impl FnOnce(&str)) -> Result<(), BoxError> {
     // Listen for signals before saying "ready": a SIGTERM right after the
     // ready line must shut down cleanly, not kill the process.
-    let shutdown = nordlys_transport::shutdown_signal();
+    run_until(config, ready, nordlys_transport::shutdown_signal()).await
+}
+
+/// As [`run`], but serves until `shutdown` resolves: for running the quota
+/// service inside another program (the bench runs the whole stack in one
+/// process this way).
+pub async fn run_until(
+    config: Config,
+    ready: impl FnOnce(&str),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BoxError> {
     let client = nordlys_transport::connect(&config.nats_url, SERVICE_NAME).await?;
     let store = Store::open(client.clone(), &config.bucket).await?;
     let grace = Duration::from_secs(config.shutdown_grace);

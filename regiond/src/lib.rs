@@ -86,11 +86,42 @@ pub async fn open_backend(
     })
 }
 
-/// Serves until SIGINT or SIGTERM, then drains calls in flight.
+/// Serves until SIGINT or SIGTERM, then drains calls in flight. Prints the
+/// ready line scripts and the test harness wait for on stdout.
 pub async fn run(config: Config) -> Result<(), BoxError> {
     // Listen for signals before saying "ready": a SIGTERM right after the
     // ready line must shut down cleanly, not kill the process.
     let shutdown = nordlys_transport::shutdown_signal();
+    let region = config.region.clone();
+    let mut failed = None;
+    run_until(
+        config,
+        |id| {
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = writeln!(stdout, "nordlys-regiond ready region={region} id={id}")
+                .and_then(|()| stdout.flush())
+            {
+                failed = Some(e);
+            }
+        },
+        shutdown,
+    )
+    .await?;
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains calls in flight; tells
+/// `ready` the service id once it serves on both transports. For running
+/// regiond inside another program (the bench runs the whole stack in one
+/// process this way).
+pub async fn run_until(
+    config: Config,
+    ready: impl FnOnce(&str),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BoxError> {
     let client = nordlys_transport::connect(
         &config.nats_url,
         &format!("nordlys-regiond {}", config.region),
@@ -115,16 +146,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     client.flush().await?;
     let id = service.id().await;
     tracing::info!(region = %config.region, backend = config.backend.as_str(), %id, nats = %config.nats_url, grpc = %grpc_endpoint, "serving");
-    {
-        // The harness and scripts wait for exactly this line.
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "nordlys-regiond ready region={} id={id}",
-            config.region
-        )?;
-        stdout.flush()?;
-    }
+    ready(&id);
     shutdown.await;
     tracing::info!("shutting down: draining calls in flight");
     // Both transports stop taking calls and drain the ones in flight.

@@ -246,8 +246,8 @@ pub(super) async fn serve_one(
         .invoker
         .unary(&grpc_path, metadata, timeout, encoded)
         .await?;
-    let json = transcode::response(binding, &answer)?;
-    let mut response = (StatusCode::OK, json.to_string()).into_response();
+    let json = transcode::response_text(binding, &answer)?;
+    let mut response = (StatusCode::OK, json).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

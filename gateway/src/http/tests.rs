@@ -298,6 +298,12 @@ fn responses_are_canonical_json_and_response_body_picks_a_field() {
     assert!(whole["books"][0].get("publishTime").is_none());
     let names = transcode::response(binding(&router, "ListBookNames"), &bytes).expect("json");
     assert_eq!(names, json!(["n1"]));
+    // The text the unary path writes says the same.
+    for (method, tree) in [("ListBooks", &whole), ("ListBookNames", &names)] {
+        let text = transcode::response_text(binding(&router, method), &bytes).expect("text");
+        let parsed: serde_json::Value = serde_json::from_slice(&text).expect("valid JSON");
+        assert_eq!(&parsed, tree, "{method}");
+    }
 }
 
 fn refused(file: &str) -> String {
