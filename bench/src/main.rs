@@ -3,7 +3,8 @@
 //!
 //! Floors run inside this process with nats-server beside it; the real
 //! paths are the release binaries of gateway, regiond (memory backend) and
-//! quota as separate processes. Every process it starts is stopped when it
+//! quota as separate processes, and the same services as tasks in this
+//! process (the floors' topology). Every process it starts is stopped when it
 //! ends, fails, panics or is interrupted.
 
 mod apart;
@@ -521,8 +522,9 @@ async fn run(args: Args) -> Result<(), String> {
     println!(
         "Floors (a)-(e) run inside the bench process with nats-server beside it; (f)-(h) are the \
          release gateway, regiond (memory backend) and quota processes; (d') and (e') are (d) and \
-         (e) with each server in its own process, the real paths' topology. Ratios are slowdowns \
-         against the floor: 1.00x is as fast, the target is at most 1.30x against (d) and (e); \
+         (e) with each server in its own process, the real paths' topology; (f1)-(h1) are the same \
+         services as tasks inside the bench process (the floors' topology) on a nats-server of \
+         their own. Ratios are slowdowns against the floor: 1.00x is as fast, the target is at most 1.30x against (d) and (e); \
          the ratio to (d') or (e') is what the gateway and regiond add beyond their processes.\n"
     );
     println!(
