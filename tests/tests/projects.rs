@@ -18,6 +18,26 @@ fn ready_in(statuses: &[RegionStatus]) -> Vec<&str> {
     regions
 }
 
+/// The projects one region holds (ListProjects filtered by region).
+async fn listed_in(
+    projects: &mut ProjectServiceClient<tonic::transport::Channel>,
+    key: &str,
+    region: &str,
+) -> Vec<Project> {
+    projects
+        .list_projects(bearer(
+            ListProjectsRequest {
+                region: region.into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("ListProjects region={region}: {s:?}"))
+        .into_inner()
+        .projects
+}
+
 fn names(projects: &[Project]) -> Vec<&str> {
     projects.iter().map(|p| p.name.as_str()).collect()
 }
@@ -59,20 +79,10 @@ async fn create_get_list_delete_across_two_regions() {
     // Each region keeps its own copy; the gateway dated the create once, so
     // every copy shows the create time the CreateProject answer showed.
     for region in ["sto1", "osl1"] {
-        let copy = projects
-            .list_projects(bearer(
-                ListProjectsRequest {
-                    region: region.into(),
-                    ..Default::default()
-                },
-                key,
-            ))
-            .await
-            .expect("ListProjects in one region")
-            .into_inner();
-        assert_eq!(names(&copy.projects), ["projects/web"], "in {region}");
+        let copy = listed_in(&mut projects, key, region).await;
+        assert_eq!(names(&copy), ["projects/web"], "in {region}");
         assert_eq!(
-            copy.projects[0].create_time, created.create_time,
+            copy[0].create_time, created.create_time,
             "create time in {region}"
         );
     }
@@ -192,19 +202,9 @@ async fn list_is_paged_ordered_and_filtered_by_region() {
     );
     assert_eq!(pages, 3);
 
-    let in_osl1 = projects
-        .list_projects(bearer(
-            ListProjectsRequest {
-                region: "osl1".into(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await
-        .expect("ListProjects region=osl1")
-        .into_inner();
+    let in_osl1 = listed_in(&mut projects, key, "osl1").await;
     assert_eq!(
-        names(&in_osl1.projects),
+        names(&in_osl1),
         ["projects/alpha", "projects/bravo", "projects/delta"]
     );
 }
