@@ -70,7 +70,14 @@ impl Together {
         )
         .map_err(|e| format!("regiond config: {e}"))?;
         serve("regiond", |ready| {
-            nordlys_regiond::run_until(regiond, |_| ready(()), shutdown())
+            nordlys_regiond::run_until(
+                regiond,
+                |_| {
+                    ready(());
+                    Ok(())
+                },
+                shutdown(),
+            )
         })
         .await?;
 

@@ -93,33 +93,26 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     // ready line must shut down cleanly, not kill the process.
     let shutdown = nordlys_transport::shutdown_signal();
     let region = config.region.clone();
-    let mut failed = None;
     run_until(
         config,
         |id| {
             let mut stdout = std::io::stdout().lock();
-            if let Err(e) = writeln!(stdout, "nordlys-regiond ready region={region} id={id}")
-                .and_then(|()| stdout.flush())
-            {
-                failed = Some(e);
-            }
+            writeln!(stdout, "nordlys-regiond ready region={region} id={id}")?;
+            stdout.flush()
         },
         shutdown,
     )
-    .await?;
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
+    .await
 }
 
 /// Serves until `shutdown` resolves, then drains calls in flight; tells
-/// `ready` the service id once it serves on both transports. For running
-/// regiond inside another program (the bench runs the whole stack in one
-/// process this way).
+/// `ready` the service id once it serves on both transports, and stops at
+/// once if `ready` fails (nobody would know it serves). For running regiond
+/// inside another program (the bench runs the whole stack in one process
+/// this way).
 pub async fn run_until(
     config: Config,
-    ready: impl FnOnce(&str),
+    ready: impl FnOnce(&str) -> std::io::Result<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BoxError> {
     let client = nordlys_transport::connect(
@@ -146,7 +139,7 @@ pub async fn run_until(
     client.flush().await?;
     let id = service.id().await;
     tracing::info!(region = %config.region, backend = config.backend.as_str(), %id, nats = %config.nats_url, grpc = %grpc_endpoint, "serving");
-    ready(&id);
+    ready(&id)?;
     shutdown.await;
     tracing::info!("shutting down: draining calls in flight");
     // Both transports stop taking calls and drain the ones in flight.
