@@ -98,9 +98,16 @@ impl ApartFloors {
         })
     }
 
-    /// The floor processes' pids, for the CPU probe.
-    pub(crate) fn pids(&self) -> Vec<Option<u32>> {
-        self.procs.iter().map(Proc::pid).collect()
+    /// The floor processes' pids by role, for the CPU probe: the
+    /// forwarders (the gateway's counterpart) and what they forward to (the
+    /// regiond's counterpart).
+    pub(crate) fn pids(&self) -> Vec<(&'static str, Option<u32>)> {
+        // In the order `start` made them.
+        let roles = ["upstream", "upstream", "forwarder", "forwarder"];
+        roles
+            .into_iter()
+            .zip(self.procs.iter().map(Proc::pid))
+            .collect()
     }
 }
 

@@ -260,8 +260,8 @@ async fn run(args: Args) -> Result<(), String> {
     if !args.no_floors && args.apart_floors {
         let started = apart::ApartFloors::start(&exe, &url).await?;
         let mut probe = Probe::default().with("bench", Some(std::process::id()));
-        for pid in started.pids() {
-            probe = probe.with("floors", pid);
+        for (role, pid) in started.pids() {
+            probe = probe.with(role, pid);
         }
         probe = probe.with("nats-server", nats.pid());
         for (key, label, addr) in [
@@ -529,7 +529,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     println!(
         "CPU time per call, in microseconds, by process (user + system, from /proc; warm-up \
-         included; median round; for the floors `bench` is the client and the servers together):\n"
+         included; median round; for the floors `bench` is the client and the servers together; for (d') and (e') `forwarder` is the forwarder process and `upstream` the responder or server behind it):\n"
     );
     println!("{}", report::cpu_table(&rows, &args.concurrency));
     println!(

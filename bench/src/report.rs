@@ -221,9 +221,10 @@ fn per_process_table(
     concurrency: &[usize],
     of: impl Fn(&Cell) -> &Vec<(&'static str, f64)>,
 ) -> String {
-    const PROCS: [&str; 6] = [
+    const PROCS: [&str; 7] = [
         "bench",
-        "floors",
+        "forwarder",
+        "upstream",
         "gateway",
         "regiond",
         "quota",
