@@ -40,9 +40,9 @@ use nordlys_proto::pb::nordlys::v1::{
     self as pb, organization_service_client::OrganizationServiceClient,
     project_service_client::ProjectServiceClient, quota_service_client::QuotaServiceClient,
     region_service_client::RegionServiceClient, ApiKey, CreateApiKeyRequest, CreateMemberRequest,
-    CreateOrganizationRequest, CreateProjectRequest, GetQuotaRequest, ListRegionsRequest,
-    ListRegionsResponse, Member, Organization, OrganizationRole, Project, ResourceCounts,
-    UpdateQuotaRequest,
+    CreateOrganizationRequest, CreateProjectRequest, GetQuotaRequest, ListProjectsRequest,
+    ListProjectsResponse, ListRegionsRequest, ListRegionsResponse, Member, Organization,
+    OrganizationRole, Project, ResourceCounts, UpdateQuotaRequest,
 };
 use tempfile::TempDir;
 use tonic::transport::Channel;
@@ -952,6 +952,21 @@ impl Stack {
             ))
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// The projects `key` sees in `region` (ListProjects filtered by region).
+    pub async fn projects_in(&self, key: &str, region: &str) -> ListProjectsResponse {
+        ProjectServiceClient::new(self.channel().await)
+            .list_projects(bearer(
+                ListProjectsRequest {
+                    region: region.into(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("ListProjects region={region}: {s:?}"))
+            .into_inner()
     }
 }
 

@@ -18,26 +18,6 @@ fn ready_in(statuses: &[RegionStatus]) -> Vec<&str> {
     regions
 }
 
-/// The projects one region holds (ListProjects filtered by region).
-async fn listed_in(
-    projects: &mut ProjectServiceClient<tonic::transport::Channel>,
-    key: &str,
-    region: &str,
-) -> Vec<Project> {
-    projects
-        .list_projects(bearer(
-            ListProjectsRequest {
-                region: region.into(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await
-        .unwrap_or_else(|s| panic!("ListProjects region={region}: {s:?}"))
-        .into_inner()
-        .projects
-}
-
 fn names(projects: &[Project]) -> Vec<&str> {
     projects.iter().map(|p| p.name.as_str()).collect()
 }
@@ -79,7 +59,7 @@ async fn create_get_list_delete_across_two_regions() {
     // Each region keeps its own copy; the gateway dated the create once, so
     // every copy shows the create time the CreateProject answer showed.
     for region in ["sto1", "osl1"] {
-        let copy = listed_in(&mut projects, key, region).await;
+        let copy = stack.projects_in(key, region).await.projects;
         assert_eq!(names(&copy), ["projects/web"], "in {region}");
         assert_eq!(
             copy[0].create_time, created.create_time,
@@ -202,7 +182,7 @@ async fn list_is_paged_ordered_and_filtered_by_region() {
     );
     assert_eq!(pages, 3);
 
-    let in_osl1 = listed_in(&mut projects, key, "osl1").await;
+    let in_osl1 = stack.projects_in(key, "osl1").await.projects;
     assert_eq!(
         names(&in_osl1),
         ["projects/alpha", "projects/bravo", "projects/delta"]

@@ -3,7 +3,7 @@
 
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, DeleteProjectRequest, GetProjectRequest,
-    ListProjectsRequest, ResourceCounts,
+    ResourceCounts,
 };
 use nordlys_tests::{bearer, Stack, Tenant};
 use tonic::{Code, Status};
@@ -30,17 +30,7 @@ fn assert_quota_failure(status: &Status) {
 }
 
 async fn names_in(stack: &Stack, key: &str, region: &str) -> Vec<String> {
-    let mut listed = ProjectServiceClient::new(stack.channel().await)
-        .list_projects(bearer(
-            ListProjectsRequest {
-                region: region.into(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await
-        .expect("ListProjects")
-        .into_inner();
+    let mut listed = stack.projects_in(key, region).await;
     assert!(listed.unreachable.is_empty());
     listed.projects.sort_by(|a, b| a.name.cmp(&b.name));
     listed.projects.into_iter().map(|p| p.name).collect()
