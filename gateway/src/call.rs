@@ -8,12 +8,23 @@ use nordlys_transport::Identity;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
 
+/// The W3C trace context headers, as gRPC metadata names.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+/// W3C Trace Context allows 32 list members of up to 256 characters; 512
+/// is the length it asks every participant to pass on at least.
+const MAX_TRACESTATE: usize = 512;
+
 /// The caller and the deadline of one public call.
 #[derive(Debug, Clone)]
 pub struct Call {
     /// Who calls.
     pub caller: Identity,
     deadline: Instant,
+    /// The caller's trace context, passed on to every internal call so the
+    /// regions' work joins the caller's trace (W3C `traceparent` and
+    /// `tracestate`; dropped when malformed, as the spec asks).
+    trace: Option<(AsciiMetadataValue, Option<AsciiMetadataValue>)>,
 }
 
 impl Call {
@@ -24,6 +35,7 @@ impl Call {
         Call {
             caller,
             deadline: Instant::now() + timeout,
+            trace: trace_context(metadata),
         }
     }
 
@@ -33,6 +45,7 @@ impl Call {
         Call {
             caller: self.caller.clone(),
             deadline: Instant::now() + timeout,
+            trace: self.trace.clone(),
         }
     }
 
@@ -63,6 +76,12 @@ impl Call {
         let mut request = tonic::Request::new(message);
         self.caller.write(request.metadata_mut())?;
         set_timeout(request.metadata_mut(), remaining);
+        if let Some((parent, state)) = &self.trace {
+            request.metadata_mut().insert(TRACEPARENT, parent.clone());
+            if let Some(state) = state {
+                request.metadata_mut().insert(TRACESTATE, state.clone());
+            }
+        }
         Ok(request)
     }
 
@@ -79,5 +98,133 @@ impl Call {
             request.metadata_mut().insert(metadata::REQUEST_ID, value);
         }
         Ok(request)
+    }
+}
+
+/// The caller's `traceparent` (and its `tracestate`), if the traceparent is
+/// well formed: `00-{32 hex trace id}-{16 hex parent id}-{2 hex flags}`,
+/// lowercase, ids not all zero. A later version may append fields after
+/// the flags; version `ff` is invalid.
+fn trace_context(
+    metadata: &MetadataMap,
+) -> Option<(AsciiMetadataValue, Option<AsciiMetadataValue>)> {
+    let parent = metadata.get(TRACEPARENT)?;
+    let text = parent.to_str().ok()?;
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let mut fields = text.split('-');
+    let (version, trace_id, parent_id, flags) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && hex(parent_id, 16)
+        && parent_id.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || fields.next().is_none());
+    if !well_formed {
+        return None;
+    }
+    let state = metadata
+        .get(TRACESTATE)
+        .filter(|v| v.as_encoded_bytes().len() <= MAX_TRACESTATE)
+        .cloned();
+    Some((parent.clone(), state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn call_with(headers: &[(&'static str, &str)]) -> Call {
+        let mut metadata = MetadataMap::new();
+        for (key, value) in headers {
+            metadata.insert(*key, value.parse().expect("ascii"));
+        }
+        Call::new(
+            Identity::operator(),
+            &metadata,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+    }
+
+    fn sent(call: &Call) -> (Option<String>, Option<String>) {
+        let request = call.request((), None).expect("request");
+        let get = |k| {
+            request
+                .metadata()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (get(TRACEPARENT), get(TRACESTATE))
+    }
+
+    #[test]
+    fn a_valid_trace_context_goes_on_to_internal_calls() {
+        let call = call_with(&[(TRACEPARENT, PARENT), (TRACESTATE, "vendor=abc")]);
+        assert_eq!(
+            sent(&call),
+            (Some(PARENT.to_owned()), Some("vendor=abc".to_owned()))
+        );
+        // Work that outlives the call stays in the same trace.
+        assert_eq!(
+            sent(&call.renewed(Duration::from_secs(5))).0.as_deref(),
+            Some(PARENT)
+        );
+    }
+
+    #[test]
+    fn no_trace_context_sends_none() {
+        assert_eq!(sent(&call_with(&[])), (None, None));
+        // A tracestate alone means nothing.
+        assert_eq!(
+            sent(&call_with(&[(TRACESTATE, "vendor=abc")])),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn malformed_traceparents_are_dropped_with_their_tracestate() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let call = call_with(&[(TRACEPARENT, bad), (TRACESTATE, "vendor=abc")]);
+            assert_eq!(sent(&call), (None, None), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_later_version_may_carry_more_fields() {
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
+        assert_eq!(
+            sent(&call_with(&[(TRACEPARENT, later)])).0.as_deref(),
+            Some(later)
+        );
+    }
+
+    #[test]
+    fn an_oversized_tracestate_is_dropped_alone() {
+        let long = format!("v={}", "a".repeat(MAX_TRACESTATE));
+        let call = call_with(&[(TRACEPARENT, PARENT), (TRACESTATE, &long)]);
+        assert_eq!(sent(&call), (Some(PARENT.to_owned()), None));
     }
 }
