@@ -79,11 +79,9 @@ pub async fn run_until(
         "ListQuotas" => list_quotas,
         "UpdateQuota" => update_quota,
     )
+    // Returns once the server has the subscriptions: ready means reachable.
     .start()
     .await?;
-    // The registration and subscriptions must have reached the server
-    // before we say we are ready.
-    client.flush().await?;
     let id = service.id().await;
     tracing::info!(id = %id, prefix = PREFIX, "serving");
     ready(&id);

@@ -134,9 +134,8 @@ pub async fn run_until(
         }
         None => (String::new(), None),
     };
+    // Returns once the server has our subscriptions: ready means reachable.
     let service = service::start(client.clone(), handlers, &grpc_endpoint).await?;
-    // Make sure the server has our subscriptions before we say we serve.
-    client.flush().await?;
     let id = service.id().await;
     tracing::info!(region = %config.region, backend = config.backend.as_str(), %id, nats = %config.nats_url, grpc = %grpc_endpoint, "serving");
     ready(&id)?;

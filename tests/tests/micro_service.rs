@@ -1,6 +1,7 @@
 //! The NATS micro service host of nordlys-transport, on a real nats-server:
 //! an endpoint answers its requests concurrently (they run inside the
-//! endpoint's task, not a task each), and shutdown finishes what it took.
+//! endpoint's task, not a task each), shutdown finishes what it took, and
+//! a started service is reachable at once from any other connection.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,6 @@ async fn slow_service(url: &str) -> (nordlys_transport::MicroService, NatsChanne
         .start()
         .await
         .expect("starts");
-    client.flush().await.expect("flushes");
     (service, NatsChannel::new(client, Duration::from_secs(10)))
 }
 
@@ -69,4 +69,32 @@ async fn shutdown_answers_what_it_took_and_takes_nothing_more() {
         .await
         .expect_err("nobody serves the endpoint any more");
     assert_eq!(after.code(), tonic::Code::Unavailable, "{after:?}");
+}
+
+/// `start` returning is what a ready line promises: a request from another
+/// connection, sent at once, finds the endpoint (no "no responders"), each
+/// of many times on a fresh subject. Run on a busy machine, a flush of our
+/// socket alone did not promise this.
+#[tokio::test]
+async fn a_started_service_is_reachable_at_once_from_another_connection() {
+    let nats = NatsServer::start();
+    let other = async_nats::connect(nats.url()).await.expect("connects");
+    let caller = NatsChannel::new(other, Duration::from_secs(5));
+    for i in 0..50 {
+        let prefix = format!("nordlys.test.Fresh{i}");
+        let client = async_nats::connect(nats.url()).await.expect("connects");
+        let service = MicroServiceBuilder::new(client, "nordlys-test-fresh", "0.1.0", &prefix)
+            .endpoint(
+                "Echo",
+                unary(|_: Request<()>| async { Ok(Response::new(())) }),
+            )
+            .start()
+            .await
+            .expect("starts");
+        let answer = caller
+            .unary::<(), ()>(format!("{prefix}.Echo"), Request::new(()))
+            .await;
+        assert!(answer.is_ok(), "service {i}, right after start: {answer:?}");
+        service.shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -157,11 +157,34 @@ impl MicroServiceBuilder {
                 while running.next().await.is_some() {}
             });
         }
+        confirm_subscriptions(&self.client).await?;
         Ok(MicroService {
             service,
             tracker,
             stop: stop_tx,
         })
+    }
+}
+
+/// Returns once the server has applied every subscription `client` sent.
+///
+/// `Client::flush` only empties our socket buffer: a ready line right after
+/// it raced requests from other connections into "no responders" on a busy
+/// machine. The server handles one connection's commands in order, so when
+/// a message published to a fresh inbox of ours comes back, every earlier
+/// subscription is in place (the PING/PONG flush of other NATS clients).
+async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), BoxError> {
+    const WITHIN: Duration = Duration::from_secs(10);
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Bytes::new()).await?;
+    client.flush().await?;
+    let echoed = tokio::time::timeout(WITHIN, echo.next()).await;
+    let _ = echo.unsubscribe().await;
+    match echoed {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the NATS connection closed before the service was live".into()),
+        Err(_) => Err(format!("NATS did not confirm the subscriptions within {WITHIN:?}").into()),
     }
 }
 
