@@ -59,7 +59,11 @@ async fn trace_context_reaches_the_regions_from_grpc_and_http() {
         .subscribe("nordlys.v1.sto1.RegiondService.>")
         .await
         .expect("subscribe");
-    nats.flush().await.expect("flush");
+    // The gateway publishes on its own connection: wait until the server
+    // has our subscription, or the first request could pass it by.
+    nordlys_transport::confirm_subscriptions(&nats)
+        .await
+        .expect("subscription in place");
 
     // gRPC, with a trace context.
     let mut projects = ProjectServiceClient::new(stack.channel().await);

@@ -23,7 +23,7 @@ pub mod status;
 pub use connect::connect;
 pub use metadata::{Identity, Role};
 pub use nats::client::NatsChannel;
-pub use nats::server::{unary, Handler, MicroService, MicroServiceBuilder};
+pub use nats::server::{confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder};
 pub use signal::shutdown_signal;
 
 /// The catch-all error of start-up and plumbing code.

@@ -173,7 +173,7 @@ impl MicroServiceBuilder {
 /// machine. The server handles one connection's commands in order, so when
 /// a message published to a fresh inbox of ours comes back, every earlier
 /// subscription is in place (the PING/PONG flush of other NATS clients).
-async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), BoxError> {
+pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), BoxError> {
     const WITHIN: Duration = Duration::from_secs(10);
     let inbox = client.new_inbox();
     let mut echo = client.subscribe(inbox.clone()).await?;
