@@ -305,13 +305,12 @@ async fn run(args: Args) -> Result<(), String> {
         let mut key: Option<String> = None;
         let mut http_target: Option<Target> = None;
         for route in &args.routes {
-            let (key_name, label, floor) = match route.as_str() {
-                "nats" => ("(f)", "gateway gRPC GetProject, route nats", "(d)"),
-                "grpc" => ("(g)", "gateway gRPC GetProject, route grpc", "(e)"),
-                _ => ("(g*)", "gateway gRPC GetProject, route auto", "(e)"),
-            };
+            let row = real_row(route, Topology::Processes);
             if !bins.gateway_route && route != "nats" {
-                eprintln!("bench: {key_name} not measured: the gateway has no --route");
+                eprintln!(
+                    "bench: {} not measured: the gateway has no --route",
+                    row.key
+                );
                 continue;
             }
             // Without the flag the gateway routes over NATS only.
@@ -336,39 +335,22 @@ async fn run(args: Args) -> Result<(), String> {
                 .with("regiond", started.regiond_pid())
                 .with("quota", started.quota_pid())
                 .with("nats-server", nats.pid());
-            let profile = match (&args.perf, gateway.pid()) {
-                (Some(_), Some(pid)) => Some((pid, format!("gateway-{route}"))),
-                _ => None,
-            };
             targets.push(Target {
-                row: new_row(key_name, label, Some(floor)),
+                row,
                 source: Source::Grpc {
                     channel: gateway.channel().await?,
                     key: Some(k.clone()),
                 },
                 probe: probe.clone(),
-                profile,
+                profile: profile(&args.perf, gateway.pid(), format!("gateway-{route}")),
             });
             if http_target.is_none() && (route == "nats" || !bins.gateway_route) {
-                if let Some(addr) = gateway.http {
-                    http_target = Some(Target {
-                        row: new_row(
-                            "(h)",
-                            "gateway JSON over HTTP, GET /v1/projects/{id} (route nats)",
-                            Some("(d)"),
-                        ),
-                        source: Source::Http {
-                            addr,
-                            path: format!("/v1/{PROJECT}"),
-                            key: k.clone(),
-                        },
-                        probe,
-                        profile: match (&args.perf, gateway.pid()) {
-                            (Some(_), Some(pid)) => Some((pid, "gateway-http".to_owned())),
-                            _ => None,
-                        },
-                    });
-                }
+                http_target = gateway.http.map(|addr| Target {
+                    row: real_row("http", Topology::Processes),
+                    source: json_source(addr, &k),
+                    probe,
+                    profile: profile(&args.perf, gateway.pid(), "gateway-http".to_owned()),
+                });
             }
             gateways.push(gateway);
         }
@@ -395,20 +377,8 @@ async fn run(args: Args) -> Result<(), String> {
                 gateway.grpc, gateway.http
             );
             gateway.check_read(&key).await?;
-            let (key_name, label, floor) = match route.as_str() {
-                "nats" => ("(f1)", "(f) with every service in the bench process", "(d)"),
-                "grpc" => ("(g1)", "(g) with every service in the bench process", "(e)"),
-                _ => (
-                    "(g1*)",
-                    "route auto, every service in the bench process",
-                    "(e)",
-                ),
-            };
             targets.push(Target {
-                row: Row {
-                    apart: None,
-                    ..new_row(key_name, label, Some(floor))
-                },
+                row: real_row(route, Topology::InBench),
                 source: Source::Grpc {
                     channel: gateway.channel().await?,
                     key: Some(key.clone()),
@@ -418,19 +388,8 @@ async fn run(args: Args) -> Result<(), String> {
             });
             if http_target.is_none() && route == "nats" {
                 http_target = gateway.http.map(|addr| Target {
-                    row: Row {
-                        apart: None,
-                        ..new_row(
-                            "(h1)",
-                            "(h) with every service in the bench process",
-                            Some("(d)"),
-                        )
-                    },
-                    source: Source::Http {
-                        addr,
-                        path: format!("/v1/{PROJECT}"),
-                        key: key.clone(),
-                    },
+                    row: real_row("http", Topology::InBench),
+                    source: json_source(addr, &key),
                     probe: probe.clone(),
                     profile: None,
                 });
@@ -538,6 +497,61 @@ async fn run(args: Args) -> Result<(), String> {
     );
     println!("{}", report::switch_table(&rows, &args.concurrency));
     Ok(())
+}
+
+/// Where the real services run.
+#[derive(Debug, Clone, Copy)]
+enum Topology {
+    /// Each its own process, as deployed: compared with the floors apart too.
+    Processes,
+    /// Tasks in the bench process, as the floors (a)-(e).
+    InBench,
+}
+
+/// The row of a real path: `path` is a route mode, or `http` for JSON over
+/// HTTP (on route nats).
+fn real_row(path: &str, topology: Topology) -> Row {
+    let (key, in_bench, label, floor) = match path {
+        "nats" => ("(f)", "(f1)", "gateway gRPC GetProject, route nats", "(d)"),
+        "grpc" => ("(g)", "(g1)", "gateway gRPC GetProject, route grpc", "(e)"),
+        "http" => (
+            "(h)",
+            "(h1)",
+            "gateway JSON over HTTP, GET /v1/projects/{id} (route nats)",
+            "(d)",
+        ),
+        _ => (
+            "(g*)",
+            "(g1*)",
+            "gateway gRPC GetProject, route auto",
+            "(e)",
+        ),
+    };
+    match topology {
+        Topology::Processes => new_row(key, label, Some(floor)),
+        Topology::InBench => Row {
+            apart: None,
+            ..new_row(
+                in_bench,
+                &format!("{key} with every service in the bench process"),
+                Some(floor),
+            )
+        },
+    }
+}
+
+/// GET of the bench project as JSON over HTTP with `key`.
+fn json_source(addr: std::net::SocketAddr, key: &str) -> Source {
+    Source::Http {
+        addr,
+        path: format!("/v1/{PROJECT}"),
+        key: key.to_owned(),
+    }
+}
+
+/// What to record with perf for a gateway process, when --perf is given.
+fn profile(perf: &Option<PathBuf>, pid: Option<u32>, name: String) -> Option<(u32, String)> {
+    perf.as_ref().and(pid).map(|pid| (pid, name))
 }
 
 fn new_row(key: &'static str, label: &str, floor: Option<&'static str>) -> Row {
