@@ -347,19 +347,27 @@ fn query_param(
 /// The JSON answer for a successful call: the response message, or its
 /// `response_body` field.
 pub(crate) fn response(binding: &Binding, encoded: &[u8]) -> Result<Json, Status> {
-    let message = DynamicMessage::decode(binding.rpc.output(), encoded).map_err(|e| {
+    message_json(binding, &decode_answer(binding, encoded)?)
+}
+
+/// The call's answer, as the message type the binding's RPC returns.
+fn decode_answer(binding: &Binding, encoded: &[u8]) -> Result<DynamicMessage, Status> {
+    DynamicMessage::decode(binding.rpc.output(), encoded).map_err(|e| {
         Status::internal(format!(
             "cannot decode the {} answer: {e}",
             binding.rpc.name()
         ))
-    })?;
-    message_json(binding, &message)
+    })
+}
+
+fn render_failed(e: serde_json::Error) -> Status {
+    Status::internal(format!("cannot render the answer as JSON: {e}"))
 }
 
 fn message_json(binding: &Binding, message: &DynamicMessage) -> Result<Json, Status> {
     let render = |m: &DynamicMessage| {
         m.serialize_with_options(serde_json::value::Serializer, &json_options())
-            .map_err(|e| Status::internal(format!("cannot render the answer as JSON: {e}")))
+            .map_err(render_failed)
     };
     match &binding.response_body {
         None => render(message),
@@ -376,16 +384,11 @@ fn message_json(binding: &Binding, message: &DynamicMessage) -> Result<Json, Sta
 /// As [`response`], written straight to JSON text: no `serde_json::Value`
 /// tree in between (a map and a string per field) on the unary hot path.
 pub(crate) fn response_text(binding: &Binding, encoded: &[u8]) -> Result<Vec<u8>, Status> {
-    let message = DynamicMessage::decode(binding.rpc.output(), encoded).map_err(|e| {
-        Status::internal(format!(
-            "cannot decode the {} answer: {e}",
-            binding.rpc.name()
-        ))
-    })?;
+    let message = decode_answer(binding, encoded)?;
     let render = |m: &DynamicMessage| {
         let mut text = Vec::with_capacity(256);
         m.serialize_with_options(&mut serde_json::Serializer::new(&mut text), &json_options())
-            .map_err(|e| Status::internal(format!("cannot render the answer as JSON: {e}")))?;
+            .map_err(render_failed)?;
         Ok(text)
     };
     match &binding.response_body {
@@ -393,8 +396,7 @@ pub(crate) fn response_text(binding: &Binding, encoded: &[u8]) -> Result<Vec<u8>
         Some(field) => match message.get_field(field).as_ref() {
             Value::Message(m) if !field.is_list() && !field.is_map() => render(m),
             // Lists and maps of a response_body field: through the tree.
-            _ => serde_json::to_vec(&message_json(binding, &message)?)
-                .map_err(|e| Status::internal(format!("cannot render the answer as JSON: {e}"))),
+            _ => serde_json::to_vec(&message_json(binding, &message)?).map_err(render_failed),
         },
     }
 }
