@@ -66,7 +66,8 @@ pub(crate) async fn serve(
 /// The separate-process floors, stopped when dropped.
 #[derive(Debug)]
 pub(crate) struct ApartFloors {
-    procs: Vec<Proc>,
+    /// Each process with its role in the CPU table.
+    procs: Vec<(&'static str, Proc)>,
     /// The tonic-to-NATS forwarder (its responder in another process).
     pub(crate) to_nats: SocketAddr,
     /// The tonic-to-tonic forwarder (its fixed server in another process).
@@ -92,7 +93,12 @@ impl ApartFloors {
         )?;
         let to_tonic_addr = parse_addr(&to_tonic.ready(READY).await?)?;
         Ok(ApartFloors {
-            procs: vec![responder, fixed, to_nats, to_tonic],
+            procs: vec![
+                ("upstream", responder),
+                ("upstream", fixed),
+                ("forwarder", to_nats),
+                ("forwarder", to_tonic),
+            ],
             to_nats: to_nats_addr,
             to_tonic: to_tonic_addr,
         })
@@ -102,11 +108,9 @@ impl ApartFloors {
     /// forwarders (the gateway's counterpart) and what they forward to (the
     /// regiond's counterpart).
     pub(crate) fn pids(&self) -> Vec<(&'static str, Option<u32>)> {
-        // In the order `start` made them.
-        let roles = ["upstream", "upstream", "forwarder", "forwarder"];
-        roles
-            .into_iter()
-            .zip(self.procs.iter().map(Proc::pid))
+        self.procs
+            .iter()
+            .map(|(role, p)| (*role, p.pid()))
             .collect()
     }
 }
