@@ -183,7 +183,9 @@ pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), Bo
     let _ = echo.unsubscribe().await;
     match echoed {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err("the NATS connection closed before the service was live".into()),
+        Ok(None) => {
+            Err("the NATS connection closed before the subscriptions were confirmed".into())
+        }
         Err(_) => Err(format!("NATS did not confirm the subscriptions within {WITHIN:?}").into()),
     }
 }
