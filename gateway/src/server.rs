@@ -14,7 +14,6 @@ use nordlys_proto::pb::nordlys::v1::{
     region_service_server::RegionServiceServer, user_service_server::UserServiceServer,
 };
 use nordlys_transport::{BoxError, NatsChannel};
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::Api;
 use crate::auth::Authenticator;
@@ -191,20 +190,16 @@ impl Gateway {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(
-                // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    shutdown.await;
-                    tracing::info!("shutting down: draining in-flight calls");
-                    http.stop();
-                    for service in SERVICES {
-                        health
-                            .set_service_status(*service, tonic_health::ServingStatus::NotServing)
-                            .await;
-                    }
-                },
-            )
+            .serve_with_incoming_shutdown(nordlys_transport::coalesced_incoming(listener), async {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight calls");
+                http.stop();
+                for service in SERVICES {
+                    health
+                        .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+            })
             .await;
         http.shutdown().await;
         discovery.abort();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use nordlys_proto::pb::nordlys::regiond::v1::regiond_service_server::RegiondServiceServer;
 use nordlys_transport::BoxError;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::Handlers;
 
@@ -34,11 +33,7 @@ pub(crate) async fn serve(
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(RegiondServiceServer::from_arc(handlers))
-            .serve_with_incoming_shutdown(
-                // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(nordlys_transport::coalesced_incoming(listener), shutdown)
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "gRPC server failed");

@@ -13,13 +13,17 @@
 //! - [`NatsChannel`]: the client side, one unary call per NATS request.
 //! - [`MicroService`]: the server side, a NATS micro service whose endpoints
 //!   run tonic-shaped handlers.
+//! - [`Coalesced`]: the direct gRPC connections' sockets, whose writes under
+//!   load leave together (one `writev` for many calls' frames).
 
+mod coalesce;
 mod connect;
 pub mod metadata;
 mod nats;
 mod signal;
 pub mod status;
 
+pub use coalesce::{coalesced_incoming, connect_coalesced, Coalesced};
 pub use connect::connect;
 pub use metadata::{Identity, Role};
 pub use nats::client::NatsChannel;

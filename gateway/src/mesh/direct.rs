@@ -179,7 +179,7 @@ impl RegionDirect {
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true)
-            .connect_lazy();
+            .connect_with_connector_lazy(tower::service_fn(nordlys_transport::connect_coalesced));
         Ok(Eject::new(channel, id.to_string(), self.ejections.clone()))
     }
 }
