@@ -1,10 +1,14 @@
 //! Compiles the .proto tree with protox (pure Rust, no protoc) and generates
 //! prost messages and tonic services from the same descriptor set that is
-//! embedded for reflection and HTTP transcoding.
+//! embedded for reflection and HTTP transcoding. Beside each tonic service
+//! it generates a `<service>_dispatch` module that calls the service's unary
+//! methods with encoded messages (see `src/dispatch.rs`), so that table is
+//! never written, or kept in step with the protos, by hand.
 
 use std::{env, fs, path::PathBuf};
 
 use prost::Message;
+use prost_build::{Service, ServiceGenerator};
 
 const FILES: &[&str] = &[
     "nordlys/v1/common.proto",
@@ -35,10 +39,88 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out.join("nordlys_descriptor.bin"), &encoded)?;
 
     let fds = prost_types::FileDescriptorSet::decode(encoded.as_slice())?;
-    tonic_prost_build::configure()
+    let tonic = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_well_known_types(false)
-        .compile_fds(fds)?;
+        .service_generator();
+    let mut config = prost_build::Config::new();
+    config.out_dir(&out);
+    config.service_generator(Box::new(WithDispatch(tonic)));
+    config.compile_fds(fds)?;
     Ok(())
+}
+
+/// tonic's service generator, followed by the dispatch module of each service.
+struct WithDispatch(Box<dyn ServiceGenerator>);
+
+impl ServiceGenerator for WithDispatch {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let dispatch = dispatch_module(&service);
+        self.0.generate(service, buf);
+        buf.push_str(&dispatch);
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.0.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.0.finalize_package(package, buf);
+    }
+}
+
+/// `<service>_dispatch::unary`: a match from each unary method's proto name
+/// to a call of the tonic trait method through `crate::dispatch::call`.
+fn dispatch_module(service: &Service) -> String {
+    let module = snake_case(&service.name);
+    let mut arms = String::new();
+    for method in service
+        .methods
+        .iter()
+        .filter(|m| !m.client_streaming && !m.server_streaming)
+    {
+        arms.push_str(&format!(
+            "            \"{}\" => Ok(crate::dispatch::call(request, move |r| service.{}(r))),\n",
+            method.proto_name, method.name
+        ));
+    }
+    format!(
+        r#"
+/// Calls the unary methods of `{package}.{proto}` with encoded messages.
+pub mod {module}_dispatch {{
+    /// The call of unary method `method` (its proto name) of `service`, or
+    /// the request back when `method` is not one.
+    pub fn unary<'a, T: super::{module}_server::{name}>(
+        service: &'a T,
+        method: &str,
+        request: tonic::Request<prost::bytes::Bytes>,
+    ) -> Result<crate::dispatch::UnaryFuture<'a>, tonic::Request<prost::bytes::Bytes>> {{
+        #[allow(unreachable_code, unused_variables)]
+        match method {{
+{arms}            _ => Err(request),
+        }}
+    }}
+}}
+"#,
+        package = service.package,
+        proto = service.proto_name,
+        name = service.name,
+    )
+}
+
+/// `AccessRuleService` -> `access_rule_service`, as tonic names its modules.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -166,11 +166,12 @@ impl Gateway {
             .add_service(AccessRuleServiceServer::new(api.clone()))
             .add_service(RegionServiceServer::new(api.clone()))
             .add_service(OrganizationServiceServer::new(api.clone()))
-            .add_service(QuotaServiceServer::new(api));
+            .add_service(QuotaServiceServer::new(api.clone()));
         let http = crate::http::HttpServer::start(
             &config,
             SERVICES,
             routes.clone(),
+            Arc::new(api),
             state.regions.metrics_handle(),
         )
         .await?;

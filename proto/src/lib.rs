@@ -8,6 +8,8 @@
 //! assert_eq!(p.name, "projects/demo");
 //! ```
 
+pub mod dispatch;
+
 /// Generated messages and services, one module per protobuf package.
 pub mod pb {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::unwrap_used)]

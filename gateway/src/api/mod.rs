@@ -4,6 +4,7 @@
 //! everywhere) live here so the resources only say what differs.
 
 mod access_rules;
+mod dispatch;
 mod memberships;
 mod networks;
 mod organizations;

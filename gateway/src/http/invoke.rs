@@ -1,8 +1,12 @@
-//! Calls the gRPC services in process: the transcoded request goes through
-//! the same tonic services the gRPC listener serves, as a gRPC-framed
-//! request with a raw-bytes codec, so authentication, deadlines, validation
-//! and errors are exactly those of gRPC.
+//! Calls the gRPC services in process, with the same metadata and deadline
+//! a gRPC caller gives them, so authentication, deadlines, validation and
+//! errors are exactly those of gRPC. A unary method goes straight to the
+//! service trait through [`Dispatch`] (the generated `_dispatch` modules);
+//! server streaming, and a method `Dispatch` does not know, go through the
+//! tonic services the gRPC listener serves, as gRPC-framed requests with a
+//! raw-bytes codec.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -49,15 +53,31 @@ impl Decoder for RawCodec {
     }
 }
 
+/// The public services' unary methods called with encoded messages.
+pub(crate) trait Dispatch: Send + Sync + std::fmt::Debug {
+    /// The call of `path` (`/package.Service/Method`), or the request back
+    /// when `path` is not a unary method this dispatches.
+    fn unary(&self, path: &str, request: tonic::Request<Bytes>) -> Dispatched<'_>;
+}
+
+/// What [`Dispatch::unary`] gives.
+pub(crate) enum Dispatched<'a> {
+    /// The call, under way.
+    Call(nordlys_proto::dispatch::UnaryFuture<'a>),
+    /// Not a unary method this dispatches: the request, untouched.
+    Elsewhere(tonic::Request<Bytes>),
+}
+
 /// The in-process gRPC services.
 #[derive(Debug, Clone)]
 pub(crate) struct Invoker {
     routes: Routes,
+    direct: Option<Arc<dyn Dispatch>>,
 }
 
 impl Invoker {
-    pub(crate) fn new(routes: Routes) -> Invoker {
-        Invoker { routes }
+    pub(crate) fn new(routes: Routes, direct: Option<Arc<dyn Dispatch>>) -> Invoker {
+        Invoker { routes, direct }
     }
 
     fn request(metadata: MetadataMap, timeout: Duration, message: Bytes) -> tonic::Request<Bytes> {
@@ -86,13 +106,27 @@ impl Invoker {
         timeout: Duration,
         message: Bytes,
     ) -> Result<(MetadataMap, Bytes), Status> {
+        let request = Self::request(metadata, timeout, message);
+        let request = match &self.direct {
+            Some(direct) => match direct.unary(path, request) {
+                Dispatched::Call(call) => return Self::bounded(timeout, call).await,
+                Dispatched::Elsewhere(request) => request,
+            },
+            None => request,
+        };
         let path = path
             .parse()
             .map_err(|_| Status::internal(format!("bad gRPC path {path:?}")))?;
         let mut grpc = self.client().await?;
-        let call = grpc.unary(Self::request(metadata, timeout, message), path, RawCodec);
-        // The services bound their own work by the deadline; this bounds a
-        // service that would not.
+        Self::bounded(timeout, grpc.unary(request, path, RawCodec)).await
+    }
+
+    /// The services bound their own work by the deadline; this bounds a
+    /// service that would not.
+    async fn bounded(
+        timeout: Duration,
+        call: impl std::future::Future<Output = Result<tonic::Response<Bytes>, Status>>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
         let response = tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| Status::deadline_exceeded("the call's deadline passed"))??;

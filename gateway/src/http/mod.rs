@@ -4,9 +4,11 @@
 //! from the descriptor set ([`rules`]), checked for conflicts and ordered
 //! ([`router`]), and described as OpenAPI 3.1 ([`openapi`]). A request is
 //! matched, turned into the protobuf request ([`transcode`]), and handed to
-//! the same tonic services the gRPC listener serves, in process
-//! ([`invoke`]); the answer or the `google.rpc.Status` goes back as JSON
-//! ([`errors`]). A newly annotated RPC is served with no new code.
+//! the same service implementations the gRPC listener serves, in process
+//! ([`invoke`]: unary methods through the dispatch tables generated from
+//! the same protos, streaming through the tonic services); the answer or
+//! the `google.rpc.Status` goes back as JSON ([`errors`]). A newly
+//! annotated RPC is served with no new code.
 //!
 //! Server-streaming methods (none in the API yet; `WatchEvents` is planned)
 //! are sent as newline-delimited JSON, one `{"result": ...}` per message.
@@ -29,6 +31,7 @@ use tonic::service::Routes;
 pub(crate) use server::HttpServer;
 
 use invoke::Invoker;
+pub(crate) use invoke::{Dispatch, Dispatched};
 use router::Router;
 use transcode::Leniency;
 
@@ -65,6 +68,7 @@ impl HttpGateway {
         descriptors: &[u8],
         services: &[&str],
         routes: Routes,
+        direct: Option<std::sync::Arc<dyn Dispatch>>,
         options: HttpOptions,
     ) -> Result<HttpGateway, Box<dyn std::error::Error + Send + Sync>> {
         let pool = DescriptorPool::decode(descriptors)?;
@@ -74,7 +78,7 @@ impl HttpGateway {
             openapi_json: serde_json::to_string_pretty(&document)?,
             openapi_yaml: yaml::to_yaml(&document),
             router: Router::new(bindings),
-            invoker: Invoker::new(routes),
+            invoker: Invoker::new(routes, direct),
             pool,
             options,
         })

@@ -58,6 +58,7 @@ impl HttpServer {
         config: &crate::Config,
         services: &[&str],
         routes: tonic::service::Routes,
+        direct: Arc<dyn super::Dispatch>,
         metrics: std::sync::Arc<crate::mesh::Metrics>,
     ) -> Result<HttpServer, nordlys_transport::BoxError> {
         let options = super::HttpOptions {
@@ -71,6 +72,7 @@ impl HttpServer {
             nordlys_proto::FILE_DESCRIPTOR_SET,
             services,
             routes,
+            Some(direct),
             options,
         )?;
         Ok(HttpServer::bind(config.http_listen, gateway).await?)

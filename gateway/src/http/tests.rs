@@ -561,6 +561,7 @@ mod pipeline {
             &encoded,
             &["test.library.v1.Library"],
             tonic::service::Routes::new(FakeLibrary(pool)),
+            None,
             HttpOptions {
                 max_body_bytes: 1024,
                 default_timeout: Duration::from_secs(5),
