@@ -27,12 +27,20 @@ impl State {
     /// Authenticates the caller and starts the call's deadline.
     pub(crate) async fn begin(&self, metadata: &MetadataMap) -> Result<Call, Status> {
         let caller = self.auth.authenticate(metadata).await?;
-        Ok(Call::new(
+        let call = Call::new(
             caller,
             metadata,
             self.config.default_timeout(),
             self.config.max_timeout(),
-        ))
+        );
+        // Without this, a deadline already spent reaches no region and comes
+        // back as "every region unreachable" (UNAVAILABLE), which misleads.
+        if call.remaining().is_zero() {
+            return Err(Status::deadline_exceeded(
+                "the call's deadline passed before any work began",
+            ));
+        }
+        Ok(call)
     }
 
     /// Records a violation unless `region` is a known region.

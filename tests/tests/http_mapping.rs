@@ -281,6 +281,11 @@ async fn authorization_and_deadline_headers() {
     api.send("GET", "/v1/projects/slow", "", &[("grpc-timeout", "20S")])
         .await
         .expect(200);
+    // A deadline spent before any region is asked: DEADLINE_EXCEEDED, not
+    // every region "unreachable".
+    api.send("GET", "/v1/projects/slow", "", &[("grpc-timeout", "1n")])
+        .await
+        .expect_error(504, 4);
     // A deadline that passes before the quota service is asked.
     api.send(
         "POST",
