@@ -81,7 +81,7 @@ fn dispatch_module(service: &Service) -> String {
         .filter(|m| !m.client_streaming && !m.server_streaming)
     {
         arms.push_str(&format!(
-            "            \"{}\" => Ok(crate::dispatch::call(request, move |r| service.{}(r))),\n",
+            "            \"{}\" => Dispatched::Call(crate::dispatch::call(request, move |r| service.{}(r))),\n",
             method.proto_name, method.name
         ));
     }
@@ -89,16 +89,18 @@ fn dispatch_module(service: &Service) -> String {
         r#"
 /// Calls the unary methods of `{package}.{proto}` with encoded messages.
 pub mod {module}_dispatch {{
+    use crate::dispatch::Dispatched;
+
     /// The call of unary method `method` (its proto name) of `service`, or
     /// the request back when `method` is not one.
     pub fn unary<'a, T: super::{module}_server::{name}>(
         service: &'a T,
         method: &str,
         request: tonic::Request<prost::bytes::Bytes>,
-    ) -> Result<crate::dispatch::UnaryFuture<'a>, tonic::Request<prost::bytes::Bytes>> {{
+    ) -> Dispatched<'a> {{
         #[allow(unreachable_code, unused_variables)]
         match method {{
-{arms}            _ => Err(request),
+{arms}            _ => Dispatched::Elsewhere(request),
         }}
     }}
 }}

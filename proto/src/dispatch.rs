@@ -19,6 +19,26 @@ use tonic::{Request, Response, Status};
 pub type UnaryFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send + 'a>>;
 
+/// What a generated `<service>_dispatch::unary` gives.
+pub enum Dispatched<'a> {
+    /// The call, under way.
+    Call(UnaryFuture<'a>),
+    /// Not a unary method of that service: the request, untouched.
+    Elsewhere(Request<Bytes>),
+}
+
+impl std::fmt::Debug for Dispatched<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dispatched::Call(_) => f.write_str("Dispatched::Call"),
+            Dispatched::Elsewhere(request) => f
+                .debug_tuple("Dispatched::Elsewhere")
+                .field(request)
+                .finish(),
+        }
+    }
+}
+
 /// Decodes the request message, calls `method`, encodes the answer.
 /// Metadata and extensions pass through both ways, as through tonic.
 pub fn call<'a, Req, Resp, F, Fut>(request: Request<Bytes>, method: F) -> UnaryFuture<'a>

@@ -2,7 +2,7 @@
 //! HTTP/JSON side: no HTTP/2 framing in process (see `nordlys_proto::dispatch`).
 
 use bytes::Bytes;
-use nordlys_proto::dispatch::UnaryFuture;
+use nordlys_proto::dispatch::Dispatched;
 use nordlys_proto::pb::nordlys::v1::{
     access_rule_service_dispatch, membership_service_dispatch, network_service_dispatch,
     organization_service_dispatch, project_service_dispatch, quota_service_dispatch,
@@ -11,10 +11,10 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::Request;
 
 use super::Api;
-use crate::http::{Dispatch, Dispatched};
+use crate::http::Dispatch;
 
 /// A generated service's `unary`, for [`Api`].
-type UnaryOf = for<'a> fn(&'a Api, &str, Request<Bytes>) -> Result<UnaryFuture<'a>, Request<Bytes>>;
+type UnaryOf = for<'a> fn(&'a Api, &str, Request<Bytes>) -> Dispatched<'a>;
 
 /// The dispatch of the service named `service` (`nordlys.v1.ProjectService`).
 fn unary_of(service: &str) -> Option<UnaryOf> {
@@ -36,12 +36,9 @@ impl Dispatch for Api {
         let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
             return Dispatched::Elsewhere(request);
         };
-        let Some(unary) = unary_of(service) else {
-            return Dispatched::Elsewhere(request);
-        };
-        match unary(self, method, request) {
-            Ok(call) => Dispatched::Call(call),
-            Err(request) => Dispatched::Elsewhere(request),
+        match unary_of(service) {
+            Some(unary) => unary(self, method, request),
+            None => Dispatched::Elsewhere(request),
         }
     }
 }

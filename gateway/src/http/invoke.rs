@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
+use nordlys_proto::dispatch::Dispatched;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::service::Routes;
@@ -58,14 +59,6 @@ pub(crate) trait Dispatch: Send + Sync + std::fmt::Debug {
     /// The call of `path` (`/package.Service/Method`), or the request back
     /// when `path` is not a unary method this dispatches.
     fn unary(&self, path: &str, request: tonic::Request<Bytes>) -> Dispatched<'_>;
-}
-
-/// What [`Dispatch::unary`] gives.
-pub(crate) enum Dispatched<'a> {
-    /// The call, under way.
-    Call(nordlys_proto::dispatch::UnaryFuture<'a>),
-    /// Not a unary method this dispatches: the request, untouched.
-    Elsewhere(tonic::Request<Bytes>),
 }
 
 /// The in-process gRPC services.

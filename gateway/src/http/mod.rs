@@ -30,8 +30,8 @@ use tonic::service::Routes;
 
 pub(crate) use server::HttpServer;
 
+pub(crate) use invoke::Dispatch;
 use invoke::Invoker;
-pub(crate) use invoke::{Dispatch, Dispatched};
 use router::Router;
 use transcode::Leniency;
 
