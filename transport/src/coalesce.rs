@@ -45,11 +45,6 @@ impl<T> Coalesced<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     /// Ready when a write may go out. An answer to what was just read goes
     /// at once: one call in flight waits for nothing. A write after a write
     /// means calls are overlapping; it waits for the scheduler's turn to end.
@@ -58,6 +53,21 @@ impl<T> Coalesced<T> {
             return Poll::Ready(());
         }
         self.poll_turn(cx)
+    }
+
+    /// Waits as [`Coalesced::poll_write_ready`] says, then writes.
+    fn write_when_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>>
+    where
+        T: Unpin,
+    {
+        std::task::ready!(self.poll_write_ready(cx));
+        let written = std::task::ready!(write(Pin::new(&mut self.io), cx))?;
+        self.wrote_last = true;
+        Poll::Ready(Ok(written))
     }
 
     /// Ready once the current scheduler turn has ended since the first
@@ -135,11 +145,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_write_ready(cx));
-        let written = std::task::ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-        this.wrote_last = true;
-        Poll::Ready(Ok(written))
+        self.get_mut()
+            .write_when_ready(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -147,11 +154,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_write_ready(cx));
-        let written = std::task::ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        this.wrote_last = true;
-        Poll::Ready(Ok(written))
+        self.get_mut()
+            .write_when_ready(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

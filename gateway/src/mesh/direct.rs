@@ -174,11 +174,12 @@ impl RegionDirect {
     fn connect(&self, id: &str, endpoint: &str) -> Result<Eject<Channel>, tonic::transport::Error> {
         let channel = Endpoint::from_shared(format!("http://{endpoint}"))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
             // Find a peer that stopped answering without closing.
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true)
+            // Sets TCP_NODELAY itself: the Endpoint's tcp_nodelay only
+            // configures tonic's own connector.
             .connect_with_connector_lazy(tower::service_fn(nordlys_transport::connect_coalesced));
         Ok(Eject::new(channel, id.to_string(), self.ejections.clone()))
     }
