@@ -195,20 +195,15 @@ pub fn coalesced_incoming(
         .map_ok(Coalesced::new)
 }
 
-/// Opens the TCP connection of a tonic channel to `uri` (`http://host:port`),
-/// with TCP_NODELAY and coalesced writes: the connector to give
-/// `Endpoint::connect_with_connector_lazy`.
-pub async fn connect_coalesced(
-    uri: tonic::codegen::http::Uri,
-) -> io::Result<hyper_util::rt::TokioIo<Coalesced<tokio::net::TcpStream>>> {
-    let host = uri
-        .host()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host")))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
-    // Without it small frames wait on Nagle (tens of ms).
+/// Opens a TCP connection to `host:port` with TCP_NODELAY (without it
+/// small frames wait on Nagle, tens of ms) and coalesced writes.
+pub(crate) async fn connect_tcp(
+    host: &str,
+    port: u16,
+) -> io::Result<Coalesced<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
-    Ok(hyper_util::rt::TokioIo::new(Coalesced::new(tcp)))
+    Ok(Coalesced::new(tcp))
 }
 
 #[cfg(test)]

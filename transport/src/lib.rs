@@ -13,18 +13,22 @@
 //! - [`NatsChannel`]: the client side, one unary call per NATS request.
 //! - [`MicroService`]: the server side, a NATS micro service whose endpoints
 //!   run tonic-shaped handlers.
+//! - [`DirectChannel`]: a unary gRPC client on one HTTP/2 connection, with
+//!   no task between the call and the connection's own.
 //! - [`Coalesced`]: the direct gRPC connections' sockets, whose writes under
 //!   load leave together (one `writev` for many calls' frames).
 
 mod coalesce;
 mod connect;
+mod direct_channel;
 pub mod metadata;
 mod nats;
 mod signal;
 pub mod status;
 
-pub use coalesce::{coalesced_incoming, connect_coalesced, Coalesced};
+pub use coalesce::{coalesced_incoming, Coalesced};
 pub use connect::connect;
+pub use direct_channel::{DirectChannel, DirectOptions};
 pub use metadata::{Identity, Role};
 pub use nats::client::NatsChannel;
 pub use nats::server::{confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder};

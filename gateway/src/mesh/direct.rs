@@ -1,11 +1,10 @@
 //! The direct gRPC route to one region: every advertised regiond endpoint
-//! as a tonic channel, fed by discovery into a power-of-two-choices
+//! as a [`DirectChannel`] (one HTTP/2 connection), fed by discovery into a power-of-two-choices
 //! balancer over each endpoint's requests in flight.
 //!
 //! tower's `Balance` needs `&mut self` and so a `Buffer` in front of it to
 //! be shared: a task hop and a channel send each way on every call, which
-//! cost more than the whole balancing decision (and a tonic `Channel` is
-//! already a buffer in front of its connection). [`DirectService`] is
+//! cost more than the whole balancing decision. [`DirectService`] is
 //! instead a cheap `Clone` tower service that reads the current endpoint
 //! set, picks the less loaded of two random endpoints, and calls a clone of
 //! its channel from the caller's own task.
@@ -22,19 +21,18 @@ use rand::Rng;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tonic::body::Body;
 use tonic::codegen::http;
-use tonic::transport::{Channel, Endpoint};
 use tower::{Service, ServiceExt};
 
 use super::eject::Eject;
 use super::metrics::Metrics;
 use crate::discovery::Instance;
-use nordlys_transport::BoxError;
+use nordlys_transport::{BoxError, DirectChannel, DirectOptions};
 
 /// One endpoint in the balancer.
 #[derive(Debug)]
 struct Member {
     id: String,
-    service: Eject<Channel>,
+    service: Eject<DirectChannel>,
     /// Calls sent and not yet answered: the load p2c compares.
     in_flight: AtomicUsize,
 }
@@ -171,16 +169,11 @@ impl RegionDirect {
         *members = Arc::from(next);
     }
 
-    fn connect(&self, id: &str, endpoint: &str) -> Result<Eject<Channel>, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))?
-            .connect_timeout(Duration::from_millis(500))
-            // Find a peer that stopped answering without closing.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true)
-            // Sets TCP_NODELAY itself: the Endpoint's tcp_nodelay only
-            // configures tonic's own connector.
-            .connect_with_connector_lazy(tower::service_fn(nordlys_transport::connect_coalesced));
+    fn connect(&self, id: &str, endpoint: &str) -> Result<Eject<DirectChannel>, BoxError> {
+        // Defaults: a 500 ms connect timeout, and a PING every second that
+        // must be answered within two (a peer that stopped answering
+        // without closing).
+        let channel = DirectChannel::lazy(endpoint, DirectOptions::default())?;
         Ok(Eject::new(channel, id.to_string(), self.ejections.clone()))
     }
 }
@@ -270,7 +263,8 @@ mod tests {
     fn member(id: &str, in_flight: usize) -> Arc<Member> {
         let (ejections, _) = mpsc::unbounded_channel();
         // Never connected: a port nothing listens on.
-        let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let channel =
+            DirectChannel::lazy("127.0.0.1:9", DirectOptions::default()).expect("a valid endpoint");
         Arc::new(Member {
             id: id.to_string(),
             service: Eject::new(channel, id.to_string(), ejections),

@@ -341,8 +341,13 @@ impl tower::Service<http::Request<tonic::body::Body>> for Marked {
     }
 }
 
-fn transport_failure(error: &(dyn std::error::Error + Send + Sync)) -> Status {
-    let mut status = Status::unavailable(format!("direct gRPC transport failed: {error}"));
+fn transport_failure(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Status {
+    // DirectChannel fails with a status; its message is the readable part.
+    let message = match error.downcast_ref::<Status>() {
+        Some(status) => status.message().to_owned(),
+        None => error.to_string(),
+    };
+    let mut status = Status::unavailable(format!("direct gRPC transport failed: {message}"));
     status
         .metadata_mut()
         .insert(TRANSPORT_FAILURE, AsciiMetadataValue::from_static("1"));
