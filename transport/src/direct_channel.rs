@@ -72,7 +72,8 @@ pub struct DirectChannel {
 struct Inner {
     authority: http::uri::Authority,
     options: DirectOptions,
-    send: OnceCell<h2::client::SendRequest<Bytes>>,
+    /// The connection, or why there is none.
+    send: OnceCell<Result<h2::client::SendRequest<Bytes>, String>>,
 }
 
 impl DirectChannel {
@@ -97,23 +98,26 @@ impl DirectChannel {
 
 impl Inner {
     /// The connection's request handle, connecting first if no call has.
-    /// A failed connect is not kept: the next call tries again.
-    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
-        let send = self
+    /// A failed connect is kept, like a broken connection: every later
+    /// call fails at once rather than waiting on a connect of its own.
+    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
+        let connected = self
             .send
-            .get_or_try_init(|| async {
-                tokio::time::timeout(self.options.connect_timeout, self.connect())
-                    .await
-                    .map_err(|_| -> BoxError {
-                        format!(
-                            "connecting to {} took over {:?}",
-                            self.authority, self.options.connect_timeout
-                        )
-                        .into()
-                    })?
+            .get_or_init(|| async {
+                match tokio::time::timeout(self.options.connect_timeout, self.connect()).await {
+                    Ok(Ok(send)) => Ok(send),
+                    Ok(Err(e)) => Err(format!("direct gRPC to {}: {e}", self.authority)),
+                    Err(_) => Err(format!(
+                        "direct gRPC to {}: no connection within {:?}",
+                        self.authority, self.options.connect_timeout
+                    )),
+                }
             })
-            .await?;
-        Ok(send.clone())
+            .await;
+        match connected {
+            Ok(send) => Ok(send.clone()),
+            Err(message) => Err(Status::unavailable(message.clone())),
+        }
     }
 
     async fn connect(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
@@ -154,7 +158,7 @@ impl Inner {
         &self,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
-        let send = self.sender().await.map_err(|e| self.unavailable(&*e))?;
+        let send = self.sender().await?;
         let (mut parts, body) = request.into_parts();
         // tonic's client gives the path only; h2 needs :scheme and :authority.
         let mut uri = http::uri::Parts::from(parts.uri);
@@ -188,10 +192,6 @@ impl Inner {
                 authority,
             })
         }))
-    }
-
-    fn unavailable(&self, error: &dyn std::error::Error) -> Status {
-        Status::unavailable(format!("direct gRPC to {}: {error}", self.authority))
     }
 
     fn failed(&self, error: h2::Error) -> Status {

@@ -65,13 +65,19 @@ impl RegionService for Echo {
     }
 }
 
-/// A tonic server on loopback; returns its address, the number of
-/// connections it accepted, and the cancellations its handlers saw.
-async fn server() -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+/// A listener on a free loopback port.
+async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+/// A tonic server on loopback; returns its address, the number of
+/// connections it accepted, and the cancellations its handlers saw.
+async fn server() -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    let (listener, addr) = listener().await;
     let accepted = Arc::new(AtomicUsize::new(0));
     let counted = accepted.clone();
     let incoming = nordlys_transport::coalesced_incoming(listener).inspect_ok(move |_| {
@@ -165,10 +171,7 @@ async fn a_dropped_call_is_cancelled_at_the_server() {
 
 #[tokio::test]
 async fn a_closed_port_fails_the_call_at_once() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = listener().await;
     drop(listener);
     let mut client = client(addr, DirectOptions::default());
     let started = Instant::now();
@@ -184,10 +187,7 @@ async fn a_closed_port_fails_the_call_at_once() {
 async fn a_peer_that_stops_answering_is_closed_by_the_keep_alive() {
     // Accepts and then reads nothing and writes nothing, as a stopped
     // (SIGSTOP) process would: no handshake, no answer, no PING reply.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = listener().await;
     let held = tokio::spawn(async move {
         let (socket, _) = listener.accept().await.expect("accept");
         std::future::pending::<()>().await;
