@@ -213,3 +213,28 @@ async fn a_peer_that_stops_answering_is_closed_by_the_keep_alive() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
     held.abort();
 }
+
+#[tokio::test]
+async fn dropping_the_last_clone_closes_the_connection() {
+    // A peer that reads until the connection closes and says when.
+    let (listener, addr) = listener().await;
+    let (closed, mut was_closed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut sink = vec![0u8; 4096];
+        while socket.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+        let _ = closed.send(());
+    });
+    let mut client = client(addr, DirectOptions::default());
+    // Connects; the peer never answers, so the call ends by its deadline.
+    let call = client.list_regions(request("x-echo", "sto1"));
+    assert!(tokio::time::timeout(Duration::from_millis(200), call)
+        .await
+        .is_err());
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(2), was_closed.recv())
+        .await
+        .expect("the connection stayed open 2 s after the channel was dropped")
+        .expect("the peer task is gone");
+}
