@@ -1,6 +1,6 @@
 //! The direct gRPC route to one region: every advertised regiond endpoint
-//! as a [`DirectChannel`] (one HTTP/2 connection), fed by discovery into a power-of-two-choices
-//! balancer over each endpoint's requests in flight.
+//! as a [`DirectChannel`] (one HTTP/2 connection), fed by discovery into a
+//! power-of-two-choices balancer over each endpoint's requests in flight.
 //!
 //! tower's `Balance` needs `&mut self` and so a `Buffer` in front of it to
 //! be shared: a task hop and a channel send each way on every call, which
