@@ -7,8 +7,7 @@
 //! handlers are written once, against tonic's types, and serve both.
 //!
 //! - [`metadata`]: grpc-timeout and the identity the gateway asserts
-//!   (`nordlys-organization`, `nordlys-member`, `nordlys-role`), read from and
-//!   written to tonic metadata.
+//!   (`nordlys-caller`), read from and written to tonic metadata.
 //! - [`status`]: `tonic::Status` <-> NATS micro error headers.
 //! - [`NatsChannel`]: the client side, one unary call per NATS request.
 //! - [`MicroService`]: the server side, a NATS micro service whose endpoints

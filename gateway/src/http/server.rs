@@ -465,8 +465,8 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer k"));
         headers.insert("grpc-metadata-tenant-hint", HeaderValue::from_static("a"));
         headers.insert(
-            "grpc-metadata-nordlys-role",
-            HeaderValue::from_static("operator"),
+            "grpc-metadata-nordlys-caller",
+            HeaderValue::from_static("operator;;operator"),
         );
         headers.insert("grpc-metadata-trace-bin", HeaderValue::from_static("AAE="));
         headers.insert("cookie", HeaderValue::from_static("secret"));
@@ -481,7 +481,7 @@ mod tests {
             Some("a")
         );
         assert!(
-            md.get("nordlys-role").is_none(),
+            md.get("nordlys-caller").is_none(),
             "identity metadata is never taken from callers"
         );
         assert!(md.get("cookie").is_none());
