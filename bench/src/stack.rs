@@ -87,6 +87,25 @@ pub(crate) fn build(release: bool) -> Result<(), String> {
     if release {
         command.arg("--release");
     }
+    // `cargo run` gives the bench the variables of its own package; passed
+    // on, they reach build scripts that watch them (ring's watches
+    // CARGO_MANIFEST_DIR), so this build and the next `cargo run` each
+    // found the other's ring stale and rebuilt half the tree, twice a run.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
     eprintln!("bench: building the service binaries: {command:?}");
     let status = command
         .status()
