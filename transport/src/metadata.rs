@@ -179,8 +179,8 @@ impl Identity {
     /// entry, `{role};{organization};{member}` (organization empty for
     /// operators). One entry rather than three: every internal call carries
     /// it, and over NATS each header costs the sender, nats-server and the
-    /// receiver's parser about as much as the rest of a small call's
-    /// framing; one value is also one assertion, never half of one.
+    /// receiver's parser about 2 us of CPU together (a raw NATS call is
+    /// about 17); one value is also one assertion, never half of one.
     pub fn write(&self, metadata: &mut MetadataMap) -> Result<(), Status> {
         if self.organization.contains(';') || self.member.contains(';') {
             return Err(Status::internal("identity holds a ';'"));
