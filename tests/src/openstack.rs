@@ -208,7 +208,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Serves a Keystone made from a template copy: fresh keys, this port in
 /// the catalog, and a `network` service pointing at the paired Neutron.
 const KEYSTONE_SERVE: &str = r#"
-import base64, os, sqlite3, sys, threading, time, uuid
+import base64, faulthandler, os, sqlite3, sys, threading, time, uuid
+# A crash of the interpreter leaves its stack in the log, not silence.
+faulthandler.enable()
 d, port, nport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 parent = os.getppid()
 def watchdog():
@@ -264,7 +266,9 @@ server.serve_forever()
 /// Serves Neutron's API (ML2, no agents) on SQLite, creating the schema from
 /// the models (alembic cannot migrate SQLite).
 const NEUTRON_SERVE: &str = r#"
-import os, sys, threading, time
+import faulthandler, os, sys, threading, time
+# A crash of the interpreter leaves its stack in the log, not silence.
+faulthandler.enable()
 # Load the security group models before anything imports
 # standardattrdescription_db: its resource extenders are bound at import,
 # and rules loaded later would never show their description.
@@ -335,6 +339,24 @@ struct Server {
 }
 
 impl Server {
+    /// "running", or how it is not, from /proc (no wait: a zombie stays
+    /// for `kill` to reap).
+    fn state(&self) -> String {
+        let pid = self.child.id();
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => match stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+            {
+                Some("Z") | Some("X") => format!("pid {pid} has exited"),
+                Some(_) => format!("pid {pid} running"),
+                None => format!("pid {pid}: unreadable stat"),
+            },
+            Err(_) => format!("pid {pid} is gone"),
+        }
+    }
+
     fn spawn(
         name: &'static str,
         script: &Path,
@@ -515,6 +537,17 @@ impl OpenStackRegion {
         ]
     }
 
+    /// Whether Keystone and Neutron are still running, for failure messages:
+    /// a refused connection is then either a dead server or a wrong port.
+    fn states(&self) -> String {
+        ["keystone", "neutron"]
+            .iter()
+            .zip(&self.servers)
+            .map(|(name, server)| format!("{name} {}", server.state()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn log_tail(&self, server: &str) -> String {
         let mut out = String::new();
         for file in [format!("{server}.stderr"), format!("{server}.log")] {
@@ -554,8 +587,14 @@ impl OpenStackRegion {
 
     /// Runs one `openstack` CLI command with `-f json`; panics on failure.
     pub fn openstack(&self, args: &[&str]) -> Value {
-        self.try_openstack(args)
-            .unwrap_or_else(|e| panic!("openstack {} in {}: {e}", args.join(" "), self.name))
+        self.try_openstack(args).unwrap_or_else(|e| {
+            panic!(
+                "openstack {} in {}: {e}\n({})",
+                args.join(" "),
+                self.name,
+                self.states()
+            )
+        })
     }
 
     /// Runs several CLI commands in one `openstack` process (its
@@ -599,9 +638,10 @@ impl OpenStackRegion {
         assert_eq!(
             values.len(),
             commands.len(),
-            "openstack in {}: not every command printed JSON\ncommands: {commands:?}\nstdout: {stdout}\nstderr: {}",
+            "openstack in {}: not every command printed JSON\ncommands: {commands:?}\nstdout: {stdout}\nstderr: {}\n({})",
             self.name,
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            self.states()
         );
         values
     }
