@@ -14,6 +14,7 @@ mod floors;
 mod load;
 mod procs;
 mod report;
+mod schedule;
 mod stack;
 mod together;
 
@@ -402,17 +403,19 @@ async fn run(args: Args) -> Result<(), String> {
         together = Some(started);
     }
 
-    // ---- the rounds: every path at every concurrency, in turn, so a
-    // real path and its floor are measured minutes apart at most and a
-    // machine that speeds up or slows down moves both.
+    // ---- the rounds: every path at every concurrency, in turn, each real
+    // path right after its floor, so a machine that speeds up or slows down
+    // moves both.
     for target in &mut targets {
         target.row.samples = vec![Vec::new(); args.concurrency.len()];
     }
+    let order = schedule::measuring_order(&targets.iter().map(|t| &t.row).collect::<Vec<_>>());
     for round in 0..args.rounds {
         let last_round = round + 1 == args.rounds;
         for (i, &n) in args.concurrency.iter().enumerate() {
             let max = args.concurrency.iter().all(|&m| m <= n);
-            for target in &mut targets {
+            for &t in &order {
+                let target = &mut targets[t];
                 let profile = match (&target.profile, &args.perf) {
                     (Some((pid, name)), Some(dir)) if last_round && max => {
                         Some(procs::PerfRecord::start(dir, name, *pid))
@@ -476,9 +479,17 @@ async fn run(args: Args) -> Result<(), String> {
     println!(
         "Each cell: {:.1} s warm-up, {:.1} s measured, closed loop of N callers (N = calls in flight), \
          GetProject answered with a small project message; all traffic on 127.0.0.1. {} round(s): \
-         each round measures every path at every concurrency in turn; a cell shows the median \
-         over the rounds, a ratio the median of the ratios within each round.\n",
-        args.warmup, args.duration, args.rounds
+         each round measures every path at every concurrency in turn, each real path right after \
+         its floor (order: {}); a cell shows the median over the rounds, a ratio the median of the \
+         ratios within each round.\n",
+        args.warmup,
+        args.duration,
+        args.rounds,
+        order
+            .iter()
+            .map(|&t| rows[t].key)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("{}", report::table(&rows, &args.concurrency));
     println!(
