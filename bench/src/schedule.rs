@@ -11,20 +11,18 @@ use crate::report::Row;
 /// in-process real paths measured against it, its separate-process twin,
 /// and the process paths measured against that; anything else last.
 pub(crate) fn measuring_order(rows: &[&Row]) -> Vec<usize> {
-    let is_floor = |key: &str| {
-        rows.iter()
-            .any(|r| r.floor == Some(key) || r.apart == Some(key))
-    };
+    let has_paths = |key: &str| rows.iter().any(|r| r.floor == Some(key));
+    let is_twin = |key: &str| rows.iter().any(|r| r.apart == Some(key));
     let position = |key: &str| rows.iter().position(|r| r.key == key);
     let mut order: Vec<usize> = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        if row.floor.is_none() && !is_floor(row.key) {
+        if row.floor.is_none() && !has_paths(row.key) && !is_twin(row.key) {
             order.push(i);
         }
     }
     for (f, floor) in rows.iter().enumerate() {
         // Twins ((d'), (e')) come with the floor they are the twin of.
-        if !rows.iter().any(|r| r.floor == Some(floor.key)) {
+        if !has_paths(floor.key) {
             continue;
         }
         order.push(f);
