@@ -28,7 +28,7 @@ pub fn encode_timeout(timeout: Duration) -> String {
 /// Writes `grpc-timeout`'s form of `timeout` (at most 8 digits and a unit)
 /// into `buf` and returns its length; called on every internal call, so no
 /// formatting machinery and no allocation.
-fn encode_timeout_into(timeout: Duration, buf: &mut [u8; 9]) -> usize {
+pub(crate) fn encode_timeout_into(timeout: Duration, buf: &mut [u8; 9]) -> usize {
     let nanos = timeout.as_nanos();
     const UNITS: [(u128, u8); 6] = [
         (1, b'n'),

@@ -19,9 +19,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use nordlys_transport::metadata::{set_timeout, timeout_of};
-use nordlys_transport::{BoxError, NatsChannel};
+use nordlys_transport::{nats_headers, BoxError, NatsChannel};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codegen::http;
@@ -178,6 +179,7 @@ impl Mesh {
         let started = Instant::now();
         self.budget.deposit();
 
+        let mut payload: Option<Bytes> = None;
         let mut last = None;
         for (i, route) in plan.iter().enumerate() {
             if i > 0 {
@@ -201,14 +203,17 @@ impl Mesh {
             } else {
                 remaining
             };
-            let mut attempt_metadata = metadata.clone();
-            set_timeout(&mut attempt_metadata, remaining);
-            let attempt =
-                Request::from_parts(attempt_metadata, Default::default(), message.clone());
             let outcome = match route {
                 Direct => match self.direct(region) {
                     Some(service) => {
                         self.metrics.direct();
+                        let mut attempt_metadata = metadata.clone();
+                        set_timeout(&mut attempt_metadata, remaining);
+                        let attempt = Request::from_parts(
+                            attempt_metadata,
+                            Default::default(),
+                            message.clone(),
+                        );
                         tokio::time::timeout(cap, direct_unary(service, method, attempt))
                             .await
                             .map_err(|_| ())
@@ -225,7 +230,14 @@ impl Mesh {
                     let subject = nats_subject(region, method);
                     // The NATS request's own timer bounds the attempt: no
                     // second timer on the hot path.
-                    let call = self.nats.unary_within(subject, attempt, Some(cap));
+                    // Straight to headers and bytes, encoded once for
+                    // every NATS attempt: no request to build and take
+                    // apart again, no deadline to write and parse back.
+                    let payload = payload
+                        .get_or_insert_with(|| Bytes::from(message.encode_to_vec()))
+                        .clone();
+                    let headers = nats_headers(&metadata, remaining);
+                    let call = self.nats.unary_encoded(subject, headers, payload, cap);
                     match call.await {
                         Err(status) if cap < remaining && NatsChannel::is_timed_out(&status) => {
                             Err(())

@@ -9,7 +9,7 @@ use prost::Message;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
-use crate::metadata::{set_timeout, timeout_of};
+use crate::metadata::{encode_timeout_into, set_timeout, timeout_of, GRPC_TIMEOUT};
 use crate::status;
 
 /// How the statuses this channel makes itself begin: callers tell them
@@ -99,6 +99,24 @@ impl NatsChannel {
         let wait = wait.map_or(timeout, |w| w.min(timeout));
         let headers = headers_from_metadata(&metadata);
         let payload = Bytes::from(message.encode_to_vec());
+        self.unary_encoded(subject, headers, payload, wait).await
+    }
+
+    /// The call as it goes on the wire: `headers` (which carry the call's
+    /// `grpc-timeout`, see [`nats_headers`]) and an encoded `payload`,
+    /// waiting at most `wait`. For a caller that sends one request several
+    /// times, or has its metadata at hand, so it need not build a
+    /// [`Request`] and have it taken apart again for each attempt.
+    pub async fn unary_encoded<Resp>(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+        wait: Duration,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Resp: Message + Default,
+    {
         let nats_request = NatsRequest::new()
             .payload(payload)
             .headers(headers)
@@ -125,13 +143,35 @@ impl NatsChannel {
     }
 }
 
+/// The NATS headers of a call with `metadata` and `timeout` left: every
+/// metadata entry but its own `grpc-timeout`, then `timeout` as
+/// `grpc-timeout`.
+pub fn nats_headers(metadata: &MetadataMap, timeout: Duration) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    append_metadata(&mut headers, metadata, Some(GRPC_TIMEOUT));
+    let mut buf = [0u8; 9];
+    let len = encode_timeout_into(timeout, &mut buf);
+    if let Ok(value) = std::str::from_utf8(&buf[..len]) {
+        headers.append(GRPC_TIMEOUT, value);
+    }
+    headers
+}
+
 /// Copies ASCII metadata into NATS headers (binary entries travel base64, as
 /// their `-bin` names say).
 pub(crate) fn headers_from_metadata(metadata: &MetadataMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    append_metadata(&mut headers, metadata, None);
+    headers
+}
+
+fn append_metadata(headers: &mut HeaderMap, metadata: &MetadataMap, skip: Option<&str>) {
     for entry in metadata.iter() {
         match entry {
             KeyAndValueRef::Ascii(key, value) => {
+                if skip == Some(key.as_str()) {
+                    continue;
+                }
                 if let Ok(value) = value.to_str() {
                     headers.append(key.as_str(), value);
                 }
@@ -145,5 +185,31 @@ pub(crate) fn headers_from_metadata(metadata: &MetadataMap) -> HeaderMap {
             }
         }
     }
-    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue};
+
+    #[test]
+    fn nats_headers_carry_the_time_left_not_the_old_deadline() {
+        let mut metadata = MetadataMap::new();
+        set_timeout(&mut metadata, Duration::from_secs(30));
+        metadata.insert(
+            "nordlys-caller",
+            AsciiMetadataValue::from_static("member;o;u"),
+        );
+        metadata.insert_bin("trace-bin", BinaryMetadataValue::from_bytes(b"\x01\x02"));
+
+        let headers = nats_headers(&metadata, Duration::from_millis(1500));
+
+        let timeouts: Vec<&str> = headers.get_all(GRPC_TIMEOUT).map(|v| v.as_str()).collect();
+        assert_eq!(timeouts, ["1500000u"]);
+        assert_eq!(
+            headers.get("nordlys-caller").map(|v| v.as_str()),
+            Some("member;o;u")
+        );
+        assert_eq!(headers.get("trace-bin").map(|v| v.as_str()), Some("AQI"));
+    }
 }

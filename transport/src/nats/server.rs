@@ -146,7 +146,16 @@ impl MicroServiceBuilder {
                         _ = stop.changed() => break,
                         Some(()) = running.next(), if !running.is_empty() => {}
                         next = endpoint.next() => match next {
-                            Some(request) => running.push(answer(request, handler.clone())),
+                            Some(request) => {
+                                // Most answers need nothing but the CPU (a
+                                // lookup, then a publish into the client's
+                                // buffer): poll once here, and only what is
+                                // left waiting joins the set.
+                                let mut pending = Box::pin(answer(request, handler.clone()));
+                                if futures::poll!(pending.as_mut()).is_pending() {
+                                    running.push(pending);
+                                }
+                            }
                             None => break,
                         },
                     }
