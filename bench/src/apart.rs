@@ -72,6 +72,10 @@ pub(crate) struct ApartFloors {
     pub(crate) to_nats: SocketAddr,
     /// The tonic-to-tonic forwarder (its fixed server in another process).
     pub(crate) to_tonic: SocketAddr,
+    /// The pids of the tonic-to-NATS forwarder and of its responder.
+    pub(crate) to_nats_pids: [Option<u32>; 2],
+    /// The pids of the tonic-to-tonic forwarder and of its fixed server.
+    pub(crate) to_tonic_pids: [Option<u32>; 2],
 }
 
 impl ApartFloors {
@@ -93,6 +97,8 @@ impl ApartFloors {
         )?;
         let to_tonic_addr = parse_addr(&to_tonic.ready(READY).await?)?;
         Ok(ApartFloors {
+            to_nats_pids: [to_nats.pid(), responder.pid()],
+            to_tonic_pids: [to_tonic.pid(), fixed.pid()],
             procs: vec![
                 ("upstream", responder),
                 ("upstream", fixed),

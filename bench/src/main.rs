@@ -101,9 +101,12 @@ struct Args {
     /// Where gateway, regiond and quota are (default: next to this binary).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
-    /// Record each gateway with `perf record -g` during its cell at the
-    /// highest concurrency in the last round and write `perf report`
-    /// summaries into DIR.
+    /// Record the processes of each path with `perf record --call-graph fp`
+    /// during its cell at the highest concurrency in the last round (gateway
+    /// and regiond for (f)-(h), forwarder and upstream for (d') and (e')),
+    /// and write flat `perf report` summaries into DIR. The call graphs need
+    /// a build with frame pointers (RUSTFLAGS="-C force-frame-pointers=yes"
+    /// in a target dir of its own, then --no-build --bin-dir).
     #[arg(long, value_name = "DIR")]
     perf: Option<PathBuf>,
 }
@@ -162,8 +165,8 @@ struct Target {
     row: Row,
     source: Source,
     probe: Probe,
-    /// The gateway to record with perf at the highest concurrency.
-    profile: Option<(u32, String)>,
+    /// The processes to record with perf at the highest concurrency.
+    profile: Vec<(u32, String)>,
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -239,7 +242,7 @@ async fn run(args: Args) -> Result<(), String> {
                     subject,
                 },
                 probe: floor_probe.clone(),
-                profile: None,
+                profile: Vec::new(),
             });
         }
         for (key, label, addr) in [
@@ -254,7 +257,7 @@ async fn run(args: Args) -> Result<(), String> {
                     key: None,
                 },
                 probe: floor_probe.clone(),
-                profile: None,
+                profile: Vec::new(),
             });
         }
     }
@@ -268,16 +271,20 @@ async fn run(args: Args) -> Result<(), String> {
             probe = probe.with(role, pid);
         }
         probe = probe.with("nats-server", nats.pid());
-        for (key, label, addr) in [
+        for (key, label, addr, pids, name) in [
             (
                 "(d')",
                 "(d) with forwarder and responder each in its own process",
                 started.to_nats,
+                started.to_nats_pids,
+                "nats",
             ),
             (
                 "(e')",
                 "(e) with forwarder and server each in its own process",
                 started.to_tonic,
+                started.to_tonic_pids,
+                "tonic",
             ),
         ] {
             targets.push(Target {
@@ -287,7 +294,13 @@ async fn run(args: Args) -> Result<(), String> {
                     key: None,
                 },
                 probe: probe.clone(),
-                profile: None,
+                profile: profile(
+                    &args.perf,
+                    [
+                        (pids[0], format!("forwarder-{name}")),
+                        (pids[1], format!("upstream-{name}")),
+                    ],
+                ),
             });
         }
         apart_floors = Some(started);
@@ -346,14 +359,26 @@ async fn run(args: Args) -> Result<(), String> {
                     key: Some(k.clone()),
                 },
                 probe: probe.clone(),
-                profile: profile(&args.perf, gateway.pid(), format!("gateway-{route}")),
+                profile: profile(
+                    &args.perf,
+                    [
+                        (gateway.pid(), format!("gateway-{route}")),
+                        (started.regiond_pid(), format!("regiond-{route}")),
+                    ],
+                ),
             });
             if http_target.is_none() && (route == "nats" || !bins.gateway_route) {
                 http_target = gateway.http.map(|addr| Target {
                     row: real_row("http", Topology::Processes),
                     source: json_source(addr, &k),
                     probe,
-                    profile: profile(&args.perf, gateway.pid(), "gateway-http".to_owned()),
+                    profile: profile(
+                        &args.perf,
+                        [
+                            (gateway.pid(), "gateway-http".to_owned()),
+                            (started.regiond_pid(), "regiond-http".to_owned()),
+                        ],
+                    ),
                 });
             }
             gateways.push(gateway);
@@ -388,14 +413,14 @@ async fn run(args: Args) -> Result<(), String> {
                     key: Some(key.clone()),
                 },
                 probe: probe.clone(),
-                profile: None,
+                profile: Vec::new(),
             });
             if http_target.is_none() && route == "nats" {
                 http_target = gateway.http.map(|addr| Target {
                     row: real_row("http", Topology::InBench),
                     source: json_source(addr, &key),
                     probe: probe.clone(),
-                    profile: None,
+                    profile: Vec::new(),
                 });
             }
         }
@@ -416,11 +441,13 @@ async fn run(args: Args) -> Result<(), String> {
             let max = args.concurrency.iter().all(|&m| m <= n);
             for &t in &order {
                 let target = &mut targets[t];
-                let profile = match (&target.profile, &args.perf) {
-                    (Some((pid, name)), Some(dir)) if last_round && max => {
-                        Some(procs::PerfRecord::start(dir, name, *pid))
-                    }
-                    _ => None,
+                let recorders: Vec<_> = match &args.perf {
+                    Some(dir) if last_round && max => target
+                        .profile
+                        .iter()
+                        .map(|(pid, name)| procs::PerfRecord::start(dir, name, *pid))
+                        .collect(),
+                    _ => Vec::new(),
                 };
                 eprint!(
                     "bench: round {}/{} {} {} at {n} in flight ... ",
@@ -452,13 +479,11 @@ async fn run(args: Args) -> Result<(), String> {
                     Err(e) => eprintln!("failed: {e}"),
                 }
                 target.row.samples[i].push(cell);
-                match profile {
-                    Some(Ok(recorder)) => match recorder.finish() {
+                for recorder in recorders {
+                    match recorder.and_then(procs::PerfRecord::finish) {
                         Ok(summary) => eprintln!("bench: perf summary in {}", summary.display()),
                         Err(e) => eprintln!("bench: perf: {e}"),
-                    },
-                    Some(Err(e)) => eprintln!("bench: perf: {e}"),
-                    None => {}
+                    }
                 }
             }
         }
@@ -563,9 +588,18 @@ fn json_source(addr: std::net::SocketAddr, key: &str) -> Source {
     }
 }
 
-/// What to record with perf for a gateway process, when --perf is given.
-fn profile(perf: &Option<PathBuf>, pid: Option<u32>, name: String) -> Option<(u32, String)> {
-    perf.as_ref().and(pid).map(|pid| (pid, name))
+/// What to record with perf of a path's processes, when --perf is given.
+fn profile<const N: usize>(
+    perf: &Option<PathBuf>,
+    procs: [(Option<u32>, String); N],
+) -> Vec<(u32, String)> {
+    if perf.is_none() {
+        return Vec::new();
+    }
+    procs
+        .into_iter()
+        .filter_map(|(pid, name)| pid.map(|pid| (pid, name)))
+        .collect()
 }
 
 fn new_row(key: &'static str, label: &str, floor: Option<&'static str>) -> Row {

@@ -289,7 +289,19 @@ impl PerfRecord {
         let log = fs::File::create(dir.join(format!("{name}.perf.log")))
             .map_err(|e| format!("cannot create the perf log: {e}"))?;
         let child = Command::new("perf")
-            .args(["record", "-F", "999", "-e", "cpu-clock", "-p"])
+            // Frame-pointer call graphs: cheap to record, and meaningful
+            // in a build with frame pointers (the flat summary is right in
+            // any build).
+            .args([
+                "record",
+                "-F",
+                "999",
+                "-e",
+                "cpu-clock",
+                "--call-graph",
+                "fp",
+                "-p",
+            ])
             .arg(pid.to_string())
             .arg("-o")
             .arg(&data)
@@ -323,6 +335,8 @@ impl PerfRecord {
             .args([
                 "--stdio",
                 "--no-children",
+                "-g",
+                "none",
                 "--percent-limit",
                 "0.5",
                 "--sort",
