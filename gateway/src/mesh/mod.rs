@@ -228,11 +228,11 @@ impl Mesh {
                 Nats => {
                     self.metrics.nats();
                     let subject = nats_subject(region, method);
-                    // The NATS request's own timer bounds the attempt: no
-                    // second timer on the hot path.
-                    // Straight to headers and bytes, encoded once for
-                    // every NATS attempt: no request to build and take
-                    // apart again, no deadline to write and parse back.
+                    // Straight to headers and bytes, the message encoded
+                    // once for every NATS attempt: no request to build and
+                    // take apart again, no deadline to write and parse
+                    // back. The NATS request's own timer bounds the
+                    // attempt: no second timer on the hot path.
                     let payload = payload
                         .get_or_insert_with(|| Bytes::from(message.encode_to_vec()))
                         .clone();
