@@ -55,6 +55,10 @@ async fn create_get_list_delete_across_two_regions() {
     regions.sort();
     assert_eq!(regions, ["osl1", "sto1"]);
     assert_eq!(ready_in(&got.region_status), ["osl1", "sto1"]);
+    assert_eq!(
+        got.region_status, created.region_status,
+        "the create and the get show the regions' statuses in the same order"
+    );
     assert_eq!(got.create_time, created.create_time);
     // Each region keeps its own copy; the gateway dated the create once, so
     // every copy shows the create time the CreateProject answer showed.

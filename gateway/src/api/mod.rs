@@ -494,6 +494,7 @@ impl Api {
                 self.free(call, &org, items).await;
             }
         }
+        statuses.sort_by(|a, b| a.region.cmp(&b.region));
         Ok(statuses)
     }
 }
@@ -601,10 +602,13 @@ impl Api {
 
 /// The answer of a create that fanned out: the first region's resource with
 /// every region's status, or, when every region failed, the first failure.
+/// The statuses are in region order, as gets and lists show them.
 fn first_success<T>(
     answers: Vec<(String, Result<T, Status>)>,
 ) -> Result<(T, Vec<RegionStatus>), Status> {
-    let statuses: Vec<RegionStatus> = answers.iter().map(|(r, a)| region_status(r, a)).collect();
+    let mut statuses: Vec<RegionStatus> =
+        answers.iter().map(|(r, a)| region_status(r, a)).collect();
+    statuses.sort_by(|a, b| a.region.cmp(&b.region));
     let mut first_error = None;
     for (_, answer) in answers {
         match answer {
