@@ -19,16 +19,19 @@ pub const REQUEST_ID: &str = "nordlys-request-id";
 
 /// Encodes a timeout the way gRPC does: at most 8 digits and a unit.
 pub fn encode_timeout(timeout: Duration) -> String {
-    let mut buf = [0u8; 9];
-    let len = encode_timeout_into(timeout, &mut buf);
-    // The buffer holds ASCII digits and a unit letter.
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    timeout_text(timeout, &mut [0u8; 9]).to_owned()
 }
 
-/// Writes `grpc-timeout`'s form of `timeout` (at most 8 digits and a unit)
-/// into `buf` and returns its length; called on every internal call, so no
-/// formatting machinery and no allocation.
-pub(crate) fn encode_timeout_into(timeout: Duration, buf: &mut [u8; 9]) -> usize {
+/// `grpc-timeout`'s form of `timeout` (at most 8 digits and a unit), written
+/// into `buf`; called on every internal call, so no formatting machinery and
+/// no allocation.
+pub(crate) fn timeout_text(timeout: Duration, buf: &mut [u8; 9]) -> &str {
+    let len = encode_timeout_into(timeout, buf);
+    // The buffer holds ASCII digits and a unit letter: always UTF-8.
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+}
+
+fn encode_timeout_into(timeout: Duration, buf: &mut [u8; 9]) -> usize {
     let nanos = timeout.as_nanos();
     const UNITS: [(u128, u8); 6] = [
         (1, b'n'),
@@ -91,9 +94,7 @@ pub fn timeout_of(metadata: &MetadataMap) -> Option<Duration> {
 
 /// Sets (or replaces) the `grpc-timeout` of a call.
 pub fn set_timeout(metadata: &mut MetadataMap, timeout: Duration) {
-    let mut buf = [0u8; 9];
-    let len = encode_timeout_into(timeout, &mut buf);
-    if let Ok(v) = AsciiMetadataValue::try_from(&buf[..len]) {
+    if let Ok(v) = AsciiMetadataValue::try_from(timeout_text(timeout, &mut [0u8; 9])) {
         metadata.insert(GRPC_TIMEOUT, v);
     }
 }

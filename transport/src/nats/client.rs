@@ -9,7 +9,7 @@ use prost::Message;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
-use crate::metadata::{encode_timeout_into, set_timeout, timeout_of, GRPC_TIMEOUT};
+use crate::metadata::{timeout_of, timeout_text, GRPC_TIMEOUT};
 use crate::status;
 
 /// How the statuses this channel makes itself begin: callers tell them
@@ -68,45 +68,22 @@ impl NatsChannel {
         Req: Message,
         Resp: Message + Default,
     {
-        self.unary_within(subject, request, None).await
-    }
-
-    /// Like [`NatsChannel::unary`], but gives up waiting after `wait` when
-    /// that is shorter than the call's deadline, while the daemon still
-    /// sees the whole deadline: for a caller that will try elsewhere after
-    /// `wait` (a hedged read), without a second timer around the request.
-    pub async fn unary_within<Req, Resp>(
-        &self,
-        subject: String,
-        request: Request<Req>,
-        wait: Option<Duration>,
-    ) -> Result<Response<Resp>, Status>
-    where
-        Req: Message,
-        Resp: Message + Default,
-    {
-        let (mut metadata, _, message) = request.into_parts();
-        let timeout = match timeout_of(&metadata) {
-            Some(timeout) => timeout,
-            None => {
-                set_timeout(&mut metadata, self.default_timeout);
-                self.default_timeout
-            }
-        };
+        let (metadata, _, message) = request.into_parts();
+        let timeout = timeout_of(&metadata).unwrap_or(self.default_timeout);
         if timeout.is_zero() {
             return Err(Status::deadline_exceeded("deadline already passed"));
         }
-        let wait = wait.map_or(timeout, |w| w.min(timeout));
-        let headers = headers_from_metadata(&metadata);
+        let headers = nats_headers(&metadata, timeout);
         let payload = Bytes::from(message.encode_to_vec());
-        self.unary_encoded(subject, headers, payload, wait).await
+        self.unary_encoded(subject, headers, payload, timeout).await
     }
 
     /// The call as it goes on the wire: `headers` (which carry the call's
     /// `grpc-timeout`, see [`nats_headers`]) and an encoded `payload`,
     /// waiting at most `wait`. For a caller that sends one request several
-    /// times, or has its metadata at hand, so it need not build a
-    /// [`Request`] and have it taken apart again for each attempt.
+    /// times, so it encodes it once. A `wait` shorter than the deadline gives
+    /// up early while the daemon still sees the whole deadline: for a caller
+    /// that will try elsewhere (a hedged read), without a second timer.
     pub async fn unary_encoded<Resp>(
         &self,
         subject: String,
@@ -144,32 +121,14 @@ impl NatsChannel {
 }
 
 /// The NATS headers of a call with `metadata` and `timeout` left: every
-/// metadata entry but its own `grpc-timeout`, then `timeout` as
-/// `grpc-timeout`.
+/// ASCII metadata entry but its own `grpc-timeout` (binary entries travel
+/// base64, as their `-bin` names say), then `timeout` as `grpc-timeout`.
 pub fn nats_headers(metadata: &MetadataMap, timeout: Duration) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    append_metadata(&mut headers, metadata, Some(GRPC_TIMEOUT));
-    let mut buf = [0u8; 9];
-    let len = encode_timeout_into(timeout, &mut buf);
-    if let Ok(value) = std::str::from_utf8(&buf[..len]) {
-        headers.append(GRPC_TIMEOUT, value);
-    }
-    headers
-}
-
-/// Copies ASCII metadata into NATS headers (binary entries travel base64, as
-/// their `-bin` names say).
-pub(crate) fn headers_from_metadata(metadata: &MetadataMap) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    append_metadata(&mut headers, metadata, None);
-    headers
-}
-
-fn append_metadata(headers: &mut HeaderMap, metadata: &MetadataMap, skip: Option<&str>) {
     for entry in metadata.iter() {
         match entry {
             KeyAndValueRef::Ascii(key, value) => {
-                if skip == Some(key.as_str()) {
+                if key.as_str() == GRPC_TIMEOUT {
                     continue;
                 }
                 if let Ok(value) = value.to_str() {
@@ -185,11 +144,15 @@ fn append_metadata(headers: &mut HeaderMap, metadata: &MetadataMap, skip: Option
             }
         }
     }
+    let mut buf = [0u8; 9];
+    headers.append(GRPC_TIMEOUT, timeout_text(timeout, &mut buf));
+    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::set_timeout;
     use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue};
 
     #[test]
