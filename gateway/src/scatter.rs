@@ -39,6 +39,12 @@ pub fn is_unreachable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
 }
 
+/// Puts region statuses in the one order every answer shows them in: by
+/// region.
+pub fn sort_by_region(statuses: &mut [RegionStatus]) {
+    statuses.sort_by(|a, b| a.region.cmp(&b.region));
+}
+
 /// The per-region status of an answer.
 pub fn region_status<T>(region: &str, answer: &Result<T, Status>) -> RegionStatus {
     match answer {
@@ -77,7 +83,7 @@ macro_rules! listed_with_status {
             }
             fn absorb(&mut self, other: Self) {
                 self.region_status.extend(other.region_status);
-                self.region_status.sort_by(|a, b| a.region.cmp(&b.region));
+                sort_by_region(&mut self.region_status);
             }
         }
     )*};
@@ -98,7 +104,7 @@ impl Listed for User {
         }
         self.regions.sort();
         self.region_status.extend(other.region_status);
-        self.region_status.sort_by(|a, b| a.region.cmp(&b.region));
+        sort_by_region(&mut self.region_status);
     }
 }
 
@@ -186,7 +192,7 @@ pub fn mark_unreachable(
             });
         }
     }
-    statuses.sort_by(|a, b| a.region.cmp(&b.region));
+    sort_by_region(statuses);
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use crate::call::Call;
-use crate::scatter::{is_unreachable, merge_pages, region_status, scatter, Listed, Page};
+use crate::scatter::{
+    is_unreachable, merge_pages, region_status, scatter, sort_by_region, Listed, Page,
+};
 use crate::state::State;
 
 /// Implements every public service over the shared [`State`].
@@ -494,7 +496,7 @@ impl Api {
                 self.free(call, &org, items).await;
             }
         }
-        statuses.sort_by(|a, b| a.region.cmp(&b.region));
+        sort_by_region(&mut statuses);
         Ok(statuses)
     }
 }
@@ -608,7 +610,7 @@ fn first_success<T>(
 ) -> Result<(T, Vec<RegionStatus>), Status> {
     let mut statuses: Vec<RegionStatus> =
         answers.iter().map(|(r, a)| region_status(r, a)).collect();
-    statuses.sort_by(|a, b| a.region.cmp(&b.region));
+    sort_by_region(&mut statuses);
     let mut first_error = None;
     for (_, answer) in answers {
         match answer {

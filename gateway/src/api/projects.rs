@@ -11,7 +11,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::{first_success, Api, Fanout, Kind};
 use crate::auth::require_write;
-use crate::scatter::mark_unreachable;
+use crate::scatter::{mark_unreachable, sort_by_region};
 
 #[tonic::async_trait]
 impl ProjectService for Api {
@@ -184,7 +184,5 @@ fn complete_statuses(project: &mut Project, unreachable: &[String]) {
             });
         }
     }
-    project
-        .region_status
-        .sort_by(|a, b| a.region.cmp(&b.region));
+    sort_by_region(&mut project.region_status);
 }
