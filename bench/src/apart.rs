@@ -63,19 +63,29 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// A forwarder in a process of its own and the process it forwards to.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    forwarder: Proc,
+    upstream: Proc,
+    /// Where the forwarder listens.
+    pub(crate) addr: SocketAddr,
+}
+
+impl Pair {
+    /// The forwarder's pid and its upstream's.
+    pub(crate) fn pids(&self) -> [Option<u32>; 2] {
+        [self.forwarder.pid(), self.upstream.pid()]
+    }
+}
+
 /// The separate-process floors, stopped when dropped.
 #[derive(Debug)]
 pub(crate) struct ApartFloors {
-    /// Each process with its role in the CPU table.
-    procs: Vec<(&'static str, Proc)>,
-    /// The tonic-to-NATS forwarder (its responder in another process).
-    pub(crate) to_nats: SocketAddr,
-    /// The tonic-to-tonic forwarder (its fixed server in another process).
-    pub(crate) to_tonic: SocketAddr,
-    /// The pids of the tonic-to-NATS forwarder and of its responder.
-    pub(crate) to_nats_pids: [Option<u32>; 2],
-    /// The pids of the tonic-to-tonic forwarder and of its fixed server.
-    pub(crate) to_tonic_pids: [Option<u32>; 2],
+    /// The tonic-to-NATS forwarder and its responder.
+    pub(crate) to_nats: Pair,
+    /// The tonic-to-tonic forwarder and its fixed server.
+    pub(crate) to_tonic: Pair,
 }
 
 impl ApartFloors {
@@ -97,16 +107,16 @@ impl ApartFloors {
         )?;
         let to_tonic_addr = parse_addr(&to_tonic.ready(READY).await?)?;
         Ok(ApartFloors {
-            to_nats_pids: [to_nats.pid(), responder.pid()],
-            to_tonic_pids: [to_tonic.pid(), fixed.pid()],
-            procs: vec![
-                ("upstream", responder),
-                ("upstream", fixed),
-                ("forwarder", to_nats),
-                ("forwarder", to_tonic),
-            ],
-            to_nats: to_nats_addr,
-            to_tonic: to_tonic_addr,
+            to_nats: Pair {
+                forwarder: to_nats,
+                upstream: responder,
+                addr: to_nats_addr,
+            },
+            to_tonic: Pair {
+                forwarder: to_tonic,
+                upstream: fixed,
+                addr: to_tonic_addr,
+            },
         })
     }
 
@@ -114,9 +124,12 @@ impl ApartFloors {
     /// forwarders (the gateway's counterpart) and what they forward to (the
     /// regiond's counterpart).
     pub(crate) fn pids(&self) -> Vec<(&'static str, Option<u32>)> {
-        self.procs
-            .iter()
-            .map(|(role, p)| (*role, p.pid()))
+        [&self.to_nats, &self.to_tonic]
+            .into_iter()
+            .flat_map(|pair| {
+                let [forwarder, upstream] = pair.pids();
+                [("forwarder", forwarder), ("upstream", upstream)]
+            })
             .collect()
     }
 }

@@ -275,15 +275,15 @@ async fn run(args: Args) -> Result<(), String> {
             (
                 "(d')",
                 "(d) with forwarder and responder each in its own process",
-                started.to_nats,
-                started.to_nats_pids,
+                started.to_nats.addr,
+                started.to_nats.pids(),
                 "nats",
             ),
             (
                 "(e')",
                 "(e) with forwarder and server each in its own process",
-                started.to_tonic,
-                started.to_tonic_pids,
+                started.to_tonic.addr,
+                started.to_tonic.pids(),
                 "tonic",
             ),
         ] {
