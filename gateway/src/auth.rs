@@ -6,7 +6,8 @@
 //! key or a changed role takes effect within that time.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nordlys_proto::pb::nordlys::quota::v1::{AuthenticateRequest, Principal};
@@ -14,19 +15,53 @@ use nordlys_proto::pb::nordlys::v1::OrganizationRole;
 use nordlys_transport::{Identity, Role};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
 
 use crate::routes::QuotaRoute;
 
+/// An authenticated caller: the identity, and its `nordlys-caller` value
+/// for internal calls, rendered once when the key is resolved rather than
+/// on every call.
+#[derive(Debug)]
+pub struct Caller {
+    identity: Identity,
+    header: AsciiMetadataValue,
+}
+
+impl Caller {
+    /// The caller `identity`; INTERNAL if it cannot be asserted (see
+    /// [`Identity::header_value`]).
+    pub fn new(identity: Identity) -> Result<Caller, Status> {
+        let header = identity.header_value()?;
+        Ok(Caller { identity, header })
+    }
+
+    /// The `nordlys-caller` value internal calls carry.
+    pub fn header(&self) -> &AsciiMetadataValue {
+        &self.header
+    }
+}
+
+impl Deref for Caller {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
 /// Resolves bearer keys to identities.
 #[derive(Debug)]
 pub struct Authenticator {
-    operator_key_hash: Option<[u8; 32]>,
+    operator: Option<([u8; 32], Arc<Caller>)>,
     quota: QuotaRoute,
     ttl: Duration,
-    cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
+
+/// A resolved key's caller and until when it is trusted.
+type Cached = (Arc<Caller>, Instant);
 
 /// How long past its expiry a cached key is still honoured while the quota
 /// service cannot be reached.
@@ -37,26 +72,38 @@ const CACHE_LIMIT: usize = 10_000;
 
 impl Authenticator {
     /// An authenticator; an empty `operator_key` disables the operator role.
-    pub(crate) fn new(operator_key: &str, quota: QuotaRoute, ttl: Duration) -> Authenticator {
-        Authenticator {
-            operator_key_hash: (!operator_key.is_empty()).then(|| hash(operator_key)),
+    pub(crate) fn new(
+        operator_key: &str,
+        quota: QuotaRoute,
+        ttl: Duration,
+    ) -> Result<Authenticator, Status> {
+        let operator = if operator_key.is_empty() {
+            None
+        } else {
+            Some((
+                hash(operator_key),
+                Arc::new(Caller::new(Identity::operator())?),
+            ))
+        };
+        Ok(Authenticator {
+            operator,
             quota,
             ttl,
             cache: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The caller of a public call; UNAUTHENTICATED without a valid key.
-    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Arc<Caller>, Status> {
         let secret = bearer(metadata)?;
         let digest = hash(secret);
-        if let Some(op) = &self.operator_key_hash {
+        if let Some((op, operator)) = &self.operator {
             if bool::from(op.ct_eq(&digest)) {
-                return Ok(Identity::operator());
+                return Ok(operator.clone());
             }
         }
-        if let Some(identity) = self.cached(&digest, Duration::ZERO) {
-            return Ok(identity);
+        if let Some(caller) = self.cached(&digest, Duration::ZERO) {
+            return Ok(caller);
         }
         let principal: Principal = match self
             .quota
@@ -73,9 +120,9 @@ impl Authenticator {
             // a moment ago still is, for a while. Reads keep working
             // through a quota outage; writes need quota anyway.
             Err(status) => match self.cached(&digest, STALE_GRACE) {
-                Some(identity) => {
+                Some(caller) => {
                     tracing::warn!(error = %status, "quota service unreachable; using a recent authentication");
-                    return Ok(identity);
+                    return Ok(caller);
                 }
                 None => return Err(status),
             },
@@ -87,25 +134,25 @@ impl Authenticator {
             Ok(OrganizationRole::Viewer) => Role::Viewer,
             _ => return Err(Status::unauthenticated("API key has no role")),
         };
-        let identity = Identity {
+        let caller = Arc::new(Caller::new(Identity {
             organization: principal.organization,
             member: principal.member,
             role,
-        };
+        })?);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            cache.insert(digest, (identity.clone(), Instant::now() + self.ttl));
+            cache.insert(digest, (caller.clone(), Instant::now() + self.ttl));
         }
-        Ok(identity)
+        Ok(caller)
     }
 
-    /// A cached identity still fresh, or expired less than `grace` ago.
-    fn cached(&self, digest: &[u8; 32], grace: Duration) -> Option<Identity> {
+    /// A cached caller still fresh, or expired less than `grace` ago.
+    fn cached(&self, digest: &[u8; 32], grace: Duration) -> Option<Arc<Caller>> {
         let cache = self.cache.lock().ok()?;
-        let (identity, until) = cache.get(digest)?;
-        (Instant::now() < *until + grace).then(|| identity.clone())
+        let (caller, until) = cache.get(digest)?;
+        (Instant::now() < *until + grace).then(|| caller.clone())
     }
 }
 

@@ -1,16 +1,18 @@
 //! One public call as the gateway handles it: who makes it, by when it must
 //! be answered, and how its internal calls are dressed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nordlys_transport::metadata::{self, set_timeout, timeout_of};
-use nordlys_transport::Identity;
+use nordlys_transport::metadata::{
+    set_timeout, timeout_of, CALLER, REQUEST_ID, TRACEPARENT, TRACESTATE,
+};
+use nordlys_transport::{append_nats_header, append_nats_timeout};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
 
-/// The W3C trace context headers, as gRPC metadata names.
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+use crate::auth::Caller;
+
 /// W3C Trace Context allows 32 list members of up to 256 characters; 512
 /// is the length it asks every participant to pass on at least.
 const MAX_TRACESTATE: usize = 512;
@@ -19,7 +21,7 @@ const MAX_TRACESTATE: usize = 512;
 #[derive(Debug, Clone)]
 pub struct Call {
     /// Who calls.
-    pub caller: Identity,
+    pub caller: Arc<Caller>,
     deadline: Instant,
     /// The caller's trace context, passed on to every internal call so the
     /// regions' work joins the caller's trace (W3C `traceparent` and
@@ -30,7 +32,12 @@ pub struct Call {
 impl Call {
     /// A call by `caller` whose deadline is the caller's `grpc-timeout`
     /// (capped at `max`), or `default` when it set none.
-    pub fn new(caller: Identity, metadata: &MetadataMap, default: Duration, max: Duration) -> Call {
+    pub fn new(
+        caller: Arc<Caller>,
+        metadata: &MetadataMap,
+        default: Duration,
+        max: Duration,
+    ) -> Call {
         let timeout = timeout_of(metadata).unwrap_or(default).min(max);
         Call {
             caller,
@@ -54,50 +61,115 @@ impl Call {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// An internal request carrying the caller's identity and what is left of
-    /// the deadline (at most `cap`), so the daemon stops when the caller does.
+    /// An internal call of `message` carrying the caller's identity and
+    /// what is left of the deadline (at most `cap`), so the daemon stops
+    /// when the caller does.
     ///
     /// A tenth of the time left (at least 20 ms) is kept back, so that when
     /// a region runs out of time the gateway can still answer the caller
     /// with what the other regions said, before the caller gives up.
+    pub(crate) fn outgoing<T>(
+        &self,
+        message: T,
+        cap: Option<Duration>,
+    ) -> Result<Outgoing<'_, T>, Status> {
+        let left = self.remaining();
+        let mut timeout = left.saturating_sub((left / 10).max(Duration::from_millis(20)));
+        if let Some(cap) = cap {
+            timeout = timeout.min(cap);
+        }
+        if timeout.is_zero() {
+            return Err(Status::deadline_exceeded("the call's deadline passed"));
+        }
+        Ok(Outgoing {
+            call: self,
+            message,
+            timeout,
+            request_id: None,
+        })
+    }
+
+    /// Like [`Call::outgoing`], with the create's idempotency key attached.
+    pub(crate) fn outgoing_with_id<T>(
+        &self,
+        message: T,
+        request_id: &str,
+    ) -> Result<Outgoing<'_, T>, Status> {
+        let mut outgoing = self.outgoing(message, None)?;
+        if !request_id.is_empty() {
+            let value = AsciiMetadataValue::try_from(request_id)
+                .map_err(|_| Status::invalid_argument("request_id is not ASCII"))?;
+            outgoing.request_id = Some(value);
+        }
+        Ok(outgoing)
+    }
+
+    /// [`Call::outgoing`] as a tonic request.
     pub fn request<T>(
         &self,
         message: T,
         cap: Option<Duration>,
     ) -> Result<tonic::Request<T>, Status> {
-        let left = self.remaining();
-        let mut remaining = left.saturating_sub((left / 10).max(Duration::from_millis(20)));
-        if let Some(cap) = cap {
-            remaining = remaining.min(cap);
-        }
-        if remaining.is_zero() {
-            return Err(Status::deadline_exceeded("the call's deadline passed"));
-        }
-        let mut request = tonic::Request::new(message);
-        self.caller.write(request.metadata_mut())?;
-        set_timeout(request.metadata_mut(), remaining);
-        if let Some((parent, state)) = &self.trace {
-            request.metadata_mut().insert(TRACEPARENT, parent.clone());
-            if let Some(state) = state {
-                request.metadata_mut().insert(TRACESTATE, state.clone());
-            }
-        }
-        Ok(request)
+        Ok(self.outgoing(message, cap)?.into_request())
+    }
+}
+
+/// An internal call about to leave: the message, and what travels beside
+/// it. Each transport dresses it its own way (gRPC metadata, NATS headers)
+/// from the same entries, so both carry the same.
+#[derive(Debug)]
+pub(crate) struct Outgoing<'c, T> {
+    call: &'c Call,
+    /// The request.
+    pub(crate) message: T,
+    /// The time the daemon gets.
+    pub(crate) timeout: Duration,
+    request_id: Option<AsciiMetadataValue>,
+}
+
+impl<T> Outgoing<'_, T> {
+    /// Everything that travels beside the message but the deadline.
+    fn entries(&self) -> impl Iterator<Item = (&'static str, &AsciiMetadataValue)> {
+        let trace = self.call.trace.as_ref();
+        [
+            Some((CALLER, self.call.caller.header())),
+            trace.map(|(parent, _)| (TRACEPARENT, parent)),
+            trace
+                .and_then(|(_, state)| state.as_ref())
+                .map(|state| (TRACESTATE, state)),
+            self.request_id.as_ref().map(|id| (REQUEST_ID, id)),
+        ]
+        .into_iter()
+        .flatten()
     }
 
-    /// Like [`Call::request`], with the create's idempotency key attached.
-    pub fn request_with_id<T>(
-        &self,
-        message: T,
-        request_id: &str,
-    ) -> Result<tonic::Request<T>, Status> {
-        let mut request = self.request(message, None)?;
-        if !request_id.is_empty() {
-            let value = AsciiMetadataValue::try_from(request_id)
-                .map_err(|_| Status::invalid_argument("request_id is not ASCII"))?;
-            request.metadata_mut().insert(metadata::REQUEST_ID, value);
+    /// The gRPC metadata of an attempt with `timeout` left.
+    pub(crate) fn metadata(&self, timeout: Duration) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        for (name, value) in self.entries() {
+            metadata.insert(name, value.clone());
         }
-        Ok(request)
+        set_timeout(&mut metadata, timeout);
+        metadata
+    }
+
+    /// The NATS headers of an attempt with `timeout` left.
+    pub(crate) fn nats_headers(&self, timeout: Duration) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in self.entries() {
+            // Every entry came from valid metadata or was made ASCII here.
+            if let Ok(value) = value.to_str() {
+                append_nats_header(&mut headers, name, value);
+            }
+        }
+        append_nats_timeout(&mut headers, timeout);
+        headers
+    }
+
+    /// The call as a tonic request with the whole timeout.
+    pub(crate) fn into_request(self) -> tonic::Request<T> {
+        let metadata = self.metadata(self.timeout);
+        tonic::Request::from_parts(metadata, Default::default(), self.message)
     }
 }
 
@@ -143,6 +215,7 @@ fn trace_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nordlys_transport::{Identity, Role};
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -152,7 +225,7 @@ mod tests {
             metadata.insert(*key, value.parse().expect("ascii"));
         }
         Call::new(
-            Identity::operator(),
+            Arc::new(Caller::new(Identity::operator()).expect("operator")),
             &metadata,
             Duration::from_secs(5),
             Duration::from_secs(30),
@@ -226,5 +299,42 @@ mod tests {
         let long = format!("v={}", "a".repeat(MAX_TRACESTATE));
         let call = call_with(&[(TRACEPARENT, PARENT), (TRACESTATE, &long)]);
         assert_eq!(sent(&call), (Some(PARENT.to_owned()), None));
+    }
+
+    #[test]
+    fn grpc_metadata_and_nats_headers_carry_the_same_entries() {
+        let caller = Identity {
+            organization: "organizations/o".into(),
+            member: "organizations/o/members/u".into(),
+            role: Role::Member,
+        };
+        let mut metadata = MetadataMap::new();
+        metadata.insert(TRACEPARENT, PARENT.parse().expect("ascii"));
+        metadata.insert(TRACESTATE, "vendor=abc".parse().expect("ascii"));
+        let call = Call::new(
+            Arc::new(Caller::new(caller).expect("caller")),
+            &metadata,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        );
+        let outgoing = call.outgoing_with_id((), "r-1").expect("outgoing");
+        assert!(outgoing.timeout <= Duration::from_millis(4500));
+
+        let left = Duration::from_millis(1500);
+        let grpc = outgoing.metadata(left);
+        let nats = outgoing.nats_headers(left);
+        let expected = [
+            (CALLER, "member;organizations/o;organizations/o/members/u"),
+            (TRACEPARENT, PARENT),
+            (TRACESTATE, "vendor=abc"),
+            (REQUEST_ID, "r-1"),
+            ("grpc-timeout", "1500000u"),
+        ];
+        for (name, value) in expected {
+            assert_eq!(grpc.get(name).and_then(|v| v.to_str().ok()), Some(value));
+            assert_eq!(nats.get(name).map(|v| v.as_str()), Some(value));
+        }
+        assert_eq!(grpc.len(), expected.len());
+        assert_eq!(nats.iter().count(), expected.len());
     }
 }

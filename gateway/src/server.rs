@@ -89,7 +89,7 @@ impl Gateway {
                 &config.operator_key,
                 quota.clone(),
                 Duration::from_millis(config.auth_cache_ttl_ms),
-            ),
+            )?,
             quota,
             regions: Mesh::new(
                 nats,

@@ -176,11 +176,11 @@ impl Api {
                 .await?;
         }
         let answers = scatter(spec.placement, |region| {
-            let request = call.request_with_id(req.clone(), spec.request_id);
+            let outgoing = call.outgoing_with_id(req.clone(), spec.request_id);
             async move {
                 self.state
                     .regions
-                    .call::<Req, Resp>(&region, spec.method, request?)
+                    .call::<Req, Resp>(&region, spec.method, outgoing?)
                     .await
             }
         })
@@ -218,11 +218,11 @@ impl Api {
         req: Undo,
     ) {
         for (region, answer) in scatter(regions, |region| {
-            let request = call.request(req.clone(), None);
+            let outgoing = call.outgoing(req.clone(), None);
             async move {
                 self.state
                     .regions
-                    .call::<Undo, DeleteResponse>(&region, method, request?)
+                    .call::<Undo, DeleteResponse>(&region, method, outgoing?)
                     .await
             }
         })
@@ -343,11 +343,11 @@ impl Api {
     {
         let regions = self.state.discovery.known();
         let answers = scatter(&regions, |region| {
-            let request = call.request(req.clone(), None);
+            let outgoing = call.outgoing(req.clone(), None);
             async move {
                 self.state
                     .regions
-                    .call::<Req, Resp>(&region, method, request?)
+                    .call::<Req, Resp>(&region, method, outgoing?)
                     .await
             }
         })
@@ -408,11 +408,11 @@ impl Api {
             limit: (size + 1) as i32,
         };
         let answers = scatter(&regions, |region| {
-            let request = call.request(req.clone(), Some(cap));
+            let outgoing = call.outgoing(req.clone(), Some(cap));
             async move {
                 self.state
                     .regions
-                    .call::<ListRequest, Resp>(&region, method, request?)
+                    .call::<ListRequest, Resp>(&region, method, outgoing?)
                     .await
                     .map(items)
             }
@@ -440,11 +440,11 @@ impl Api {
     {
         let regions = self.state.discovery.known();
         let answers = scatter(&regions, |region| {
-            let request = call.request(req.clone(), None);
+            let outgoing = call.outgoing(req.clone(), None);
             async move {
                 self.state
                     .regions
-                    .call::<Req, DeleteResponse>(&region, method, request?)
+                    .call::<Req, DeleteResponse>(&region, method, outgoing?)
                     .await
             }
         })

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use nordlys_transport::metadata::{set_timeout, timeout_of};
-use nordlys_transport::{nats_headers, BoxError, NatsChannel};
+use nordlys_transport::{BoxError, NatsChannel};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codegen::http;
@@ -30,6 +29,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Status};
 use tower::retry::budget::{Budget, TpsBudget};
 
+use crate::call::Outgoing;
 use crate::discovery::Instance;
 use direct::{DirectService, RegionDirect};
 pub use metrics::Metrics;
@@ -161,7 +161,7 @@ impl Mesh {
         &self,
         region: &str,
         method: &str,
-        request: Request<Req>,
+        outgoing: Outgoing<'_, Req>,
     ) -> Result<Resp, Status>
     where
         Req: Message + Clone + 'static,
@@ -174,8 +174,7 @@ impl Mesh {
             RouteMode::Nats => &[Nats, Nats],
         };
         let hedge = method.starts_with("Get") || method.starts_with("List");
-        let (metadata, _, message) = request.into_parts();
-        let timeout = timeout_of(&metadata).unwrap_or(Duration::from_secs(10));
+        let timeout = outgoing.timeout;
         let started = Instant::now();
         self.budget.deposit();
 
@@ -207,12 +206,10 @@ impl Mesh {
                 Direct => match self.direct(region) {
                     Some(service) => {
                         self.metrics.direct();
-                        let mut attempt_metadata = metadata.clone();
-                        set_timeout(&mut attempt_metadata, remaining);
                         let attempt = Request::from_parts(
-                            attempt_metadata,
+                            outgoing.metadata(remaining),
                             Default::default(),
-                            message.clone(),
+                            outgoing.message.clone(),
                         );
                         tokio::time::timeout(cap, direct_unary(service, method, attempt))
                             .await
@@ -229,14 +226,14 @@ impl Mesh {
                     self.metrics.nats();
                     let subject = nats_subject(region, method);
                     // Straight to headers and bytes, the message encoded
-                    // once for every NATS attempt: no request to build and
+                    // once for every NATS attempt: no metadata to build and
                     // take apart again, no deadline to write and parse
                     // back. The NATS request's own timer bounds the
                     // attempt: no second timer on the hot path.
                     let payload = payload
-                        .get_or_insert_with(|| Bytes::from(message.encode_to_vec()))
+                        .get_or_insert_with(|| Bytes::from(outgoing.message.encode_to_vec()))
                         .clone();
-                    let headers = nats_headers(&metadata, remaining);
+                    let headers = outgoing.nats_headers(remaining);
                     let call = self.nats.unary_encoded(subject, headers, payload, cap);
                     match call.await {
                         Err(status) if cap < remaining && NatsChannel::is_timed_out(&status) => {

@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use async_nats::client::{Request as NatsRequest, RequestErrorKind};
+use async_nats::header::{HeaderName, IntoHeaderName};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use prost::Message;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
-use crate::metadata::{timeout_of, timeout_text, GRPC_TIMEOUT};
+use crate::metadata::{
+    timeout_of, timeout_text, CALLER, GRPC_TIMEOUT, REQUEST_ID, TRACEPARENT, TRACESTATE,
+};
 use crate::status;
 
 /// How the statuses this channel makes itself begin: callers tell them
@@ -132,7 +135,7 @@ pub fn nats_headers(metadata: &MetadataMap, timeout: Duration) -> HeaderMap {
                     continue;
                 }
                 if let Ok(value) = value.to_str() {
-                    headers.append(key.as_str(), value);
+                    append_nats_header(&mut headers, key.as_str(), value);
                 }
             }
             KeyAndValueRef::Binary(key, value) => {
@@ -144,9 +147,34 @@ pub fn nats_headers(metadata: &MetadataMap, timeout: Duration) -> HeaderMap {
             }
         }
     }
-    let mut buf = [0u8; 9];
-    headers.append(GRPC_TIMEOUT, timeout_text(timeout, &mut buf));
+    append_nats_timeout(&mut headers, timeout);
     headers
+}
+
+/// Appends the ASCII metadata entry `name: value` to NATS `headers`.
+/// `value` comes from metadata, so it holds no line break. The names every
+/// internal call carries are async-nats constants: no allocation and no
+/// check of the name per call.
+pub fn append_nats_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    const CALLER_NAME: HeaderName = HeaderName::from_static(CALLER);
+    const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+    const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+    const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
+    let name = match name {
+        CALLER => CALLER_NAME,
+        REQUEST_ID => REQUEST_ID_NAME,
+        TRACEPARENT => TRACEPARENT_NAME,
+        TRACESTATE => TRACESTATE_NAME,
+        other => other.into_header_name(),
+    };
+    headers.append(name, value);
+}
+
+/// Appends `timeout` to NATS `headers` as `grpc-timeout`.
+pub fn append_nats_timeout(headers: &mut HeaderMap, timeout: Duration) {
+    const GRPC_TIMEOUT_NAME: HeaderName = HeaderName::from_static(GRPC_TIMEOUT);
+    let mut buf = [0u8; 9];
+    headers.append(GRPC_TIMEOUT_NAME, timeout_text(timeout, &mut buf));
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::{Request, Response, Status};
 
-use crate::metadata::timeout_of;
+use crate::metadata::{timeout_of, CALLER, GRPC_TIMEOUT, REQUEST_ID, TRACEPARENT, TRACESTATE};
 use crate::{status, BoxError};
 
 /// A type-erased endpoint handler: request bytes and metadata in, reply
@@ -231,8 +231,7 @@ fn metadata_from_headers(headers: Option<&HeaderMap>) -> MetadataMap {
         {
             continue;
         }
-        // from_bytes lowercases the name, as HTTP/2 wants.
-        let Ok(key) = AsciiMetadataKey::from_bytes(name.as_bytes()) else {
+        let Some(key) = metadata_key(name) else {
             continue;
         };
         for value in values {
@@ -242,6 +241,20 @@ fn metadata_from_headers(headers: Option<&HeaderMap>) -> MetadataMap {
         }
     }
     metadata
+}
+
+/// The metadata key of header `name`. The names every internal call
+/// carries are static keys: no allocation and no check per call.
+fn metadata_key(name: &str) -> Option<AsciiMetadataKey> {
+    Some(match name {
+        GRPC_TIMEOUT => AsciiMetadataKey::from_static(GRPC_TIMEOUT),
+        CALLER => AsciiMetadataKey::from_static(CALLER),
+        REQUEST_ID => AsciiMetadataKey::from_static(REQUEST_ID),
+        TRACEPARENT => AsciiMetadataKey::from_static(TRACEPARENT),
+        TRACESTATE => AsciiMetadataKey::from_static(TRACESTATE),
+        // from_bytes lowercases the name, as HTTP/2 wants.
+        other => AsciiMetadataKey::from_bytes(other.as_bytes()).ok()?,
+    })
 }
 
 /// A running NATS micro service.
@@ -272,5 +285,36 @@ impl MicroService {
         if let Err(e) = self.service.stop().await {
             tracing::warn!(error = %e, "could not stop the micro service cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_become_lowercase_metadata_and_binary_entries_stay_behind() {
+        let mut headers = HeaderMap::new();
+        headers.append(CALLER, "member;organizations/o;organizations/o/members/u");
+        headers.append(GRPC_TIMEOUT, "1500000u");
+        headers.append("X-Custom", "one");
+        headers.append("X-Custom", "two");
+        headers.append("trace-bin", "AQI");
+
+        let metadata = metadata_from_headers(Some(&headers));
+
+        assert_eq!(
+            metadata.get(CALLER).and_then(|v| v.to_str().ok()),
+            Some("member;organizations/o;organizations/o/members/u")
+        );
+        assert_eq!(timeout_of(&metadata), Some(Duration::from_millis(1500)));
+        let custom: Vec<&str> = metadata
+            .get_all("x-custom")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(custom, ["one", "two"]);
+        assert!(metadata.get("trace-bin").is_none());
+        assert_eq!(metadata.len(), 4);
     }
 }
