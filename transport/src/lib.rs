@@ -29,7 +29,7 @@ pub use coalesce::{coalesced_incoming, Coalesced};
 pub use connect::connect;
 pub use direct_channel::{DirectChannel, DirectOptions};
 pub use metadata::{Identity, Role};
-pub use nats::client::{append_nats_header, append_nats_timeout, nats_headers, NatsChannel};
+pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
 pub use nats::server::{confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder};
 pub use signal::shutdown_signal;
 

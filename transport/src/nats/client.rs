@@ -82,7 +82,7 @@ impl NatsChannel {
     }
 
     /// The call as it goes on the wire: `headers` (which carry the call's
-    /// `grpc-timeout`, see [`nats_headers`]) and an encoded `payload`,
+    /// `grpc-timeout`, see [`append_nats_timeout`]) and an encoded `payload`,
     /// waiting at most `wait`. For a caller that sends one request several
     /// times, so it encodes it once. A `wait` shorter than the deadline gives
     /// up early while the daemon still sees the whole deadline: for a caller
@@ -126,7 +126,7 @@ impl NatsChannel {
 /// The NATS headers of a call with `metadata` and `timeout` left: every
 /// ASCII metadata entry but its own `grpc-timeout` (binary entries travel
 /// base64, as their `-bin` names say), then `timeout` as `grpc-timeout`.
-pub fn nats_headers(metadata: &MetadataMap, timeout: Duration) -> HeaderMap {
+pub(crate) fn nats_headers(metadata: &MetadataMap, timeout: Duration) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for entry in metadata.iter() {
         match entry {
