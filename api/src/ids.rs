@@ -40,6 +40,27 @@ pub fn reservation(organization: &str, resource: &str, request_id: &str) -> Stri
     format!("r-{}", hex::encode(&h.finalize()[..12]))
 }
 
+/// The operation id of one resource's removal in a region: the region, the
+/// name and the create time name exactly one resource that ever existed, so
+/// a retried give-back of its quota counts once, and a resource created
+/// again under the same name is a new removal.
+pub fn removal(
+    region: &str,
+    resource: &str,
+    create_time: Option<&prost_types::Timestamp>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(region.as_bytes());
+    h.update([0]);
+    h.update(resource.as_bytes());
+    h.update([0]);
+    if let Some(t) = create_time {
+        h.update(t.seconds.to_be_bytes());
+        h.update(t.nanos.to_be_bytes());
+    }
+    format!("rm-{}", hex::encode(&h.finalize()[..12]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +74,22 @@ mod tests {
         let r = derive("prj", "organizations/acme", "");
         assert!(crate::validate::is_id(&r), "{r}");
         assert_ne!(r, derive("prj", "organizations/acme", ""));
+    }
+
+    #[test]
+    fn removals_name_one_resource_life() {
+        let t1 = prost_types::Timestamp {
+            seconds: 1,
+            nanos: 2,
+        };
+        let t2 = prost_types::Timestamp {
+            seconds: 1,
+            nanos: 3,
+        };
+        let a = removal("sto1", "projects/web", Some(&t1));
+        assert_eq!(a, removal("sto1", "projects/web", Some(&t1)));
+        assert_ne!(a, removal("sto1", "projects/web", Some(&t2)));
+        assert_ne!(a, removal("osl1", "projects/web", Some(&t1)));
+        assert!(a.len() <= 64);
     }
 }

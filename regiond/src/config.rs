@@ -57,6 +57,14 @@ pub struct Config {
     /// The OpenStack backend's settings (`[openstack]`, or
     /// `NORDLYS_OPENSTACK__CLOUD` and the like).
     pub openstack: OpenStackConfig,
+    /// How old an unsettled quota change must be before the sweeper takes it
+    /// over from the call that made it, in milliseconds
+    /// (`NORDLYS_SETTLE_GRACE_MS`). Longer than a gateway takes to commit a
+    /// create it saw succeed.
+    pub settle_grace_ms: u64,
+    /// How often the sweeper looks for unsettled quota changes, in
+    /// milliseconds (`NORDLYS_SETTLE_INTERVAL_MS`).
+    pub settle_interval_ms: u64,
 }
 
 /// How regiond reaches and shapes an OpenStack region.
@@ -161,6 +169,8 @@ impl Default for Config {
             grpc_listen: "127.0.0.1:0".to_string(),
             grpc_advertise: String::new(),
             openstack: OpenStackConfig::default(),
+            settle_grace_ms: 30_000,
+            settle_interval_ms: 5_000,
         }
     }
 }
@@ -245,6 +255,16 @@ impl Config {
     /// How long a shutdown waits for calls in flight.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// How old an unsettled change is before the sweeper takes it over.
+    pub fn settle_grace(&self) -> Duration {
+        Duration::from_millis(self.settle_grace_ms)
+    }
+
+    /// How often the sweeper runs (at least every 100 ms).
+    pub fn settle_interval(&self) -> Duration {
+        Duration::from_millis(self.settle_interval_ms.max(100))
     }
 }
 

@@ -32,6 +32,7 @@ pub mod config;
 mod grpc;
 mod handlers;
 pub mod service;
+mod settle;
 mod status;
 
 use std::io::Write;
@@ -121,7 +122,17 @@ pub async fn run_until(
     )
     .await?;
     let backend = open_backend(&config, &client).await?;
-    let handlers = Arc::new(Handlers::new(config.region.clone(), backend));
+    let handlers = Arc::new(
+        Handlers::settled(
+            config.region.clone(),
+            backend,
+            client.clone(),
+            config.backend == BackendKind::Memory,
+            config.settle_grace(),
+            config.settle_interval(),
+        )
+        .await?,
+    );
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let (grpc_endpoint, grpc_server) = match config.grpc_listen() {
         Some(addr) => {

@@ -76,6 +76,7 @@ pub async fn start(
         "GetAccessRule" => get_access_rule,
         "ListAccessRules" => list_access_rules,
         "DeleteAccessRule" => delete_access_rule,
+        "CountResources" => count_resources,
     });
     builder.start().await
 }

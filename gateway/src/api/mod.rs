@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use nordlys_api::{names, page, Violations};
 use nordlys_proto::pb::nordlys::quota::v1::{
-    CommitRequest, CommitResponse, FreeRequest, FreeResponse, RegionCounts, ReleaseRequest,
-    ReleaseResponse, ReserveRequest, ReserveResponse,
+    CommitRequest, CommitResponse, RegionCounts, ReleaseRequest, ReleaseResponse, ReserveRequest,
+    ReserveResponse,
 };
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
 use nordlys_proto::pb::nordlys::v1::{RegionStatus, ResourceCounts};
@@ -195,30 +195,49 @@ impl Api {
             _ => None,
         });
         if let Some(refusal) = refusal {
-            self.undo(call, spec.undo, &done, undo(spec.resource.to_string()))
-                .await;
+            // Regions that did not answer may have made it anyway: their
+            // own daemons commit or release their part once they know.
+            self.undo(
+                call,
+                spec.undo,
+                &done,
+                undo(spec.resource.to_string()),
+                spec.request_id,
+            )
+            .await;
             if spec.kind.is_some() {
                 self.settle(call, &reservation, organization, Vec::new())
                     .await;
             }
             return Err(refusal);
         }
-        if spec.kind.is_some() {
-            self.settle(call, &reservation, organization, done).await;
+        if let Some(kind) = spec.kind {
+            let created = done
+                .into_iter()
+                .map(|region| RegionCounts {
+                    region,
+                    counts: Some(kind.one()),
+                })
+                .collect();
+            self.settle(call, &reservation, organization, created).await;
         }
         Ok(answers)
     }
 
-    /// Deletes what a refused create made in `regions`.
+    /// Deletes what a refused create made in `regions`. The delete carries
+    /// the create's request id: the regions take it for the undo of that
+    /// create, give back nothing (nothing was committed) and forget the
+    /// request id, so a retry can create.
     async fn undo<Undo: Message + Clone + Default + 'static>(
         &self,
         call: &Call,
         method: &str,
         regions: &[String],
         req: Undo,
+        request_id: &str,
     ) {
         for (region, answer) in scatter(regions, |region| {
-            let outgoing = call.outgoing(req.clone(), None);
+            let outgoing = call.outgoing_with_id(req.clone(), request_id);
             async move {
                 self.state
                     .regions
@@ -238,12 +257,21 @@ impl Api {
         }
     }
 
-    /// Commits a reservation for the regions that succeeded (releasing the
-    /// others). A lost commit would leave a resource uncounted once the
-    /// reservation lapses, so when the quota service cannot be reached the
-    /// commit goes on in the background for a minute (the quota service
-    /// still honours a late commit of a lapsed reservation).
-    async fn settle(&self, call: &Call, reservation: &str, organization: &str, done: Vec<String>) {
+    /// Commits a reservation for the regions that made the resource, or,
+    /// with none, releases it. The commit names what each region created,
+    /// so it counts even when the reservation lapsed meanwhile, and it
+    /// leaves the reservation's other regions alone: a region that did not
+    /// answer may still make it, and its daemon commits or releases its part
+    /// once it knows. When the quota service cannot be reached the commit
+    /// goes on in the background for a minute; after that the regions'
+    /// daemons settle it (each keeps a durable note of its creates).
+    async fn settle(
+        &self,
+        call: &Call,
+        reservation: &str,
+        organization: &str,
+        done: Vec<RegionCounts>,
+    ) {
         let quota = self.state.quota.clone();
         let call = call.clone();
         let (reservation, organization) = (reservation.to_string(), organization.to_string());
@@ -269,7 +297,8 @@ impl Api {
                     let req = CommitRequest {
                         reservation_id: reservation,
                         organization,
-                        regions: done,
+                        regions: done.iter().map(|c| c.region.clone()).collect(),
+                        created: done,
                     };
                     quota
                         .call::<_, CommitResponse>("Commit", &call, req)
@@ -296,36 +325,6 @@ impl Api {
             }
             tracing::error!("reservation left unsettled; it lapses after its TTL");
         });
-    }
-
-    /// Gives quota back for what deletes removed.
-    async fn free(&self, call: &Call, organization: &str, freed: Vec<(String, ResourceCounts)>) {
-        let items: Vec<RegionCounts> = freed
-            .into_iter()
-            .filter(|(_, c)| c.projects + c.users + c.networks + c.access_rules > 0)
-            .map(|(region, counts)| RegionCounts {
-                region,
-                counts: Some(counts),
-            })
-            .collect();
-        if items.is_empty() {
-            return;
-        }
-        if let Err(e) = self
-            .state
-            .quota
-            .call::<_, FreeResponse>(
-                "Free",
-                call,
-                FreeRequest {
-                    organization: organization.to_string(),
-                    items,
-                },
-            )
-            .await
-        {
-            tracing::error!(organization, error = %e, "could not give quota back after a delete");
-        }
     }
 
     /// Asks every known region for one resource and merges what they have.
@@ -427,8 +426,10 @@ impl Api {
         Ok((page, token))
     }
 
-    /// Deletes a resource in every known region it exists in, gives the
-    /// quota back, and reports each region where it was (or may have been).
+    /// Deletes a resource in every known region it exists in and reports
+    /// each region where it was (or may have been). Each region gives the
+    /// quota back itself, durably, so a delete whose answer is lost (or a
+    /// gateway that dies) still frees it once.
     async fn delete_everywhere<Req>(
         &self,
         call: &Call,
@@ -480,21 +481,6 @@ impl Api {
                         .join(", ")
                 )),
             });
-        }
-        let mut by_org: std::collections::BTreeMap<String, Vec<(String, ResourceCounts)>> =
-            Default::default();
-        for (org, region, counts) in freed {
-            let org = if org.is_empty() {
-                call.caller.organization.clone()
-            } else {
-                org
-            };
-            by_org.entry(org).or_default().push((region, counts));
-        }
-        for (org, items) in by_org {
-            if !org.is_empty() {
-                self.free(call, &org, items).await;
-            }
         }
         sort_by_region(&mut statuses);
         Ok(statuses)

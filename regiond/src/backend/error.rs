@@ -18,6 +18,17 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
+    /// The one-letter prefix of the kind in store keys.
+    pub fn key_prefix(self) -> &'static str {
+        match self {
+            ResourceKind::Project => "p",
+            ResourceKind::User => "u",
+            ResourceKind::Membership => "m",
+            ResourceKind::Network => "n",
+            ResourceKind::AccessRule => "a",
+        }
+    }
+
     /// The protobuf message name, for google.rpc.ResourceInfo.
     pub fn type_name(self) -> &'static str {
         match self {

@@ -389,9 +389,14 @@ impl Backend for KvBackend {
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
+        let kind = ResourceKind::Project;
         let record = self
-            .remove_visible(ResourceKind::Project, tenant, name)
-            .await?;
+            .visible(kind, tenant, name)
+            .await?
+            .ok_or_else(|| self.not_found(kind, name))?;
+        // Children first, the project last: a delete cut short leaves a
+        // project that a retried delete finds and finishes, never children
+        // without their project.
         self.remove_children(ResourceKind::Membership, name).await?;
         let freed = ResourceCounts {
             projects: 1,
@@ -399,7 +404,9 @@ impl Backend for KvBackend {
             access_rules: self.remove_children(ResourceKind::AccessRule, name).await?,
             ..Default::default()
         };
+        self.remove(kind, name, &record).await?;
         Ok(Removed {
+            request_key: record.request.clone(),
             organization: record.organization,
             freed,
         })
@@ -434,6 +441,7 @@ impl Backend for KvBackend {
             }
         }
         Ok(Removed {
+            request_key: record.request.clone(),
             organization: record.organization,
             freed: ResourceCounts {
                 users: 1,
@@ -492,6 +500,7 @@ impl Backend for KvBackend {
             .remove_visible(ResourceKind::Membership, tenant, name)
             .await?;
         Ok(Removed {
+            request_key: record.request.clone(),
             organization: record.organization,
             freed: ResourceCounts::default(),
         })
@@ -521,6 +530,7 @@ impl Backend for KvBackend {
             .remove_visible(ResourceKind::Network, tenant, name)
             .await?;
         Ok(Removed {
+            request_key: record.request.clone(),
             organization: record.organization,
             freed: ResourceCounts {
                 networks: 1,
@@ -553,6 +563,7 @@ impl Backend for KvBackend {
             .remove_visible(ResourceKind::AccessRule, tenant, name)
             .await?;
         Ok(Removed {
+            request_key: record.request.clone(),
             organization: record.organization,
             freed: ResourceCounts {
                 access_rules: 1,

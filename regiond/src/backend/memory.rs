@@ -44,6 +44,8 @@ struct Row<T> {
     organization: String,
     /// The request id it was created with, forgotten when it is deleted.
     request: Option<RequestKey>,
+    /// The same as [`super::request_key`] gives it (empty without one).
+    request_key: String,
     value: T,
 }
 
@@ -107,11 +109,17 @@ impl<T: Clone> Table<T> {
         if let Some(key) = &request {
             self.requests.insert(key.clone(), name.to_string());
         }
+        let request_key = if request_id.is_empty() {
+            String::new()
+        } else {
+            super::request_key(self.kind, tenant, request_id)
+        };
         self.rows.insert(
             name.to_string(),
             Row {
                 organization: organization.to_string(),
                 request,
+                request_key,
                 value: value.clone(),
             },
         );
@@ -223,7 +231,11 @@ impl Backend for MemoryBackend {
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let mut state = self.state.write().await;
         let organization = self.project_org(&state, tenant, name)?;
-        state.projects.remove(name);
+        let request_key = state
+            .projects
+            .remove(name)
+            .map(|row| row.request_key)
+            .unwrap_or_default();
         let prefix = format!("{name}/");
         let inside = |child: &str| child.starts_with(&prefix);
         state.memberships.remove_where(|n, _| inside(n));
@@ -234,6 +246,7 @@ impl Backend for MemoryBackend {
             ..Default::default()
         };
         Ok(Removed {
+            request_key,
             organization,
             freed,
         })
@@ -270,9 +283,14 @@ impl Backend for MemoryBackend {
             .visible(tenant, name)
             .map(|row| row.organization.clone())
             .ok_or_else(|| not_found(ResourceKind::User, name, &self.region))?;
-        state.users.remove(name);
+        let request_key = state
+            .users
+            .remove(name)
+            .map(|row| row.request_key)
+            .unwrap_or_default();
         state.memberships.remove_where(|_, m| m.user == name);
         Ok(Removed {
+            request_key,
             organization,
             freed: ResourceCounts {
                 users: 1,
@@ -329,8 +347,13 @@ impl Backend for MemoryBackend {
             .visible(tenant, name)
             .map(|row| row.organization.clone())
             .ok_or_else(|| not_found(ResourceKind::Membership, name, &self.region))?;
-        state.memberships.remove(name);
+        let request_key = state
+            .memberships
+            .remove(name)
+            .map(|row| row.request_key)
+            .unwrap_or_default();
         Ok(Removed {
+            request_key,
             organization,
             freed: ResourceCounts::default(),
         })
@@ -372,8 +395,13 @@ impl Backend for MemoryBackend {
             .visible(tenant, name)
             .map(|row| row.organization.clone())
             .ok_or_else(|| not_found(ResourceKind::Network, name, &self.region))?;
-        state.networks.remove(name);
+        let request_key = state
+            .networks
+            .remove(name)
+            .map(|row| row.request_key)
+            .unwrap_or_default();
         Ok(Removed {
+            request_key,
             organization,
             freed: ResourceCounts {
                 networks: 1,
@@ -418,8 +446,13 @@ impl Backend for MemoryBackend {
             .visible(tenant, name)
             .map(|row| row.organization.clone())
             .ok_or_else(|| not_found(ResourceKind::AccessRule, name, &self.region))?;
-        state.access_rules.remove(name);
+        let request_key = state
+            .access_rules
+            .remove(name)
+            .map(|row| row.request_key)
+            .unwrap_or_default();
         Ok(Removed {
+            request_key,
             organization,
             freed: ResourceCounts {
                 access_rules: 1,

@@ -89,6 +89,25 @@ pub struct Removed {
     pub organization: String,
     /// How many of each quota-counted kind went, dependants included.
     pub freed: ResourceCounts,
+    /// The [`request_key`] the resource was created with; empty when it had
+    /// none or the backend does not keep it.
+    pub request_key: String,
+}
+
+/// The key of a create's request id: the same id from two tenants, or for
+/// two kinds, names two different creates. Request ids may hold `:`, which
+/// NATS KV keys may not: base64url them.
+pub fn request_key(kind: ResourceKind, tenant: &Tenant, request_id: &str) -> String {
+    use base64::Engine;
+    let tenant = match tenant {
+        Tenant::Any => "operator",
+        Tenant::Organization(org) => org,
+    };
+    format!(
+        "q.{}.{tenant}.{}",
+        kind.key_prefix(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(request_id)
+    )
 }
 
 /// The result of a backend call.
@@ -171,6 +190,114 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>>;
     /// Deletes an access rule.
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
+
+    /// How many counted resources `organization` has here. The default
+    /// pages through the lists, so it costs what the organization holds.
+    async fn count_resources(&self, organization: &str) -> Result<ResourceCounts> {
+        let filter = || Filter {
+            organization: Some(organization.to_string()),
+            limit: COUNT_PAGE,
+            ..Filter::default()
+        };
+        Ok(ResourceCounts {
+            projects: count_pages(
+                filter(),
+                |f| async move { self.list_projects(&f).await },
+                |p| &p.name,
+            )
+            .await?,
+            users: count_pages(
+                filter(),
+                |f| async move { self.list_users(&f).await },
+                |u| &u.name,
+            )
+            .await?,
+            networks: count_pages(
+                filter(),
+                |f| async move { self.list_networks(&f).await },
+                |n| &n.name,
+            )
+            .await?,
+            access_rules: count_pages(
+                filter(),
+                |f| async move { self.list_access_rules(&f).await },
+                |r| &r.name,
+            )
+            .await?,
+        })
+    }
+
+    /// Resources of `organization` that lack what they need: networks and
+    /// access rules whose project is gone.
+    async fn orphans(&self, organization: &str) -> Result<Vec<String>> {
+        let mut filter = Filter {
+            organization: Some(organization.to_string()),
+            limit: COUNT_PAGE,
+            ..Filter::default()
+        };
+        let mut children = Vec::new();
+        loop {
+            let page = self.list_networks(&filter).await?;
+            let full = page.len() >= filter.limit;
+            children.extend(page.into_iter().map(|n| n.name));
+            match children.last() {
+                Some(last) if full => filter.after = last.clone(),
+                _ => break,
+            }
+        }
+        filter.after.clear();
+        loop {
+            let page = self.list_access_rules(&filter).await?;
+            let full = page.len() >= filter.limit;
+            children.extend(page.into_iter().map(|r| r.name));
+            match children.last() {
+                Some(last) if full => filter.after = last.clone(),
+                _ => break,
+            }
+        }
+        let mut orphans = Vec::new();
+        let mut known: std::collections::BTreeMap<String, bool> = Default::default();
+        for child in children {
+            let project = top_level(&child).to_string();
+            let exists = match known.get(&project) {
+                Some(exists) => *exists,
+                None => {
+                    let exists = match self.get_project(&Tenant::Any, &project).await {
+                        Ok(_) => true,
+                        Err(BackendError::NotFound { .. }) => false,
+                        Err(e) => return Err(e),
+                    };
+                    known.insert(project, exists);
+                    exists
+                }
+            };
+            if !exists {
+                orphans.push(child);
+            }
+        }
+        Ok(orphans)
+    }
+}
+
+/// How many resources a count or orphan scan reads at a time.
+const COUNT_PAGE: usize = 1000;
+
+/// Counts what a list returns, page by page.
+async fn count_pages<T, F, Fut>(mut filter: Filter, list: F, name: fn(&T) -> &String) -> Result<i64>
+where
+    F: Fn(Filter) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>>>,
+{
+    let mut count = 0i64;
+    loop {
+        let page = list(filter.clone()).await?;
+        count += page.len() as i64;
+        let full = page.len() >= filter.limit;
+        match page.last() {
+            Some(last) if full => filter.after = name(last).clone(),
+            _ => return Ok(count),
+        }
+    }
 }
 
 /// The top-level resource a name starts with: `projects/{p}` for

@@ -701,6 +701,7 @@ impl Backend for OpenStackBackend {
         }
         self.cloud.delete_project(&ks.id).await?;
         Ok(Removed {
+            request_key: String::new(),
             organization: project.organization,
             freed,
         })
@@ -809,6 +810,7 @@ impl Backend for OpenStackBackend {
         }
         self.cloud.delete_user(&ks.id).await?;
         Ok(Removed {
+            request_key: String::new(),
             organization: top_level(name).to_string(),
             freed: ResourceCounts {
                 users: 1,
@@ -911,6 +913,7 @@ impl Backend for OpenStackBackend {
             }
         }
         Ok(Removed {
+            request_key: String::new(),
             organization: project.organization,
             freed: ResourceCounts::default(),
         })
@@ -1024,6 +1027,7 @@ impl Backend for OpenStackBackend {
         }
         self.cloud.delete_network(&net.id).await?;
         Ok(Removed {
+            request_key: String::new(),
             organization: project.organization,
             freed: ResourceCounts {
                 networks: 1,
@@ -1147,6 +1151,7 @@ impl Backend for OpenStackBackend {
             .ok_or_else(missing)?;
         self.cloud.delete_rule(&rule.id).await?;
         Ok(Removed {
+            request_key: String::new(),
             organization: project.organization,
             freed: ResourceCounts {
                 access_rules: 1,

@@ -1,5 +1,6 @@
 //! Access rules: traffic a project's machines admit, in this region.
 
+use crate::backend::ResourceKind;
 use nordlys_api::validate::{check_access_rule, check_id};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
@@ -9,7 +10,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+use super::{parse_into, request_id, settle_name, Caller, Handlers};
 
 const ACCESS_RULE: &[&str] = &["projects", "accessRules"];
 
@@ -38,9 +39,21 @@ pub(super) async fn create(
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     rule.create_time.get_or_insert_with(nordlys_api::now);
+    let name = rule.name.clone();
+    let create_time = rule.create_time.clone();
     let rule = h
-        .backend
-        .create_access_rule(&caller.tenant, &request_id, rule)
+        .create(
+            &caller,
+            ResourceKind::AccessRule,
+            String::new(),
+            &name,
+            &request_id,
+            create_time.as_ref(),
+            || {
+                h.backend
+                    .create_access_rule(&caller.tenant, &request_id, rule)
+            },
+        )
         .await?;
     Ok(Response::new(rule))
 }
@@ -73,10 +86,7 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteAccessRuleRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let caller = Caller::writer(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, ACCESS_RULE, "name")?;
-    Ok(deleted(
-        h.backend.delete_access_rule(&caller.tenant, name).await?,
-    ))
+    h.delete(&request, ResourceKind::AccessRule, name).await
 }

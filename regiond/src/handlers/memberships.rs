@@ -1,5 +1,6 @@
 //! Memberships: a user's role on a project in this region.
 
+use crate::backend::ResourceKind;
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
 use nordlys_proto::pb::nordlys::v1::{
@@ -8,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+use super::{parse_into, request_id, settle_name, Caller, Handlers};
 
 const MEMBERSHIP: &[&str] = &["projects", "members"];
 
@@ -52,9 +53,21 @@ pub(super) async fn create(
     v.into_result()?;
     membership.region_status = h.ready();
     membership.create_time.get_or_insert_with(nordlys_api::now);
+    let name = membership.name.clone();
+    let create_time = membership.create_time.clone();
     let membership = h
-        .backend
-        .create_membership(&caller.tenant, &request_id, membership)
+        .create(
+            &caller,
+            ResourceKind::Membership,
+            String::new(),
+            &name,
+            &request_id,
+            create_time.as_ref(),
+            || {
+                h.backend
+                    .create_membership(&caller.tenant, &request_id, membership)
+            },
+        )
         .await?;
     Ok(Response::new(membership))
 }
@@ -87,10 +100,7 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteMembershipRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let caller = Caller::writer(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, MEMBERSHIP, "name")?;
-    Ok(deleted(
-        h.backend.delete_membership(&caller.tenant, name).await?,
-    ))
+    h.delete(&request, ResourceKind::Membership, name).await
 }

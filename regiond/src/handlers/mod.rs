@@ -17,7 +17,9 @@ use std::sync::Arc;
 use nordlys_api::validate::{check_request_id, is_region};
 use nordlys_api::Violations;
 use nordlys_proto::pb::nordlys::regiond::v1::regiond_service_server::RegiondService;
-use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
+use nordlys_proto::pb::nordlys::regiond::v1::{
+    CountResourcesRequest, CountResourcesResponse, DeleteResponse, ListRequest,
+};
 use nordlys_proto::pb::nordlys::v1::region_status::State;
 use nordlys_proto::pb::nordlys::v1::{
     AccessRule, CreateAccessRuleRequest, CreateMembershipRequest, CreateNetworkRequest,
@@ -31,7 +33,8 @@ use nordlys_transport::{Identity, Role};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Backend, Filter, Removed, Tenant};
+use crate::backend::{top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
+use crate::settle::Settle;
 
 /// A list without a limit returns at most this many resources.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
@@ -41,15 +44,78 @@ pub const DEFAULT_LIST_LIMIT: usize = 1000;
 pub struct Handlers {
     region: String,
     backend: Arc<dyn Backend>,
+    settle: Arc<Settle>,
 }
 
 impl Handlers {
-    /// Handlers serving `region` from `backend`.
+    /// Handlers serving `region` from `backend`, with no quota service:
+    /// quota changes are noted in memory and never settled (for tests and
+    /// examples; the daemon uses [`Handlers::settled`]).
     pub fn new(region: impl Into<String>, backend: Arc<dyn Backend>) -> Handlers {
+        let region = region.into();
+        let settle = Arc::new(Settle::in_memory(&region, Arc::clone(&backend)));
         Handlers {
-            region: region.into(),
+            region,
             backend,
+            settle,
         }
+    }
+
+    /// Handlers whose quota changes are settled with the quota service over
+    /// `client`, noted durably in JetStream KV (`nordlys-settle-{region}`,
+    /// and `nordlys-gone-{region}` for deleted resources' request ids) or,
+    /// with `in_memory`, in this process (the memory backend, whose
+    /// resources die with it). Starts the sweeper that settles what calls
+    /// left behind.
+    pub async fn settled(
+        region: impl Into<String>,
+        backend: Arc<dyn Backend>,
+        client: async_nats::Client,
+        in_memory: bool,
+        grace: std::time::Duration,
+        interval: std::time::Duration,
+    ) -> Result<Handlers, nordlys_transport::BoxError> {
+        use crate::settle::store::{KvStore, MemoryStore, Store};
+        let region = region.into();
+        let (notes, gone): (Arc<dyn Store>, Arc<dyn Store>) = if in_memory {
+            (
+                Arc::new(MemoryStore::default()),
+                Arc::new(MemoryStore::default()),
+            )
+        } else {
+            (
+                Arc::new(
+                    KvStore::open(
+                        client.clone(),
+                        &format!("nordlys-settle-{region}"),
+                        &format!("Nordlys region {region}: quota changes not yet settled"),
+                    )
+                    .await?,
+                ),
+                Arc::new(
+                    KvStore::open(
+                        client.clone(),
+                        &format!("nordlys-gone-{region}"),
+                        &format!("Nordlys region {region}: request ids of deleted resources"),
+                    )
+                    .await?,
+                ),
+            )
+        };
+        let settle = Arc::new(Settle::new(
+            &region,
+            Arc::clone(&backend),
+            notes,
+            gone,
+            client,
+            grace,
+        ));
+        tokio::spawn(Arc::clone(&settle).run_sweeper(interval));
+        Ok(Handlers {
+            region,
+            backend,
+            settle,
+        })
     }
 
     /// The region served.
@@ -237,11 +303,138 @@ fn request_id(v: &mut Violations, field: &str, metadata: &MetadataMap) -> String
     id.to_string()
 }
 
-fn deleted(removed: Removed) -> Response<DeleteResponse> {
-    Response::new(DeleteResponse {
-        freed: Some(removed.freed),
-        organization: removed.organization,
-    })
+/// A created resource, as the settle notes need to know it.
+trait Made {
+    fn made_name(&self) -> &str;
+    fn made_at(&self) -> Option<&prost_types::Timestamp>;
+}
+
+macro_rules! made {
+    ($($t:ty),*) => {$(
+        impl Made for $t {
+            fn made_name(&self) -> &str {
+                &self.name
+            }
+            fn made_at(&self) -> Option<&prost_types::Timestamp> {
+                self.create_time.as_ref()
+            }
+        }
+    )*};
+}
+
+made!(Project, User, Membership, Network, AccessRule);
+
+impl Handlers {
+    /// The organization a new resource `name` belongs to: the caller's, or
+    /// for operators the owner of its project (empty when it has none).
+    async fn owner(
+        &self,
+        caller: &Caller,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<String, Status> {
+        if let Tenant::Organization(org) = &caller.tenant {
+            return Ok(org.clone());
+        }
+        match kind {
+            ResourceKind::User => Ok(top_level(name).to_string()),
+            ResourceKind::Project => Ok(String::new()),
+            _ => match self
+                .backend
+                .get_project(&Tenant::Any, top_level(name))
+                .await
+            {
+                Ok(p) => Ok(p.organization),
+                Err(BackendError::NotFound { .. }) => Ok(String::new()),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Runs a create through the settle notes (see [`crate::settle`]): a
+    /// request id whose resource was deleted is refused, a counted create
+    /// is noted before the backend makes it, and a request id names one
+    /// create: replayed for another resource it is refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn create<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        kind: ResourceKind,
+        organization: String,
+        name: &str,
+        request_id: &str,
+        create_time: Option<&prost_types::Timestamp>,
+        make: F,
+    ) -> Result<T, Status>
+    where
+        T: Made,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = crate::backend::Result<T>>,
+    {
+        self.settle
+            .check_request(kind, &caller.tenant, request_id)
+            .await?;
+        let organization = if organization.is_empty() {
+            self.owner(caller, kind, name).await?
+        } else {
+            organization
+        };
+        let pending = if organization.is_empty() {
+            None
+        } else {
+            self.settle
+                .begin_create(kind, &organization, name, request_id, create_time)
+                .await?
+        };
+        let made = make().await;
+        let replayed_other = matches!(&made, Ok(r) if r.made_name() != name);
+        // A replay of another resource made nothing under this name.
+        let nothing_here = BackendError::AlreadyExists {
+            kind,
+            name: name.to_string(),
+            region: self.region.clone(),
+        };
+        self.settle
+            .end_create(
+                pending,
+                match &made {
+                    Ok(r) if !replayed_other => Ok(r.made_at()),
+                    Ok(_) => Err(&nothing_here),
+                    Err(e) => Err(e),
+                },
+            )
+            .await;
+        let made = made?;
+        if replayed_other {
+            return Err(nordlys_api::invalid(
+                "request_id",
+                format!(
+                    "was already used for another create ({}); a request id names one create",
+                    made.made_name()
+                ),
+            ));
+        }
+        Ok(made)
+    }
+
+    /// Deletes through the settle notes: crash-safe, quota given back once.
+    async fn delete<T>(
+        &self,
+        request: &Request<T>,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let caller = Caller::writer(request)?;
+        let undo_of = nordlys_transport::metadata::request_id(request.metadata());
+        let (organization, freed) = self
+            .settle
+            .delete(kind, &caller.tenant, name, undo_of)
+            .await?;
+        Ok(Response::new(DeleteResponse {
+            freed: Some(freed),
+            organization,
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -381,6 +574,21 @@ impl RegiondService for Handlers {
         request: Request<DeleteAccessRuleRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         access_rules::delete(self, request).await
+    }
+
+    async fn count_resources(
+        &self,
+        request: Request<CountResourcesRequest>,
+    ) -> Result<Response<CountResourcesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        if caller.identity.role != Role::Operator {
+            return Err(Status::permission_denied(
+                "only operators may count an organization's resources",
+            ));
+        }
+        let org = &request.get_ref().organization;
+        nordlys_api::names::parse_field(org, &["organizations"], "organization")?;
+        Ok(Response::new(self.settle.count(org).await?))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Networks: one subnet in a project, in this region.
 
+use crate::backend::ResourceKind;
 use nordlys_api::validate::{check_id, check_network, default_gateway};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
@@ -8,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+use super::{parse_into, request_id, settle_name, Caller, Handlers};
 
 const NETWORK: &[&str] = &["projects", "networks"];
 
@@ -40,9 +41,21 @@ pub(super) async fn create(
         network.gateway_ip = default_gateway(&network.cidr).unwrap_or_default();
     }
     network.create_time.get_or_insert_with(nordlys_api::now);
+    let name = network.name.clone();
+    let create_time = network.create_time.clone();
     let network = h
-        .backend
-        .create_network(&caller.tenant, &request_id, network)
+        .create(
+            &caller,
+            ResourceKind::Network,
+            String::new(),
+            &name,
+            &request_id,
+            create_time.as_ref(),
+            || {
+                h.backend
+                    .create_network(&caller.tenant, &request_id, network)
+            },
+        )
         .await?;
     Ok(Response::new(network))
 }
@@ -75,10 +88,7 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteNetworkRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let caller = Caller::writer(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, NETWORK, "name")?;
-    Ok(deleted(
-        h.backend.delete_network(&caller.tenant, name).await?,
-    ))
+    h.delete(&request, ResourceKind::Network, name).await
 }

@@ -1,5 +1,6 @@
 //! Projects: the unit of tenancy, one per placement region.
 
+use crate::backend::ResourceKind;
 use nordlys_api::validate::{check_id, check_text, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
@@ -8,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+use super::{parse_into, request_id, settle_name, Caller, Handlers};
 
 pub(super) async fn create(
     h: &Handlers,
@@ -53,9 +54,21 @@ pub(super) async fn create(
     caller.owns(&project.organization)?;
     project.region_status = h.ready();
     project.create_time.get_or_insert_with(nordlys_api::now);
+    let name = project.name.clone();
+    let create_time = project.create_time.clone();
     let project = h
-        .backend
-        .create_project(&caller.tenant, &request_id, project)
+        .create(
+            &caller,
+            ResourceKind::Project,
+            project.organization.clone(),
+            &name,
+            &request_id,
+            create_time.as_ref(),
+            || {
+                h.backend
+                    .create_project(&caller.tenant, &request_id, project)
+            },
+        )
         .await?;
     Ok(Response::new(project))
 }
@@ -88,10 +101,7 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteProjectRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let caller = Caller::writer(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, &["projects"], "name")?;
-    Ok(deleted(
-        h.backend.delete_project(&caller.tenant, name).await?,
-    ))
+    h.delete(&request, ResourceKind::Project, name).await
 }

@@ -188,15 +188,22 @@ async fn a_repeated_request_id_returns_the_first_result() {
         .await
         .expect("created")
         .into_inner();
-    // Another body with the same id: the first project, nothing new.
+    // The same create again: the first project, nothing new.
     let again = h
-        .create_project(call(&acme(), new_project("other", ACME, "req-1")))
+        .create_project(call(&acme(), new_project("web", ACME, "req-1")))
         .await
         .expect("replayed")
         .into_inner();
     assert_eq!(again, first);
+    // Another create with the same id is refused: an id names one create.
+    let err = h
+        .create_project(call(&acme(), new_project("other", ACME, "req-1")))
+        .await
+        .expect_err("a request id names one create");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("projects/web"), "{}", err.message());
     // The id may also come as metadata.
-    let mut request = call(&acme(), new_project("other", ACME, ""));
+    let mut request = call(&acme(), new_project("web", ACME, ""));
     request
         .metadata_mut()
         .insert(REQUEST_ID, "req-1".parse().expect("ascii"));

@@ -1,5 +1,6 @@
 //! Users of an organization, placed in this region.
 
+use crate::backend::ResourceKind;
 use nordlys_api::validate::{check_email, check_id, check_text, MAX_DISPLAY_NAME};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
@@ -8,7 +9,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{deleted, parse_into, request_id, settle_name, Caller, Handlers};
+use super::{parse_into, request_id, settle_name, Caller, Handlers};
 
 const USER: &[&str] = &["organizations", "users"];
 
@@ -46,9 +47,18 @@ pub(super) async fn create(
     caller.owns(&req.parent)?;
     user.region_status = h.ready();
     user.create_time.get_or_insert_with(nordlys_api::now);
+    let name = user.name.clone();
+    let create_time = user.create_time.clone();
     let user = h
-        .backend
-        .create_user(&caller.tenant, &request_id, user)
+        .create(
+            &caller,
+            ResourceKind::User,
+            req.parent.clone(),
+            &name,
+            &request_id,
+            create_time.as_ref(),
+            || h.backend.create_user(&caller.tenant, &request_id, user),
+        )
         .await?;
     Ok(Response::new(user))
 }
@@ -81,8 +91,7 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteUserRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let caller = Caller::writer(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, USER, "name")?;
-    Ok(deleted(h.backend.delete_user(&caller.tenant, name).await?))
+    h.delete(&request, ResourceKind::User, name).await
 }

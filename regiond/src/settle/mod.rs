@@ -1,0 +1,906 @@
+//! Quota settlement that survives crashes: the region that makes or removes
+//! a resource is the one that knows it happened, so it keeps a durable note
+//! of every quota change it owes until the quota service has it.
+//!
+//! - A counted create writes a `Create` note before asking the backend. The
+//!   gateway commits the reservation when the call succeeds; if it never
+//!   does (it crashed, the answer was lost), the sweeper finds the note
+//!   after a grace period and commits it if the resource exists (that life
+//!   of it: same create time), or releases it if not. Commits are
+//!   idempotent per reservation and region, so doing both is harmless.
+//! - A delete writes a `Remove` note naming every counted resource it will
+//!   remove (the resource, and for a project its networks and access rules)
+//!   with an operation id per resource, then removes them, then gives the
+//!   quota back, then drops the note. A delete cut short anywhere is finished
+//!   by a retried delete (which finds the note when the resource is already
+//!   gone) or by the sweeper, and the quota service applies each operation
+//!   id once, so the quota is freed exactly once.
+//! - The request id of a deleted resource is remembered for a day, so a
+//!   create repeated with it is refused instead of quietly making it again.
+//! - The gateway's undo of a create that another region refused deletes
+//!   with the create's request id: nothing was committed, so nothing is
+//!   given back, and the request id is forgotten so a retry can create.
+
+pub(crate) mod quota;
+pub(crate) mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nordlys_proto::pb::nordlys::quota::v1::UsageChange;
+use nordlys_proto::pb::nordlys::regiond::v1::{CountResourcesResponse, PendingChange};
+use nordlys_proto::pb::nordlys::v1::ResourceCounts;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use crate::backend::{top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
+use quota::QuotaClient;
+use store::{MemoryStore, Store, StoreError};
+
+/// A quota change this region owes the quota service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Note {
+    /// A create whose commit is not known to have happened.
+    Create {
+        organization: String,
+        name: String,
+        reservation: String,
+        request_id: String,
+        /// The create time the call gave the resource: which life of the
+        /// name the note is about.
+        #[serde(default)]
+        create_time: Option<(i64, i32)>,
+        at_ms: i64,
+    },
+    /// Removals whose quota is not yet given back.
+    Remove {
+        organization: String,
+        name: String,
+        /// A create of the removed resource to commit first, when its own
+        /// note was still open (so usage never drops below what exists).
+        #[serde(default)]
+        commit_first: Option<String>,
+        changes: Vec<Change>,
+        at_ms: i64,
+    },
+}
+
+/// One removed resource's give-back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Change {
+    operation_id: String,
+    name: String,
+}
+
+impl Note {
+    fn at_ms(&self) -> i64 {
+        match self {
+            Note::Create { at_ms, .. } | Note::Remove { at_ms, .. } => *at_ms,
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Note> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// The kind a resource name is of, from its collections.
+pub(crate) fn kind_of(name: &str) -> Option<ResourceKind> {
+    let parts: Vec<&str> = name.split('/').collect();
+    match parts.as_slice() {
+        ["projects", _] => Some(ResourceKind::Project),
+        ["organizations", _, "users", _] => Some(ResourceKind::User),
+        ["projects", _, "networks", _] => Some(ResourceKind::Network),
+        ["projects", _, "accessRules", _] => Some(ResourceKind::AccessRule),
+        ["projects", _, "members", _] => Some(ResourceKind::Membership),
+        _ => None,
+    }
+}
+
+/// One of `kind`, as quota counts it; zero for kinds without a quota.
+pub(crate) fn one(kind: ResourceKind) -> ResourceCounts {
+    let mut c = ResourceCounts::default();
+    match kind {
+        ResourceKind::Project => c.projects = 1,
+        ResourceKind::User => c.users = 1,
+        ResourceKind::Network => c.networks = 1,
+        ResourceKind::AccessRule => c.access_rules = 1,
+        ResourceKind::Membership => {}
+    }
+    c
+}
+
+fn counted(kind: ResourceKind) -> bool {
+    kind != ResourceKind::Membership
+}
+
+fn add(sum: &mut ResourceCounts, c: &ResourceCounts) {
+    sum.projects += c.projects;
+    sum.users += c.users;
+    sum.networks += c.networks;
+    sum.access_rules += c.access_rules;
+}
+
+fn hashed(prefix: &str, text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    format!("{prefix}.{}", hex::encode(&digest[..16]))
+}
+
+fn create_key(name: &str) -> String {
+    hashed("c", name)
+}
+
+fn remove_key(name: &str) -> String {
+    hashed("d", name)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn stamp(t: Option<&prost_types::Timestamp>) -> Option<(i64, i32)> {
+    t.map(|t| (t.seconds, t.nanos))
+}
+
+/// What one life of a resource is: who owns it and when it was made.
+#[derive(Debug, Clone)]
+struct Life {
+    organization: String,
+    create_time: Option<prost_types::Timestamp>,
+}
+
+/// A create under way, from [`Settle::begin_create`] to
+/// [`Settle::end_create`].
+#[derive(Debug)]
+pub(crate) struct PendingCreate {
+    key: String,
+    revision: u64,
+    note: Note,
+}
+
+/// The settlement of one region's quota changes. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Settle {
+    region: String,
+    backend: Arc<dyn Backend>,
+    notes: Arc<dyn Store>,
+    gone: Arc<dyn Store>,
+    quota: Option<QuotaClient>,
+    grace: Duration,
+}
+
+impl Settle {
+    /// Notes kept in this process only, and no quota service: for tests
+    /// and the memory backend without NATS.
+    pub(crate) fn in_memory(region: &str, backend: Arc<dyn Backend>) -> Settle {
+        Settle {
+            region: region.to_string(),
+            backend,
+            notes: Arc::new(MemoryStore::default()),
+            gone: Arc::new(MemoryStore::default()),
+            quota: None,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    /// Notes in `notes` and `gone`, settled with the quota service over
+    /// `client`.
+    pub(crate) fn new(
+        region: &str,
+        backend: Arc<dyn Backend>,
+        notes: Arc<dyn Store>,
+        gone: Arc<dyn Store>,
+        client: async_nats::Client,
+        grace: Duration,
+    ) -> Settle {
+        Settle {
+            region: region.to_string(),
+            backend,
+            notes,
+            gone,
+            quota: Some(QuotaClient::new(client, region)),
+            grace,
+        }
+    }
+
+    /// Refuses a request id whose resource was deleted: it named one
+    /// create, which happened.
+    pub(crate) async fn check_request(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        request_id: &str,
+    ) -> Result<(), Status> {
+        if request_id.is_empty() {
+            return Ok(());
+        }
+        let key = crate::backend::request_key(kind, tenant, request_id);
+        if let Some((name, _)) = self.gone.get(&hashed("g", &key)).await? {
+            return Err(Status::already_exists(format!(
+                "request_id {request_id:?} already created {}, which has since been deleted; a new create needs a new request_id",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Notes a counted create before the backend makes it.
+    pub(crate) async fn begin_create(
+        &self,
+        kind: ResourceKind,
+        organization: &str,
+        name: &str,
+        request_id: &str,
+        create_time: Option<&prost_types::Timestamp>,
+    ) -> Result<Option<PendingCreate>, Status> {
+        if !counted(kind) || request_id.is_empty() || self.quota.is_none() {
+            return Ok(None);
+        }
+        let note = Note::Create {
+            organization: organization.to_string(),
+            name: name.to_string(),
+            reservation: nordlys_api::ids::reservation(organization, name, request_id),
+            request_id: request_id.to_string(),
+            create_time: stamp(create_time),
+            at_ms: now_ms(),
+        };
+        let key = create_key(name);
+        match self.notes.create(&key, note.encode()).await {
+            Ok(revision) => Ok(Some(PendingCreate {
+                key,
+                revision,
+                note,
+            })),
+            // Another attempt of the same create (a retry, a fallback) or a
+            // racing create of the same name holds the note: it settles it.
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Settles what [`Settle::begin_create`] noted, now that the backend
+    /// answered: a refusal made nothing, so the note goes; a replay of an
+    /// earlier create is about that create's life; a success stays noted
+    /// until the sweeper has seen it committed.
+    pub(crate) async fn end_create(
+        &self,
+        pending: Option<PendingCreate>,
+        outcome: Result<Option<&prost_types::Timestamp>, &BackendError>,
+    ) {
+        let Some(pending) = pending else { return };
+        let result = match (outcome, pending.note) {
+            (Err(e), _)
+                if !matches!(e, BackendError::Unavailable(_) | BackendError::Internal(_)) =>
+            {
+                self.notes.delete(&pending.key, pending.revision).await
+            }
+            (Err(_), _) => Ok(()),
+            (
+                Ok(made),
+                Note::Create {
+                    organization,
+                    name,
+                    reservation,
+                    request_id,
+                    create_time,
+                    at_ms,
+                },
+            ) if stamp(made) != create_time => {
+                let note = Note::Create {
+                    organization,
+                    name,
+                    reservation,
+                    request_id,
+                    create_time: stamp(made),
+                    at_ms,
+                };
+                self.notes
+                    .update(&pending.key, note.encode(), pending.revision)
+                    .await
+                    .map(|_| ())
+            }
+            (Ok(_), _) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not update a create's settle note; the sweeper settles it");
+        }
+    }
+
+    /// Who owns the resource `name` and when it was made, if the tenant
+    /// sees it.
+    async fn life(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<Life>, BackendError> {
+        let b = &self.backend;
+        let found = match kind {
+            ResourceKind::Project => b.get_project(tenant, name).await.map(|p| Life {
+                organization: p.organization,
+                create_time: p.create_time,
+            }),
+            ResourceKind::User => b.get_user(tenant, name).await.map(|u| Life {
+                organization: top_level(name).to_string(),
+                create_time: u.create_time,
+            }),
+            ResourceKind::Network => b.get_network(tenant, name).await.map(|n| Life {
+                organization: String::new(),
+                create_time: n.create_time,
+            }),
+            ResourceKind::AccessRule => b.get_access_rule(tenant, name).await.map(|r| Life {
+                organization: String::new(),
+                create_time: r.create_time,
+            }),
+            ResourceKind::Membership => b.get_membership(tenant, name).await.map(|m| Life {
+                organization: String::new(),
+                create_time: m.create_time,
+            }),
+        };
+        let mut life = match found {
+            Ok(life) => life,
+            Err(BackendError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if life.organization.is_empty() {
+            // A project's child belongs to the project's organization.
+            life.organization = match b.get_project(&Tenant::Any, top_level(name)).await {
+                Ok(p) => p.organization,
+                Err(BackendError::NotFound { .. }) => match tenant {
+                    Tenant::Organization(org) => org.clone(),
+                    Tenant::Any => String::new(),
+                },
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(Some(life))
+    }
+
+    /// Removes a resource once; the backend call goes through here.
+    async fn remove_in_backend(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<String, BackendError> {
+        let b = &self.backend;
+        let removed = match kind {
+            ResourceKind::Project => b.delete_project(tenant, name).await,
+            ResourceKind::User => b.delete_user(tenant, name).await,
+            ResourceKind::Network => b.delete_network(tenant, name).await,
+            ResourceKind::AccessRule => b.delete_access_rule(tenant, name).await,
+            ResourceKind::Membership => b.delete_membership(tenant, name).await,
+        };
+        match removed {
+            Ok(r) => Ok(r.request_key),
+            Err(BackendError::NotFound { .. }) => Ok(String::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The counted resources a delete of `name` removes, with their
+    /// operation ids: the resource, and a project's networks and rules.
+    async fn doomed(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        life: &Life,
+    ) -> Result<Vec<Change>, BackendError> {
+        let mut changes = Vec::new();
+        if counted(kind) {
+            changes.push(Change {
+                operation_id: nordlys_api::ids::removal(
+                    &self.region,
+                    name,
+                    life.create_time.as_ref(),
+                ),
+                name: name.to_string(),
+            });
+        }
+        if kind == ResourceKind::Project {
+            let mut filter = Filter {
+                organization: None,
+                parent: Some(name.to_string()),
+                after: String::new(),
+                limit: 500,
+            };
+            loop {
+                let page = self.backend.list_networks(&filter).await?;
+                let full = page.len() >= filter.limit;
+                for n in &page {
+                    changes.push(Change {
+                        operation_id: nordlys_api::ids::removal(
+                            &self.region,
+                            &n.name,
+                            n.create_time.as_ref(),
+                        ),
+                        name: n.name.clone(),
+                    });
+                }
+                match page.last() {
+                    Some(last) if full => filter.after = last.name.clone(),
+                    _ => break,
+                }
+            }
+            filter.after.clear();
+            loop {
+                let page = self.backend.list_access_rules(&filter).await?;
+                let full = page.len() >= filter.limit;
+                for r in &page {
+                    changes.push(Change {
+                        operation_id: nordlys_api::ids::removal(
+                            &self.region,
+                            &r.name,
+                            r.create_time.as_ref(),
+                        ),
+                        name: r.name.clone(),
+                    });
+                }
+                match page.last() {
+                    Some(last) if full => filter.after = last.name.clone(),
+                    _ => break,
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Deletes `name` (of `kind`) for `tenant` and gives its quota back,
+    /// crash-safe: see the module docs. `undo_of` is the request id the
+    /// call carries: the gateway's undo of a refused create.
+    pub(crate) async fn delete(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+        undo_of: Option<&str>,
+    ) -> Result<(String, ResourceCounts), Status> {
+        let life = match self.life(kind, tenant, name).await? {
+            Some(life) => life,
+            None => return self.resume_delete(kind, tenant, name).await,
+        };
+        // An open create note of this life: the undo of that create, or a
+        // create whose commit must come before this give-back.
+        let mut commit_first = None;
+        let create_key = create_key(name);
+        if let Some((bytes, revision)) = self.notes.get(&create_key).await? {
+            if let Some(Note::Create {
+                reservation,
+                request_id,
+                create_time,
+                ..
+            }) = Note::decode(&bytes)
+            {
+                if create_time == stamp(life.create_time.as_ref()) {
+                    if undo_of.is_some_and(|id| id == request_id) {
+                        self.remove_in_backend(kind, tenant, name).await?;
+                        let _ = self.notes.delete(&create_key, revision).await;
+                        return Ok((life.organization, ResourceCounts::default()));
+                    }
+                    commit_first = Some(reservation);
+                }
+            }
+        }
+        let changes = self.doomed(kind, name, &life).await?;
+        let note = Note::Remove {
+            organization: life.organization.clone(),
+            name: name.to_string(),
+            commit_first,
+            changes,
+            at_ms: now_ms(),
+        };
+        let (note, revision) = self.upsert_remove(name, note).await?;
+        if commit_first_of(&note).is_some() {
+            // Its obligation now lives in the remove note.
+            if let Some((_, revision)) = self.notes.get(&create_key).await? {
+                let _ = self.notes.delete(&create_key, revision).await;
+            }
+        }
+        let request_key = self.remove_in_backend(kind, tenant, name).await?;
+        if !request_key.is_empty() {
+            if let Err(e) = self
+                .gone
+                .put(&hashed("g", &request_key), Bytes::from(name.to_string()))
+                .await
+            {
+                tracing::warn!(error = %e, %name, "could not remember a deleted resource's request id");
+            }
+        }
+        let freed = self.freed(&note);
+        if let Err(e) = self.settle_remove(&note, revision).await {
+            tracing::warn!(error = %e, %name, "quota give-back after a delete failed; the sweeper retries it");
+        }
+        Ok((life.organization, freed))
+    }
+
+    /// A delete of a resource that is gone already: finishes an earlier
+    /// delete of it that was cut short, or NOT_FOUND.
+    async fn resume_delete(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<(String, ResourceCounts), Status> {
+        let key = remove_key(name);
+        if let Some((bytes, revision)) = self.notes.get(&key).await? {
+            let note = Note::decode(&bytes);
+            if let Some(note @ Note::Remove { organization, .. }) = &note {
+                if tenant.allows(organization) {
+                    let organization = organization.clone();
+                    let freed = self.freed(note);
+                    self.finish_remove(note, revision).await?;
+                    return Ok((organization, freed));
+                }
+            }
+        }
+        Err(BackendError::NotFound {
+            kind,
+            name: name.to_string(),
+            region: self.region.clone(),
+        }
+        .into())
+    }
+
+    /// Writes a remove note, merged with one already there (a delete that
+    /// was cut short, or one running beside this one).
+    async fn upsert_remove(&self, name: &str, note: Note) -> Result<(Note, u64), Status> {
+        let key = remove_key(name);
+        for _ in 0..8 {
+            match self.notes.get(&key).await? {
+                None => match self.notes.create(&key, note.encode()).await {
+                    Ok(revision) => return Ok((note, revision)),
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                Some((bytes, revision)) => {
+                    let merged = match Note::decode(&bytes) {
+                        Some(old) => merge(old, note.clone()),
+                        None => note.clone(),
+                    };
+                    match self.notes.update(&key, merged.encode(), revision).await {
+                        Ok(revision) => return Ok((merged, revision)),
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(Status::aborted(format!(
+            "{name} is being deleted by several calls at once; retry"
+        )))
+    }
+
+    fn freed(&self, note: &Note) -> ResourceCounts {
+        let mut sum = ResourceCounts::default();
+        if let Note::Remove { changes, .. } = note {
+            for c in changes {
+                if let Some(kind) = kind_of(&c.name) {
+                    add(&mut sum, &one(kind));
+                }
+            }
+        }
+        sum
+    }
+
+    /// Removes whatever a remove note names that still exists, then
+    /// settles it.
+    async fn finish_remove(&self, note: &Note, revision: u64) -> Result<(), Status> {
+        let Note::Remove { name, changes, .. } = note else {
+            return Ok(());
+        };
+        // The children go before the resource that holds them.
+        for c in changes.iter().filter(|c| &c.name != name) {
+            if let Some(kind) = kind_of(&c.name) {
+                self.remove_in_backend(kind, &Tenant::Any, &c.name).await?;
+            }
+        }
+        if let Some(kind) = kind_of(name) {
+            self.remove_in_backend(kind, &Tenant::Any, name).await?;
+        }
+        self.settle_remove(note, revision).await
+    }
+
+    /// Gives a remove note's quota back (committing its create first when
+    /// it has to), then drops the note.
+    async fn settle_remove(&self, note: &Note, revision: u64) -> Result<(), Status> {
+        let Note::Remove {
+            organization,
+            name,
+            commit_first,
+            changes,
+            ..
+        } = note
+        else {
+            return Ok(());
+        };
+        let Some(quota) = &self.quota else {
+            return self.drop_note(&remove_key(name), revision).await;
+        };
+        if organization.is_empty() {
+            tracing::warn!(%name, "a removal without an organization: nothing to give back");
+            return self.drop_note(&remove_key(name), revision).await;
+        }
+        if let Some(reservation) = commit_first {
+            let counts = kind_of(name).map(one).unwrap_or_default();
+            quota
+                .commit(organization, reservation, &self.region, counts)
+                .await?;
+        }
+        let usage: Vec<UsageChange> = changes
+            .iter()
+            .filter_map(|c| {
+                let kind = kind_of(&c.name)?;
+                Some(UsageChange {
+                    operation_id: c.operation_id.clone(),
+                    region: self.region.clone(),
+                    counts: Some(one(kind)),
+                })
+            })
+            .collect();
+        quota.free(organization, usage).await?;
+        self.drop_note(&remove_key(name), revision).await
+    }
+
+    async fn drop_note(&self, key: &str, revision: u64) -> Result<(), Status> {
+        match self.notes.delete(key, revision).await {
+            // Merged with a newer delete since: that one drops it.
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Settles one create note the call that wrote it left behind.
+    async fn sweep_create(&self, key: &str, note: &Note, revision: u64) -> Result<(), Status> {
+        let Note::Create {
+            organization,
+            name,
+            reservation,
+            create_time,
+            ..
+        } = note
+        else {
+            return Ok(());
+        };
+        let Some(quota) = &self.quota else {
+            return Ok(());
+        };
+        let Some(kind) = kind_of(name) else {
+            return self.drop_note(key, revision).await;
+        };
+        let life = self.life(kind, &Tenant::Any, name).await?;
+        match life {
+            Some(life) if stamp(life.create_time.as_ref()) == *create_time => {
+                quota
+                    .commit(organization, reservation, &self.region, one(kind))
+                    .await?;
+                tracing::debug!(%name, %reservation, "sweeper committed a create");
+            }
+            _ => {
+                quota
+                    .release(organization, reservation, &self.region)
+                    .await?;
+                tracing::debug!(%name, %reservation, "sweeper released a create that did not happen");
+            }
+        }
+        self.drop_note(key, revision).await
+    }
+
+    /// One pass over the notes older than the grace period. Returns how
+    /// many were settled.
+    pub(crate) async fn sweep(&self) -> Result<usize, Status> {
+        let cutoff = now_ms() - i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX);
+        let mut settled = 0;
+        for key in self.notes.keys().await? {
+            let Some((bytes, revision)) = self.notes.get(&key).await? else {
+                continue;
+            };
+            let Some(note) = Note::decode(&bytes) else {
+                tracing::warn!(%key, "undecodable settle note dropped");
+                self.drop_note(&key, revision).await?;
+                continue;
+            };
+            if note.at_ms() > cutoff {
+                continue;
+            }
+            let result = match &note {
+                Note::Create { .. } => self.sweep_create(&key, &note, revision).await,
+                Note::Remove { .. } => self.finish_remove(&note, revision).await,
+            };
+            match result {
+                Ok(()) => settled += 1,
+                Err(e) => tracing::warn!(%key, error = %e, "could not settle a note yet"),
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Sweeps every `interval` until the task is dropped.
+    pub(crate) async fn run_sweeper(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(settled = n, "sweeper settled quota changes left behind"),
+                Err(e) => tracing::warn!(error = %e, "settle sweep failed"),
+            }
+        }
+    }
+
+    /// What `organization` holds here, with the changes not yet settled,
+    /// for the quota reconciler.
+    pub(crate) async fn count(&self, organization: &str) -> Result<CountResourcesResponse, Status> {
+        let existing = self.backend.count_resources(organization).await?;
+        let mut pending = Vec::new();
+        for key in self.notes.keys().await? {
+            let Some((bytes, _)) = self.notes.get(&key).await? else {
+                continue;
+            };
+            match Note::decode(&bytes) {
+                Some(Note::Create {
+                    organization: org,
+                    name,
+                    reservation,
+                    ..
+                }) if org == organization => {
+                    if let Some(kind) = kind_of(&name) {
+                        pending.push(PendingChange {
+                            operation_id: reservation,
+                            create: true,
+                            counts: Some(one(kind)),
+                        });
+                    }
+                }
+                Some(Note::Remove {
+                    organization: org,
+                    changes,
+                    commit_first,
+                    name,
+                    ..
+                }) if org == organization => {
+                    if let (Some(reservation), Some(kind)) = (commit_first, kind_of(&name)) {
+                        pending.push(PendingChange {
+                            operation_id: reservation,
+                            create: true,
+                            counts: Some(one(kind)),
+                        });
+                    }
+                    for c in changes {
+                        if let Some(kind) = kind_of(&c.name) {
+                            pending.push(PendingChange {
+                                operation_id: c.operation_id,
+                                create: false,
+                                counts: Some(one(kind)),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let orphans = self.backend.orphans(organization).await?;
+        Ok(CountResourcesResponse {
+            existing: Some(existing),
+            pending,
+            orphans,
+        })
+    }
+}
+
+fn commit_first_of(note: &Note) -> Option<&str> {
+    match note {
+        Note::Remove { commit_first, .. } => commit_first.as_deref(),
+        Note::Create { .. } => None,
+    }
+}
+
+/// Two remove notes of one name as one: every change of both, once.
+fn merge(old: Note, new: Note) -> Note {
+    match (old, new) {
+        (
+            Note::Remove {
+                organization,
+                name,
+                commit_first,
+                mut changes,
+                at_ms,
+            },
+            Note::Remove {
+                commit_first: new_commit,
+                changes: new_changes,
+                ..
+            },
+        ) => {
+            let mut seen: BTreeMap<String, ()> = changes
+                .iter()
+                .map(|c| (c.operation_id.clone(), ()))
+                .collect();
+            for c in new_changes {
+                if seen.insert(c.operation_id.clone(), ()).is_none() {
+                    changes.push(c);
+                }
+            }
+            Note::Remove {
+                organization,
+                name,
+                commit_first: commit_first.or(new_commit),
+                changes,
+                at_ms,
+            }
+        }
+        (_, new) => new,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remove(ops: &[&str], commit: Option<&str>) -> Note {
+        Note::Remove {
+            organization: "organizations/acme".into(),
+            name: "projects/web".into(),
+            commit_first: commit.map(str::to_string),
+            changes: ops
+                .iter()
+                .map(|op| Change {
+                    operation_id: op.to_string(),
+                    name: format!("projects/web/networks/{op}"),
+                })
+                .collect(),
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn merged_remove_notes_keep_every_change_once() {
+        let merged = merge(remove(&["a", "b"], None), remove(&["b", "c"], Some("r-1")));
+        assert_eq!(merged, {
+            let mut n = remove(&["a", "b", "c"], Some("r-1"));
+            if let Note::Remove { at_ms, .. } = &mut n {
+                *at_ms = 1;
+            }
+            n
+        });
+    }
+
+    #[test]
+    fn notes_round_trip() {
+        let note = remove(&["a"], Some("r-1"));
+        assert_eq!(Note::decode(&note.encode()), Some(note));
+    }
+
+    #[test]
+    fn kinds_come_from_names() {
+        assert_eq!(kind_of("projects/web"), Some(ResourceKind::Project));
+        assert_eq!(
+            kind_of("projects/web/networks/n"),
+            Some(ResourceKind::Network)
+        );
+        assert_eq!(
+            kind_of("projects/web/accessRules/r"),
+            Some(ResourceKind::AccessRule)
+        );
+        assert_eq!(
+            kind_of("projects/web/members/m"),
+            Some(ResourceKind::Membership)
+        );
+        assert_eq!(
+            kind_of("organizations/acme/users/u"),
+            Some(ResourceKind::User)
+        );
+        assert_eq!(kind_of("regions/x"), None);
+    }
+}

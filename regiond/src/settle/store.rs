@@ -1,0 +1,257 @@
+//! Where a region keeps its unsettled quota changes and the request ids of
+//! deleted resources: small key-value stores with compare-and-set, in
+//! memory (for the memory backend, whose resources die with the process
+//! too) or in JetStream KV buckets with a 24-hour age limit (shared by every
+//! instance of the region and kept across restarts). The age limit bounds
+//! them whatever the traffic: a change still unsettled after a day is the
+//! reconciler's to repair.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::sync::Mutex;
+
+/// How long an entry lives at most.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The entry exists (create) or moved (update, delete).
+    #[error("the entry changed under us")]
+    Conflict,
+    /// The store cannot be reached.
+    #[error("settle store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> tonic::Status {
+        match e {
+            StoreError::Conflict => tonic::Status::aborted(e.to_string()),
+            StoreError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// A key-value store with revisions.
+#[async_trait]
+pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The value and its revision.
+    async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, StoreError>;
+    /// Creates `key`; [`StoreError::Conflict`] when it exists.
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError>;
+    /// Replaces revision `revision` of `key`.
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError>;
+    /// Deletes revision `revision` of `key` (nothing when it is gone).
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
+    /// Writes `key` whatever was there.
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
+    /// Every key.
+    async fn keys(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// A store in this process's memory.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryStore {
+    entries: Mutex<(u64, HashMap<String, (Bytes, u64)>)>,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, StoreError> {
+        Ok(self.entries.lock().await.1.get(key).cloned())
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        let mut guard = self.entries.lock().await;
+        let (last, map) = &mut *guard;
+        if map.contains_key(key) {
+            return Err(StoreError::Conflict);
+        }
+        *last += 1;
+        map.insert(key.to_string(), (value, *last));
+        Ok(*last)
+    }
+
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError> {
+        let mut guard = self.entries.lock().await;
+        let (last, map) = &mut *guard;
+        match map.get_mut(key) {
+            Some(entry) if entry.1 == revision => {
+                *last += 1;
+                *entry = (value, *last);
+                Ok(*last)
+            }
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        let mut guard = self.entries.lock().await;
+        match guard.1.get(key) {
+            None => Ok(()),
+            Some(entry) if entry.1 == revision => {
+                guard.1.remove(key);
+                Ok(())
+            }
+            Some(_) => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        let mut guard = self.entries.lock().await;
+        let (last, map) = &mut *guard;
+        *last += 1;
+        map.insert(key.to_string(), (value, *last));
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.entries.lock().await.1.keys().cloned().collect())
+    }
+}
+
+/// A store in a JetStream KV bucket.
+#[derive(Debug)]
+pub(crate) struct KvStore {
+    kv: kv::Store,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl KvStore {
+    /// Opens (creating it when missing) the bucket `name`.
+    pub(crate) async fn open(
+        client: async_nats::Client,
+        name: &str,
+        description: &str,
+    ) -> Result<KvStore, StoreError> {
+        let js = jetstream::new(client);
+        if let Ok(kv) = js.get_key_value(name).await {
+            return Ok(KvStore { kv });
+        }
+        // As in the kv backend: async-nats cannot read nats-server 2.9's
+        // account info, so the bucket's stream is defined as ADR-8 does.
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(description.to_string()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age: MAX_AGE,
+            max_bytes: -1,
+            max_message_size: -1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            num_replicas: 1,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+        let kv = js.get_key_value(name).await.map_err(unavailable)?;
+        Ok(KvStore { kv })
+    }
+}
+
+#[async_trait]
+impl Store for KvStore {
+    async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, StoreError> {
+        let entry = self.kv.entry(key).await.map_err(unavailable)?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        self.kv.create(key, value).await.map_err(|e| {
+            if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                StoreError::Conflict
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError> {
+        self.kv.update(key, value, revision).await.map_err(|e| {
+            if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                StoreError::Conflict
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        match self.kv.delete_expect_revision(key, Some(revision)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // A delete that lost the race: gone already, or rewritten.
+                match self.get(key).await? {
+                    None => Ok(()),
+                    Some(_) => {
+                        tracing::debug!(error = %e, "settle entry moved before its delete");
+                        Err(StoreError::Conflict)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        self.kv.put(key, value).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.kv
+            .keys()
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_compares_and_sets() {
+        let s = MemoryStore::default();
+        let r1 = s
+            .create("a", Bytes::from_static(b"1"))
+            .await
+            .expect("create");
+        assert!(matches!(
+            s.create("a", Bytes::from_static(b"2")).await,
+            Err(StoreError::Conflict)
+        ));
+        let r2 = s
+            .update("a", Bytes::from_static(b"2"), r1)
+            .await
+            .expect("update");
+        assert!(matches!(
+            s.update("a", Bytes::from_static(b"3"), r1).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(matches!(s.delete("a", r1).await, Err(StoreError::Conflict)));
+        s.delete("a", r2).await.expect("delete");
+        s.delete("a", r2)
+            .await
+            .expect("a second delete finds nothing");
+        assert!(s.get("a").await.expect("get").is_none());
+    }
+}
