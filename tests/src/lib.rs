@@ -538,16 +538,29 @@ impl Regiond {
 
     /// Like [`Regiond::start`], with more arguments (`--backend memory`, ...).
     pub fn start_with<S: AsRef<str>>(nats: &NatsServer, region: &str, args: &[S]) -> Regiond {
+        Regiond::start_env(nats, region, args, &[])
+    }
+
+    /// Like [`Regiond::start_with`], with environment variables
+    /// (`NORDLYS_SETTLE_GRACE_MS`, the test crash hook, ...).
+    pub fn start_env<S: AsRef<str>>(
+        nats: &NatsServer,
+        region: &str,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Regiond {
         // NORDLYS_TEST_BACKEND=openstack: the same tests on local OpenStack regions.
-        if let Some(regiond) = openstack::regiond_from_env(nats, region, args) {
+        if let Some(regiond) = openstack::regiond_from_env(nats, region, args, env) {
             return regiond;
         }
+        let mut spec = Spec::new("regiond", "nordlys-regiond ready")
+            .args(["--nats-url", &nats.url(), "--region", region])
+            .args(args.iter().map(|a| a.as_ref().to_owned()));
+        for (key, value) in env {
+            spec = spec.env(key, value);
+        }
         Regiond {
-            process: Process::start(
-                Spec::new("regiond", "nordlys-regiond ready")
-                    .args(["--nats-url", &nats.url(), "--region", region])
-                    .args(args.iter().map(|a| a.as_ref().to_owned())),
-            ),
+            process: Process::start(spec),
             region: region.to_owned(),
         }
     }
@@ -725,6 +738,8 @@ pub struct StackOpts {
     pub regiond_args: Vec<String>,
     /// More gateway arguments.
     pub gateway_args: Vec<String>,
+    /// Environment variables of every regiond instance.
+    pub regiond_env: Vec<(String, String)>,
 }
 
 impl Default for StackOpts {
@@ -736,6 +751,7 @@ impl Default for StackOpts {
             quota_instances: 1,
             regiond_args: Vec::new(),
             gateway_args: Vec::new(),
+            regiond_env: Vec::new(),
         }
     }
 }
@@ -767,10 +783,15 @@ impl Stack {
         let mut sto1_args = vec!["--backend".to_owned(), opts.backend.clone()];
         sto1_args.extend(opts.regiond_args.iter().cloned());
         let osl1_args = ["--backend".to_owned(), opts.backend.clone()];
-        let sto1_a = Regiond::start_with(&nats, "sto1", &sto1_args);
-        let sto1_b =
-            (opts.sto1_instances > 1).then(|| Regiond::start_with(&nats, "sto1", &sto1_args));
-        let osl1 = Regiond::start_with(&nats, "osl1", &osl1_args);
+        let env: Vec<(&str, &str)> = opts
+            .regiond_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let sto1_a = Regiond::start_env(&nats, "sto1", &sto1_args, &env);
+        let sto1_b = (opts.sto1_instances > 1)
+            .then(|| Regiond::start_env(&nats, "sto1", &sto1_args, &env));
+        let osl1 = Regiond::start_env(&nats, "osl1", &osl1_args, &env);
         let mut gateway_opts = GatewayOpts::default();
         gateway_opts
             .args

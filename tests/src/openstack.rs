@@ -899,6 +899,7 @@ pub fn regiond_from_env<S: AsRef<str>>(
     nats: &crate::NatsServer,
     region: &str,
     args: &[S],
+    env: &[(&str, &str)],
 ) -> Option<crate::Regiond> {
     if std::env::var(BACKEND_ENV).ok()? != "openstack" {
         return None;
@@ -926,7 +927,7 @@ pub fn regiond_from_env<S: AsRef<str>>(
         }
     }
     Some(crate::Regiond {
-        process: crate::Process::start(regiond_spec(nats, cloud, &config, &[]).args(extra)),
+        process: crate::Process::start(regiond_spec(nats, cloud, &config, env).args(extra)),
         region: region.to_string(),
     })
 }

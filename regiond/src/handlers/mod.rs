@@ -387,6 +387,7 @@ impl Handlers {
                 .await?
         };
         let made = make().await;
+        self.settle.crash_point("created");
         let replayed_other = matches!(&made, Ok(r) if r.made_name() != name);
         // A replay of another resource made nothing under this name.
         let nothing_here = BackendError::AlreadyExists {

@@ -178,9 +178,24 @@ pub(crate) struct Settle {
     gone: Arc<dyn Store>,
     quota: Option<QuotaClient>,
     grace: Duration,
+    /// The test-only crash hook (`NORDLYS_TEST_CRASH_AFTER`): `created`,
+    /// `remove-noted` or `removed` abort the process at that step.
+    crash_after: Option<String>,
 }
 
+/// The test-only crash hook's environment variable.
+const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
+
 impl Settle {
+    /// Aborts the process at `step` when the test hook asks for it, as a
+    /// `kill -9` would end it there.
+    pub(crate) fn crash_point(&self, step: &str) {
+        if self.crash_after.as_deref() == Some(step) {
+            tracing::error!(step, "{CRASH_AFTER_ENV}: aborting on purpose");
+            std::process::abort();
+        }
+    }
+
     /// Notes kept in this process only, and no quota service: for tests
     /// and the memory backend without NATS.
     pub(crate) fn in_memory(region: &str, backend: Arc<dyn Backend>) -> Settle {
@@ -191,6 +206,7 @@ impl Settle {
             gone: Arc::new(MemoryStore::default()),
             quota: None,
             grace: Duration::from_secs(30),
+            crash_after: None,
         }
     }
 
@@ -211,6 +227,9 @@ impl Settle {
             gone,
             quota: Some(QuotaClient::new(client, region)),
             grace,
+            crash_after: std::env::var(CRASH_AFTER_ENV)
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 
@@ -507,7 +526,9 @@ impl Settle {
                 let _ = self.notes.delete(&create_key, revision).await;
             }
         }
+        self.crash_point("remove-noted");
         let request_key = self.remove_in_backend(kind, tenant, name).await?;
+        self.crash_point("removed");
         if !request_key.is_empty() {
             if let Err(e) = self
                 .gone

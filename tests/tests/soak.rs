@@ -1,0 +1,405 @@
+//! A bounded soak under faults, as an operator would try it: concurrent
+//! creates, deletes and reads through two gateways (a few hundred calls over
+//! about a minute, one fixed random seed) while a regional daemon is killed
+//! and restarted, another paused and resumed, a quota instance killed,
+//! nats-server restarted and a gateway killed. Afterwards, with no
+//! reconciler running, quota usage equals what exists in every region, no
+//! orphan exists, no limit was passed at any sampled moment, and no call was
+//! answered INTERNAL or UNKNOWN.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use nordlys_proto::pb::nordlys::regiond::v1::{CountResourcesRequest, CountResourcesResponse};
+use nordlys_proto::pb::nordlys::v1::{
+    network_service_client::NetworkServiceClient, project_service_client::ProjectServiceClient,
+    CreateNetworkRequest, CreateProjectRequest, DeleteProjectRequest, GetProjectRequest,
+    ListNetworksRequest, ListProjectsRequest, Network, Project, ResourceCounts,
+};
+use nordlys_tests::{bearer, Gateway, GatewayOpts, Stack, StackOpts, Tenant};
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+use tonic::Code;
+
+const SEED: u64 = 0x6e6f72646c7973;
+const WORKERS: u64 = 6;
+const LOAD: Duration = Duration::from_secs(50);
+/// Projects each worker picks its ids from: small, so creates and deletes
+/// meet on the same names.
+const IDS: u32 = 12;
+const PROJECT_LIMIT: i64 = 30;
+const NETWORK_LIMIT: i64 = 40;
+
+fn limits() -> ResourceCounts {
+    ResourceCounts {
+        projects: PROJECT_LIMIT,
+        users: 10,
+        networks: NETWORK_LIMIT,
+        access_rules: 10,
+    }
+}
+
+/// What the load saw.
+#[derive(Debug, Default)]
+struct Seen {
+    calls: u64,
+    codes: BTreeMap<String, u64>,
+    /// INTERNAL or UNKNOWN answers, which must not happen.
+    bad: Vec<String>,
+    /// Usage over its limit at a sampled moment, which must not happen.
+    over: Vec<String>,
+}
+
+fn pick_regions(rng: &mut StdRng) -> Vec<String> {
+    match rng.random_range(0..3) {
+        0 => vec!["sto1".into()],
+        1 => vec!["osl1".into()],
+        _ => vec!["sto1".into(), "osl1".into()],
+    }
+}
+
+/// One worker: a seeded mix of calls, retrying an unanswered create with
+/// the same request id, as a careful client does.
+async fn worker(
+    n: u64,
+    gateways: Vec<Channel>,
+    gateway_b_alive: Arc<AtomicBool>,
+    key: String,
+    stop: Instant,
+    seen: Arc<Mutex<Seen>>,
+) {
+    let mut rng = StdRng::seed_from_u64(SEED + n);
+    let mut attempt = 0u64;
+    while Instant::now() < stop {
+        attempt += 1;
+        // Gateway B is killed part-way: calls then go to A only, and calls
+        // that were in flight to B when it died are not held against it.
+        let use_b = rng.random_bool(0.5) && gateway_b_alive.load(Ordering::SeqCst);
+        let channel = gateways[usize::from(use_b)].clone();
+        let id = format!("p{n}x{}", rng.random_range(0..IDS));
+        let op = rng.random_range(0..10);
+        let request_id = format!("w{n}-{attempt}");
+        let result: Result<(), tonic::Status> = match op {
+            0..=3 => {
+                let regions = pick_regions(&mut rng);
+                let mut last = Ok(());
+                // Up to three tries with the same request id.
+                for _ in 0..3 {
+                    let mut request = bearer(
+                        CreateProjectRequest {
+                            project: Some(Project {
+                                display_name: format!("Soak {id}"),
+                                regions: regions.clone(),
+                                ..Default::default()
+                            }),
+                            project_id: id.clone(),
+                            request_id: request_id.clone(),
+                        },
+                        &key,
+                    );
+                    request.set_timeout(Duration::from_secs(3));
+                    last = ProjectServiceClient::new(channel.clone())
+                        .create_project(request)
+                        .await
+                        .map(|_| ());
+                    match &last {
+                        Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await
+                        }
+                        _ => break,
+                    }
+                }
+                last
+            }
+            4..=5 => {
+                let mut request = bearer(
+                    CreateNetworkRequest {
+                        parent: format!("projects/{id}"),
+                        network_id: format!("n{}", rng.random_range(0..3)),
+                        network: Some(Network {
+                            region: if rng.random_bool(0.5) { "sto1" } else { "osl1" }.into(),
+                            cidr: "10.2.0.0/24".into(),
+                            ..Default::default()
+                        }),
+                        request_id: request_id.clone(),
+                    },
+                    &key,
+                );
+                request.set_timeout(Duration::from_secs(3));
+                NetworkServiceClient::new(channel.clone())
+                    .create_network(request)
+                    .await
+                    .map(|_| ())
+            }
+            6..=7 => {
+                let mut request = bearer(
+                    DeleteProjectRequest {
+                        name: format!("projects/{id}"),
+                    },
+                    &key,
+                );
+                request.set_timeout(Duration::from_secs(3));
+                ProjectServiceClient::new(channel.clone())
+                    .delete_project(request)
+                    .await
+                    .map(|_| ())
+            }
+            _ => {
+                let mut request = bearer(
+                    GetProjectRequest {
+                        name: format!("projects/{id}"),
+                    },
+                    &key,
+                );
+                request.set_timeout(Duration::from_secs(3));
+                ProjectServiceClient::new(channel.clone())
+                    .get_project(request)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.calls += 1;
+        let code = match &result {
+            Ok(()) => Code::Ok,
+            Err(s) => s.code(),
+        };
+        *seen.codes.entry(format!("{code:?}")).or_default() += 1;
+        if let Err(s) = &result {
+            let b_died = use_b && !gateway_b_alive.load(Ordering::SeqCst);
+            if matches!(s.code(), Code::Internal | Code::Unknown) && !b_died {
+                seen.bad.push(format!("op {op} on {id}: {s:?}"));
+            }
+        }
+        drop(seen);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+    }
+}
+
+fn signal(pid: Option<u32>, sig: Signal) {
+    if let Some(pid) = pid {
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// Everything `tenant` has in `region`: projects and networks, read
+/// through the public API (operator views are not needed: the tenant sees
+/// all of its own).
+async fn existing(channel: &Channel, tenant: &Tenant, region: &str) -> Option<ResourceCounts> {
+    let mut projects = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ProjectServiceClient::new(channel.clone())
+            .list_projects(bearer(
+                ListProjectsRequest {
+                    region: region.into(),
+                    page_size: 100,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &tenant.key,
+            ))
+            .await
+            .ok()?
+            .into_inner();
+        if !page.unreachable.is_empty() {
+            return None;
+        }
+        projects.extend(page.projects.into_iter().map(|p| p.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut networks = 0;
+    for project in &projects {
+        let page = NetworkServiceClient::new(channel.clone())
+            .list_networks(bearer(
+                ListNetworksRequest {
+                    parent: project.clone(),
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &tenant.key,
+            ))
+            .await
+            .ok()?
+            .into_inner();
+        networks += page.networks.iter().filter(|n| n.region == region).count() as i64;
+    }
+    Some(ResourceCounts {
+        projects: projects.len() as i64,
+        networks,
+        ..Default::default()
+    })
+}
+
+/// What regiond itself counts and finds orphaned (operator identity, NATS).
+async fn region_count(nats: &str, region: &str, organization: &str) -> CountResourcesResponse {
+    let client = async_nats::connect(nats).await.expect("nats");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("nordlys-caller", "operator;;soak-test");
+    let reply = client
+        .request_with_headers(
+            format!("nordlys.v1.{region}.RegiondService.CountResources"),
+            headers,
+            CountResourcesRequest {
+                organization: organization.to_string(),
+            }
+            .encode_to_vec()
+            .into(),
+        )
+        .await
+        .expect("CountResources");
+    CountResourcesResponse::decode(reply.payload).expect("CountResourcesResponse")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_equals_what_exists_after_faults() {
+    let mut stack = Stack::start_with(StackOpts {
+        quota_instances: 2,
+        regiond_env: vec![
+            ("NORDLYS_SETTLE_GRACE_MS".into(), "2000".into()),
+            ("NORDLYS_SETTLE_INTERVAL_MS".into(), "500".into()),
+        ],
+        ..StackOpts::default()
+    })
+    .await;
+    let tenant = stack.tenant_with_limits("soak", limits()).await;
+    let mut gateway_b = Gateway::start(&stack.nats, &GatewayOpts::default());
+    let gateways = vec![stack.channel().await, gateway_b.channel().await];
+    let alive_b = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let started = Instant::now();
+    let stop = started + LOAD;
+    let mut tasks = Vec::new();
+    for n in 0..WORKERS {
+        tasks.push(tokio::spawn(worker(
+            n,
+            gateways.clone(),
+            Arc::clone(&alive_b),
+            tenant.key.clone(),
+            stop,
+            Arc::clone(&seen),
+        )));
+    }
+
+    // The sampler: usage never above its limit.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let channel = gateways[0].clone();
+        let (key, org) = (tenant.key.clone(), tenant.organization.clone());
+        let (seen, sampling) = (Arc::clone(&seen), Arc::clone(&sampling));
+        tokio::spawn(async move {
+            while sampling.load(Ordering::SeqCst) {
+                for region in ["sto1", "osl1"] {
+                    let got = nordlys_proto::pb::nordlys::v1::quota_service_client::QuotaServiceClient::new(channel.clone())
+                        .get_quota(bearer(
+                            nordlys_proto::pb::nordlys::v1::GetQuotaRequest {
+                                name: format!("{org}/quotas/{region}"),
+                            },
+                            &key,
+                        ))
+                        .await;
+                    if let Ok(q) = got {
+                        let u = q.into_inner().usage.unwrap_or_default();
+                        if u.projects > PROJECT_LIMIT || u.networks > NETWORK_LIMIT {
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .over
+                                .push(format!("{region}: {u:?}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let at = |secs: u64| started + Duration::from_secs(secs);
+    let until = |t: Instant| tokio::time::sleep_until(t.into());
+    // A regional daemon killed, then restarted.
+    until(at(5)).await;
+    if let Some(b) = stack.sto1_b.as_mut() {
+        b.kill();
+    }
+    until(at(10)).await;
+    if let Some(b) = stack.sto1_b.as_mut() {
+        b.restart();
+    }
+    // Another paused, then resumed.
+    until(at(14)).await;
+    signal(stack.osl1.pid(), Signal::SIGSTOP);
+    until(at(19)).await;
+    signal(stack.osl1.pid(), Signal::SIGCONT);
+    // One quota instance killed.
+    until(at(23)).await;
+    if let Some(q) = stack.quota_b.as_mut() {
+        q.kill();
+    }
+    // nats-server restarted (same port and store).
+    until(at(28)).await;
+    tokio::task::block_in_place(|| stack.nats.restart());
+    // One gateway killed.
+    until(at(38)).await;
+    alive_b.store(false, Ordering::SeqCst);
+    gateway_b.kill();
+
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    sampling.store(false, Ordering::SeqCst);
+    sampler.await.expect("sampler");
+
+    // Let every daemon's sweeper settle what the faults left behind (grace
+    // 2 s), then compare, region by region, without any reconciler.
+    let channel = stack.channel().await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    let settled = loop {
+        let mut all_equal = true;
+        last.clear();
+        for region in ["sto1", "osl1"] {
+            let usage = stack
+                .quota(&tenant.key, &tenant.organization, region)
+                .await
+                .usage
+                .unwrap_or_default();
+            let exists = existing(&channel, &tenant, region).await;
+            let count = region_count(&stack.nats.url(), region, &tenant.organization).await;
+            let equal = exists.as_ref().is_some_and(|e| {
+                e.projects == usage.projects && e.networks == usage.networks
+            }) && count.pending.is_empty();
+            all_equal &= equal;
+            last.push_str(&format!(
+                "{region}: usage {usage:?}, existing {exists:?}, regiond counts {:?}, pending {}, orphans {:?}\n",
+                count.existing, count.pending.len(), count.orphans
+            ));
+        }
+        if all_equal || Instant::now() > deadline {
+            break all_equal;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    println!(
+        "soak: {} calls in {:?}, answers {:?}\n{last}",
+        seen.calls,
+        started.elapsed(),
+        seen.codes
+    );
+    assert!(seen.calls >= 200, "too few calls: {}", seen.calls);
+    assert!(seen.bad.is_empty(), "INTERNAL or UNKNOWN answers: {:#?}", seen.bad);
+    assert!(seen.over.is_empty(), "usage over its limit: {:#?}", seen.over);
+    assert!(settled, "usage differs from what exists:\n{last}");
+    for region in ["sto1", "osl1"] {
+        let count = region_count(&stack.nats.url(), region, &tenant.organization).await;
+        assert!(count.orphans.is_empty(), "orphans in {region}: {:?}", count.orphans);
+    }
+}
