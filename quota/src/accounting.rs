@@ -2,7 +2,7 @@
 //! [`reservation`](crate::reservation) applied region by region, each region
 //! one compare-and-set on its `quota.<org>.<region>` document.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nordlys_api::{names, validate, Violations};
 use nordlys_proto::pb::nordlys::quota::v1 as q;
@@ -20,18 +20,61 @@ use crate::{now_ms, Controller};
 /// than this is better retried than allowed to hold quota.
 const MAX_TTL_SECONDS: u32 = 3600;
 
-/// A reservation id: 1 to 64 of letters, digits, `.`, `_`, `:`, `-` (what
-/// `nordlys_api::ids::reservation` makes, and any request id).
-fn check_reservation_id(v: &mut Violations, id: &str) {
+/// A reservation or operation id: 1 to 64 of letters, digits, `.`, `_`,
+/// `:`, `-` (what `nordlys_api::ids::reservation` makes, and any request id).
+fn check_op_id(v: &mut Violations, field: &str, id: &str) {
     v.check(
         !id.is_empty()
             && id.len() <= 64
             && id
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')),
-        "reservation_id",
+        field,
         "is required: 1 to 64 letters, digits, '.', '_', ':' or '-'",
     );
+}
+
+fn check_reservation_id(v: &mut Violations, id: &str) {
+    check_op_id(v, "reservation_id", id);
+}
+
+/// Counts not negative, kind by kind, under `field`.
+fn check_counts(v: &mut Violations, field: &str, counts: &Counts) {
+    for k in Kind::ALL {
+        v.check(
+            counts.get(k) >= 0,
+            &format!("{field}.counts.{}", k.as_str()),
+            "must not be negative",
+        );
+    }
+}
+
+/// One give-back of [`check_changes`]: operation id, region, counts.
+type Change = (String, String, Counts);
+
+/// Checks `changes` (operation ids, regions, counts not negative).
+fn check_changes(v: &mut Violations, changes: &[q::UsageChange]) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (i, change) in changes.iter().enumerate() {
+        let field = format!("changes[{i}]");
+        check_op_id(v, &format!("{field}.operation_id"), &change.operation_id);
+        if !validate::is_region(&change.region) {
+            v.add(
+                format!("{field}.region"),
+                "must be a region id: 1 to 32 lowercase letters, digits and hyphens",
+            );
+        }
+        let counts = change.counts.as_ref().map(counts_from).unwrap_or_default();
+        check_counts(v, &field, &counts);
+        out.push((change.operation_id.clone(), change.region.clone(), counts));
+    }
+    out
+}
+
+/// UNAVAILABLE when a document holds as many applied ids as it may: the ops
+/// bucket has not taken the older ones for a while.
+fn full() -> Status {
+    Status::unavailable("too many operations await their move to the ops bucket; retry")
 }
 
 fn check_organization<'a>(v: &mut Violations, name: &'a str) -> &'a str {
@@ -47,13 +90,13 @@ fn check_organization<'a>(v: &mut Violations, name: &'a str) -> &'a str {
     }
 }
 
-/// Checks `items` (regions once each, counts not negative) and returns them
-/// as (region, counts).
-fn check_items(v: &mut Violations, items: &[q::RegionCounts]) -> Vec<(String, Counts)> {
+/// Checks `items` (a list named `name`: regions once each, counts not
+/// negative) and returns them as (region, counts).
+fn check_items(v: &mut Violations, name: &str, items: &[q::RegionCounts]) -> Vec<(String, Counts)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let field = format!("items[{i}]");
+        let field = format!("{name}[{i}]");
         if !validate::is_region(&item.region) {
             v.add(
                 format!("{field}.region"),
@@ -63,13 +106,7 @@ fn check_items(v: &mut Violations, items: &[q::RegionCounts]) -> Vec<(String, Co
             v.add(format!("{field}.region"), "appears more than once");
         }
         let counts = item.counts.as_ref().map(counts_from).unwrap_or_default();
-        for k in Kind::ALL {
-            v.check(
-                counts.get(k) >= 0,
-                &format!("{field}.counts.{}", k.as_str()),
-                "must not be negative",
-            );
-        }
+        check_counts(v, &field, &counts);
         out.push((item.region.clone(), counts));
     }
     out
@@ -105,7 +142,7 @@ impl Controller {
         if r.items.is_empty() {
             v.add("items", "at least one region is required");
         }
-        let items = check_items(&mut v, &r.items);
+        let items = check_items(&mut v, "items", &r.items);
         v.check(
             r.ttl_seconds <= MAX_TTL_SECONDS,
             "ttl_seconds",
@@ -144,7 +181,12 @@ impl Controller {
                     Ok(doc) => {
                         let mut doc = doc.map(|d| d.value).unwrap_or_default();
                         doc.prune(now);
-                        if doc.committed.contains_key(id) {
+                        let logged = if doc.reservations.contains_key(id) {
+                            BTreeSet::new()
+                        } else {
+                            self.logged_among(org, region, Some(&doc), [id]).await?
+                        };
+                        if doc.was_applied(id, &logged) {
                             already_committed = true;
                             break;
                         }
@@ -162,15 +204,31 @@ impl Controller {
             }
             let outcome = self
                 .store
-                .modify(&key, |current: Option<QuotaDoc>| {
-                    let mut doc = current.unwrap_or_default();
-                    let result = doc.reserve(id, counts, &regions, now + ttl_ms, &defaults, now);
-                    let write = match result {
-                        Ok(Reserved::New | Reserved::AlreadyPending) => Write::Put(doc),
-                        Ok(Reserved::AlreadyCommitted) | Err(_) => Write::Keep,
-                    };
-                    Ok::<_, Status>((write, result))
-                })
+                .modify_with(
+                    &key,
+                    |current: Option<&QuotaDoc>| {
+                        // A pending id was not applied: no need to ask.
+                        let pending = current.is_some_and(|d| d.reservations.contains_key(id));
+                        self.logged_among(org, region, current, (!pending).then_some(id))
+                    },
+                    |current: Option<QuotaDoc>, logged| {
+                        let mut doc = current.unwrap_or_default();
+                        let result = doc.reserve(
+                            id,
+                            counts,
+                            &regions,
+                            now + ttl_ms,
+                            &defaults,
+                            now,
+                            &logged,
+                        );
+                        let write = match result {
+                            Ok(Reserved::New | Reserved::AlreadyPending) => Write::Put(doc),
+                            Ok(Reserved::AlreadyCommitted) | Err(_) => Write::Keep,
+                        };
+                        Ok::<_, Status>((write, result))
+                    },
+                )
                 .await;
             match outcome {
                 Ok(Ok(Reserved::New)) => newly_reserved.push(region),
@@ -224,6 +282,7 @@ impl Controller {
         check_reservation_id(&mut v, &r.reservation_id);
         let org = check_organization(&mut v, &r.organization);
         let regions = check_regions(&mut v, &r.regions);
+        let created = check_items(&mut v, "created", &r.created);
         v.into_result()?;
         require_role(
             &caller,
@@ -234,41 +293,62 @@ impl Controller {
         let id = r.reservation_id.as_str();
         let defaults = self.config.default_limits;
 
+        // With `created`, exactly those regions, each counting what it made;
+        // without, the listed regions, counting what was reserved.
+        let targets: Vec<(String, Option<Counts>)> = if created.is_empty() {
+            regions.iter().map(|r| (r.clone(), None)).collect()
+        } else {
+            created.iter().map(|(r, c)| (r.clone(), Some(*c))).collect()
+        };
         let mut spanned: BTreeSet<String> = BTreeSet::new();
-        let mut all_known = !regions.is_empty();
-        for region in &regions {
+        let mut all_known = !targets.is_empty();
+        for (region, counts) in &targets {
             let now = now_ms();
-            let outcome = self
+            let (outcome, spill) = self
                 .store
-                .modify(
+                .modify_with(
                     &store::quota_key(org, region),
-                    |current: Option<QuotaDoc>| {
+                    |current: Option<&QuotaDoc>| {
+                        let pending = current.is_some_and(|d| d.reservations.contains_key(id));
+                        self.logged_among(org, region, current, (!pending).then_some(id))
+                    },
+                    |current: Option<QuotaDoc>, logged| {
                         let mut doc = current.unwrap_or_default();
-                        let outcome = doc.commit(id, &defaults, now);
+                        let outcome = doc
+                            .commit(id, counts.as_ref(), &defaults, now, &logged)
+                            .map_err(|_| full())?;
+                        let spill = doc.needs_spill();
                         let write = match outcome {
                             Committed::AlreadyCommitted => Write::Keep,
                             _ => Write::Put(doc),
                         };
-                        Ok::<_, Status>((write, outcome))
+                        Ok::<_, Status>((write, (outcome, spill)))
                     },
                 )
                 .await?;
+            if spill {
+                self.spill(org, region).await;
+            }
             match outcome {
                 Committed::Reservation { regions } => spanned.extend(regions),
                 Committed::AlreadyCommitted => {}
-                Committed::Lapsed { regions, exceeded } => {
-                    spanned.extend(regions);
+                Committed::Created { exceeded } => {
                     if exceeded.is_empty() {
-                        tracing::info!(organization = %org, region = %region, reservation = %id, "committed a lapsed reservation");
+                        tracing::info!(organization = %org, region = %region, reservation = %id, created = ?counts, "commit of an unknown reservation: counted what was created");
                     } else {
-                        tracing::warn!(organization = %org, region = %region, reservation = %id, over = ?exceeded, "committed a lapsed reservation that no longer fits: usage is over the limit");
+                        tracing::warn!(organization = %org, region = %region, reservation = %id, created = ?counts, over = ?exceeded, "commit of an unknown reservation counted what was created, which puts usage over the limit");
                     }
                 }
                 Committed::Unknown => {
                     all_known = false;
-                    tracing::warn!(organization = %org, region = %region, reservation = %id, "commit of an unknown reservation: recorded, nothing counted");
+                    tracing::warn!(organization = %org, region = %region, reservation = %id, "commit of an unknown reservation without created counts: recorded, nothing counted");
                 }
             }
+        }
+        if !created.is_empty() {
+            // The reservation's other regions belong to their own daemons,
+            // which commit or release them.
+            return Ok(q::CommitResponse {});
         }
         // Release the reservation's other regions, which did not get the
         // resource. When no committed region knew the reservation, look for
@@ -321,7 +401,8 @@ impl Controller {
         let r = request.into_inner();
         let mut v = Violations::new();
         let org = check_organization(&mut v, &r.organization);
-        let items = check_items(&mut v, &r.items);
+        let items = check_items(&mut v, "items", &r.items);
+        let changes = check_changes(&mut v, &r.changes);
         v.into_result()?;
         require_role(
             &caller,
@@ -344,6 +425,53 @@ impl Controller {
                     },
                 )
                 .await?;
+        }
+        // Changes: one compare-and-set per region, each change at most once.
+        let mut by_region: BTreeMap<&str, Vec<(&str, Counts)>> = BTreeMap::new();
+        for (op, region, counts) in &changes {
+            by_region
+                .entry(region.as_str())
+                .or_default()
+                .push((op.as_str(), *counts));
+        }
+        for (region, list) in &by_region {
+            let now = now_ms();
+            let (applied, spill) = self
+                .store
+                .modify_with(
+                    &store::quota_key(org, region),
+                    |current: Option<&QuotaDoc>| {
+                        let ids = current.map(|_| list.iter().map(|(op, _)| *op));
+                        self.logged_among(org, region, current, ids.into_iter().flatten())
+                    },
+                    |current: Option<QuotaDoc>, logged| {
+                        // Nothing was ever used in a region without a document.
+                        let Some(mut doc) = current else {
+                            return Ok::<_, Status>((Write::Keep, (0usize, false)));
+                        };
+                        let mut applied = 0;
+                        for (op, counts) in list {
+                            if doc
+                                .free_once(op, counts, now, &logged)
+                                .map_err(|_| full())?
+                            {
+                                applied += 1;
+                            }
+                        }
+                        let spill = doc.needs_spill();
+                        let write = if applied > 0 {
+                            Write::Put(doc)
+                        } else {
+                            Write::Keep
+                        };
+                        Ok((write, (applied, spill)))
+                    },
+                )
+                .await?;
+            if spill {
+                self.spill(org, region).await;
+            }
+            tracing::debug!(organization = %org, region = %region, changes = list.len(), applied, "usage given back");
         }
         Ok(q::FreeResponse {})
     }
@@ -368,7 +496,7 @@ impl Controller {
             .await
     }
 
-    /// The regions whose documents hold reservation `id` (pending or lapsed).
+    /// The regions whose documents hold reservation `id` pending.
     async fn regions_holding(&self, org: &str, id: &str) -> Result<Vec<String>, Status> {
         let prefix = store::quota_prefix(org);
         let docs = self.store.list::<QuotaDoc>(&prefix).await?;

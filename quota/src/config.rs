@@ -15,6 +15,9 @@ use crate::reservation::Counts;
 /// nats_url = "nats://127.0.0.1:4222"
 /// bucket = "nordlys-quota"
 /// reservation_ttl = 60          # seconds
+/// reconcile_interval_secs = 300 # 0: no periodic reconciliation
+/// reconcile_confirm_ms = 1000   # a drift must be seen twice this far apart
+/// reconcile_timeout_ms = 5000   # how long a region has to count
 /// [default_limits]
 /// projects = 10
 /// users = 50
@@ -23,7 +26,11 @@ use crate::reservation::Counts;
 /// ```
 ///
 /// Environment: `NORDLYS_NATS_URL`, `NORDLYS_BUCKET`,
-/// `NORDLYS_RESERVATION_TTL`, `NORDLYS_DEFAULT_LIMITS__PROJECTS`, ...
+/// `NORDLYS_RESERVATION_TTL`, `NORDLYS_DEFAULT_LIMITS__PROJECTS`,
+/// `NORDLYS_RECONCILE_INTERVAL_SECS`, ...
+///
+/// Applied operation ids that no longer fit in a quota document go to the
+/// bucket `<bucket>-ops` (see [`crate::ops`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -37,6 +44,14 @@ pub struct Config {
     pub reservation_ttl: u64,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace: u64,
+    /// Seconds between reconciliations of every organization's usage with
+    /// what the regions hold; 0 turns them off (ReconcileQuotas still works).
+    pub reconcile_interval_secs: u64,
+    /// Milliseconds between the two observations of a drift: it is corrected
+    /// only when seen twice with the same difference.
+    pub reconcile_confirm_ms: u64,
+    /// Milliseconds a region has to answer CountResources.
+    pub reconcile_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -52,6 +67,9 @@ impl Default for Config {
             },
             reservation_ttl: 60,
             shutdown_grace: 10,
+            reconcile_interval_secs: 300,
+            reconcile_confirm_ms: 1000,
+            reconcile_timeout_ms: 5000,
         }
     }
 }
@@ -68,6 +86,9 @@ pub struct Overrides {
     /// `--reservation-ttl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_ttl: Option<u64>,
+    /// `--reconcile-interval-secs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_interval_secs: Option<u64>,
 }
 
 /// A configuration that could not be read or makes no sense.
@@ -126,12 +147,33 @@ impl Config {
                 "reservation_ttl must be at least 1 second".to_string(),
             ));
         }
+        if self.reconcile_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "reconcile_timeout_ms must be at least 1".to_string(),
+            ));
+        }
         Ok(self)
     }
 
     /// The default reservation lifetime.
     pub fn reservation_ttl(&self) -> Duration {
         Duration::from_secs(self.reservation_ttl)
+    }
+
+    /// Time between periodic reconciliations; `None` when turned off.
+    pub fn reconcile_interval(&self) -> Option<Duration> {
+        (self.reconcile_interval_secs > 0)
+            .then(|| Duration::from_secs(self.reconcile_interval_secs))
+    }
+
+    /// Time between the two observations of a drift.
+    pub fn reconcile_confirm(&self) -> Duration {
+        Duration::from_millis(self.reconcile_confirm_ms)
+    }
+
+    /// How long a region has to count.
+    pub fn reconcile_timeout(&self) -> Duration {
+        Duration::from_millis(self.reconcile_timeout_ms)
     }
 }
 

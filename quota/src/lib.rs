@@ -14,6 +14,10 @@
 //!   so the same handlers can be served over gRPC too.
 //! - [`reservation`] is the quota arithmetic, free of I/O.
 //! - [`store`] is the KV access with the compare-and-set loop.
+//! - [`ops`] remembers applied operation ids, so retries count once, while
+//!   every document stays small.
+//! - [`reconcile`] compares usage with what the regions hold and repairs
+//!   drift.
 //! - [`service`] registers the micro service and runs until a signal.
 //!
 //! ```no_run
@@ -28,11 +32,14 @@ mod admin;
 mod auth;
 pub mod config;
 pub mod keys;
+pub mod ops;
+pub mod reconcile;
 pub mod reservation;
 pub mod service;
 mod status;
 pub mod store;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use nordlys_proto::pb::nordlys::quota::v1 as q;
@@ -42,22 +49,43 @@ use tonic::{Request, Response, Status};
 
 pub use admin::{ApiKeyDoc, MemberDoc, OrgDoc, StoredRole};
 use config::Config;
+use ops::OpsLog;
 use store::Store;
 
 /// The handlers of every `QuotaController` RPC, over one store.
 #[derive(Debug, Clone)]
 pub struct Controller {
     store: Store,
+    ops: OpsLog,
+    /// Calls to the regions (CountResources, for the reconciler).
+    regions: nordlys_transport::NatsChannel,
     config: Arc<Config>,
+    /// Drift corrections made since start.
+    corrections: Arc<AtomicU64>,
 }
 
 impl Controller {
-    /// Handlers over `store`, with `config`'s defaults.
-    pub fn new(store: Store, config: Config) -> Controller {
+    /// Handlers over `store` and `ops`, calling regions over `client`, with
+    /// `config`'s defaults.
+    pub fn new(
+        store: Store,
+        ops: OpsLog,
+        client: async_nats::Client,
+        config: Config,
+    ) -> Controller {
+        let timeout = config.reconcile_timeout();
         Controller {
             store,
+            ops,
+            regions: nordlys_transport::NatsChannel::new(client, timeout),
             config: Arc::new(config),
+            corrections: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Drift corrections this instance made since it started.
+    pub fn corrections(&self) -> u64 {
+        self.corrections.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -164,5 +192,12 @@ impl QuotaController for Controller {
 
     async fn update_quota(&self, request: Request<api::UpdateQuotaRequest>) -> Rpc<api::Quota> {
         self.set_limits(request).await.map(Response::new)
+    }
+
+    async fn reconcile_quotas(
+        &self,
+        request: Request<api::ReconcileQuotasRequest>,
+    ) -> Rpc<api::ReconcileQuotasResponse> {
+        self.reconcile(request).await.map(Response::new)
     }
 }

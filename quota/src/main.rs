@@ -32,6 +32,10 @@ struct Args {
     /// Seconds a reservation lives when the caller asks for no TTL [default: 60].
     #[arg(long, value_name = "SECONDS")]
     reservation_ttl: Option<u64>,
+    /// Seconds between reconciliations of usage with what the regions hold;
+    /// 0 turns them off [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    reconcile_interval_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -48,6 +52,7 @@ async fn main() -> ExitCode {
         nats_url: args.nats_url,
         bucket: args.bucket,
         reservation_ttl: args.reservation_ttl,
+        reconcile_interval_secs: args.reconcile_interval_secs,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,

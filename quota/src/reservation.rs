@@ -2,17 +2,33 @@
 //! reserve, commit, release, free and prune. The store applies these inside a
 //! compare-and-set loop, so each function sees and returns one consistent
 //! state, and the clock is a parameter so tests can move it.
+//!
+//! Operation ids (committed reservation ids, give-back operation ids) are
+//! remembered so a retry applies nothing twice. The document keeps only the
+//! most recent ones ([`RECENT_MAX`]); older ones live in the ops bucket (see
+//! [`crate::ops`]). The functions here take the ids the ops bucket knows as
+//! `logged`, looked up by the caller before the step runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-/// How long a committed reservation id is remembered (a repeated create
-/// within this window is recognized and reserves nothing).
-pub const COMMITTED_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
-/// How long a lapsed reservation is remembered, so a late commit still knows
-/// what to count.
-pub const LAPSED_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// How long an applied operation id is remembered (a repeated create or
+/// give-back within this window is recognized and changes nothing). The ops
+/// bucket's max age is the same.
+pub const APPLIED_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// Applied ids a document holds before the oldest move to the ops bucket.
+pub const RECENT_MAX: usize = 64;
+/// Applied ids a document keeps after a move: moving down to half rather than
+/// to the limit makes one move (one compare-and-set) serve many operations.
+pub const RECENT_KEEP: usize = 32;
+/// Applied ids beyond which a document takes no new one: only reached when
+/// the ops bucket has been unavailable for a while, and what keeps the
+/// document bounded even then.
+pub const RECENT_HARD_MAX: usize = 1024;
+/// Ids moved to the ops bucket in one go, so a move (an old document with
+/// many legacy ids) stays a bounded amount of work.
+pub const SPILL_BATCH: usize = 512;
 
 /// A kind of resource with a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -176,20 +192,12 @@ pub struct Reservation {
     pub regions: Vec<String>,
 }
 
-/// A reservation that lapsed before it was committed or released.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lapsed {
-    /// What it held in this region.
-    pub counts: Counts,
-    /// When it lapsed (unix milliseconds).
-    pub lapsed_at_ms: i64,
-    /// Every region of the reservation.
-    #[serde(default)]
-    pub regions: Vec<String>,
-}
-
 /// The state of an organization's quota in one region, one KV entry
 /// (`quota.<org>.<region>`).
+///
+/// Its size is bounded whatever the traffic: pending reservations are what
+/// is in flight (they lapse at their TTL), and applied ids are at most
+/// [`RECENT_HARD_MAX`] (normally [`RECENT_MAX`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QuotaDoc {
@@ -200,11 +208,15 @@ pub struct QuotaDoc {
     pub usage: Counts,
     /// Pending reservations by id.
     pub reservations: BTreeMap<String, Reservation>,
-    /// Committed reservation ids and when they were committed (unix ms).
-    pub committed: BTreeMap<String, i64>,
-    /// Reservations that lapsed, by id.
+    /// Recently applied operation ids and when they were applied (unix ms).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub lapsed: BTreeMap<String, Lapsed>,
+    pub applied: BTreeMap<String, i64>,
+    /// Committed ids written by earlier versions, which kept every one for a
+    /// day. Honoured like `applied`, never added to, and moved to the ops
+    /// bucket batch by batch, so old documents shrink. (Their `lapsed` map is
+    /// simply dropped: commits now say what they created.)
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub committed: BTreeMap<String, i64>,
 }
 
 /// One kind over its limit in this region.
@@ -241,20 +253,23 @@ pub enum Committed {
         /// Every region of the reservation.
         regions: Vec<String>,
     },
-    /// The id was committed before: nothing changed.
+    /// The id was applied here before: nothing changed.
     AlreadyCommitted,
-    /// The reservation had lapsed; its counts were added to usage anyway.
-    /// `exceeded` lists the kinds that are now over their limit.
-    Lapsed {
-        /// Every region of the reservation.
-        regions: Vec<String>,
+    /// The reservation was unknown here (lapsed, released or never made) and
+    /// the commit said what was created: that was counted. `exceeded` lists
+    /// the kinds now over their limit.
+    Created {
         /// Kinds over their limit after counting it.
         exceeded: Vec<Exceeded>,
     },
-    /// Nothing is known about the id (never reserved here, or forgotten):
-    /// only the id was recorded.
+    /// Nothing is known about the id and the commit did not say what was
+    /// created: only the id was recorded.
     Unknown,
 }
+
+/// Why an operation id could not be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
 impl QuotaDoc {
     /// The sum of live reservations at `now_ms`.
@@ -268,32 +283,78 @@ impl QuotaDoc {
         sum
     }
 
-    /// Moves lapsed reservations aside and forgets committed ids and lapsed
-    /// reservations older than their retention, so a gateway that crashed
-    /// between reserve and commit never holds quota for long.
+    /// Drops lapsed reservations (a late commit says what it created, so
+    /// nothing of them needs keeping) and applied ids older than their
+    /// retention.
     pub fn prune(&mut self, now_ms: i64) {
-        let expired: Vec<String> = self
-            .reservations
-            .iter()
-            .filter(|(_, r)| r.expires_at_ms <= now_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            if let Some(r) = self.reservations.remove(&id) {
-                self.lapsed.insert(
-                    id,
-                    Lapsed {
-                        counts: r.counts,
-                        lapsed_at_ms: r.expires_at_ms,
-                        regions: r.regions,
-                    },
-                );
-            }
+        self.reservations.retain(|_, r| r.expires_at_ms > now_ms);
+        let fresh = |at: &i64| now_ms.saturating_sub(*at) < APPLIED_RETENTION_MS;
+        self.applied.retain(|_, at| fresh(at));
+        self.committed.retain(|_, at| fresh(at));
+    }
+
+    /// Whether operation `id` was applied here: in this document, or among
+    /// the ids the ops bucket knows (`logged`).
+    pub fn was_applied(&self, id: &str, logged: &BTreeSet<String>) -> bool {
+        self.applied.contains_key(id) || self.committed.contains_key(id) || logged.contains(id)
+    }
+
+    /// Whether the document alone knows `id` as applied, so the ops bucket
+    /// need not be asked.
+    pub fn knows_applied(&self, id: &str) -> bool {
+        self.applied.contains_key(id) || self.committed.contains_key(id)
+    }
+
+    /// Remembers operation `id` as applied at `now_ms`; [`Full`] when the
+    /// document holds [`RECENT_HARD_MAX`] ids already.
+    fn record(&mut self, id: &str, now_ms: i64) -> Result<(), Full> {
+        if self.applied.len() >= RECENT_HARD_MAX {
+            return Err(Full);
         }
-        self.committed
-            .retain(|_, at| now_ms.saturating_sub(*at) < COMMITTED_RETENTION_MS);
-        self.lapsed
-            .retain(|_, l| now_ms.saturating_sub(l.lapsed_at_ms) < LAPSED_RETENTION_MS);
+        self.applied.insert(id.to_string(), now_ms);
+        Ok(())
+    }
+
+    /// Whether the document holds more applied ids than it should keep.
+    pub fn needs_spill(&self) -> bool {
+        self.applied.len() > RECENT_MAX || !self.committed.is_empty()
+    }
+
+    /// The applied ids to move to the ops bucket: the oldest beyond
+    /// [`RECENT_KEEP`] when over [`RECENT_MAX`], and legacy committed ids, at
+    /// most [`SPILL_BATCH`] in all.
+    pub fn spill_candidates(&self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = Vec::new();
+        if self.applied.len() > RECENT_MAX {
+            let mut by_age: Vec<(&String, &i64)> = self.applied.iter().collect();
+            by_age.sort_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)));
+            let excess = self.applied.len() - RECENT_KEEP;
+            out.extend(
+                by_age
+                    .into_iter()
+                    .take(excess.min(SPILL_BATCH))
+                    .map(|(id, at)| (id.clone(), *at)),
+            );
+        }
+        let room = SPILL_BATCH.saturating_sub(out.len());
+        out.extend(
+            self.committed
+                .iter()
+                .take(room)
+                .map(|(id, at)| (id.clone(), *at)),
+        );
+        out
+    }
+
+    /// Forgets applied ids that are now in the ops bucket. Returns whether
+    /// anything changed.
+    pub fn forget_spilled(&mut self, ids: &[(String, i64)]) -> bool {
+        let mut changed = false;
+        for (id, _) in ids {
+            changed |= self.applied.remove(id).is_some();
+            changed |= self.committed.remove(id).is_some();
+        }
+        changed
     }
 
     /// The kinds for which `asked` does not fit next to usage and live
@@ -325,8 +386,9 @@ impl QuotaDoc {
     }
 
     /// Reserves `counts` under `id` until `expires_at_ms`, unless the id was
-    /// committed (nothing happens) or is already pending (nothing more is
+    /// applied (nothing happens) or is already pending (nothing more is
     /// held; the later expiry is kept, since the caller is still working).
+    #[allow(clippy::too_many_arguments)]
     pub fn reserve(
         &mut self,
         id: &str,
@@ -335,20 +397,20 @@ impl QuotaDoc {
         expires_at_ms: i64,
         defaults: &Counts,
         now_ms: i64,
+        logged: &BTreeSet<String>,
     ) -> Result<Reserved, Vec<Exceeded>> {
         self.prune(now_ms);
-        if self.committed.contains_key(id) {
-            return Ok(Reserved::AlreadyCommitted);
-        }
         if let Some(existing) = self.reservations.get_mut(id) {
             existing.expires_at_ms = existing.expires_at_ms.max(expires_at_ms);
             return Ok(Reserved::AlreadyPending);
+        }
+        if self.was_applied(id, logged) {
+            return Ok(Reserved::AlreadyCommitted);
         }
         let exceeded = self.check(counts, defaults, now_ms);
         if !exceeded.is_empty() {
             return Err(exceeded);
         }
-        self.lapsed.remove(id);
         self.reservations.insert(
             id.to_string(),
             Reservation {
@@ -360,58 +422,79 @@ impl QuotaDoc {
         Ok(Reserved::New)
     }
 
-    /// Turns reservation `id` into usage and remembers the id as committed.
+    /// Commits reservation `id` in this region, at most once.
     ///
-    /// A lapsed reservation is still counted: the resource it was for exists
-    /// now, and usage must say what exists or the organization could go
-    /// further over its limit unnoticed. Counting it may put usage above the
-    /// limit; the caller logs that, and later reserves are refused until
-    /// usage falls back. An id never seen is only recorded as committed: with
-    /// no counts there is nothing to add.
-    pub fn commit(&mut self, id: &str, defaults: &Counts, now_ms: i64) -> Committed {
+    /// A pending reservation becomes usage. An unknown one (lapsed, released
+    /// or never made here) counts `created` when the caller said what it
+    /// created: the resource exists, and usage must say what exists even
+    /// when that is over the limit (the caller logs that, and later reserves
+    /// are refused until usage falls back). Without `created` only the id is
+    /// recorded.
+    pub fn commit(
+        &mut self,
+        id: &str,
+        created: Option<&Counts>,
+        defaults: &Counts,
+        now_ms: i64,
+        logged: &BTreeSet<String>,
+    ) -> Result<Committed, Full> {
         self.prune(now_ms);
-        if self.committed.contains_key(id) {
-            return Committed::AlreadyCommitted;
+        if let Some(r) = self.reservations.get(id) {
+            let (counts, regions) = (r.counts, r.regions.clone());
+            self.record(id, now_ms)?;
+            self.reservations.remove(id);
+            self.usage.add(&counts);
+            return Ok(Committed::Reservation { regions });
         }
-        let outcome = if let Some(r) = self.reservations.remove(id) {
-            self.usage.add(&r.counts);
-            Committed::Reservation { regions: r.regions }
-        } else if let Some(l) = self.lapsed.remove(id) {
-            let exceeded = self.check(&l.counts, defaults, now_ms);
-            self.usage.add(&l.counts);
-            Committed::Lapsed {
-                regions: l.regions,
-                exceeded,
+        if self.was_applied(id, logged) {
+            return Ok(Committed::AlreadyCommitted);
+        }
+        self.record(id, now_ms)?;
+        Ok(match created {
+            Some(counts) => {
+                let exceeded = self.check(counts, defaults, now_ms);
+                self.usage.add(counts);
+                Committed::Created { exceeded }
             }
-        } else {
-            Committed::Unknown
-        };
-        self.committed.insert(id.to_string(), now_ms);
-        outcome
+            None => Committed::Unknown,
+        })
     }
 
-    /// Drops reservation `id` (pending or lapsed). Returns the regions of the
-    /// reservation when it was known here.
+    /// Drops pending reservation `id`. Returns the regions of the
+    /// reservation when it was pending here.
     pub fn release(&mut self, id: &str, now_ms: i64) -> Option<Vec<String>> {
         self.prune(now_ms);
-        if let Some(r) = self.reservations.remove(id) {
-            return Some(r.regions);
-        }
-        self.lapsed.remove(id).map(|l| l.regions)
+        self.reservations.remove(id).map(|r| r.regions)
     }
 
-    /// Gives back usage after a delete, never going below zero.
+    /// Gives back usage after a delete, never going below zero, with no
+    /// deduplication.
     pub fn free(&mut self, counts: &Counts, now_ms: i64) {
         self.prune(now_ms);
         self.usage.sub_saturating(counts);
     }
 
-    /// The regions a reservation id is known to span, from this document.
+    /// Gives back `counts` for removal `operation_id`, at most once. Returns
+    /// whether it was applied now (false: it had been before).
+    pub fn free_once(
+        &mut self,
+        operation_id: &str,
+        counts: &Counts,
+        now_ms: i64,
+        logged: &BTreeSet<String>,
+    ) -> Result<bool, Full> {
+        self.prune(now_ms);
+        if self.was_applied(operation_id, logged) {
+            return Ok(false);
+        }
+        self.record(operation_id, now_ms)?;
+        self.usage.sub_saturating(counts);
+        Ok(true)
+    }
+
+    /// The regions a pending reservation id spans, from this document.
     pub fn regions_of(&self, id: &str) -> Option<&[String]> {
-        self.reservations
-            .get(id)
-            .map(|r| r.regions.as_slice())
-            .or_else(|| self.lapsed.get(id).map(|l| l.regions.as_slice()))
+        self.reservations.get(id).map(|r| r.regions.as_slice())
     }
 }
 
@@ -426,6 +509,10 @@ mod tests {
         networks: 3,
         access_rules: 10,
     };
+
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
 
     fn projects(n: i64) -> Counts {
         Counts {
@@ -444,7 +531,12 @@ mod tests {
         c: Counts,
         now: i64,
     ) -> Result<Reserved, Vec<Exceeded>> {
-        doc.reserve(id, &c, &regions(), now + 60_000, &DEFAULTS, now)
+        doc.reserve(id, &c, &regions(), now + 60_000, &DEFAULTS, now, &none())
+    }
+
+    fn commit(doc: &mut QuotaDoc, id: &str, now: i64) -> Committed {
+        doc.commit(id, None, &DEFAULTS, now, &none())
+            .expect("room for the id")
     }
 
     #[test]
@@ -499,7 +591,7 @@ mod tests {
         let mut doc = QuotaDoc::default();
         reserve(&mut doc, "a", projects(1), NOW).expect("fits");
         assert!(matches!(
-            doc.commit("a", &DEFAULTS, NOW + 1),
+            commit(&mut doc, "a", NOW + 1),
             Committed::Reservation { .. }
         ));
         assert_eq!(doc.usage, projects(1));
@@ -512,63 +604,119 @@ mod tests {
     }
 
     #[test]
+    fn an_id_in_the_ops_bucket_counts_as_applied() {
+        let mut doc = QuotaDoc::default();
+        let logged: BTreeSet<String> = ["old".to_string()].into();
+        assert_eq!(
+            doc.reserve(
+                "old",
+                &projects(1),
+                &regions(),
+                NOW + 1,
+                &DEFAULTS,
+                NOW,
+                &logged
+            ),
+            Ok(Reserved::AlreadyCommitted)
+        );
+        assert_eq!(
+            doc.commit("old", Some(&projects(1)), &DEFAULTS, NOW, &logged),
+            Ok(Committed::AlreadyCommitted)
+        );
+        assert_eq!(doc.free_once("old", &projects(1), NOW, &logged), Ok(false));
+        assert_eq!(doc.usage, Counts::default());
+        assert!(doc.applied.is_empty());
+    }
+
+    #[test]
     fn commit_twice_is_a_no_op() {
         let mut doc = QuotaDoc::default();
         reserve(&mut doc, "a", projects(1), NOW).expect("fits");
-        doc.commit("a", &DEFAULTS, NOW);
-        assert_eq!(doc.commit("a", &DEFAULTS, NOW), Committed::AlreadyCommitted);
+        commit(&mut doc, "a", NOW);
+        assert_eq!(commit(&mut doc, "a", NOW), Committed::AlreadyCommitted);
+        assert_eq!(
+            doc.commit("a", Some(&projects(1)), &DEFAULTS, NOW, &none()),
+            Ok(Committed::AlreadyCommitted)
+        );
         assert_eq!(doc.usage, projects(1));
     }
 
     #[test]
-    fn expired_reservations_free_quota() {
-        let mut doc = QuotaDoc::default();
-        reserve(&mut doc, "a", projects(2), NOW).expect("fits");
-        assert!(reserve(&mut doc, "b", projects(1), NOW + 59_999).is_err());
-        // At the expiry the reservation no longer counts.
-        assert_eq!(doc.reserved(NOW + 60_000), Counts::default());
+    fn commit_is_idempotent_per_region() {
+        // One reservation over two regions, each its own document: each
+        // region's commit counts once, whatever the other does.
+        let both = vec!["sto1".to_string(), "osl1".to_string()];
+        let mut sto1 = QuotaDoc::default();
+        let mut osl1 = QuotaDoc::default();
+        for doc in [&mut sto1, &mut osl1] {
+            doc.reserve(
+                "r",
+                &projects(1),
+                &both,
+                NOW + 60_000,
+                &DEFAULTS,
+                NOW,
+                &none(),
+            )
+            .expect("fits");
+        }
+        let created = projects(1);
+        for _ in 0..3 {
+            sto1.commit("r", Some(&created), &DEFAULTS, NOW + 1, &none())
+                .expect("room");
+        }
+        assert_eq!(sto1.usage, projects(1));
+        // osl1 still holds its reservation: its own daemon commits it.
+        assert_eq!(osl1.reserved(NOW + 1), projects(1));
         assert_eq!(
-            reserve(&mut doc, "b", projects(1), NOW + 60_000),
-            Ok(Reserved::New)
+            osl1.commit("r", Some(&created), &DEFAULTS, NOW + 2, &none()),
+            Ok(Committed::Reservation { regions: both })
         );
-        assert!(!doc.reservations.contains_key("a"));
-        assert!(doc.lapsed.contains_key("a"));
+        assert_eq!(osl1.usage, projects(1));
     }
 
     #[test]
-    fn lapsed_commit_still_counts_and_reports_overrun() {
+    fn created_counts_of_an_unknown_reservation_are_counted() {
         let mut doc = QuotaDoc::default();
-        reserve(&mut doc, "a", projects(2), NOW).expect("fits");
+        // It lapsed and was pruned: the document forgets it entirely.
+        reserve(&mut doc, "a", projects(1), NOW).expect("fits");
         let later = NOW + 61_000;
-        reserve(&mut doc, "b", projects(2), later).expect("a lapsed, b fits");
-        match doc.commit("a", &DEFAULTS, later) {
-            Committed::Lapsed { exceeded, regions } => {
-                assert_eq!(regions, vec!["sto1".to_string()]);
+        doc.prune(later);
+        assert!(doc.reservations.is_empty());
+        assert_eq!(
+            doc.commit("a", Some(&projects(1)), &DEFAULTS, later, &none()),
+            Ok(Committed::Created { exceeded: vec![] })
+        );
+        assert_eq!(doc.usage, projects(1));
+        // Again: counted once.
+        assert_eq!(
+            doc.commit("a", Some(&projects(1)), &DEFAULTS, later, &none()),
+            Ok(Committed::AlreadyCommitted)
+        );
+        assert_eq!(doc.usage, projects(1));
+    }
+
+    #[test]
+    fn created_counts_over_the_limit_still_count_and_say_so() {
+        let mut doc = QuotaDoc {
+            usage: projects(2),
+            ..QuotaDoc::default()
+        };
+        match doc.commit("x", Some(&projects(1)), &DEFAULTS, NOW, &none()) {
+            Ok(Committed::Created { exceeded }) => {
                 assert_eq!(exceeded.len(), 1);
                 assert_eq!(exceeded[0].kind, Kind::Projects);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(doc.usage, projects(2));
-        // b still holds its reservation; nothing more fits.
-        assert!(reserve(&mut doc, "c", projects(1), later).is_err());
+        assert_eq!(doc.usage, projects(3), "usage says what exists");
+        assert!(reserve(&mut doc, "y", projects(1), NOW).is_err());
     }
 
     #[test]
-    fn lapsed_commit_that_fits_reports_nothing() {
+    fn unknown_commit_without_created_records_the_id_only() {
         let mut doc = QuotaDoc::default();
-        reserve(&mut doc, "a", projects(1), NOW).expect("fits");
-        match doc.commit("a", &DEFAULTS, NOW + 70_000) {
-            Committed::Lapsed { exceeded, .. } => assert!(exceeded.is_empty()),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert_eq!(doc.usage, projects(1));
-    }
-
-    #[test]
-    fn unknown_commit_records_the_id_only() {
-        let mut doc = QuotaDoc::default();
-        assert_eq!(doc.commit("zzz", &DEFAULTS, NOW), Committed::Unknown);
+        assert_eq!(commit(&mut doc, "zzz", NOW), Committed::Unknown);
         assert_eq!(doc.usage, Counts::default());
         assert_eq!(
             reserve(&mut doc, "zzz", projects(1), NOW),
@@ -577,39 +725,127 @@ mod tests {
     }
 
     #[test]
-    fn release_drops_pending_and_lapsed() {
+    fn expired_reservations_free_quota_and_are_forgotten() {
+        let mut doc = QuotaDoc::default();
+        reserve(&mut doc, "a", projects(2), NOW).expect("fits");
+        assert!(reserve(&mut doc, "b", projects(1), NOW + 59_999).is_err());
+        assert_eq!(doc.reserved(NOW + 60_000), Counts::default());
+        assert_eq!(
+            reserve(&mut doc, "b", projects(1), NOW + 60_000),
+            Ok(Reserved::New)
+        );
+        assert!(!doc.reservations.contains_key("a"));
+    }
+
+    #[test]
+    fn release_drops_pending() {
         let mut doc = QuotaDoc::default();
         reserve(&mut doc, "a", projects(1), NOW).expect("fits");
         assert_eq!(doc.release("a", NOW), Some(regions()));
         assert_eq!(doc.reserved(NOW), Counts::default());
         assert_eq!(doc.release("a", NOW), None);
-        reserve(&mut doc, "b", projects(1), NOW).expect("fits");
-        assert_eq!(doc.release("b", NOW + 100_000), Some(regions()));
-        assert!(doc.lapsed.is_empty());
         // A released id can be reserved again (it was never committed).
-        assert_eq!(
-            reserve(&mut doc, "b", projects(1), NOW + 100_000),
-            Ok(Reserved::New)
-        );
+        assert_eq!(reserve(&mut doc, "a", projects(1), NOW), Ok(Reserved::New));
     }
 
     #[test]
     fn free_saturates_at_zero() {
         let mut doc = QuotaDoc::default();
         reserve(&mut doc, "a", projects(1), NOW).expect("fits");
-        doc.commit("a", &DEFAULTS, NOW);
+        commit(&mut doc, "a", NOW);
         doc.free(&projects(5), NOW);
         assert_eq!(doc.usage, Counts::default());
     }
 
     #[test]
-    fn committed_ids_are_forgotten_after_a_day() {
+    fn free_once_gives_back_once() {
+        let mut doc = QuotaDoc {
+            usage: projects(3),
+            ..QuotaDoc::default()
+        };
+        assert_eq!(doc.free_once("d1", &projects(1), NOW, &none()), Ok(true));
+        assert_eq!(doc.free_once("d1", &projects(1), NOW, &none()), Ok(false));
+        assert_eq!(doc.usage, projects(2));
+        assert_eq!(doc.free_once("d2", &projects(1), NOW, &none()), Ok(true));
+        assert_eq!(doc.usage, projects(1));
+    }
+
+    #[test]
+    fn applied_ids_are_forgotten_after_a_day() {
         let mut doc = QuotaDoc::default();
-        doc.commit("a", &DEFAULTS, NOW);
-        doc.prune(NOW + COMMITTED_RETENTION_MS - 1);
-        assert!(doc.committed.contains_key("a"));
-        doc.prune(NOW + COMMITTED_RETENTION_MS);
-        assert!(doc.committed.is_empty());
+        commit(&mut doc, "a", NOW);
+        doc.prune(NOW + APPLIED_RETENTION_MS - 1);
+        assert!(doc.applied.contains_key("a"));
+        doc.prune(NOW + APPLIED_RETENTION_MS);
+        assert!(doc.applied.is_empty());
+    }
+
+    #[test]
+    fn the_recent_map_is_bounded() {
+        let mut doc = QuotaDoc::default();
+        let mut spilled = BTreeSet::new();
+        for i in 0..10_000i64 {
+            let id = format!("r{i}");
+            reserve(&mut doc, &id, projects(0), NOW + i).expect("fits");
+            doc.commit(&id, None, &DEFAULTS, NOW + i, &spilled)
+                .expect("room");
+            if doc.needs_spill() {
+                let moved = doc.spill_candidates();
+                assert_eq!(moved.len(), RECENT_MAX + 1 - RECENT_KEEP);
+                // The oldest go first.
+                assert!(moved
+                    .iter()
+                    .all(|(_, at)| *at <= NOW + i - RECENT_KEEP as i64));
+                spilled.extend(moved.iter().map(|(id, _)| id.clone()));
+                assert!(doc.forget_spilled(&moved));
+            }
+            assert!(doc.applied.len() <= RECENT_MAX);
+        }
+        // Every id is still known as applied, in the document or moved.
+        for i in [0, 5_000, 9_999] {
+            assert!(doc.was_applied(&format!("r{i}"), &spilled));
+        }
+        let json = serde_json::to_vec(&doc).expect("serializes");
+        assert!(json.len() < 4096, "{} bytes", json.len());
+    }
+
+    #[test]
+    fn a_full_document_takes_no_new_ids() {
+        let mut doc = QuotaDoc::default();
+        for i in 0..RECENT_HARD_MAX {
+            doc.free_once(&format!("d{i}"), &projects(0), NOW, &none())
+                .expect("room");
+        }
+        assert_eq!(
+            doc.free_once("one-more", &projects(1), NOW, &none()),
+            Err(Full)
+        );
+        assert_eq!(
+            doc.commit("c", Some(&projects(1)), &DEFAULTS, NOW, &none()),
+            Err(Full)
+        );
+        assert_eq!(doc.usage, Counts::default(), "nothing half-applied");
+    }
+
+    #[test]
+    fn legacy_documents_are_read_and_their_ids_honoured() {
+        let json = r#"{"usage":{"projects":1},"reservations":{},
+            "committed":{"old":1000000},
+            "lapsed":{"gone":{"counts":{"projects":1},"lapsed_at_ms":1000000,"regions":["sto1"]}}}"#;
+        let mut doc: QuotaDoc = serde_json::from_str(json).expect("parses");
+        assert_eq!(
+            reserve(&mut doc, "old", projects(1), NOW),
+            Ok(Reserved::AlreadyCommitted)
+        );
+        assert!(doc.needs_spill(), "legacy ids move out");
+        let moved = doc.spill_candidates();
+        assert_eq!(moved, vec![("old".to_string(), 1_000_000)]);
+        doc.forget_spilled(&moved);
+        let back = serde_json::to_string(&doc).expect("serializes");
+        assert!(
+            !back.contains("lapsed") && !back.contains("committed"),
+            "{back}"
+        );
     }
 
     #[test]
@@ -638,7 +874,7 @@ mod tests {
         let mut doc = QuotaDoc::default();
         doc.limits.set(Kind::Networks, Some(4));
         reserve(&mut doc, "a", projects(1), NOW).expect("fits");
-        doc.commit("a", &DEFAULTS, NOW);
+        commit(&mut doc, "a", NOW);
         reserve(&mut doc, "b", projects(1), NOW).expect("fits");
         let json = serde_json::to_string(&doc).expect("serializes");
         let back: QuotaDoc = serde_json::from_str(&json).expect("parses");

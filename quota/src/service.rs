@@ -7,6 +7,7 @@ use nordlys_proto::pb::nordlys::quota::v1::quota_controller_server::QuotaControl
 use nordlys_transport::{unary, BoxError, MicroServiceBuilder};
 
 use crate::config::Config;
+use crate::ops::OpsLog;
 use crate::store::Store;
 use crate::Controller;
 
@@ -34,9 +35,11 @@ pub async fn run_until(
 ) -> Result<(), BoxError> {
     let client = nordlys_transport::connect(&config.nats_url, SERVICE_NAME).await?;
     let store = Store::open(client.clone(), &config.bucket).await?;
+    let ops = OpsLog::open(client.clone(), &config.bucket).await?;
     let grace = Duration::from_secs(config.shutdown_grace);
     let bucket = config.bucket.clone();
-    let controller = Arc::new(Controller::new(store, config));
+    let interval = config.reconcile_interval();
+    let controller = Arc::new(Controller::new(store, ops, client.clone(), config));
 
     // One endpoint per RPC, named after the method; each calls the trait
     // method, exactly as a gRPC server would.
@@ -78,6 +81,7 @@ pub async fn run_until(
         "GetQuota" => get_quota,
         "ListQuotas" => list_quotas,
         "UpdateQuota" => update_quota,
+        "ReconcileQuotas" => reconcile_quotas,
     )
     // Returns once the server has the subscriptions: ready means reachable.
     .start()
@@ -86,7 +90,16 @@ pub async fn run_until(
     tracing::info!(id = %id, prefix = PREFIX, "serving");
     ready(&id);
 
+    // Periodic reconciliation, stopped with the service.
+    let reconciler = interval.map(|interval| {
+        let c = controller.clone();
+        tokio::spawn(async move { c.reconcile_periodically(interval).await })
+    });
+
     shutdown.await;
+    if let Some(task) = reconciler {
+        task.abort();
+    }
     tracing::info!("shutting down: draining in-flight requests");
     service.shutdown(grace).await;
     client.drain().await?;

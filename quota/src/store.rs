@@ -7,6 +7,9 @@
 //! | `apikey.<keyid>` | [`ApiKeyDoc`](crate::ApiKeyDoc) |
 //! | `quota.<org>.<region>` | [`QuotaDoc`](crate::reservation::QuotaDoc) |
 //!
+//! Applied operation ids that no longer fit in a quota document live in a
+//! second bucket, see [`crate::ops`].
+//!
 //! Every read-modify-write goes through [`Store::modify`]: read the entry
 //! and its revision, compute the new value, write it only if the revision is
 //! still the same (`update`, or `create` for a new key), else read again. So
@@ -83,34 +86,13 @@ pub struct Store {
 impl Store {
     /// Opens `bucket`, creating it (file storage) when missing.
     pub async fn open(client: async_nats::Client, bucket: &str) -> Result<Store, StoreError> {
-        let js = async_nats::jetstream::new(client);
-        if let Ok(kv) = js.get_key_value(bucket).await {
-            return Ok(Store::from_kv(kv));
-        }
-        // `create_key_value` first reads the account info, which async-nats
-        // 0.51 cannot parse from nats-server 2.9 (Debian's). So create the
-        // bucket's stream the way a KV bucket is defined (ADR-8) and open it.
-        // Creating an identical stream is idempotent, so instances starting
-        // together do not race.
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some("Nordlys organizations, members, API keys and quotas".into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_bytes: -1,
-            max_message_size: -1,
-            storage: stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            deny_purge: false,
-            allow_direct: true,
-            num_replicas: 1,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-        let kv = js.get_key_value(bucket).await.map_err(unavailable)?;
+        let kv = open_bucket(
+            client,
+            bucket,
+            "Nordlys organizations, members, API keys and quotas",
+            None,
+        )
+        .await?;
         Ok(Store::from_kv(kv))
     }
 
@@ -193,6 +175,32 @@ impl Store {
         E: From<StoreError>,
         F: FnMut(Option<T>) -> Result<(Write<T>, R), E>,
     {
+        self.modify_with(
+            key,
+            |_| std::future::ready(Ok(())),
+            |current, ()| step(current),
+        )
+        .await
+    }
+
+    /// As [`Store::modify`], with a lookup between the read and the step:
+    /// `lookup` sees the document just read and fetches what the step needs
+    /// from elsewhere (applied ids in the ops bucket), and `step` gets both.
+    /// The lookup runs again after every lost race, so what it fetched is
+    /// never older than the document it goes with.
+    pub async fn modify_with<T, X, R, E, L, LF, F>(
+        &self,
+        key: &str,
+        mut lookup: L,
+        mut step: F,
+    ) -> Result<R, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+        L: FnMut(Option<&T>) -> LF,
+        LF: std::future::Future<Output = Result<X, E>>,
+        F: FnMut(Option<T>, X) -> Result<(Write<T>, R), E>,
+    {
         let _local = self.stripe(key).lock().await;
         for attempt in 0..MAX_ATTEMPTS {
             let (current, revision) = match self.entry(key).await? {
@@ -201,28 +209,11 @@ impl Store {
                 None => (None, None),
             };
             let existed = current.is_some();
-            let (write, answer) = step(current)?;
+            let found = lookup(current.as_ref()).await?;
+            let (write, answer) = step(current, found)?;
             let outcome = match write {
                 Write::Keep => return Ok(answer),
-                Write::Put(value) => {
-                    let bytes = encode(&value);
-                    match revision {
-                        Some(rev) => self
-                            .kv
-                            .update(key, bytes, rev)
-                            .await
-                            .map(drop)
-                            .map_err(|e| {
-                                (
-                                    e.kind() == UpdateErrorKind::WrongLastRevision,
-                                    e.to_string(),
-                                )
-                            }),
-                        None => self.kv.create(key, bytes).await.map(drop).map_err(|e| {
-                            (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())
-                        }),
-                    }
-                }
+                Write::Put(value) => self.put_at(key, &value, revision).await,
                 Write::Delete => match (existed, revision) {
                     (true, Some(rev)) => self
                         .kv
@@ -245,6 +236,91 @@ impl Store {
         }
         Err(StoreError::Contention(key.to_string()).into())
     }
+
+    /// Writes `value` only if the entry is still at `revision` (`None`: only
+    /// if it does not exist). `Ok(false)` when another writer got there
+    /// first.
+    pub async fn put_if<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        revision: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let _local = self.stripe(key).lock().await;
+        match self.put_at(key, value, revision).await {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, e)) => Err(StoreError::Unavailable(e)),
+        }
+    }
+
+    /// The compare-and-set write: `Err((true, _))` when the revision moved.
+    async fn put_at<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        revision: Option<u64>,
+    ) -> Result<(), (bool, String)> {
+        let bytes = encode(value);
+        match revision {
+            Some(rev) => self
+                .kv
+                .update(key, bytes, rev)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    (
+                        e.kind() == UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                }),
+            None => self
+                .kv
+                .create(key, bytes)
+                .await
+                .map(drop)
+                .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
+        }
+    }
+}
+
+/// Opens KV bucket `bucket`, creating it (file storage, one value per key)
+/// when missing; `max_age` makes its entries expire.
+pub(crate) async fn open_bucket(
+    client: async_nats::Client,
+    bucket: &str,
+    description: &str,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, StoreError> {
+    let js = async_nats::jetstream::new(client);
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    // `create_key_value` first reads the account info, which async-nats
+    // 0.51 cannot parse from nats-server 2.9 (Debian's). So create the
+    // bucket's stream the way a KV bucket is defined (ADR-8) and open it.
+    // Creating an identical stream is idempotent, so instances starting
+    // together do not race.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_bytes: -1,
+        max_message_size: -1,
+        max_age: max_age.unwrap_or_default(),
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(unavailable)?;
+    js.get_key_value(bucket).await.map_err(unavailable)
 }
 
 /// Waits a little, more after each lost race, with jitter so the losers do
