@@ -119,8 +119,8 @@ async fn project_with_children(stack: &Stack, tenant: &Tenant, id: &str) {
                     region: "sto1".into(),
                     direction: Direction::Ingress as i32,
                     protocol: Protocol::Tcp as i32,
-                    port_min: 22,
-                    port_max: 22,
+                    port_range_min: 22,
+                    port_range_max: 22,
                     remote_cidr: "192.0.2.0/24".into(),
                     ..Default::default()
                 }),

@@ -18,7 +18,8 @@ use nordlys_proto::pb::nordlys::regiond::v1::{CountResourcesRequest, CountResour
 use nordlys_proto::pb::nordlys::v1::{
     network_service_client::NetworkServiceClient, project_service_client::ProjectServiceClient,
     CreateNetworkRequest, CreateProjectRequest, DeleteProjectRequest, GetProjectRequest,
-    ListNetworksRequest, ListProjectsRequest, Network, Project, ResourceCounts,
+    ListNetworksRequest, ListNetworksResponse, ListProjectsRequest, ListProjectsResponse, Network,
+    Project, ResourceCounts,
 };
 use nordlys_tests::{bearer, Gateway, GatewayOpts, Stack, StackOpts, Tenant};
 use prost::Message;
@@ -50,6 +51,8 @@ fn limits() -> ResourceCounts {
 struct Seen {
     calls: u64,
     codes: BTreeMap<String, u64>,
+    /// The first answer of each failing code, to read in the output.
+    samples: BTreeMap<String, String>,
     /// INTERNAL or UNKNOWN answers, which must not happen.
     bad: Vec<String>,
     /// Usage over its limit at a sampled moment, which must not happen.
@@ -121,7 +124,7 @@ async fn worker(
                 let mut request = bearer(
                     CreateNetworkRequest {
                         parent: format!("projects/{id}"),
-                        network_id: format!("n{}", rng.random_range(0..3)),
+                        network_id: format!("net{}", rng.random_range(0..3)),
                         network: Some(Network {
                             region: if rng.random_bool(0.5) { "sto1" } else { "osl1" }.into(),
                             cidr: "10.2.0.0/24".into(),
@@ -164,21 +167,25 @@ async fn worker(
                     .map(|_| ())
             }
         };
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.calls += 1;
-        let code = match &result {
-            Ok(()) => Code::Ok,
-            Err(s) => s.code(),
-        };
-        *seen.codes.entry(format!("{code:?}")).or_default() += 1;
-        if let Err(s) = &result {
-            let b_died = use_b && !gateway_b_alive.load(Ordering::SeqCst);
-            if matches!(s.code(), Code::Internal | Code::Unknown) && !b_died {
-                seen.bad.push(format!("op {op} on {id}: {s:?}"));
+        {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.calls += 1;
+            let code = match &result {
+                Ok(()) => Code::Ok,
+                Err(s) => s.code(),
+            };
+            *seen.codes.entry(format!("{code:?}")).or_default() += 1;
+            if let Err(s) = &result {
+                seen.samples
+                    .entry(format!("{code:?}"))
+                    .or_insert_with(|| format!("op {op} on {id}: {}", s.message()));
+                let b_died = use_b && !gateway_b_alive.load(Ordering::SeqCst);
+                if matches!(s.code(), Code::Internal | Code::Unknown) && !b_died {
+                    seen.bad.push(format!("op {op} on {id}: {s:?}"));
+                }
             }
         }
-        drop(seen);
-        tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
     }
 }
 
@@ -192,6 +199,21 @@ fn signal(pid: Option<u32>, sig: Signal) {
 /// through the public API (operator views are not needed: the tenant sees
 /// all of its own).
 async fn existing(channel: &Channel, tenant: &Tenant, region: &str) -> Option<ResourceCounts> {
+    existing_names(channel, tenant, region)
+        .await
+        .map(|(projects, networks)| ResourceCounts {
+            projects: projects.len() as i64,
+            networks: networks.len() as i64,
+            ..Default::default()
+        })
+}
+
+/// The names of what `tenant` has in `region`, through the public API.
+async fn existing_names(
+    channel: &Channel,
+    tenant: &Tenant,
+    region: &str,
+) -> Option<(Vec<String>, Vec<String>)> {
     let mut projects = Vec::new();
     let mut token = String::new();
     loop {
@@ -217,7 +239,7 @@ async fn existing(channel: &Channel, tenant: &Tenant, region: &str) -> Option<Re
         }
         token = page.next_page_token;
     }
-    let mut networks = 0;
+    let mut networks = Vec::new();
     for project in &projects {
         let page = NetworkServiceClient::new(channel.clone())
             .list_networks(bearer(
@@ -231,13 +253,44 @@ async fn existing(channel: &Channel, tenant: &Tenant, region: &str) -> Option<Re
             .await
             .ok()?
             .into_inner();
-        networks += page.networks.iter().filter(|n| n.region == region).count() as i64;
+        networks.extend(
+            page.networks
+                .into_iter()
+                .filter(|n| n.region == region)
+                .map(|n| n.name),
+        );
     }
-    Some(ResourceCounts {
-        projects: projects.len() as i64,
-        networks,
-        ..Default::default()
-    })
+    Some((projects, networks))
+}
+
+/// The names regiond itself lists (operator identity, NATS).
+async fn region_names(nats: &str, region: &str, organization: &str, method: &str) -> Vec<String> {
+    use nordlys_proto::pb::nordlys::regiond::v1::ListRequest;
+    let client = async_nats::connect(nats).await.expect("nats");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("nordlys-caller", "operator;;soak-test");
+    let reply = client
+        .request_with_headers(
+            format!("nordlys.v1.{region}.RegiondService.{method}"),
+            headers,
+            ListRequest {
+                organization: organization.to_string(),
+                limit: 1000,
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+        )
+        .await
+        .expect("List");
+    match method {
+        "ListProjects" => ListProjectsResponse::decode(reply.payload)
+            .map(|r| r.projects.into_iter().map(|p| p.name).collect())
+            .unwrap_or_default(),
+        _ => ListNetworksResponse::decode(reply.payload)
+            .map(|r| r.networks.into_iter().map(|n| n.name).collect())
+            .unwrap_or_default(),
+    }
 }
 
 /// What regiond itself counts and finds orphaned (operator identity, NATS).
@@ -267,6 +320,7 @@ async fn usage_equals_what_exists_after_faults() {
         regiond_env: vec![
             ("NORDLYS_SETTLE_GRACE_MS".into(), "2000".into()),
             ("NORDLYS_SETTLE_INTERVAL_MS".into(), "500".into()),
+            ("RUST_LOG".into(), "info,nordlys_regiond=debug".into()),
         ],
         ..StackOpts::default()
     })
@@ -389,14 +443,46 @@ async fn usage_equals_what_exists_after_faults() {
     };
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     println!(
-        "soak: {} calls in {:?}, answers {:?}\n{last}",
+        "soak: {} calls in {:?}, answers {:?}\n{:#?}\n{last}",
         seen.calls,
         started.elapsed(),
-        seen.codes
+        seen.codes,
+        seen.samples
     );
     assert!(seen.calls >= 200, "too few calls: {}", seen.calls);
     assert!(seen.bad.is_empty(), "INTERNAL or UNKNOWN answers: {:#?}", seen.bad);
     assert!(seen.over.is_empty(), "usage over its limit: {:#?}", seen.over);
+    if !settled {
+        // Keep the daemons' logs to read the drift's story.
+        let dir = std::env::temp_dir().join("nordlys-soak-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        for (name, path) in [
+            ("sto1-a", stack.sto1_a.log_path()),
+            ("osl1", stack.osl1.log_path()),
+            ("gateway", stack.gateway.log_path()),
+            ("gateway-b", gateway_b.log_path()),
+            ("quota", stack.quota.log_path()),
+        ] {
+            let _ = std::fs::copy(&path, dir.join(format!("{name}.log")));
+        }
+        if let Some(b) = &stack.sto1_b {
+            let _ = std::fs::copy(b.log_path(), dir.join("sto1-b.log"));
+        }
+        println!("daemon logs kept in {}", dir.display());
+        for region in ["sto1", "osl1"] {
+            let api = existing_names(&channel, &tenant, region).await;
+            for method in ["ListProjects", "ListNetworks"] {
+                let own = region_names(&stack.nats.url(), region, &tenant.organization, method).await;
+                let seen: Vec<&String> = match &api {
+                    Some((p, n)) => if method == "ListProjects" { p.iter().collect() } else { n.iter().collect() },
+                    None => Vec::new(),
+                };
+                let only_region: Vec<&String> = own.iter().filter(|x| !seen.contains(x)).collect();
+                let only_api: Vec<&&String> = seen.iter().filter(|x| !own.contains(x)).collect();
+                println!("{region} {method}: only in regiond {only_region:?}; only through the API {only_api:?}");
+            }
+        }
+    }
     assert!(settled, "usage differs from what exists:\n{last}");
     for region in ["sto1", "osl1"] {
         let count = region_count(&stack.nats.url(), region, &tenant.organization).await;

@@ -505,6 +505,7 @@ impl Settle {
                     if undo_of.is_some_and(|id| id == request_id) {
                         self.remove_in_backend(kind, tenant, name).await?;
                         let _ = self.notes.delete(&create_key, revision).await;
+                        tracing::debug!(%name, %reservation, "undid a refused create");
                         return Ok((life.organization, ResourceCounts::default()));
                     }
                     commit_first = Some(reservation);
@@ -520,6 +521,7 @@ impl Settle {
             at_ms: now_ms(),
         };
         let (note, revision) = self.upsert_remove(name, note).await?;
+        tracing::debug!(%name, ?note, "delete noted");
         if commit_first_of(&note).is_some() {
             // Its obligation now lives in the remove note.
             if let Some((_, revision)) = self.notes.get(&create_key).await? {
@@ -669,7 +671,9 @@ impl Settle {
                 })
             })
             .collect();
-        quota.free(organization, usage).await?;
+        let ops: Vec<&str> = usage.iter().map(|u| u.operation_id.as_str()).collect();
+        quota.free(organization, usage.clone()).await?;
+        tracing::debug!(%name, commit_first = ?commit_first, ?ops, "gave quota back");
         self.drop_note(&remove_key(name), revision).await
     }
 
