@@ -4,7 +4,8 @@
 use nordlys_api::{names, Violations};
 use nordlys_proto::pb::nordlys::v1::quota_service_server::QuotaService;
 use nordlys_proto::pb::nordlys::v1::{
-    GetQuotaRequest, ListQuotasRequest, ListQuotasResponse, Quota, UpdateQuotaRequest,
+    GetQuotaRequest, ListQuotasRequest, ListQuotasResponse, Quota, ReconcileQuotasRequest,
+    ReconcileQuotasResponse, UpdateQuotaRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -54,6 +55,25 @@ impl QuotaService for Api {
         self.state.check_region(&mut v, "quota.name", ids[1]);
         v.into_result()?;
         let answer: Quota = self.state.quota.call("UpdateQuota", &call, req).await?;
+        Ok(Response::new(answer))
+    }
+
+    /// Operators only: the quota service checks the role, as for
+    /// UpdateQuota, and asks the regions itself.
+    async fn reconcile_quotas(
+        &self,
+        request: Request<ReconcileQuotasRequest>,
+    ) -> Result<Response<ReconcileQuotasResponse>, Status> {
+        let call = self.state.begin(request.metadata()).await?;
+        let req = request.into_inner();
+        if !req.organization.is_empty() {
+            names::parse_field(&req.organization, &["organizations"], "organization")?;
+        }
+        let answer: ReconcileQuotasResponse = self
+            .state
+            .quota
+            .call("ReconcileQuotas", &call, req)
+            .await?;
         Ok(Response::new(answer))
     }
 }
