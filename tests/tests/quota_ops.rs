@@ -36,12 +36,7 @@ const CONFIRM_MS: u64 = 200;
 fn start_quota(nats: &NatsServer) -> Process {
     Process::start(
         Spec::new("quota", "nordlys-quota ready")
-            .args([
-                "--nats-url",
-                &nats.url(),
-                "--reconcile-interval-secs",
-                "0",
-            ])
+            .args(["--nats-url", &nats.url(), "--reconcile-interval-secs", "0"])
             .env("NORDLYS_RECONCILE_CONFIRM_MS", &CONFIRM_MS.to_string())
             .env("NORDLYS_RECONCILE_TIMEOUT_MS", "2000"),
     )
@@ -490,11 +485,8 @@ impl FakeRegion {
             callers: Arc::new(Mutex::new(Vec::new())),
             step: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         };
-        let (answer, callers, step) = (
-            fake.answer.clone(),
-            fake.callers.clone(),
-            fake.step.clone(),
-        );
+        let (answer, callers, step) =
+            (fake.answer.clone(), fake.callers.clone(), fake.step.clone());
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 let Some(reply) = msg.reply.clone() else {

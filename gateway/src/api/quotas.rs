@@ -69,11 +69,8 @@ impl QuotaService for Api {
         if !req.organization.is_empty() {
             names::parse_field(&req.organization, &["organizations"], "organization")?;
         }
-        let answer: ReconcileQuotasResponse = self
-            .state
-            .quota
-            .call("ReconcileQuotas", &call, req)
-            .await?;
+        let answer: ReconcileQuotasResponse =
+            self.state.quota.call("ReconcileQuotas", &call, req).await?;
         Ok(Response::new(answer))
     }
 }
