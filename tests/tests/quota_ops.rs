@@ -257,10 +257,11 @@ async fn doc_size(nats: &NatsServer, org: &str, region: &str) -> usize {
 /// 50,000 reserve+commit pairs in one organization (two regions, at
 /// concurrency 32). Debug builds run fewer by default (set
 /// NORDLYS_SCALE_OPS=50000 to run them all there too): each pair is about
-/// ten KV round trips, and debug code serializes and parses JSON several
-/// times slower, which would take this 2-core machine a few minutes. What
-/// matters is the same at any count: the document stays small and the last
-/// tenth runs as fast as the first.
+/// ten KV round trips, and a debug quota service is CPU-bound on this 2-core
+/// machine (10,000 pairs take about 45 s, so 50,000 would take almost four
+/// minutes; with a release quota binary, NORDLYS_BIN_DIR, 50,000 take about
+/// 60 s). What matters is the same at any count: the document stays small
+/// and the last tenth runs as fast as the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_stay_small_and_cost_stays_flat_at_scale() {
     let default_ops = if cfg!(debug_assertions) {
