@@ -10,7 +10,8 @@ use nordlys_proto::pb::nordlys::v1::{
     organization_service_client::OrganizationServiceClient,
     quota_service_client::QuotaServiceClient, region_service_client::RegionServiceClient, ApiKey,
     CreateApiKeyRequest, CreateMemberRequest, CreateOrganizationRequest, ListRegionsRequest,
-    Member, Organization, OrganizationRole, Quota, ResourceCounts, UpdateQuotaRequest,
+    Member, Organization, OrganizationRole, Quota, ReconcileQuotasRequest, ReconcileQuotasResponse,
+    ResourceCounts, UpdateQuotaRequest,
 };
 use tonic::{transport::Channel, Code, Status};
 
@@ -37,6 +38,25 @@ enum Command {
     Bootstrap(Bootstrap),
     /// Lists the regions the gateway sees.
     Regions,
+    /// Quota administration (operator key).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuotaCommand {
+    /// Compares usage with what the regions hold and repairs drift.
+    Reconcile(Reconcile),
+}
+
+#[derive(Debug, Args)]
+struct Reconcile {
+    /// Only this organization (an id); every organization when absent.
+    #[arg(long)]
+    org: Option<String>,
+    /// Report the drift without correcting it.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +256,92 @@ async fn regions(channel: Channel, key: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn reconcile(channel: Channel, key: &str, args: &Reconcile) -> Result<(), Failure> {
+    let mut req = request(
+        ReconcileQuotasRequest {
+            organization: args
+                .org
+                .as_ref()
+                .map(|o| format!("organizations/{o}"))
+                .unwrap_or_default(),
+            validate_only: args.dry_run,
+        },
+        key,
+    )?;
+    // Every drift is observed twice a moment apart: give it time.
+    req.set_timeout(Duration::from_secs(60));
+    let answer = QuotaServiceClient::new(channel)
+        .reconcile_quotas(req)
+        .await
+        .map_err(|s| Failure::Rpc("ReconcileQuotas", s))?
+        .into_inner();
+    print!("{}", reconcile_table(&answer));
+    Ok(())
+}
+
+/// The answer as plain text: one row per kind that differs.
+fn reconcile_table(answer: &ReconcileQuotasResponse) -> String {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "QUOTA".into(),
+        "KIND".into(),
+        "USAGE".into(),
+        "EXISTING".into(),
+        "CORRECTED".into(),
+        "REASON".into(),
+    ]];
+    for drift in &answer.drifts {
+        let usage = drift.usage.unwrap_or_default();
+        let existing = drift.existing.unwrap_or_default();
+        let kinds = [
+            ("projects", usage.projects, existing.projects),
+            ("users", usage.users, existing.users),
+            ("networks", usage.networks, existing.networks),
+            ("access_rules", usage.access_rules, existing.access_rules),
+        ];
+        for (kind, used, exists) in kinds.into_iter().filter(|(_, u, e)| u != e) {
+            rows.push([
+                drift.quota.clone(),
+                kind.into(),
+                used.to_string(),
+                exists.to_string(),
+                if drift.corrected { "yes" } else { "no" }.into(),
+                drift.reason.clone(),
+            ]);
+        }
+    }
+    let mut out = String::new();
+    if rows.len() > 1 {
+        let widths: Vec<usize> = (0..6)
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "{} quotas checked, {} drifted, {} corrected\n",
+        answer.checked,
+        answer.drifts.len(),
+        answer.drifts.iter().filter(|d| d.corrected).count()
+    ));
+    if !answer.unreachable.is_empty() {
+        out.push_str(&format!(
+            "unreachable regions: {}\n",
+            answer.unreachable.join(", ")
+        ));
+    }
+    for orphan in &answer.orphans {
+        out.push_str(&format!("orphan: {orphan}\n"));
+    }
+    out
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let key = cli
         .key
@@ -245,6 +351,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Bootstrap(args) => bootstrap(channel, &key, args).await,
         Command::Regions => regions(channel, &key).await,
+        Command::Quota(QuotaCommand::Reconcile(args)) => reconcile(channel, &key, args).await,
     }
 }
 
@@ -256,5 +363,48 @@ async fn main() -> ExitCode {
             eprintln!("nordlysctl: {failure}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nordlys_proto::pb::nordlys::v1::QuotaDrift;
+
+    #[test]
+    fn reconcile_table_lists_each_differing_kind() {
+        let answer = ReconcileQuotasResponse {
+            drifts: vec![QuotaDrift {
+                quota: "organizations/acme/quotas/sto1".into(),
+                usage: Some(ResourceCounts {
+                    projects: 5,
+                    users: 2,
+                    ..Default::default()
+                }),
+                existing: Some(ResourceCounts {
+                    projects: 3,
+                    users: 2,
+                    ..Default::default()
+                }),
+                corrected: true,
+                reason: String::new(),
+            }],
+            checked: 4,
+            unreachable: vec!["osl1".into()],
+            orphans: vec![],
+        };
+        let table = reconcile_table(&answer);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("QUOTA"), "{table}");
+        assert!(
+            lines[1].contains("projects") && lines[1].contains("yes"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("users  2"),
+            "equal kinds are left out: {table}"
+        );
+        assert!(table.contains("4 quotas checked, 1 drifted, 1 corrected"));
+        assert!(table.contains("unreachable regions: osl1"));
     }
 }

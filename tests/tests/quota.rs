@@ -158,6 +158,7 @@ impl Client {
                 reservation_id: id.to_owned(),
                 organization: format!("organizations/{org}"),
                 regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+                created: Vec::new(),
             },
         )
         .await

@@ -58,21 +58,19 @@ impl QuotaService for Api {
         Ok(Response::new(answer))
     }
 
+    /// Operators only: the quota service checks the role, as for
+    /// UpdateQuota, and asks the regions itself.
     async fn reconcile_quotas(
         &self,
         request: Request<ReconcileQuotasRequest>,
     ) -> Result<Response<ReconcileQuotasResponse>, Status> {
         let call = self.state.begin(request.metadata()).await?;
-        if call.caller.role != nordlys_transport::Role::Operator {
-            return Err(Status::permission_denied(
-                "only operators may reconcile quotas",
-            ));
+        let req = request.into_inner();
+        if !req.organization.is_empty() {
+            names::parse_field(&req.organization, &["organizations"], "organization")?;
         }
-        let answer: ReconcileQuotasResponse = self
-            .state
-            .quota
-            .call("ReconcileQuotas", &call, request.into_inner())
-            .await?;
+        let answer: ReconcileQuotasResponse =
+            self.state.quota.call("ReconcileQuotas", &call, req).await?;
         Ok(Response::new(answer))
     }
 }
