@@ -789,8 +789,8 @@ impl Stack {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let sto1_a = Regiond::start_env(&nats, "sto1", &sto1_args, &env);
-        let sto1_b = (opts.sto1_instances > 1)
-            .then(|| Regiond::start_env(&nats, "sto1", &sto1_args, &env));
+        let sto1_b =
+            (opts.sto1_instances > 1).then(|| Regiond::start_env(&nats, "sto1", &sto1_args, &env));
         let osl1 = Regiond::start_env(&nats, "osl1", &osl1_args, &env);
         let mut gateway_opts = GatewayOpts::default();
         gateway_opts

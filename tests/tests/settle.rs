@@ -41,18 +41,14 @@ async fn stack() -> Stack {
 /// hook), and waits until the gateway sees the new one.
 async fn replace_sto1(stack: &mut Stack, env: &[(&str, &str)]) {
     stack.sto1_a.kill();
-    stack
-        .wait_for_regions(|r| instances(r, "sto1") == 0)
-        .await;
+    stack.wait_for_regions(|r| instances(r, "sto1") == 0).await;
     let mut all: Vec<(&str, &str)> = vec![
         ("NORDLYS_SETTLE_GRACE_MS", GRACE),
         ("NORDLYS_SETTLE_INTERVAL_MS", INTERVAL),
     ];
     all.extend_from_slice(env);
     stack.sto1_a = Regiond::start_env(&stack.nats, "sto1", &["--backend", "kv"], &all);
-    stack
-        .wait_for_regions(|r| instances(r, "sto1") == 1)
-        .await;
+    stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
 }
 
 async fn usage(stack: &Stack, tenant: &Tenant, region: &str) -> ResourceCounts {
@@ -214,18 +210,14 @@ async fn a_retried_delete_finishes_what_a_crash_cut_short() {
     // The next sto1 gets the retry before its sweeper: the retry answers OK
     // (the delete it finishes was asked for), not NOT_FOUND.
     stack.sto1_a.kill();
-    stack
-        .wait_for_regions(|r| instances(r, "sto1") == 0)
-        .await;
+    stack.wait_for_regions(|r| instances(r, "sto1") == 0).await;
     stack.sto1_a = Regiond::start_env(
         &stack.nats,
         "sto1",
         &["--backend", "kv"],
         &[("NORDLYS_SETTLE_GRACE_MS", "600000")],
     );
-    stack
-        .wait_for_regions(|r| instances(r, "sto1") == 1)
-        .await;
+    stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
     assert_eq!(usage(&stack, &tenant, "sto1").await, counts(1, 1, 1));
     delete_project(&stack, &tenant.key, "web")
         .await
@@ -324,7 +316,10 @@ async fn a_refused_create_is_undone_and_its_retry_counts() {
         .await
         .expect("created in osl1");
     let refused = projects
-        .create_project(bearer(create_request("web", &["sto1", "osl1"], "both"), key))
+        .create_project(bearer(
+            create_request("web", &["sto1", "osl1"], "both"),
+            key,
+        ))
         .await
         .expect_err("osl1 has it already");
     assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
@@ -335,7 +330,10 @@ async fn a_refused_create_is_undone_and_its_retry_counts() {
     delete_project(&stack, key, "web").await.expect("deleted");
     assert_eq!(usage(&stack, &tenant, "osl1").await, counts(0, 0, 0));
     projects
-        .create_project(bearer(create_request("web", &["sto1", "osl1"], "both"), key))
+        .create_project(bearer(
+            create_request("web", &["sto1", "osl1"], "both"),
+            key,
+        ))
         .await
         .expect("the retry creates");
     assert_eq!(usage(&stack, &tenant, "sto1").await, counts(1, 0, 0));

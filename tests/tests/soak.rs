@@ -112,7 +112,9 @@ async fn worker(
                         .await
                         .map(|_| ());
                     match &last {
-                        Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+                        Err(s)
+                            if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) =>
+                        {
                             tokio::time::sleep(Duration::from_millis(200)).await
                         }
                         _ => break,
@@ -121,12 +123,15 @@ async fn worker(
                 last
             }
             4..=5 => {
+                // Network names are per project, not per region: one name
+                // in two regions would be two networks the API shows as one.
+                let region = if rng.random_bool(0.5) { "sto1" } else { "osl1" };
                 let mut request = bearer(
                     CreateNetworkRequest {
                         parent: format!("projects/{id}"),
-                        network_id: format!("net{}", rng.random_range(0..3)),
+                        network_id: format!("{region}-net{}", rng.random_range(0..3)),
                         network: Some(Network {
-                            region: if rng.random_bool(0.5) { "sto1" } else { "osl1" }.into(),
+                            region: region.into(),
                             cidr: "10.2.0.0/24".into(),
                             ..Default::default()
                         }),
@@ -427,9 +432,10 @@ async fn usage_equals_what_exists_after_faults() {
                 .unwrap_or_default();
             let exists = existing(&channel, &tenant, region).await;
             let count = region_count(&stack.nats.url(), region, &tenant.organization).await;
-            let equal = exists.as_ref().is_some_and(|e| {
-                e.projects == usage.projects && e.networks == usage.networks
-            }) && count.pending.is_empty();
+            let equal = exists
+                .as_ref()
+                .is_some_and(|e| e.projects == usage.projects && e.networks == usage.networks)
+                && count.pending.is_empty();
             all_equal &= equal;
             last.push_str(&format!(
                 "{region}: usage {usage:?}, existing {exists:?}, regiond counts {:?}, pending {}, orphans {:?}\n",
@@ -450,8 +456,16 @@ async fn usage_equals_what_exists_after_faults() {
         seen.samples
     );
     assert!(seen.calls >= 200, "too few calls: {}", seen.calls);
-    assert!(seen.bad.is_empty(), "INTERNAL or UNKNOWN answers: {:#?}", seen.bad);
-    assert!(seen.over.is_empty(), "usage over its limit: {:#?}", seen.over);
+    assert!(
+        seen.bad.is_empty(),
+        "INTERNAL or UNKNOWN answers: {:#?}",
+        seen.bad
+    );
+    assert!(
+        seen.over.is_empty(),
+        "usage over its limit: {:#?}",
+        seen.over
+    );
     if !settled {
         // Keep the daemons' logs to read the drift's story.
         let dir = std::env::temp_dir().join("nordlys-soak-logs");
@@ -472,9 +486,16 @@ async fn usage_equals_what_exists_after_faults() {
         for region in ["sto1", "osl1"] {
             let api = existing_names(&channel, &tenant, region).await;
             for method in ["ListProjects", "ListNetworks"] {
-                let own = region_names(&stack.nats.url(), region, &tenant.organization, method).await;
+                let own =
+                    region_names(&stack.nats.url(), region, &tenant.organization, method).await;
                 let seen: Vec<&String> = match &api {
-                    Some((p, n)) => if method == "ListProjects" { p.iter().collect() } else { n.iter().collect() },
+                    Some((p, n)) => {
+                        if method == "ListProjects" {
+                            p.iter().collect()
+                        } else {
+                            n.iter().collect()
+                        }
+                    }
                     None => Vec::new(),
                 };
                 let only_region: Vec<&String> = own.iter().filter(|x| !seen.contains(x)).collect();
@@ -486,6 +507,10 @@ async fn usage_equals_what_exists_after_faults() {
     assert!(settled, "usage differs from what exists:\n{last}");
     for region in ["sto1", "osl1"] {
         let count = region_count(&stack.nats.url(), region, &tenant.organization).await;
-        assert!(count.orphans.is_empty(), "orphans in {region}: {:?}", count.orphans);
+        assert!(
+            count.orphans.is_empty(),
+            "orphans in {region}: {:?}",
+            count.orphans
+        );
     }
 }

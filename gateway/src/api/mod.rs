@@ -80,6 +80,15 @@ pub(crate) struct Fanout<'a> {
     pub(crate) kind: Option<Kind>,
 }
 
+/// What becomes of a create's reservation once the regions answered.
+#[derive(Debug, Clone)]
+enum Settlement {
+    /// These regions made it: count it there.
+    Commit(Vec<RegionCounts>),
+    /// These regions hold nothing: give their part back.
+    Release(Vec<String>),
+}
+
 /// How long an uncommitted reservation lives: longer than any call.
 const RESERVATION_TTL_SECONDS: u32 = 120;
 
@@ -195,19 +204,34 @@ impl Api {
             _ => None,
         });
         if let Some(refusal) = refusal {
-            // Regions that did not answer may have made it anyway: their
-            // own daemons commit or release their part once they know.
-            self.undo(
-                call,
-                spec.undo,
-                &done,
-                undo(spec.resource.to_string()),
-                spec.request_id,
-            )
-            .await;
+            let undone = self
+                .undo(
+                    call,
+                    spec.undo,
+                    &done,
+                    undo(spec.resource.to_string()),
+                    spec.request_id,
+                )
+                .await;
             if spec.kind.is_some() {
-                self.settle(call, &reservation, organization, Vec::new())
-                    .await;
+                // Only the regions known to hold nothing give their part
+                // back now: those that refused, and those whose undo went
+                // through. A region that did not answer (or whose undo did
+                // not) may still hold the resource; its daemon commits or
+                // releases its part once it knows, and it lapses otherwise.
+                let mut release: Vec<String> = answers
+                    .iter()
+                    .filter(|(_, a)| matches!(a, Err(s) if !is_unreachable(s)))
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                release.extend(undone);
+                self.settle(
+                    call,
+                    &reservation,
+                    organization,
+                    Settlement::Release(release),
+                )
+                .await;
             }
             return Err(refusal);
         }
@@ -219,7 +243,13 @@ impl Api {
                     counts: Some(kind.one()),
                 })
                 .collect();
-            self.settle(call, &reservation, organization, created).await;
+            self.settle(
+                call,
+                &reservation,
+                organization,
+                Settlement::Commit(created),
+            )
+            .await;
         }
         Ok(answers)
     }
@@ -235,7 +265,8 @@ impl Api {
         regions: &[String],
         req: Undo,
         request_id: &str,
-    ) {
+    ) -> Vec<String> {
+        let mut undone = Vec::new();
         for (region, answer) in scatter(regions, |region| {
             let outgoing = call.outgoing_with_id(req.clone(), request_id);
             async move {
@@ -248,13 +279,14 @@ impl Api {
         .await
         {
             match answer {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
+                Ok(_) => undone.push(region),
+                Err(s) if s.code() == Code::NotFound => undone.push(region),
                 Err(e) => {
                     tracing::error!(%region, method, error = %e, "could not undo a refused create")
                 }
             }
         }
+        undone
     }
 
     /// Commits a reservation for the regions that made the resource, or,
@@ -270,40 +302,46 @@ impl Api {
         call: &Call,
         reservation: &str,
         organization: &str,
-        done: Vec<RegionCounts>,
+        settlement: Settlement,
     ) {
+        if matches!(&settlement, Settlement::Release(regions) if regions.is_empty()) {
+            return;
+        }
         let quota = self.state.quota.clone();
         let call = call.clone();
         let (reservation, organization) = (reservation.to_string(), organization.to_string());
         let settle_once = move |call: Call| {
-            let (quota, reservation, organization, done) = (
+            let (quota, reservation, organization, settlement) = (
                 quota.clone(),
                 reservation.clone(),
                 organization.clone(),
-                done.clone(),
+                settlement.clone(),
             );
             async move {
-                if done.is_empty() {
-                    let req = ReleaseRequest {
-                        reservation_id: reservation,
-                        organization,
-                        regions: Vec::new(),
-                    };
-                    quota
-                        .call::<_, ReleaseResponse>("Release", &call, req)
-                        .await
-                        .map(|_| ())
-                } else {
-                    let req = CommitRequest {
-                        reservation_id: reservation,
-                        organization,
-                        regions: done.iter().map(|c| c.region.clone()).collect(),
-                        created: done,
-                    };
-                    quota
-                        .call::<_, CommitResponse>("Commit", &call, req)
-                        .await
-                        .map(|_| ())
+                match settlement {
+                    Settlement::Release(regions) => {
+                        let req = ReleaseRequest {
+                            reservation_id: reservation,
+                            organization,
+                            regions,
+                        };
+                        quota
+                            .call::<_, ReleaseResponse>("Release", &call, req)
+                            .await
+                            .map(|_| ())
+                    }
+                    Settlement::Commit(created) => {
+                        let req = CommitRequest {
+                            reservation_id: reservation,
+                            organization,
+                            regions: created.iter().map(|c| c.region.clone()).collect(),
+                            created,
+                        };
+                        quota
+                            .call::<_, CommitResponse>("Commit", &call, req)
+                            .await
+                            .map(|_| ())
+                    }
                 }
             }
         };

@@ -179,6 +179,13 @@ impl KvBackend {
         let name = String::from_utf8_lossy(&name).into_owned();
         for _ in 0..20 {
             if let Some(record) = self.record(kind, &name).await? {
+                // Only the resource this request made is its answer: a
+                // racing attempt of the same request may hold the claim
+                // while another request's resource holds the name, and
+                // then neither attempt made anything.
+                if record.request != rkey {
+                    return Ok(None);
+                }
                 return Self::decode(&name, &record).map(Some);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

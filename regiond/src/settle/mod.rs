@@ -55,6 +55,9 @@ enum Note {
         #[serde(default)]
         create_time: Option<(i64, i32)>,
         at_ms: i64,
+        /// The sweeper has taken it over: an undo can no longer claim it.
+        #[serde(default)]
+        settling: bool,
     },
     /// Removals whose quota is not yet given back.
     Remove {
@@ -273,6 +276,7 @@ impl Settle {
             request_id: request_id.to_string(),
             create_time: stamp(create_time),
             at_ms: now_ms(),
+            settling: false,
         };
         let key = create_key(name);
         match self.notes.create(&key, note.encode()).await {
@@ -314,6 +318,7 @@ impl Settle {
                     request_id,
                     create_time,
                     at_ms,
+                    settling,
                 },
             ) if stamp(made) != create_time => {
                 let note = Note::Create {
@@ -323,6 +328,7 @@ impl Settle {
                     request_id,
                     create_time: stamp(made),
                     at_ms,
+                    settling,
                 };
                 self.notes
                     .update(&pending.key, note.encode(), pending.revision)
@@ -331,8 +337,12 @@ impl Settle {
             }
             (Ok(_), _) => Ok(()),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not update a create's settle note; the sweeper settles it");
+        match result {
+            // The sweeper took the note over: it settles it.
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not update a create's settle note; the sweeper settles it")
+            }
         }
     }
 
@@ -498,15 +508,25 @@ impl Settle {
                 reservation,
                 request_id,
                 create_time,
+                settling,
                 ..
             }) = Note::decode(&bytes)
             {
                 if create_time == stamp(life.create_time.as_ref()) {
-                    if undo_of.is_some_and(|id| id == request_id) {
-                        self.remove_in_backend(kind, tenant, name).await?;
-                        let _ = self.notes.delete(&create_key, revision).await;
-                        tracing::debug!(%name, %reservation, "undid a refused create");
-                        return Ok((life.organization, ResourceCounts::default()));
+                    // The undo claims the note by deleting it; if the
+                    // sweeper took it first, it has committed (or is
+                    // committing) the create, and this is a plain delete.
+                    let undo = !settling && undo_of.is_some_and(|id| id == request_id);
+                    if undo {
+                        match self.notes.delete(&create_key, revision).await {
+                            Ok(()) => {
+                                self.remove_in_backend(kind, tenant, name).await?;
+                                tracing::debug!(%name, %reservation, "undid a refused create");
+                                return Ok((life.organization, ResourceCounts::default()));
+                            }
+                            Err(StoreError::Conflict) => {}
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                     commit_first = Some(reservation);
                 }
@@ -702,6 +722,23 @@ impl Settle {
         };
         let Some(kind) = kind_of(name) else {
             return self.drop_note(key, revision).await;
+        };
+        // Take the note over first, so an undo arriving now cannot also
+        // claim it (it would give back nothing for a create counted here).
+        let claimed = Note::Create {
+            organization: organization.clone(),
+            name: name.clone(),
+            reservation: reservation.clone(),
+            request_id: String::new(),
+            create_time: *create_time,
+            at_ms: note.at_ms(),
+            settling: true,
+        };
+        let revision = match self.notes.update(key, claimed.encode(), revision).await {
+            Ok(revision) => revision,
+            // An undo or a delete took it meanwhile.
+            Err(StoreError::Conflict) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
         let life = self.life(kind, &Tenant::Any, name).await?;
         match life {

@@ -47,7 +47,8 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError>;
     /// Replaces revision `revision` of `key`.
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError>;
-    /// Deletes revision `revision` of `key` (nothing when it is gone).
+    /// Deletes revision `revision` of `key`; [`StoreError::Conflict`] when
+    /// it moved or is gone, so a delete can claim what it deletes.
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
     /// Writes `key` whatever was there.
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
@@ -94,12 +95,11 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
         let mut guard = self.entries.lock().await;
         match guard.1.get(key) {
-            None => Ok(()),
             Some(entry) if entry.1 == revision => {
                 guard.1.remove(key);
                 Ok(())
             }
-            Some(_) => Err(StoreError::Conflict),
+            _ => Err(StoreError::Conflict),
         }
     }
 
@@ -196,13 +196,11 @@ impl Store for KvStore {
         match self.kv.delete_expect_revision(key, Some(revision)).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                // A delete that lost the race: gone already, or rewritten.
-                match self.get(key).await? {
-                    None => Ok(()),
-                    Some(_) => {
-                        tracing::debug!(error = %e, "settle entry moved before its delete");
-                        Err(StoreError::Conflict)
-                    }
+                // Lost the race (gone or rewritten), or the store failed.
+                match self.kv.entry(key).await {
+                    Ok(Some(entry)) if entry.revision != revision => Err(StoreError::Conflict),
+                    Ok(None) => Err(StoreError::Conflict),
+                    _ => Err(unavailable(e)),
                 }
             }
         }
