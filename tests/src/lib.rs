@@ -499,8 +499,15 @@ pub struct Quota(Process);
 impl Quota {
     /// Starts `quota --nats-url {nats}`.
     pub fn start(nats: &NatsServer) -> Quota {
+        Quota::start_with(nats, &[] as &[&str])
+    }
+
+    /// Like [`Quota::start`], with more arguments.
+    pub fn start_with<S: AsRef<str>>(nats: &NatsServer, args: &[S]) -> Quota {
         Quota(Process::start(
-            Spec::new("quota", "nordlys-quota ready").args(["--nats-url", &nats.url()]),
+            Spec::new("quota", "nordlys-quota ready")
+                .args(["--nats-url", &nats.url()])
+                .args(args.iter().map(|a| a.as_ref().to_owned())),
         ))
     }
 
@@ -740,6 +747,8 @@ pub struct StackOpts {
     pub gateway_args: Vec<String>,
     /// Environment variables of every regiond instance.
     pub regiond_env: Vec<(String, String)>,
+    /// More arguments for every quota instance.
+    pub quota_args: Vec<String>,
 }
 
 impl Default for StackOpts {
@@ -752,6 +761,7 @@ impl Default for StackOpts {
             regiond_args: Vec::new(),
             gateway_args: Vec::new(),
             regiond_env: Vec::new(),
+            quota_args: Vec::new(),
         }
     }
 }
@@ -778,8 +788,9 @@ impl Stack {
     /// regiond instance.
     pub async fn start_with(opts: StackOpts) -> Stack {
         let nats = NatsServer::start();
-        let quota = Quota::start(&nats);
-        let quota_b = (opts.quota_instances > 1).then(|| Quota::start(&nats));
+        let quota = Quota::start_with(&nats, &opts.quota_args);
+        let quota_b =
+            (opts.quota_instances > 1).then(|| Quota::start_with(&nats, &opts.quota_args));
         let mut sto1_args = vec!["--backend".to_owned(), opts.backend.clone()];
         sto1_args.extend(opts.regiond_args.iter().cloned());
         let osl1_args = ["--backend".to_owned(), opts.backend.clone()];

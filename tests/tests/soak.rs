@@ -322,6 +322,8 @@ async fn region_count(nats: &str, region: &str, organization: &str) -> CountReso
 async fn usage_equals_what_exists_after_faults() {
     let mut stack = Stack::start_with(StackOpts {
         quota_instances: 2,
+        // No reconciler: what settles must settle on its own.
+        quota_args: vec!["--reconcile-interval-secs".into(), "0".into()],
         regiond_env: vec![
             ("NORDLYS_SETTLE_GRACE_MS".into(), "2000".into()),
             ("NORDLYS_SETTLE_INTERVAL_MS".into(), "500".into()),
