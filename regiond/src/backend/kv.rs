@@ -13,39 +13,47 @@
 //! precondition checks and its insert are separate steps, so a project
 //! deleted at the same moment may leave a child behind (real backends have
 //! the same race against their infrastructure).
+//!
+//! Gets read the bucket; lists, a project's children, a user's memberships
+//! and counts come from an in-memory index of the bucket (`kv_index`),
+//! brought up to date with the bucket before each read.
 
 use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use nordlys_proto::pb::nordlys::v1::{
     AccessRule, Membership, Network, Project, ResourceCounts, User,
 };
 use prost::Message;
 
+use super::kv_index::Index;
 use super::{top_level, Backend, BackendError, Filter, Removed, ResourceKind, Result, Tenant};
 
 /// What is stored under a resource's key.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Record {
+pub(super) struct Record {
     /// The owning organization.
     #[prost(string, tag = "1")]
-    organization: String,
+    pub(super) organization: String,
     /// The request id index key it was created with, if any.
     #[prost(string, tag = "2")]
-    request: String,
+    pub(super) request: String,
     /// The resource, protobuf-encoded.
     #[prost(bytes = "vec", tag = "3")]
-    value: Vec<u8>,
+    pub(super) value: Vec<u8>,
 }
+
+/// How long opening waits for the index to load the bucket.
+const OPEN_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A region in a JetStream KV bucket. See the module docs.
 #[derive(Debug)]
 pub struct KvBackend {
     region: String,
     kv: kv::Store,
+    index: Index,
 }
 
 fn prefix(kind: ResourceKind) -> &'static str {
@@ -80,43 +88,59 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
 }
 
 impl KvBackend {
-    /// Opens (creating it when missing) the bucket of `region`.
+    /// Opens (creating it when missing) the bucket of `region`, and loads
+    /// its index before returning, so a daemon never lists from a partial
+    /// one.
     pub async fn open(client: async_nats::Client, region: &str) -> Result<KvBackend> {
         let js = jetstream::new(client);
         let bucket = format!("nordlys-regiond-{region}");
-        if let Ok(kv) = js.get_key_value(&bucket).await {
-            return Ok(KvBackend {
-                region: region.to_string(),
-                kv,
-            });
-        }
-        // `create_key_value` first reads the account info, which async-nats
-        // 0.51 cannot parse from nats-server 2.9 (Debian's): define the
-        // bucket's stream as ADR-8 does and open it. Creating an identical
-        // stream is idempotent, so instances starting together do not race.
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(format!("Nordlys region {region} (regiond kv backend)")),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_bytes: -1,
-            max_message_size: -1,
-            storage: stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            deny_purge: false,
-            allow_direct: true,
-            num_replicas: 1,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-        let kv = js.get_key_value(&bucket).await.map_err(unavailable)?;
+        let kv = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => {
+                // `create_key_value` first reads the account info, which
+                // async-nats 0.51 cannot parse from nats-server 2.9
+                // (Debian's): define the bucket's stream as ADR-8 does and
+                // open it. Creating an identical stream is idempotent, so
+                // instances starting together do not race.
+                js.get_or_create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some(format!("Nordlys region {region} (regiond kv backend)")),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    max_bytes: -1,
+                    max_message_size: -1,
+                    storage: stream::StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    deny_purge: false,
+                    allow_direct: true,
+                    num_replicas: 1,
+                    discard: stream::DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+                js.get_key_value(&bucket).await.map_err(unavailable)?
+            }
+        };
+        let index = Index::open(kv.clone(), OPEN_BUDGET).await?;
         Ok(KvBackend {
             region: region.to_string(),
             kv,
+            index,
         })
+    }
+
+    /// What `organization` holds here, per quota-counted kind, from the
+    /// index once it has caught up with the bucket.
+    pub async fn count(&self, organization: &str) -> Result<ResourceCounts> {
+        self.index.read(|t| t.count(organization)).await
+    }
+
+    /// Rows the index's pages have stepped over so far (to check that a
+    /// page costs a page).
+    pub fn index_rows_scanned(&self) -> u64 {
+        self.index.read_now(|t| t.scanned())
     }
 
     fn not_found(&self, kind: ResourceKind, name: &str) -> BackendError {
@@ -274,56 +298,28 @@ impl KvBackend {
         Ok(record)
     }
 
-    /// The names of a kind, sorted.
-    async fn names(&self, kind: ResourceKind) -> Result<Vec<String>> {
-        let start = format!("{}.", prefix(kind));
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
-        let mut names: Vec<String> = keys
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(&start).map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names)
+    /// The names of a kind starting with `prefix`, sorted, from the index.
+    async fn names(&self, kind: ResourceKind, prefix: &str) -> Result<Vec<String>> {
+        self.index.read(|t| t.names_under(kind, prefix)).await
     }
 
+    /// A page, from the index; only the page's records are decoded.
     async fn list<T: Message + Default>(
         &self,
         kind: ResourceKind,
         filter: &Filter,
     ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for name in self.names(kind).await? {
-            if out.len() >= filter.limit {
-                break;
-            }
-            if name.as_str() <= filter.after.as_str() {
-                continue;
-            }
-            let Some(record) = self.record(kind, &name).await? else {
-                continue;
-            };
-            if filter.matches(&name, &record.organization) {
-                out.push(Self::decode(&name, &record)?);
-            }
-        }
-        Ok(out)
+        let page = self.index.read(|t| t.page(kind, filter)).await?;
+        page.iter()
+            .map(|(name, record)| Self::decode(name, record))
+            .collect()
     }
 
     /// Removes every resource of `kind` under `project`; returns how many.
     async fn remove_children(&self, kind: ResourceKind, project: &str) -> Result<i64> {
-        let inside = format!("{project}/");
         let mut count = 0;
-        for name in self.names(kind).await? {
-            if !name.starts_with(&inside) {
-                continue;
-            }
+        for name in self.names(kind, &format!("{project}/")).await? {
+            // The bucket, not the index, says what to delete.
             if let Some(record) = self.record(kind, &name).await? {
                 self.remove(kind, &name, &record).await?;
                 count += 1;
@@ -438,7 +434,8 @@ impl Backend for KvBackend {
         let record = self
             .remove_visible(ResourceKind::User, tenant, name)
             .await?;
-        for m in self.names(ResourceKind::Membership).await? {
+        let memberships = self.index.read(|t| t.memberships_of(name)).await?;
+        for m in memberships {
             let Some(r) = self.record(ResourceKind::Membership, &m).await? else {
                 continue;
             };

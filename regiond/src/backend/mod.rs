@@ -10,6 +10,7 @@
 
 mod error;
 mod kv;
+mod kv_index;
 mod memory;
 #[cfg(feature = "openstack")]
 mod openstack;
