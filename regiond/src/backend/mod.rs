@@ -339,3 +339,5 @@ mod tests {
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod kv_tests;
