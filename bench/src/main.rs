@@ -14,6 +14,7 @@ mod floors;
 mod load;
 mod procs;
 mod report;
+mod scale;
 mod schedule;
 mod stack;
 mod together;
@@ -89,6 +90,18 @@ struct Args {
     /// Internal: the upstream of a --serve-floor to-tonic process.
     #[arg(long, hide = true)]
     upstream: Option<std::net::SocketAddr>,
+    /// Reads at scale instead: ListProjects (first and middle page of 50)
+    /// and GetProject through the gateway with regiond on the kv backend,
+    /// at each of --scale-sizes projects, and the ratio of the largest to
+    /// the smallest. The buckets are filled directly, not through the API.
+    #[arg(long)]
+    scale: bool,
+    /// Projects in the region for --scale, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+    scale_sizes: Vec<usize>,
+    /// Organizations the --scale projects are spread over.
+    #[arg(long, default_value_t = 1000)]
+    scale_orgs: usize,
     /// Skip the floors (only the real paths).
     #[arg(long)]
     no_floors: bool,
@@ -208,6 +221,28 @@ async fn run(args: Args) -> Result<(), String> {
             .unwrap_or_else(|| exe_dir.to_path_buf());
         Some(Binaries::find(&dir)?)
     };
+
+    if args.scale {
+        let bins = bins.ok_or("--scale needs the service binaries (drop --no-gateway)")?;
+        if args.scale_orgs == 0 {
+            return Err("--scale-orgs needs a positive number".into());
+        }
+        let plan = scale::Plan {
+            sizes: args.scale_sizes.clone(),
+            orgs: args.scale_orgs,
+            concurrency: args.concurrency.clone(),
+            rounds: args.rounds,
+            timing,
+            operator_key: format!(
+                "bench-operator-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+        };
+        return scale::run(&bins, plan).await;
+    }
 
     let nats = procs::NatsServer::start().await?;
     let url = nats.url();

@@ -127,6 +127,15 @@ pub(crate) struct Backends {
 
 impl Backends {
     pub(crate) async fn start(bins: &Binaries, nats_url: &str) -> Result<Backends, String> {
+        Self::start_with(bins, nats_url, "memory").await
+    }
+
+    /// quota and a regiond with `backend` (memory or kv).
+    pub(crate) async fn start_with(
+        bins: &Binaries,
+        nats_url: &str,
+        backend: &str,
+    ) -> Result<Backends, String> {
         let mut quota = Proc::spawn(
             "quota",
             &bins.path("quota"),
@@ -143,7 +152,7 @@ impl Backends {
                 "--region".into(),
                 REGION.into(),
                 "--backend".into(),
-                "memory".into(),
+                backend.into(),
                 "--grpc-listen".into(),
                 "127.0.0.1:0".into(),
             ],
@@ -395,7 +404,7 @@ pub(crate) fn parse_addr(line: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("no address in {line:?}"))
 }
 
-fn bearer<T>(message: T, key: &str) -> Result<tonic::Request<T>, String> {
+pub(crate) fn bearer<T>(message: T, key: &str) -> Result<tonic::Request<T>, String> {
     let mut request = tonic::Request::new(message);
     let value = format!("Bearer {key}")
         .parse()

@@ -93,7 +93,7 @@ impl KvBackend {
     /// one.
     pub async fn open(client: async_nats::Client, region: &str) -> Result<KvBackend> {
         let js = jetstream::new(client);
-        let bucket = format!("nordlys-regiond-{region}");
+        let bucket = Self::bucket(region);
         let kv = match js.get_key_value(&bucket).await {
             Ok(kv) => kv,
             Err(_) => {
@@ -135,6 +135,26 @@ impl KvBackend {
     /// index once it has caught up with the bucket.
     pub async fn count(&self, organization: &str) -> Result<ResourceCounts> {
         self.index.read(|t| t.count(organization)).await
+    }
+
+    /// The bucket of `region`.
+    pub fn bucket(region: &str) -> String {
+        format!("nordlys-regiond-{region}")
+    }
+
+    /// The key and value a created project is stored under, for tools that
+    /// fill a bucket directly instead of through the API (the bench's scale
+    /// mode), so they write exactly what a create would.
+    pub fn project_entry(project: &Project) -> (String, Bytes) {
+        let record = Record {
+            organization: project.organization.clone(),
+            request: String::new(),
+            value: project.encode_to_vec(),
+        };
+        (
+            key(ResourceKind::Project, &project.name),
+            Bytes::from(record.encode_to_vec()),
+        )
     }
 
     /// Rows the index's pages have stepped over so far (to check that a
