@@ -335,8 +335,7 @@ fn print_report(plan: &Plan, labels: &[&str], cells: &[Vec<Vec<Vec<Cell>>>]) {
     for (t, label) in labels.iter().enumerate() {
         for (s, size) in plan.sizes.iter().enumerate() {
             let mut line = format!("| {label} | {size} |");
-            for c in 0..plan.concurrency.len() {
-                let round = &cells[t][s][c];
+            for round in &cells[t][s] {
                 let cps = median(round.iter().map(|x| x.calls_per_sec).collect());
                 let p50 = median(round.iter().map(|x| micros(x.p50)).collect());
                 let p99 = median(round.iter().map(|x| micros(x.p99)).collect());
@@ -361,8 +360,8 @@ fn print_report(plan: &Plan, labels: &[&str], cells: &[Vec<Vec<Vec<Cell>>>]) {
         println!("{header}\n{rule}");
         for (t, label) in labels.iter().enumerate() {
             let mut line = format!("| {label} |");
-            for c in 0..plan.concurrency.len() {
-                let pairs = cells[t][small][c].iter().zip(&cells[t][large][c]);
+            for (at_small, at_large) in cells[t][small].iter().zip(&cells[t][large]) {
+                let pairs = at_small.iter().zip(at_large);
                 let cps = median(
                     pairs
                         .clone()
