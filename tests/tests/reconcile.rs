@@ -26,7 +26,11 @@ struct Record {
     value: Vec<u8>,
 }
 
-async fn reconcile(stack: &Stack, organization: &str, validate_only: bool) -> ReconcileQuotasResponse {
+async fn reconcile(
+    stack: &Stack,
+    organization: &str,
+    validate_only: bool,
+) -> ReconcileQuotasResponse {
     let mut request = bearer(
         ReconcileQuotasRequest {
             organization: organization.to_string(),
@@ -72,7 +76,10 @@ async fn drift_is_reported_then_corrected_and_orphans_named() {
         .await
         .expect("CreateNetwork");
     let usage = |q: nordlys_proto::pb::nordlys::v1::Quota| q.usage.unwrap_or_default();
-    assert_eq!(usage(stack.quota(key, &tenant.organization, "sto1").await).networks, 1);
+    assert_eq!(
+        usage(stack.quota(key, &tenant.organization, "sto1").await).networks,
+        1
+    );
 
     // Nothing differs yet.
     let clean = reconcile(&stack, &tenant.organization, true).await;
@@ -97,7 +104,10 @@ async fn drift_is_reported_then_corrected_and_orphans_named() {
     assert_eq!(drift.usage.unwrap_or_default().networks, 1);
     assert_eq!(drift.existing.unwrap_or_default().networks, 0);
     assert!(!drift.corrected);
-    assert_eq!(usage(stack.quota(key, &tenant.organization, "sto1").await).networks, 1);
+    assert_eq!(
+        usage(stack.quota(key, &tenant.organization, "sto1").await).networks,
+        1
+    );
 
     // The same through nordlysctl, as an operator runs it.
     let out = Command::new(bin_path("nordlysctl"))
@@ -124,7 +134,10 @@ async fn drift_is_reported_then_corrected_and_orphans_named() {
     let fixed = reconcile(&stack, &tenant.organization, false).await;
     assert_eq!(fixed.drifts.len(), 1, "{fixed:?}");
     assert!(fixed.drifts[0].corrected, "{fixed:?}");
-    assert_eq!(usage(stack.quota(key, &tenant.organization, "sto1").await).networks, 0);
+    assert_eq!(
+        usage(stack.quota(key, &tenant.organization, "sto1").await).networks,
+        0
+    );
     let after = reconcile(&stack, &tenant.organization, true).await;
     assert!(after.drifts.is_empty(), "{after:?}");
 

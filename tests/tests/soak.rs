@@ -449,7 +449,8 @@ async fn usage_equals_what_exists_after_faults() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    // Every worker and the sampler are done: take what they saw.
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     println!(
         "soak: {} calls in {:?}, answers {:?}\n{:#?}\n{last}",
         seen.calls,

@@ -385,6 +385,10 @@ impl Backend for KvBackend {
         "kv"
     }
 
+    async fn count_resources(&self, organization: &str) -> Result<ResourceCounts> {
+        self.count(organization).await
+    }
+
     async fn create_project(
         &self,
         tenant: &Tenant,

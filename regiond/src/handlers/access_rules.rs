@@ -40,7 +40,7 @@ pub(super) async fn create(
     v.into_result()?;
     rule.create_time.get_or_insert_with(nordlys_api::now);
     let name = rule.name.clone();
-    let create_time = rule.create_time.clone();
+    let create_time = rule.create_time;
     let rule = h
         .create(
             &caller,

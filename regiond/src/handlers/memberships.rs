@@ -54,7 +54,7 @@ pub(super) async fn create(
     membership.region_status = h.ready();
     membership.create_time.get_or_insert_with(nordlys_api::now);
     let name = membership.name.clone();
-    let create_time = membership.create_time.clone();
+    let create_time = membership.create_time;
     let membership = h
         .create(
             &caller,

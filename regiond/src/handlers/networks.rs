@@ -42,7 +42,7 @@ pub(super) async fn create(
     }
     network.create_time.get_or_insert_with(nordlys_api::now);
     let name = network.name.clone();
-    let create_time = network.create_time.clone();
+    let create_time = network.create_time;
     let network = h
         .create(
             &caller,

@@ -55,7 +55,7 @@ pub(super) async fn create(
     project.region_status = h.ready();
     project.create_time.get_or_insert_with(nordlys_api::now);
     let name = project.name.clone();
-    let create_time = project.create_time.clone();
+    let create_time = project.create_time;
     let project = h
         .create(
             &caller,

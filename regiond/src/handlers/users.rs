@@ -48,7 +48,7 @@ pub(super) async fn create(
     user.region_status = h.ready();
     user.create_time.get_or_insert_with(nordlys_api::now);
     let name = user.name.clone();
-    let create_time = user.create_time.clone();
+    let create_time = user.create_time;
     let user = h
         .create(
             &caller,

@@ -56,10 +56,13 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn keys(&self) -> Result<Vec<String>, StoreError>;
 }
 
+/// The last revision given out, and each key's value and revision.
+type Entries = (u64, HashMap<String, (Bytes, u64)>);
+
 /// A store in this process's memory.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore {
-    entries: Mutex<(u64, HashMap<String, (Bytes, u64)>)>,
+    entries: Mutex<Entries>,
 }
 
 #[async_trait]
