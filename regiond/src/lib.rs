@@ -42,7 +42,7 @@ use nordlys_transport::BoxError;
 
 pub use config::{BackendKind, Config};
 pub use handlers::{Handlers, DEFAULT_LIST_LIMIT};
-pub use status::{REGION_REFUSED, USER_NOT_IN_REGION};
+pub use status::{BEING_DELETED, REGION_REFUSED, USER_NOT_IN_REGION};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {

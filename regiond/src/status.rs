@@ -12,6 +12,9 @@ pub const USER_NOT_IN_REGION: &str = "USER_NOT_IN_REGION";
 /// refused; its metadata holds `service` and the region's `message`.
 pub const REGION_REFUSED: &str = "REGION_REFUSED";
 
+/// The precondition failure type of a create under a parent being deleted.
+pub const BEING_DELETED: &str = "BEING_DELETED";
+
 impl From<BackendError> for Status {
     fn from(error: BackendError) -> Status {
         let message = error.to_string();
@@ -32,6 +35,15 @@ impl From<BackendError> for Status {
                 ErrorDetails::with_precondition_failure_violation(
                     USER_NOT_IN_REGION,
                     user,
+                    message,
+                ),
+            ),
+            BackendError::BeingDeleted { kind, name, .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message.clone(),
+                ErrorDetails::with_precondition_failure_violation(
+                    BEING_DELETED,
+                    format!("{} {name}", kind.type_name()),
                     message,
                 ),
             ),

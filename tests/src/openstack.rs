@@ -402,7 +402,9 @@ pub struct OpenStackRegion {
     name: String,
     keystone_port: u16,
     neutron_port: u16,
-    servers: Vec<Server>,
+    /// Keystone, then Neutron; behind a lock so a shared region's Neutron
+    /// can be restarted by a test that holds it only by reference.
+    servers: std::sync::Mutex<Vec<Server>>,
     dir: TempDir,
 }
 
@@ -462,7 +464,7 @@ impl OpenStackRegion {
             name: name.to_string(),
             keystone_port,
             neutron_port,
-            servers: vec![keystone, neutron],
+            servers: std::sync::Mutex::new(vec![keystone, neutron]),
             dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -540,9 +542,10 @@ impl OpenStackRegion {
     /// Whether Keystone and Neutron are still running, for failure messages:
     /// a refused connection is then either a dead server or a wrong port.
     fn states(&self) -> String {
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         ["keystone", "neutron"]
             .iter()
-            .zip(&self.servers)
+            .zip(servers.iter())
             .map(|(name, server)| format!("{name} {}", server.state()))
             .collect::<Vec<_>>()
             .join(", ")
@@ -650,7 +653,8 @@ impl OpenStackRegion {
     /// is now invalid (as after a key rotation), so clients must
     /// re-authenticate.
     pub fn restart_keystone(&mut self) {
-        self.servers[0].kill();
+        let servers = self.servers.get_mut().unwrap_or_else(|e| e.into_inner());
+        servers[0].kill();
         let d = self.dir.path();
         let (server, ready) = Server::spawn(
             "keystone",
@@ -662,7 +666,7 @@ impl OpenStackRegion {
             ],
             &d.join("keystone.stderr"),
         );
-        self.servers[0] = server;
+        self.servers.get_mut().unwrap_or_else(|e| e.into_inner())[0] = server;
         match ready.recv_timeout(START_TIMEOUT) {
             Ok(line) if line.ends_with("ready") => {}
             other => panic!(
@@ -675,8 +679,31 @@ impl OpenStackRegion {
 
     /// Stops Keystone and Neutron now (a region outage).
     pub fn stop(&mut self) {
-        for server in &mut self.servers {
+        for server in self.servers.get_mut().unwrap_or_else(|e| e.into_inner()) {
             server.kill();
+        }
+    }
+
+    /// Kills Neutron, keeps it down for `down`, and starts it again on the
+    /// same port and database (a Neutron outage and recovery).
+    pub fn restart_neutron(&self, down: Duration) {
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1].kill();
+        thread::sleep(down);
+        let d = self.dir.path();
+        let (server, ready) = Server::spawn(
+            "neutron",
+            &d.join("neutron_serve.py"),
+            &[d.display().to_string(), self.neutron_port.to_string()],
+            &d.join("neutron.stderr"),
+        );
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1] = server;
+        match ready.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.ends_with("ready") => {}
+            other => panic!(
+                "neutron of region {} did not restart ({other:?}):\n{}",
+                self.name,
+                self.log_tail("neutron")
+            ),
         }
     }
 }
@@ -693,8 +720,31 @@ impl Drop for OpenStackRegion {
                 );
             }
         }
-        for server in &mut self.servers {
+        for server in self.servers.get_mut().unwrap_or_else(|e| e.into_inner()) {
             server.kill();
+        }
+    }
+
+    /// Kills Neutron, keeps it down for `down`, and starts it again on the
+    /// same port and database (a Neutron outage and recovery).
+    pub fn restart_neutron(&self, down: Duration) {
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1].kill();
+        thread::sleep(down);
+        let d = self.dir.path();
+        let (server, ready) = Server::spawn(
+            "neutron",
+            &d.join("neutron_serve.py"),
+            &[d.display().to_string(), self.neutron_port.to_string()],
+            &d.join("neutron.stderr"),
+        );
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1] = server;
+        match ready.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.ends_with("ready") => {}
+            other => panic!(
+                "neutron of region {} did not restart ({other:?}):\n{}",
+                self.name,
+                self.log_tail("neutron")
+            ),
         }
     }
 }

@@ -124,11 +124,16 @@ async fn creates_gets_and_errors_travel_over_nats() {
         .expect("GetProject");
     assert_eq!(got, created);
 
-    // The same request id again: the first project, even with another body.
-    let again = create_project(&ch, new_project("other", "req-1"))
+    // The same create again: the first project.
+    let again = create_project(&ch, new_project("web", "req-1"))
         .await
         .expect("replayed");
     assert_eq!(again, created);
+    // The same request id for another project: refused, an id names one create.
+    let other = create_project(&ch, new_project("other", "req-1"))
+        .await
+        .expect_err("a request id names one create");
+    assert_eq!(other.code(), Code::InvalidArgument);
     let err = create_project(&ch, new_project("web", ""))
         .await
         .expect_err("exists");
@@ -275,7 +280,7 @@ async fn two_instances_share_the_load_and_announce_themselves() {
             .iter()
             .filter_map(|e| e["subject"].as_str())
             .collect();
-        assert_eq!(subjects.len(), 20, "{subjects:?}");
+        assert_eq!(subjects.len(), 21, "{subjects:?}");
         assert!(subjects.contains(&"nordlys.v1.sto1.RegiondService.CreateProject"));
     }
     let mut ids: Vec<&str> = infos.iter().filter_map(|i| i["id"].as_str()).collect();
@@ -376,7 +381,7 @@ async fn kv_instances_share_one_region_and_survive_restarts() {
             .await
             .expect("GetProject on either instance");
         assert_eq!(got, created);
-        let again = create_project(&ch, new_project("other", "req-kv"))
+        let again = create_project(&ch, new_project("web", "req-kv"))
             .await
             .expect("replayed on either instance");
         assert_eq!(again, created);

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use nordlys_proto::pb::nordlys::v1::{
     access_rule_service_client::AccessRuleServiceClient,
     network_service_client::NetworkServiceClient, project_service_client::ProjectServiceClient,
-    AccessRule, CreateAccessRuleRequest, CreateNetworkRequest, CreateProjectRequest,
-    DeleteProjectRequest, Direction, GetNetworkRequest, GetProjectRequest, Network, Project,
-    Protocol, ResourceCounts,
+    region_status::State, AccessRule, CreateAccessRuleRequest, CreateNetworkRequest,
+    CreateProjectRequest, DeleteProjectRequest, Direction, GetNetworkRequest, GetProjectRequest,
+    Network, Project, Protocol, ResourceCounts,
 };
 use nordlys_tests::{bearer, instances, Regiond, Stack, StackOpts, Tenant};
 use tonic::Code;
@@ -227,6 +227,64 @@ async fn a_retried_delete_finishes_what_a_crash_cut_short() {
         .await
         .expect_err("now it is gone");
     assert_eq!(again.code(), Code::NotFound);
+    assert_eq!(usage(&stack, &tenant, "sto1").await, counts(0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
+    let mut stack = stack().await;
+    let tenant = stack.tenant("acme").await;
+    project_with_children(&stack, &tenant, "web").await;
+    replace_sto1(&mut stack, &[("NORDLYS_TEST_CRASH_AFTER", "remove-noted")]).await;
+    assert!(delete_project(&stack, &tenant.key, "web").await.is_err());
+    // A new sto1 whose sweeper waits: the delete is half-way.
+    stack.sto1_a.kill();
+    stack.wait_for_regions(|r| instances(r, "sto1") == 0).await;
+    stack.sto1_a = Regiond::start_env(
+        &stack.nats,
+        "sto1",
+        &["--backend", "kv"],
+        &[("NORDLYS_SETTLE_GRACE_MS", "600000")],
+    );
+    stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
+    let project = ProjectServiceClient::new(stack.channel().await)
+        .get_project(bearer(
+            GetProjectRequest {
+                name: "projects/web".into(),
+            },
+            &tenant.key,
+        ))
+        .await
+        .expect("still there")
+        .into_inner();
+    let sto1 = project
+        .region_status
+        .iter()
+        .find(|s| s.region == "sto1")
+        .expect("sto1's status");
+    assert_eq!(sto1.state, State::Deleting as i32, "{project:?}");
+    let refused = NetworkServiceClient::new(stack.channel().await)
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network_id: "late".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.9.0.0/24".into(),
+                    ..Default::default()
+                }),
+                request_id: "late-net".into(),
+            },
+            &tenant.key,
+        ))
+        .await
+        .expect_err("no child under a project being deleted");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // The retried delete finishes it.
+    delete_project(&stack, &tenant.key, "web")
+        .await
+        .expect("the retry finishes the delete");
+    assert!(!project_exists(&stack, &tenant.key, "web").await);
     assert_eq!(usage(&stack, &tenant, "sto1").await, counts(0, 0, 0));
 }
 

@@ -5,7 +5,9 @@
 //! nats-server restarted and a gateway killed. Afterwards, with no
 //! reconciler running, quota usage equals what exists in every region, no
 //! orphan exists, no limit was passed at any sampled moment, and no call was
-//! answered INTERNAL or UNKNOWN.
+//! answered INTERNAL or UNKNOWN. With `NORDLYS_TEST_BACKEND=openstack` the
+//! regions are real Keystone and Neutron, and osl1's Neutron is killed and
+//! restarted in the middle too.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -383,6 +385,7 @@ async fn usage_equals_what_exists_after_faults() {
         })
     };
 
+    let openstack = std::env::var("NORDLYS_TEST_BACKEND").is_ok_and(|b| b == "openstack");
     let at = |secs: u64| started + Duration::from_secs(secs);
     let until = |t: Instant| tokio::time::sleep_until(t.into());
     // A regional daemon killed, then restarted.
@@ -407,6 +410,14 @@ async fn usage_equals_what_exists_after_faults() {
     // nats-server restarted (same port and store).
     until(at(28)).await;
     tokio::task::block_in_place(|| stack.nats.restart());
+    // On OpenStack regions (NORDLYS_TEST_BACKEND=openstack): osl1's
+    // Neutron killed, down for a while, and started again.
+    if openstack {
+        until(at(31)).await;
+        tokio::task::block_in_place(|| {
+            nordlys_tests::openstack::shared_region("osl1").restart_neutron(Duration::from_secs(5))
+        });
+    }
     // One gateway killed.
     until(at(38)).await;
     alive_b.store(false, Ordering::SeqCst);

@@ -122,6 +122,16 @@ pub enum BackendError {
         /// The service's own words (never a credential).
         message: String,
     },
+    /// The parent a create needs is being deleted.
+    #[error("{kind} {name} is being deleted in region {region}")]
+    BeingDeleted {
+        /// What is going.
+        kind: ResourceKind,
+        /// Its name.
+        name: String,
+        /// This region.
+        region: String,
+    },
     /// The region's infrastructure did not answer (real backends).
     #[error("backend unavailable: {0}")]
     Unavailable(String),

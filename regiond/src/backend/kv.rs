@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
+use nordlys_proto::pb::nordlys::v1::region_status::State;
 use nordlys_proto::pb::nordlys::v1::{
     AccessRule, Membership, Network, Project, ResourceCounts, User,
 };
@@ -43,6 +44,21 @@ pub(super) struct Record {
     /// The resource, protobuf-encoded.
     #[prost(bytes = "vec", tag = "3")]
     pub(super) value: Vec<u8>,
+    /// A delete has begun (a project's children go first): gets and lists
+    /// show it DELETING, and nothing new may be made under it.
+    #[prost(bool, tag = "4")]
+    pub(super) deleting: bool,
+}
+
+/// A project as stored, with DELETING as its region's state while a delete
+/// takes its children.
+fn shown(mut project: Project, record: &Record) -> Project {
+    if record.deleting {
+        for status in &mut project.region_status {
+            status.state = State::Deleting as i32;
+        }
+    }
+    project
 }
 
 /// How long opening waits for the index to load the bucket.
@@ -150,6 +166,7 @@ impl KvBackend {
             organization: project.organization.clone(),
             request: String::new(),
             value: project.encode_to_vec(),
+            deleting: false,
         };
         (
             key(ResourceKind::Project, &project.name),
@@ -270,6 +287,7 @@ impl KvBackend {
             organization: organization.to_string(),
             request: rkey.clone().unwrap_or_default(),
             value: value.encode_to_vec(),
+            deleting: false,
         };
         match self
             .kv
@@ -350,10 +368,47 @@ impl KvBackend {
 
     /// The organization of a project the tenant may see.
     async fn project_org(&self, tenant: &Tenant, project: &str) -> Result<String> {
-        self.visible(ResourceKind::Project, tenant, project)
-            .await?
-            .map(|r| r.organization)
-            .ok_or_else(|| self.not_found(ResourceKind::Project, project))
+        let kind = ResourceKind::Project;
+        match self.visible(kind, tenant, project).await? {
+            Some(record) if record.deleting => Err(BackendError::BeingDeleted {
+                kind,
+                name: project.to_string(),
+                region: self.region.clone(),
+            }),
+            Some(record) => Ok(record.organization),
+            None => Err(self.not_found(kind, project)),
+        }
+    }
+
+    /// Marks a record as being deleted (a compare-and-set, so a record
+    /// deleted meanwhile is not brought back).
+    async fn mark_deleting(&self, kind: ResourceKind, name: &str) -> Result<()> {
+        let Some(entry) = self.kv.entry(key(kind, name)).await.map_err(unavailable)? else {
+            return Ok(());
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(());
+        }
+        let mut record = Record::decode(entry.value)
+            .map_err(|e| BackendError::Internal(format!("undecodable record {name}: {e}")))?;
+        if record.deleting {
+            return Ok(());
+        }
+        record.deleting = true;
+        match self
+            .kv
+            .update(
+                key(kind, name),
+                Bytes::from(record.encode_to_vec()),
+                entry.revision,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Changed under us: deleted, or marked by a racing delete.
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// Creates a child of a project (`projects/{p}/...`).
@@ -389,6 +444,14 @@ impl Backend for KvBackend {
         self.count(organization).await
     }
 
+    async fn begin_delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
+        // Only a project has a delete long enough to be seen half-way.
+        if kind == ResourceKind::Project {
+            self.mark_deleting(kind, name).await?;
+        }
+        Ok(())
+    }
+
     async fn create_project(
         &self,
         tenant: &Tenant,
@@ -408,11 +471,21 @@ impl Backend for KvBackend {
     }
 
     async fn get_project(&self, tenant: &Tenant, name: &str) -> Result<Project> {
-        self.get(ResourceKind::Project, tenant, name).await
+        let kind = ResourceKind::Project;
+        match self.visible(kind, tenant, name).await? {
+            Some(record) => Self::decode(name, &record).map(|p| shown(p, &record)),
+            None => Err(self.not_found(kind, name)),
+        }
     }
 
     async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {
-        self.list(ResourceKind::Project, filter).await
+        let page = self
+            .index
+            .read(|t| t.page(ResourceKind::Project, filter))
+            .await?;
+        page.iter()
+            .map(|(name, record)| Self::decode(name, record).map(|p| shown(p, record)))
+            .collect()
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -421,9 +494,11 @@ impl Backend for KvBackend {
             .visible(kind, tenant, name)
             .await?
             .ok_or_else(|| self.not_found(kind, name))?;
-        // Children first, the project last: a delete cut short leaves a
-        // project that a retried delete finds and finishes, never children
-        // without their project.
+        // Marked first, so no child is made under it from now on; then the
+        // children, the project last: a delete cut short leaves a project
+        // that a retried delete finds and finishes, never children without
+        // their project.
+        self.mark_deleting(kind, name).await?;
         self.remove_children(ResourceKind::Membership, name).await?;
         let freed = ResourceCounts {
             projects: 1,

@@ -139,6 +139,7 @@ async fn fill(nats: &nordlys_tests::NatsServer, from: usize, to: usize, orgs: us
                     organization: org,
                     request: String::new(),
                     value: p.encode_to_vec(),
+                    deleting: false,
                 };
                 kv.put(format!("p.{}", p.name), Bytes::from(record.encode_to_vec()))
                     .await

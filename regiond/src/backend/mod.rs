@@ -192,6 +192,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes an access rule.
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
 
+    /// Marks a resource as being deleted before its delete starts, where the
+    /// backend can show that (gets and lists say DELETING, and nothing new
+    /// is made under it). The default does nothing.
+    async fn begin_delete(&self, _kind: ResourceKind, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Finishes the steps of a create that did not all happen (a cloud
+    /// service was down half-way), as a retried create would. The default
+    /// has nothing to finish.
+    async fn finish(&self, _kind: ResourceKind, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// How many counted resources `organization` has here. The default
     /// pages through the lists, so it costs what the organization holds.
     async fn count_resources(&self, organization: &str) -> Result<ResourceCounts> {

@@ -59,6 +59,9 @@ const SECURITY_GROUP: &str = "nordlys";
 /// its Neutron network step, so tests can prove a retry finishes the job.
 pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
 
+/// The tag key of a project whose Neutron side is not finished.
+const INCOMPLETE_KEY: &str = "incomplete";
+
 /// User attributes (Keystone extras) Nordlys keeps.
 const ATTR_NAME: &str = "nordlys_name";
 const ATTR_DISPLAY_NAME: &str = "nordlys_display_name";
@@ -273,7 +276,17 @@ impl OpenStackBackend {
                         .collect()
                 })
                 .unwrap_or_default(),
-            region_status: self.ready(),
+            region_status: match t.find(&ks.tags, INCOMPLETE_KEY) {
+                Some(_) => vec![RegionStatus {
+                    region: self.region.clone(),
+                    state: State::Incomplete as i32,
+                    code: tonic::Code::Unavailable as i32,
+                    message: "made in Keystone; its Neutron security group and quota tier are \
+                              not set yet (a retried create, or this region shortly, sets them)"
+                        .to_string(),
+                }],
+                None => self.ready(),
+            },
             create_time: timestamp(t.find(&ks.tags, "created")),
         })
     }
@@ -315,11 +328,18 @@ impl OpenStackBackend {
     /// The Neutron side of a project (its security group and quota tier),
     /// done after the Keystone side and redone by a retried create.
     async fn finish_project(&self, ks: &KsProject) -> Result<Project> {
-        let project = self
+        let mut project = self
             .project_from(ks)
             .ok_or_else(|| BackendError::Internal(format!("project {} lost its tags", ks.id)))?;
         self.ensure_security_group(&ks.id, &project.name).await?;
         self.apply_tier(ks, org_id(&project.organization)).await?;
+        // Only now is it whole: until this tag goes, the region shows it
+        // INCOMPLETE.
+        let incomplete = self.tags.tag(INCOMPLETE_KEY, "neutron");
+        if ks.tags.contains(&incomplete) {
+            self.cloud.remove_project_tag(&ks.id, &incomplete).await?;
+        }
+        project.region_status = self.ready();
         Ok(project)
     }
 
@@ -635,6 +655,8 @@ impl Backend for OpenStackBackend {
             tags.push(t.tag("created", &created.to_string()));
         }
         tags.extend(request_tag.clone());
+        // Made whole by finish_project, which takes this tag away.
+        tags.push(t.tag(INCOMPLETE_KEY, "neutron"));
         let ks = match self
             .cloud
             .create_project(&id, &domain.id, &project.description, tags)
@@ -658,6 +680,18 @@ impl Backend for OpenStackBackend {
 
     async fn get_project(&self, tenant: &Tenant, name: &str) -> Result<Project> {
         Ok(self.visible_project(tenant, name).await?.1)
+    }
+
+    async fn finish(&self, kind: ResourceKind, name: &str) -> Result<()> {
+        if kind != ResourceKind::Project {
+            return Ok(());
+        }
+        let (ks, _) = self.visible_project(&Tenant::Any, name).await?;
+        if self.tags.find(&ks.tags, INCOMPLETE_KEY).is_some() {
+            self.finish_project(&ks).await?;
+            tracing::info!(%name, "finished a project whose Neutron side was left undone");
+        }
+        Ok(())
     }
 
     async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {

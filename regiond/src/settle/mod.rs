@@ -548,6 +548,7 @@ impl Settle {
                 let _ = self.notes.delete(&create_key, revision).await;
             }
         }
+        self.backend.begin_delete(kind, name).await?;
         self.crash_point("remove-noted");
         let request_key = self.remove_in_backend(kind, tenant, name).await?;
         self.crash_point("removed");
@@ -743,6 +744,9 @@ impl Settle {
         let life = self.life(kind, &Tenant::Any, name).await?;
         match life {
             Some(life) if stamp(life.create_time.as_ref()) == *create_time => {
+                // A create cut short half-way is made whole first, as its
+                // retry would (it stays noted while that fails).
+                self.backend.finish(kind, name).await?;
                 quota
                     .commit(organization, reservation, &self.region, one(kind))
                     .await?;

@@ -250,9 +250,10 @@ mod tests {
         ));
         assert!(matches!(s.delete("a", r1).await, Err(StoreError::Conflict)));
         s.delete("a", r2).await.expect("delete");
-        s.delete("a", r2)
-            .await
-            .expect("a second delete finds nothing");
+        assert!(
+            matches!(s.delete("a", r2).await, Err(StoreError::Conflict)),
+            "a second delete claims nothing"
+        );
         assert!(s.get("a").await.expect("get").is_none());
     }
 }
