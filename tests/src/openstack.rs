@@ -687,8 +687,19 @@ impl OpenStackRegion {
     /// Kills Neutron, keeps it down for `down`, and starts it again on the
     /// same port and database (a Neutron outage and recovery).
     pub fn restart_neutron(&self, down: Duration) {
-        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1].kill();
+        self.stop_neutron();
         thread::sleep(down);
+        self.start_neutron();
+    }
+
+    /// Kills Neutron (Keystone stays up).
+    pub fn stop_neutron(&self) {
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1].kill();
+    }
+
+    /// Starts Neutron again on its port and database, after
+    /// [`OpenStackRegion::stop_neutron`].
+    pub fn start_neutron(&self) {
         let d = self.dir.path();
         let (server, ready) = Server::spawn(
             "neutron",
@@ -722,29 +733,6 @@ impl Drop for OpenStackRegion {
         }
         for server in self.servers.get_mut().unwrap_or_else(|e| e.into_inner()) {
             server.kill();
-        }
-    }
-
-    /// Kills Neutron, keeps it down for `down`, and starts it again on the
-    /// same port and database (a Neutron outage and recovery).
-    pub fn restart_neutron(&self, down: Duration) {
-        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1].kill();
-        thread::sleep(down);
-        let d = self.dir.path();
-        let (server, ready) = Server::spawn(
-            "neutron",
-            &d.join("neutron_serve.py"),
-            &[d.display().to_string(), self.neutron_port.to_string()],
-            &d.join("neutron.stderr"),
-        );
-        self.servers.lock().unwrap_or_else(|e| e.into_inner())[1] = server;
-        match ready.recv_timeout(START_TIMEOUT) {
-            Ok(line) if line.ends_with("ready") => {}
-            other => panic!(
-                "neutron of region {} did not restart ({other:?}):\n{}",
-                self.name,
-                self.log_tail("neutron")
-            ),
         }
     }
 }
@@ -872,9 +860,15 @@ impl OpenStackStack {
             .join()
             .unwrap_or_else(|_| panic!("the OpenStack regions did not start"));
         let config = regiond_config("");
-        let sto1_a = regiond(&nats, &regions[0], config.path(), &[]);
-        let sto1_b = regiond(&nats, &regions[0], config.path(), &[]);
-        let osl1 = regiond(&nats, &regions[1], config.path(), &[]);
+        // The regions settle what calls leave behind within seconds (longer
+        // than a create takes on these clouds).
+        let env = [
+            ("NORDLYS_SETTLE_GRACE_MS", "8000"),
+            ("NORDLYS_SETTLE_INTERVAL_MS", "1000"),
+        ];
+        let sto1_a = regiond(&nats, &regions[0], config.path(), &env);
+        let sto1_b = regiond(&nats, &regions[0], config.path(), &env);
+        let osl1 = regiond(&nats, &regions[1], config.path(), &env);
         let gateway = crate::Gateway::start(&nats, &crate::GatewayOpts::default());
         let stack = crate::Stack {
             gateway,

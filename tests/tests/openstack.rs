@@ -686,3 +686,114 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
         .into_inner();
     assert_eq!(after.name, "projects/after-rotation");
 }
+
+/// A create in two regions while one region's Neutron is down: that region
+/// answers UNAVAILABLE and shows the project INCOMPLETE (made in Keystone,
+/// no security group, no tier), never READY; once Neutron is back the
+/// region finishes it on its own and its quota counts it, once.
+#[tokio::test]
+async fn a_create_while_neutron_is_down_is_incomplete_until_the_region_finishes_it() {
+    if !openstack::available("openstack neutron outage") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    let stack = OpenStackStack::start().await;
+    let tenant = stack.tenant("acme").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    let mut projects = ProjectServiceClient::new(stack.channel().await);
+    let osl1 = stack.region("osl1");
+
+    osl1.stop_neutron();
+    let made = projects
+        .create_project(bearer(
+            CreateProjectRequest {
+                project: Some(Project {
+                    display_name: "Half".into(),
+                    regions: vec!["sto1".into(), "osl1".into()],
+                    ..Default::default()
+                }),
+                project_id: "half".into(),
+                request_id: "create-half-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("sto1 makes it")
+        .into_inner();
+    let state_in = |p: &Project, region: &str| {
+        p.region_status
+            .iter()
+            .find(|s| s.region == region)
+            .map(|s| s.state)
+            .unwrap_or_default()
+    };
+    assert_eq!(state_in(&made, "sto1"), 1, "{made:?}");
+    assert_eq!(state_in(&made, "osl1"), 3, "osl1 UNREACHABLE: {made:?}");
+    let get = || {
+        let mut projects = projects.clone();
+        async move {
+            projects
+                .get_project(bearer(
+                    GetProjectRequest {
+                        name: "projects/half".into(),
+                    },
+                    key,
+                ))
+                .await
+                .expect("GetProject")
+                .into_inner()
+        }
+    };
+    let half = get().await;
+    assert_eq!(
+        state_in(&half, "osl1"),
+        5,
+        "osl1 INCOMPLETE, not READY: {half:?}"
+    );
+    assert_eq!(
+        stack
+            .quota(key, org, "sto1")
+            .await
+            .usage
+            .unwrap_or_default()
+            .projects,
+        1
+    );
+
+    osl1.start_neutron();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let project = get().await;
+        let usage = stack
+            .quota(key, org, "osl1")
+            .await
+            .usage
+            .unwrap_or_default();
+        if state_in(&project, "osl1") == 1 && usage.projects == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "osl1 not finished and counted: {project:?}, usage {usage:?}\nosl1's regiond:\n{}",
+            nordlys_tests::log_tail(&stack.osl1.log_path())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Neutron has what a whole create makes.
+    let tagged = osl1.openstack(&["project", "list", "--tags", "nordlys-project:half"]);
+    let id = column(&tagged, "ID").remove(0);
+    let groups = osl1.openstack(&["security", "group", "list", "--project", &id]);
+    assert!(
+        column(&groups, "Name").contains(&"nordlys".to_string()),
+        "{groups}"
+    );
+    // Counted once, in each region.
+    for region in ["sto1", "osl1"] {
+        let usage = stack
+            .quota(key, org, region)
+            .await
+            .usage
+            .unwrap_or_default();
+        assert_eq!(usage.projects, 1, "{region}");
+    }
+}

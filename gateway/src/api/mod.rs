@@ -489,16 +489,12 @@ impl Api {
         })
         .await;
         let mut statuses = Vec::new();
-        let mut freed: Vec<(String, String, ResourceCounts)> = Vec::new();
+        let mut deleted_somewhere = false;
         let mut refusal = None;
         for (region, answer) in answers {
             match &answer {
                 Err(s) if s.code() == Code::NotFound => continue,
-                Ok(done) => freed.push((
-                    done.organization.clone(),
-                    region.clone(),
-                    done.freed.unwrap_or_default(),
-                )),
+                Ok(_) => deleted_somewhere = true,
                 Err(s) if is_unreachable(s) => {}
                 Err(s) => {
                     refusal.get_or_insert_with(|| s.clone());
@@ -506,7 +502,7 @@ impl Api {
             }
             statuses.push(region_status(&region, &answer));
         }
-        if freed.is_empty() {
+        if !deleted_somewhere {
             return Err(match (refusal, statuses.is_empty()) {
                 (Some(refusal), _) => refusal,
                 (None, true) => Status::not_found("not found"),

@@ -388,9 +388,38 @@ impl OpenStackBackend {
             Some(group) => group,
             None => {
                 let description = format!("Managed by Nordlys: the access rules of {project}");
-                self.cloud
+                let made = self
+                    .cloud
                     .create_security_group(project_id, SECURITY_GROUP, &description)
-                    .await?
+                    .await?;
+                // A racing finish of the same project (a retry, the
+                // sweeper) may have made one too: keep the lowest id, which
+                // everyone uses, and remove the others while they are empty.
+                let groups = self
+                    .cloud
+                    .security_groups(Some(project_id), Some(SECURITY_GROUP))
+                    .await?;
+                let keep = groups
+                    .iter()
+                    .filter(|g| g.name == SECURITY_GROUP)
+                    .map(|g| g.id.clone())
+                    .min()
+                    .unwrap_or_else(|| made.id.clone());
+                for extra in groups
+                    .iter()
+                    .filter(|g| g.name == SECURITY_GROUP && g.id != keep)
+                    .filter(|g| {
+                        g.security_group_rules
+                            .iter()
+                            .all(|r| self.label(r).is_none())
+                    })
+                {
+                    self.cloud.delete_security_group(&extra.id).await?;
+                }
+                match groups.into_iter().find(|g| g.id == keep) {
+                    Some(group) => group,
+                    None => made,
+                }
             }
         };
         let (ours, strays): (Vec<NRule>, Vec<NRule>) =
