@@ -71,8 +71,10 @@ fn pick_regions(rng: &mut StdRng) -> Vec<String> {
 
 /// One worker: a seeded mix of calls, retrying an unanswered create with
 /// the same request id, as a careful client does.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     n: u64,
+    timeout: Duration,
     gateways: Vec<Channel>,
     gateway_b_alive: Arc<AtomicBool>,
     key: String,
@@ -108,7 +110,7 @@ async fn worker(
                         },
                         &key,
                     );
-                    request.set_timeout(Duration::from_secs(3));
+                    request.set_timeout(timeout);
                     last = ProjectServiceClient::new(channel.clone())
                         .create_project(request)
                         .await
@@ -141,7 +143,7 @@ async fn worker(
                     },
                     &key,
                 );
-                request.set_timeout(Duration::from_secs(3));
+                request.set_timeout(timeout);
                 NetworkServiceClient::new(channel.clone())
                     .create_network(request)
                     .await
@@ -154,7 +156,7 @@ async fn worker(
                     },
                     &key,
                 );
-                request.set_timeout(Duration::from_secs(3));
+                request.set_timeout(timeout);
                 ProjectServiceClient::new(channel.clone())
                     .delete_project(request)
                     .await
@@ -167,7 +169,7 @@ async fn worker(
                     },
                     &key,
                 );
-                request.set_timeout(Duration::from_secs(3));
+                request.set_timeout(timeout);
                 ProjectServiceClient::new(channel.clone())
                     .get_project(request)
                     .await
@@ -334,6 +336,7 @@ async fn usage_equals_what_exists_after_faults() {
         ..StackOpts::default()
     })
     .await;
+    let openstack = std::env::var("NORDLYS_TEST_BACKEND").is_ok_and(|b| b == "openstack");
     let tenant = stack.tenant_with_limits("soak", limits()).await;
     let mut gateway_b = Gateway::start(&stack.nats, &GatewayOpts::default());
     let gateways = vec![stack.channel().await, gateway_b.channel().await];
@@ -342,9 +345,17 @@ async fn usage_equals_what_exists_after_faults() {
     let started = Instant::now();
     let stop = started + LOAD;
     let mut tasks = Vec::new();
-    for n in 0..WORKERS {
+    // OpenStack's Keystone and Neutron answer in hundreds of milliseconds
+    // here: fewer callers, and the deadlines a client of them would set.
+    let (workers, timeout) = if openstack {
+        (3, Duration::from_secs(15))
+    } else {
+        (WORKERS, Duration::from_secs(3))
+    };
+    for n in 0..workers {
         tasks.push(tokio::spawn(worker(
             n,
+            timeout,
             gateways.clone(),
             Arc::clone(&alive_b),
             tenant.key.clone(),
@@ -385,7 +396,6 @@ async fn usage_equals_what_exists_after_faults() {
         })
     };
 
-    let openstack = std::env::var("NORDLYS_TEST_BACKEND").is_ok_and(|b| b == "openstack");
     let at = |secs: u64| started + Duration::from_secs(secs);
     let until = |t: Instant| tokio::time::sleep_until(t.into());
     // A regional daemon killed, then restarted.
@@ -432,7 +442,7 @@ async fn usage_equals_what_exists_after_faults() {
     // Let every daemon's sweeper settle what the faults left behind (grace
     // 2 s), then compare, region by region, without any reconciler.
     let channel = stack.channel().await;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(if openstack { 120 } else { 40 });
     let mut last = String::new();
     let settled = loop {
         let mut all_equal = true;
@@ -469,7 +479,8 @@ async fn usage_equals_what_exists_after_faults() {
         seen.codes,
         seen.samples
     );
-    assert!(seen.calls >= 200, "too few calls: {}", seen.calls);
+    let enough = if openstack { 40 } else { 200 };
+    assert!(seen.calls >= enough, "too few calls: {}", seen.calls);
     assert!(
         seen.bad.is_empty(),
         "INTERNAL or UNKNOWN answers: {:#?}",

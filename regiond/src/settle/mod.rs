@@ -520,7 +520,15 @@ impl Settle {
                     if undo {
                         match self.notes.delete(&create_key, revision).await {
                             Ok(()) => {
-                                self.remove_in_backend(kind, tenant, name).await?;
+                                if let Err(e) = self.remove_in_backend(kind, tenant, name).await {
+                                    // Still there: put the note back, so the
+                                    // sweeper counts what exists (or a retried
+                                    // undo claims it again).
+                                    if let Err(put) = self.notes.create(&create_key, bytes).await {
+                                        tracing::warn!(%name, error = %put, "could not restore a create note after a failed undo");
+                                    }
+                                    return Err(e.into());
+                                }
                                 tracing::debug!(%name, %reservation, "undid a refused create");
                                 return Ok((life.organization, ResourceCounts::default()));
                             }
