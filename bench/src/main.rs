@@ -18,6 +18,7 @@ mod scale;
 mod schedule;
 mod stack;
 mod together;
+mod writes;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,6 +103,31 @@ struct Args {
     /// Organizations the --scale projects are spread over.
     #[arg(long, default_value_t = 1000)]
     scale_orgs: usize,
+    /// The write path instead: CreateProject in two regions (sto1, osl1)
+    /// and DeleteProject through the gateway with quota and two regiond on
+    /// the kv backend, in one organization (hot) and spread over
+    /// --writes-orgs, beside a floor of JetStream KV compare-and-set writes;
+    /// then a run against a limit and a check that usage equals what exists.
+    #[arg(long)]
+    writes: bool,
+    /// At most this many calls per --writes cell.
+    #[arg(long, default_value_t = 3000)]
+    writes_calls: usize,
+    /// At most this many seconds per --writes cell.
+    #[arg(long, default_value_t = 4.0)]
+    writes_seconds: f64,
+    /// Rounds of --writes (the tables show medians).
+    #[arg(long, default_value_t = 3)]
+    writes_rounds: usize,
+    /// Organizations the spread --writes cells use.
+    #[arg(long, default_value_t = 100)]
+    writes_orgs: usize,
+    /// The project limit of the --writes over-allocation run...
+    #[arg(long, default_value_t = 500)]
+    writes_limit: i64,
+    /// ...and the creates it attempts at the highest concurrency.
+    #[arg(long, default_value_t = 2000)]
+    writes_limit_attempts: usize,
     /// Skip the floors (only the real paths).
     #[arg(long)]
     no_floors: bool,
@@ -242,6 +268,30 @@ async fn run(args: Args) -> Result<(), String> {
             ),
         };
         return scale::run(&bins, plan).await;
+    }
+
+    if args.writes {
+        let bins = bins.ok_or("--writes needs the service binaries (drop --no-gateway)")?;
+        if args.writes_rounds == 0 {
+            return Err("--writes-rounds needs a positive number".into());
+        }
+        let plan = writes::Plan {
+            concurrency: args.concurrency.clone(),
+            rounds: args.writes_rounds,
+            calls: args.writes_calls,
+            seconds: args.writes_seconds,
+            spread_orgs: args.writes_orgs,
+            limit: args.writes_limit,
+            limit_attempts: args.writes_limit_attempts,
+            operator_key: format!(
+                "bench-operator-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+        };
+        return writes::run(&bins, plan).await;
     }
 
     let nats = procs::NatsServer::start().await?;

@@ -136,29 +136,8 @@ impl Backends {
         nats_url: &str,
         backend: &str,
     ) -> Result<Backends, String> {
-        let mut quota = Proc::spawn(
-            "quota",
-            &bins.path("quota"),
-            &["--nats-url".into(), nats_url.into()],
-            &[],
-        )?;
-        quota.ready("nordlys-quota ready").await?;
-        let mut regiond = Proc::spawn(
-            "regiond",
-            &bins.path("regiond"),
-            &[
-                "--nats-url".into(),
-                nats_url.into(),
-                "--region".into(),
-                REGION.into(),
-                "--backend".into(),
-                backend.into(),
-                "--grpc-listen".into(),
-                "127.0.0.1:0".into(),
-            ],
-            &[],
-        )?;
-        regiond.ready("nordlys-regiond ready").await?;
+        let quota = start_quota(bins, nats_url).await?;
+        let regiond = start_regiond(bins, nats_url, REGION, backend).await?;
         Ok(Backends { regiond, quota })
     }
 
@@ -171,6 +150,44 @@ impl Backends {
     }
 }
 
+/// A quota service process, once ready.
+pub(crate) async fn start_quota(bins: &Binaries, nats_url: &str) -> Result<Proc, String> {
+    let mut quota = Proc::spawn(
+        "quota",
+        &bins.path("quota"),
+        &["--nats-url".into(), nats_url.into()],
+        &[],
+    )?;
+    quota.ready("nordlys-quota ready").await?;
+    Ok(quota)
+}
+
+/// A regiond process serving `region` with `backend`, once ready.
+pub(crate) async fn start_regiond(
+    bins: &Binaries,
+    nats_url: &str,
+    region: &str,
+    backend: &str,
+) -> Result<Proc, String> {
+    let mut regiond = Proc::spawn(
+        "regiond",
+        &bins.path("regiond"),
+        &[
+            "--nats-url".into(),
+            nats_url.into(),
+            "--region".into(),
+            region.into(),
+            "--backend".into(),
+            backend.into(),
+            "--grpc-listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+        &[],
+    )?;
+    regiond.ready("nordlys-regiond ready").await?;
+    Ok(regiond)
+}
+
 /// A running gateway: a process of its own, or a task in the bench
 /// process ([`crate::together`]).
 #[derive(Debug)]
@@ -179,6 +196,8 @@ pub(crate) struct Gateway {
     pub(crate) grpc: SocketAddr,
     pub(crate) http: Option<SocketAddr>,
     pub(crate) operator_key: String,
+    /// The regions it expects, each waited for at start.
+    pub(crate) regions: Vec<String>,
 }
 
 impl Gateway {
@@ -190,13 +209,24 @@ impl Gateway {
         route: Option<&str>,
         operator_key: &str,
     ) -> Result<Gateway, String> {
+        Self::start_in(bins, nats_url, route, operator_key, &[REGION]).await
+    }
+
+    /// As [`Gateway::start`], expecting `regions` and waiting for each.
+    pub(crate) async fn start_in(
+        bins: &Binaries,
+        nats_url: &str,
+        route: Option<&str>,
+        operator_key: &str,
+        regions: &[&str],
+    ) -> Result<Gateway, String> {
         let mut args: Vec<String> = vec![
             "--nats-url".into(),
             nats_url.into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--regions".into(),
-            REGION.into(),
+            regions.join(","),
         ];
         if let Some(route) = route {
             args.extend(["--route".into(), route.into()]);
@@ -228,6 +258,7 @@ impl Gateway {
             grpc,
             http,
             operator_key: operator_key.to_owned(),
+            regions: regions.iter().map(|r| (*r).to_owned()).collect(),
         };
         gateway.wait_for_region().await?;
         Ok(gateway)
@@ -245,6 +276,7 @@ impl Gateway {
             grpc,
             http: Some(http),
             operator_key: operator_key.to_owned(),
+            regions: vec![REGION.to_owned()],
         };
         gateway.wait_for_region().await?;
         Ok(gateway)
@@ -258,11 +290,15 @@ impl Gateway {
         grpc_channel(self.grpc).await
     }
 
-    /// Polls ListRegions until the region is up with one instance.
+    /// Polls ListRegions until every expected region is up with an instance.
     async fn wait_for_region(&self) -> Result<(), String> {
         let mut client = RegionServiceClient::new(self.channel().await?);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let name = format!("regions/{REGION}");
+        let names: Vec<String> = self
+            .regions
+            .iter()
+            .map(|r| format!("regions/{r}"))
+            .collect();
         let mut last = String::new();
         while Instant::now() < deadline {
             match client
@@ -271,10 +307,12 @@ impl Gateway {
             {
                 Ok(r) => {
                     let r = r.into_inner();
-                    if r.regions
-                        .iter()
-                        .any(|r| r.name == name && r.up && !r.instances.is_empty())
-                    {
+                    let up = |name: &String| {
+                        r.regions
+                            .iter()
+                            .any(|r| &r.name == name && r.up && !r.instances.is_empty())
+                    };
+                    if names.iter().all(up) {
                         return Ok(());
                     }
                     last = format!("{r:?}");
@@ -284,7 +322,8 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(format!(
-            "the gateway did not see region {REGION} within 20 s; last answer: {last}\n{}",
+            "the gateway did not see regions {:?} within 20 s; last answer: {last}\n{}",
+            self.regions,
             self.proc.as_ref().map(Proc::log_tail).unwrap_or_default()
         ))
     }
