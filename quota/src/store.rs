@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
@@ -284,43 +283,17 @@ impl Store {
     }
 }
 
-/// Opens KV bucket `bucket`, creating it (file storage, one value per key)
-/// when missing; `max_age` makes its entries expire.
+/// Opens KV bucket `bucket`, creating it when missing; `max_age` makes its
+/// entries expire.
 pub(crate) async fn open_bucket(
     client: async_nats::Client,
     bucket: &str,
     description: &str,
     max_age: Option<Duration>,
 ) -> Result<kv::Store, StoreError> {
-    let js = async_nats::jetstream::new(client);
-    if let Ok(kv) = js.get_key_value(bucket).await {
-        return Ok(kv);
-    }
-    // `create_key_value` first reads the account info, which async-nats
-    // 0.51 cannot parse from nats-server 2.9 (Debian's). So create the
-    // bucket's stream the way a KV bucket is defined (ADR-8) and open it.
-    // Creating an identical stream is idempotent, so instances starting
-    // together do not race.
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some(description.into()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_bytes: -1,
-        max_message_size: -1,
-        max_age: max_age.unwrap_or_default(),
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        num_replicas: 1,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .map_err(unavailable)?;
-    js.get_key_value(bucket).await.map_err(unavailable)
+    nordlys_transport::open_bucket(client, bucket, description, max_age)
+        .await
+        .map_err(unavailable)
 }
 
 /// Waits a little, more after each lost race, with jitter so the losers do

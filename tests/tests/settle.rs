@@ -51,6 +51,31 @@ async fn replace_sto1(stack: &mut Stack, env: &[(&str, &str)]) {
     stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
 }
 
+/// Replaces the `sto1` instance with one whose sweeper waits ten minutes, so
+/// what a crash left half-way stays so until a call finishes it.
+async fn replace_sto1_without_sweeper(stack: &mut Stack) {
+    stack.sto1_a.kill();
+    stack.wait_for_regions(|r| instances(r, "sto1") == 0).await;
+    stack.sto1_a = Regiond::start_env(
+        &stack.nats,
+        "sto1",
+        &["--backend", "kv"],
+        &[("NORDLYS_SETTLE_GRACE_MS", "600000")],
+    );
+    stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
+}
+
+/// Whether `regiond` has exited, within a few seconds.
+async fn ended(regiond: &mut Regiond) -> bool {
+    for _ in 0..50 {
+        if !regiond.is_running() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn usage(stack: &Stack, tenant: &Tenant, region: &str) -> ResourceCounts {
     stack
         .quota(&tenant.key, &tenant.organization, region)
@@ -183,7 +208,7 @@ async fn a_delete_cut_short_is_finished_by_the_sweeper_and_frees_once() {
     replace_sto1(&mut stack, &[("NORDLYS_TEST_CRASH_AFTER", "remove-noted")]).await;
     let cut = delete_project(&stack, &tenant.key, "web").await;
     assert!(cut.is_err(), "the region died mid-delete: {cut:?}");
-    assert!(!stack.sto1_a.is_running(), "the crash hook ended sto1");
+    assert!(ended(&mut stack.sto1_a).await, "the crash hook ended sto1");
 
     // A new sto1 finds the note and finishes the delete on its own.
     replace_sto1(&mut stack, &[]).await;
@@ -209,15 +234,7 @@ async fn a_retried_delete_finishes_what_a_crash_cut_short() {
     assert!(delete_project(&stack, &tenant.key, "web").await.is_err());
     // The next sto1 gets the retry before its sweeper: the retry answers OK
     // (the delete it finishes was asked for), not NOT_FOUND.
-    stack.sto1_a.kill();
-    stack.wait_for_regions(|r| instances(r, "sto1") == 0).await;
-    stack.sto1_a = Regiond::start_env(
-        &stack.nats,
-        "sto1",
-        &["--backend", "kv"],
-        &[("NORDLYS_SETTLE_GRACE_MS", "600000")],
-    );
-    stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
+    replace_sto1_without_sweeper(&mut stack).await;
     assert_eq!(usage(&stack, &tenant, "sto1").await, counts(1, 1, 1));
     delete_project(&stack, &tenant.key, "web")
         .await
@@ -238,15 +255,7 @@ async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
     replace_sto1(&mut stack, &[("NORDLYS_TEST_CRASH_AFTER", "remove-noted")]).await;
     assert!(delete_project(&stack, &tenant.key, "web").await.is_err());
     // A new sto1 whose sweeper waits: the delete is half-way.
-    stack.sto1_a.kill();
-    stack.wait_for_regions(|r| instances(r, "sto1") == 0).await;
-    stack.sto1_a = Regiond::start_env(
-        &stack.nats,
-        "sto1",
-        &["--backend", "kv"],
-        &[("NORDLYS_SETTLE_GRACE_MS", "600000")],
-    );
-    stack.wait_for_regions(|r| instances(r, "sto1") == 1).await;
+    replace_sto1_without_sweeper(&mut stack).await;
     let project = ProjectServiceClient::new(stack.channel().await)
         .get_project(bearer(
             GetProjectRequest {

@@ -14,12 +14,14 @@
 //!   run tonic-shaped handlers.
 //! - [`DirectChannel`]: a unary gRPC client on one HTTP/2 connection, with
 //!   no task between the call and the connection's own.
+//! - [`open_bucket`]: a JetStream KV bucket, created when missing.
 //! - [`Coalesced`]: the direct gRPC connections' sockets, whose writes under
 //!   load leave together (one `writev` for many calls' frames).
 
 mod coalesce;
 mod connect;
 mod direct_channel;
+mod kv_bucket;
 pub mod metadata;
 mod nats;
 mod signal;
@@ -28,6 +30,7 @@ pub mod status;
 pub use coalesce::{coalesced_incoming, Coalesced};
 pub use connect::connect;
 pub use direct_channel::{DirectChannel, DirectOptions};
+pub use kv_bucket::open_bucket;
 pub use metadata::{Identity, Role};
 pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
 pub use nats::server::{confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder};

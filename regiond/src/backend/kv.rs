@@ -18,7 +18,7 @@
 //! and counts come from an in-memory index of the bucket (`kv_index`),
 //! brought up to date with the bucket before each read.
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::kv;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -108,37 +108,11 @@ impl KvBackend {
     /// its index before returning, so a daemon never lists from a partial
     /// one.
     pub async fn open(client: async_nats::Client, region: &str) -> Result<KvBackend> {
-        let js = jetstream::new(client);
         let bucket = Self::bucket(region);
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => {
-                // `create_key_value` first reads the account info, which
-                // async-nats 0.51 cannot parse from nats-server 2.9
-                // (Debian's): define the bucket's stream as ADR-8 does and
-                // open it. Creating an identical stream is idempotent, so
-                // instances starting together do not race.
-                js.get_or_create_stream(stream::Config {
-                    name: format!("KV_{bucket}"),
-                    description: Some(format!("Nordlys region {region} (regiond kv backend)")),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    max_bytes: -1,
-                    max_message_size: -1,
-                    storage: stream::StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    deny_purge: false,
-                    allow_direct: true,
-                    num_replicas: 1,
-                    discard: stream::DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-                js.get_key_value(&bucket).await.map_err(unavailable)?
-            }
-        };
+        let description = format!("Nordlys region {region} (regiond kv backend)");
+        let kv = nordlys_transport::open_bucket(client, &bucket, &description, None)
+            .await
+            .map_err(unavailable)?;
         let index = Index::open(kv.clone(), OPEN_BUDGET).await?;
         Ok(KvBackend {
             region: region.to_string(),

@@ -245,31 +245,30 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Resources of `organization` that lack what they need: networks and
     /// access rules whose project is gone.
     async fn orphans(&self, organization: &str) -> Result<Vec<String>> {
-        let mut filter = Filter {
+        let filter = Filter {
             organization: Some(organization.to_string()),
             limit: COUNT_PAGE,
             ..Filter::default()
         };
-        let mut children = Vec::new();
-        loop {
-            let page = self.list_networks(&filter).await?;
-            let full = page.len() >= filter.limit;
-            children.extend(page.into_iter().map(|n| n.name));
-            match children.last() {
-                Some(last) if full => filter.after = last.clone(),
-                _ => break,
-            }
-        }
-        filter.after.clear();
-        loop {
-            let page = self.list_access_rules(&filter).await?;
-            let full = page.len() >= filter.limit;
-            children.extend(page.into_iter().map(|r| r.name));
-            match children.last() {
-                Some(last) if full => filter.after = last.clone(),
-                _ => break,
-            }
-        }
+        let mut children = all_pages(
+            filter.clone(),
+            |f| async move { self.list_networks(&f).await },
+            |n| &n.name,
+        )
+        .await?
+        .into_iter()
+        .map(|n| n.name)
+        .collect::<Vec<_>>();
+        children.extend(
+            all_pages(
+                filter,
+                |f| async move { self.list_access_rules(&f).await },
+                |r| &r.name,
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.name),
+        );
         let mut orphans = Vec::new();
         let mut known: std::collections::BTreeMap<String, bool> = Default::default();
         for child in children {
@@ -297,22 +296,36 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 /// How many resources a count or orphan scan reads at a time.
 const COUNT_PAGE: usize = 1000;
 
-/// Counts what a list returns, page by page.
-async fn count_pages<T, F, Fut>(mut filter: Filter, list: F, name: fn(&T) -> &String) -> Result<i64>
+/// Everything a list returns, page by page.
+pub(crate) async fn all_pages<T, F, Fut>(
+    mut filter: Filter,
+    list: F,
+    name: fn(&T) -> &String,
+) -> Result<Vec<T>>
 where
     F: Fn(Filter) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>>>,
 {
-    let mut count = 0i64;
+    let mut all = Vec::new();
     loop {
         let page = list(filter.clone()).await?;
-        count += page.len() as i64;
         let full = page.len() >= filter.limit;
-        match page.last() {
-            Some(last) if full => filter.after = name(last).clone(),
-            _ => return Ok(count),
+        let next = page.last().map(|last| name(last).clone());
+        all.extend(page);
+        match next {
+            Some(after) if full => filter.after = after,
+            _ => return Ok(all),
         }
     }
+}
+
+/// Counts what a list returns, page by page.
+async fn count_pages<T, F, Fut>(filter: Filter, list: F, name: fn(&T) -> &String) -> Result<i64>
+where
+    F: Fn(Filter) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>>>,
+{
+    Ok(all_pages(filter, list, name).await?.len() as i64)
 }
 
 /// The top-level resource a name starts with: `projects/{p}` for

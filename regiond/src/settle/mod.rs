@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
-use crate::backend::{top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
+use crate::backend::{all_pages, top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
 use quota::QuotaClient;
 use store::{MemoryStore, Store, StoreError};
 
@@ -438,48 +438,34 @@ impl Settle {
             });
         }
         if kind == ResourceKind::Project {
-            let mut filter = Filter {
+            let filter = Filter {
                 organization: None,
                 parent: Some(name.to_string()),
                 after: String::new(),
                 limit: 500,
             };
-            loop {
-                let page = self.backend.list_networks(&filter).await?;
-                let full = page.len() >= filter.limit;
-                for n in &page {
-                    changes.push(Change {
-                        operation_id: nordlys_api::ids::removal(
-                            &self.region,
-                            &n.name,
-                            n.create_time.as_ref(),
-                        ),
-                        name: n.name.clone(),
-                    });
-                }
-                match page.last() {
-                    Some(last) if full => filter.after = last.name.clone(),
-                    _ => break,
-                }
-            }
-            filter.after.clear();
-            loop {
-                let page = self.backend.list_access_rules(&filter).await?;
-                let full = page.len() >= filter.limit;
-                for r in &page {
-                    changes.push(Change {
-                        operation_id: nordlys_api::ids::removal(
-                            &self.region,
-                            &r.name,
-                            r.create_time.as_ref(),
-                        ),
-                        name: r.name.clone(),
-                    });
-                }
-                match page.last() {
-                    Some(last) if full => filter.after = last.name.clone(),
-                    _ => break,
-                }
+            let b = &self.backend;
+            let networks = all_pages(
+                filter.clone(),
+                |f| async move { b.list_networks(&f).await },
+                |n| &n.name,
+            )
+            .await?;
+            let rules = all_pages(
+                filter,
+                |f| async move { b.list_access_rules(&f).await },
+                |r| &r.name,
+            )
+            .await?;
+            let children = networks
+                .iter()
+                .map(|n| (&n.name, n.create_time.as_ref()))
+                .chain(rules.iter().map(|r| (&r.name, r.create_time.as_ref())));
+            for (child, created) in children {
+                changes.push(Change {
+                    operation_id: nordlys_api::ids::removal(&self.region, child, created),
+                    name: child.clone(),
+                });
             }
         }
         Ok(changes)

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::kv;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -136,32 +136,9 @@ impl KvStore {
         name: &str,
         description: &str,
     ) -> Result<KvStore, StoreError> {
-        let js = jetstream::new(client);
-        if let Ok(kv) = js.get_key_value(name).await {
-            return Ok(KvStore { kv });
-        }
-        // As in the kv backend: async-nats cannot read nats-server 2.9's
-        // account info, so the bucket's stream is defined as ADR-8 does.
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{name}"),
-            description: Some(description.to_string()),
-            subjects: vec![format!("$KV.{name}.>")],
-            max_messages_per_subject: 1,
-            max_age: MAX_AGE,
-            max_bytes: -1,
-            max_message_size: -1,
-            storage: stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            deny_purge: false,
-            allow_direct: true,
-            num_replicas: 1,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-        let kv = js.get_key_value(name).await.map_err(unavailable)?;
+        let kv = nordlys_transport::open_bucket(client, name, description, Some(MAX_AGE))
+            .await
+            .map_err(unavailable)?;
         Ok(KvStore { kv })
     }
 }

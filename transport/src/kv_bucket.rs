@@ -1,0 +1,46 @@
+//! Opening a JetStream KV bucket, for every service that keeps state in one.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::BoxError;
+
+/// Opens KV bucket `bucket`, creating it (file storage, one value per key)
+/// when missing; with `max_age`, entries expire after it.
+///
+/// `create_key_value` first reads the account info, which async-nats 0.51
+/// cannot parse from nats-server 2.9 (Debian's): the bucket's stream is
+/// defined the way ADR-8 defines a KV bucket, then opened. Creating an
+/// identical stream is idempotent, so instances starting together do not
+/// race.
+pub async fn open_bucket(
+    client: async_nats::Client,
+    bucket: &str,
+    description: &str,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, BoxError> {
+    let js = jetstream::new(client);
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_bytes: -1,
+        max_message_size: -1,
+        max_age: max_age.unwrap_or_default(),
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(bucket).await?)
+}
