@@ -65,6 +65,10 @@ pub struct Config {
     /// How often the sweeper looks for unsettled quota changes, in
     /// milliseconds (`NORDLYS_SETTLE_INTERVAL_MS`).
     pub settle_interval_ms: u64,
+    /// Whether the region removes orphans (networks and access rules whose
+    /// project is gone) when the quota reconciler counts an organization
+    /// (`NORDLYS_REMOVE_ORPHANS`); off, they are only reported.
+    pub remove_orphans: bool,
 }
 
 /// How regiond reaches and shapes an OpenStack region.
@@ -171,6 +175,7 @@ impl Default for Config {
             openstack: OpenStackConfig::default(),
             settle_grace_ms: 30_000,
             settle_interval_ms: 5_000,
+            remove_orphans: false,
         }
     }
 }

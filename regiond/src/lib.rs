@@ -41,7 +41,7 @@ use std::sync::Arc;
 use nordlys_transport::BoxError;
 
 pub use config::{BackendKind, Config};
-pub use handlers::{Handlers, DEFAULT_LIST_LIMIT};
+pub use handlers::{Handlers, SettleOptions, DEFAULT_LIST_LIMIT};
 pub use status::{BEING_DELETED, REGION_REFUSED, USER_NOT_IN_REGION};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -127,9 +127,12 @@ pub async fn run_until(
             config.region.clone(),
             backend,
             client.clone(),
-            config.backend == BackendKind::Memory,
-            config.settle_grace(),
-            config.settle_interval(),
+            SettleOptions {
+                in_memory: config.backend == BackendKind::Memory,
+                grace: config.settle_grace(),
+                interval: config.settle_interval(),
+                remove_orphans: config.remove_orphans,
+            },
         )
         .await?,
     );

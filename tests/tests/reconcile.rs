@@ -175,3 +175,66 @@ async fn drift_is_reported_then_corrected_and_orphans_named() {
         .expect_err("operators only");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_region_that_removes_orphans_gives_their_quota_back() {
+    let stack = Stack::start_with(StackOpts {
+        sto1_instances: 1,
+        regiond_env: vec![("NORDLYS_REMOVE_ORPHANS".into(), "true".into())],
+        ..StackOpts::default()
+    })
+    .await;
+    let tenant = stack.tenant("acme").await;
+    let key = &tenant.key;
+    stack
+        .create_project(key, "web", &["sto1"])
+        .await
+        .expect("CreateProject");
+    NetworkServiceClient::new(stack.channel().await)
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/web".into(),
+                network_id: "backend".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.3.0.0/24".into(),
+                    ..Default::default()
+                }),
+                request_id: "net-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork");
+    // The project goes behind Nordlys's back, its network stays: an orphan.
+    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let kv = jetstream::new(client)
+        .get_key_value("nordlys-regiond-sto1")
+        .await
+        .expect("the region's bucket");
+    kv.delete("p.projects/web")
+        .await
+        .expect("delete the project");
+
+    let answer = reconcile(&stack, &tenant.organization, false).await;
+    assert_eq!(
+        answer.orphans,
+        ["projects/web/networks/backend"],
+        "{answer:?}"
+    );
+    assert!(
+        kv.get("n.projects/web/networks/backend")
+            .await
+            .expect("get")
+            .is_none(),
+        "the orphan is gone"
+    );
+    // Its network was given back by its removal, the project by the
+    // correction: usage says nothing exists.
+    let usage = stack
+        .quota(key, &tenant.organization, "sto1")
+        .await
+        .usage
+        .unwrap_or_default();
+    assert_eq!((usage.projects, usage.networks), (0, 0), "{answer:?}");
+}

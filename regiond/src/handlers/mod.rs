@@ -36,6 +36,20 @@ use tonic::{Request, Response, Status};
 use crate::backend::{top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
 use crate::settle::Settle;
 
+/// How a region settles its quota changes (see [`Handlers::settled`]).
+#[derive(Debug, Clone)]
+pub struct SettleOptions {
+    /// Keep the notes in this process (the memory backend) rather than in
+    /// JetStream KV.
+    pub in_memory: bool,
+    /// How old a note must be before the sweeper takes it over.
+    pub grace: std::time::Duration,
+    /// How often the sweeper looks.
+    pub interval: std::time::Duration,
+    /// Remove orphans when the reconciler counts an organization.
+    pub remove_orphans: bool,
+}
+
 /// A list without a limit returns at most this many resources.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
@@ -71,10 +85,14 @@ impl Handlers {
         region: impl Into<String>,
         backend: Arc<dyn Backend>,
         client: async_nats::Client,
-        in_memory: bool,
-        grace: std::time::Duration,
-        interval: std::time::Duration,
+        options: SettleOptions,
     ) -> Result<Handlers, nordlys_transport::BoxError> {
+        let SettleOptions {
+            in_memory,
+            grace,
+            interval,
+            remove_orphans,
+        } = options;
         use crate::settle::store::{KvStore, MemoryStore, Store};
         let region = region.into();
         let (notes, gone): (Arc<dyn Store>, Arc<dyn Store>) = if in_memory {
@@ -109,6 +127,7 @@ impl Handlers {
             gone,
             client,
             grace,
+            remove_orphans,
         ));
         tokio::spawn(Arc::clone(&settle).run_sweeper(interval));
         Ok(Handlers {

@@ -181,6 +181,8 @@ pub(crate) struct Settle {
     gone: Arc<dyn Store>,
     quota: Option<QuotaClient>,
     grace: Duration,
+    /// Remove orphans found while counting, rather than only report them.
+    remove_orphans: bool,
     /// The test-only crash hook (`NORDLYS_TEST_CRASH_AFTER`): `created`,
     /// `remove-noted` or `removed` abort the process at that step.
     crash_after: Option<String>,
@@ -209,6 +211,7 @@ impl Settle {
             gone: Arc::new(MemoryStore::default()),
             quota: None,
             grace: Duration::from_secs(30),
+            remove_orphans: false,
             crash_after: None,
         }
     }
@@ -222,6 +225,7 @@ impl Settle {
         gone: Arc<dyn Store>,
         client: async_nats::Client,
         grace: Duration,
+        remove_orphans: bool,
     ) -> Settle {
         Settle {
             region: region.to_string(),
@@ -230,6 +234,7 @@ impl Settle {
             gone,
             quota: Some(QuotaClient::new(client, region)),
             grace,
+            remove_orphans,
             crash_after: std::env::var(CRASH_AFTER_ENV)
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -802,6 +807,18 @@ impl Settle {
     /// What `organization` holds here, with the changes not yet settled,
     /// for the quota reconciler.
     pub(crate) async fn count(&self, organization: &str) -> Result<CountResourcesResponse, Status> {
+        let orphans = self.backend.orphans(organization).await?;
+        if self.remove_orphans {
+            // Through the ordinary delete: noted, and their quota given back
+            // to the organization they belong to.
+            let tenant = Tenant::Organization(organization.to_string());
+            for name in &orphans {
+                if let Some(kind) = kind_of(name) {
+                    self.delete(kind, &tenant, name, None).await?;
+                    tracing::warn!(%organization, %name, "removed an orphan");
+                }
+            }
+        }
         let existing = self.backend.count_resources(organization).await?;
         let mut pending = Vec::new();
         for key in self.notes.keys().await? {
@@ -850,7 +867,6 @@ impl Settle {
                 _ => {}
             }
         }
-        let orphans = self.backend.orphans(organization).await?;
         Ok(CountResourcesResponse {
             existing: Some(existing),
             pending,
