@@ -360,7 +360,8 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
         .await
         .expect("CreateAccessRule")
         .into_inner();
-    let again = rules
+    // The same request id for another rule is refused: an id names one create.
+    let other = rules
         .create_access_rule(bearer(
             CreateAccessRuleRequest {
                 parent: "projects/web".into(),
@@ -372,6 +373,29 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
                     ..Default::default()
                 }),
                 access_rule_id: "other".into(),
+                request_id: "rule-1".into(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("a request id names one create");
+    assert_eq!(other.code(), Code::InvalidArgument, "{other:?}");
+    // The same create retried returns the first rule.
+    let again = rules
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/web".into(),
+                access_rule: Some(AccessRule {
+                    region: "sto1".into(),
+                    direction: Direction::Ingress as i32,
+                    protocol: Protocol::Tcp as i32,
+                    port_range_min: 22,
+                    port_range_max: 22,
+                    remote_cidr: "10.0.0.0/8".into(),
+                    description: "SSH from the office".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "ssh".into(),
                 request_id: "rule-1".into(),
             },
             key,

@@ -24,7 +24,7 @@
 pub(crate) mod quota;
 pub(crate) mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +183,9 @@ pub(crate) struct Settle {
     grace: Duration,
     /// Remove orphans found while counting, rather than only report them.
     remove_orphans: bool,
+    /// When this process first saw each note, so a sweep reads only notes
+    /// that have been there a grace period (a young note is its call's).
+    seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// The test-only crash hook (`NORDLYS_TEST_CRASH_AFTER`): `created`,
     /// `remove-noted` or `removed` abort the process at that step.
     crash_after: Option<String>,
@@ -212,6 +215,7 @@ impl Settle {
             quota: None,
             grace: Duration::from_secs(30),
             remove_orphans: false,
+            seen: Default::default(),
             crash_after: None,
         }
     }
@@ -235,6 +239,7 @@ impl Settle {
             quota: Some(QuotaClient::new(client, region)),
             grace,
             remove_orphans,
+            seen: Default::default(),
             crash_after: std::env::var(CRASH_AFTER_ENV)
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -765,8 +770,24 @@ impl Settle {
     /// many were settled.
     pub(crate) async fn sweep(&self) -> Result<usize, Status> {
         let cutoff = now_ms() - i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX);
+        let keys = self.notes.keys().await?;
+        let now = std::time::Instant::now();
+        // Only notes listed a grace period ago are read: under steady
+        // creates most notes are young and settled by their own calls.
+        let due: Vec<String> = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let listed: std::collections::HashSet<&String> = keys.iter().collect();
+            seen.retain(|key, _| listed.contains(key));
+            keys.iter()
+                .filter(|key| {
+                    let first = *seen.entry((*key).clone()).or_insert(now);
+                    now.duration_since(first) >= self.grace
+                })
+                .cloned()
+                .collect()
+        };
         let mut settled = 0;
-        for key in self.notes.keys().await? {
+        for key in due {
             let Some((bytes, revision)) = self.notes.get(&key).await? else {
                 continue;
             };
