@@ -763,6 +763,13 @@ impl Backend for OpenStackBackend {
             }
         }
         self.cloud.delete_project(&ks.id).await?;
+        // A call that touched the project's security groups while this
+        // delete ran (a sweeper finishing it, a racing create) makes Neutron
+        // recreate its `default` group; with the Keystone project gone none
+        // can start now, so clear what such a call left.
+        for group in self.cloud.security_groups(Some(&ks.id), None).await? {
+            self.cloud.delete_security_group(&group.id).await?;
+        }
         Ok(Removed {
             request_key: String::new(),
             organization: project.organization,
