@@ -259,13 +259,7 @@ async fn run(args: Args) -> Result<(), String> {
             concurrency: args.concurrency.clone(),
             rounds: args.rounds,
             timing,
-            operator_key: format!(
-                "bench-operator-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ),
+            operator_key: fresh_operator_key(),
         };
         return scale::run(&bins, plan).await;
     }
@@ -283,13 +277,7 @@ async fn run(args: Args) -> Result<(), String> {
             spread_orgs: args.writes_orgs,
             limit: args.writes_limit,
             limit_attempts: args.writes_limit_attempts,
-            operator_key: format!(
-                "bench-operator-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ),
+            operator_key: fresh_operator_key(),
         };
         return writes::run(&bins, plan).await;
     }
@@ -699,4 +687,15 @@ fn new_row(key: &'static str, label: &str, floor: Option<&'static str>) -> Row {
         },
         samples: Vec::new(),
     }
+}
+
+/// An operator key of this run's own, so stacks of runs never share one.
+fn fresh_operator_key() -> String {
+    format!(
+        "bench-operator-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
 }

@@ -70,6 +70,25 @@ fn keystone_project(region: &OpenStackRegion, org: &str, project: &str) -> Strin
         .to_string()
 }
 
+/// The scenario's access rule: SSH from the office network, request `rule-1`.
+fn ssh_from_the_office() -> CreateAccessRuleRequest {
+    CreateAccessRuleRequest {
+        parent: "projects/web".into(),
+        access_rule: Some(AccessRule {
+            region: "sto1".into(),
+            direction: Direction::Ingress as i32,
+            protocol: Protocol::Tcp as i32,
+            port_range_min: 22,
+            port_range_max: 22,
+            remote_cidr: "10.0.0.0/8".into(),
+            description: "SSH from the office".into(),
+            ..Default::default()
+        }),
+        access_rule_id: "ssh".into(),
+        request_id: "rule-1".into(),
+    }
+}
+
 #[tokio::test]
 async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
     if !openstack::available("openstack scenarios") {
@@ -339,24 +358,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
     // Access rules: rules of the project's managed security group, and only
     // those (Neutron's default allow-all egress rules are gone).
     let ssh = rules
-        .create_access_rule(bearer(
-            CreateAccessRuleRequest {
-                parent: "projects/web".into(),
-                access_rule: Some(AccessRule {
-                    region: "sto1".into(),
-                    direction: Direction::Ingress as i32,
-                    protocol: Protocol::Tcp as i32,
-                    port_range_min: 22,
-                    port_range_max: 22,
-                    remote_cidr: "10.0.0.0/8".into(),
-                    description: "SSH from the office".into(),
-                    ..Default::default()
-                }),
-                access_rule_id: "ssh".into(),
-                request_id: "rule-1".into(),
-            },
-            key,
-        ))
+        .create_access_rule(bearer(ssh_from_the_office(), key))
         .await
         .expect("CreateAccessRule")
         .into_inner();
@@ -382,24 +384,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
     assert_eq!(other.code(), Code::InvalidArgument, "{other:?}");
     // The same create retried returns the first rule.
     let again = rules
-        .create_access_rule(bearer(
-            CreateAccessRuleRequest {
-                parent: "projects/web".into(),
-                access_rule: Some(AccessRule {
-                    region: "sto1".into(),
-                    direction: Direction::Ingress as i32,
-                    protocol: Protocol::Tcp as i32,
-                    port_range_min: 22,
-                    port_range_max: 22,
-                    remote_cidr: "10.0.0.0/8".into(),
-                    description: "SSH from the office".into(),
-                    ..Default::default()
-                }),
-                access_rule_id: "ssh".into(),
-                request_id: "rule-1".into(),
-            },
-            key,
-        ))
+        .create_access_rule(bearer(ssh_from_the_office(), key))
         .await
         .expect("a retried CreateAccessRule")
         .into_inner();

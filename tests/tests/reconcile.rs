@@ -46,15 +46,8 @@ async fn reconcile(
         .into_inner()
 }
 
-#[tokio::test]
-async fn drift_is_reported_then_corrected_and_orphans_named() {
-    let stack = Stack::start_with(StackOpts {
-        sto1_instances: 1,
-        ..StackOpts::default()
-    })
-    .await;
-    let tenant = stack.tenant("acme").await;
-    let key = &tenant.key;
+/// Project `web` in sto1 with network `backend`.
+async fn web_with_backend(stack: &Stack, key: &str) {
     stack
         .create_project(key, "web", &["sto1"])
         .await
@@ -75,6 +68,18 @@ async fn drift_is_reported_then_corrected_and_orphans_named() {
         ))
         .await
         .expect("CreateNetwork");
+}
+
+#[tokio::test]
+async fn drift_is_reported_then_corrected_and_orphans_named() {
+    let stack = Stack::start_with(StackOpts {
+        sto1_instances: 1,
+        ..StackOpts::default()
+    })
+    .await;
+    let tenant = stack.tenant("acme").await;
+    let key = &tenant.key;
+    web_with_backend(&stack, key).await;
     let usage = |q: nordlys_proto::pb::nordlys::v1::Quota| q.usage.unwrap_or_default();
     assert_eq!(
         usage(stack.quota(key, &tenant.organization, "sto1").await).networks,
@@ -186,26 +191,7 @@ async fn a_region_that_removes_orphans_gives_their_quota_back() {
     .await;
     let tenant = stack.tenant("acme").await;
     let key = &tenant.key;
-    stack
-        .create_project(key, "web", &["sto1"])
-        .await
-        .expect("CreateProject");
-    NetworkServiceClient::new(stack.channel().await)
-        .create_network(bearer(
-            CreateNetworkRequest {
-                parent: "projects/web".into(),
-                network_id: "backend".into(),
-                network: Some(Network {
-                    region: "sto1".into(),
-                    cidr: "10.3.0.0/24".into(),
-                    ..Default::default()
-                }),
-                request_id: "net-1".into(),
-            },
-            key,
-        ))
-        .await
-        .expect("CreateNetwork");
+    web_with_backend(&stack, key).await;
     // The project goes behind Nordlys's back, its network stays: an orphan.
     let client = async_nats::connect(stack.nats.url()).await.expect("nats");
     let kv = jetstream::new(client)
