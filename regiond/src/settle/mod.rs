@@ -319,27 +319,11 @@ impl Settle {
                 self.notes.delete(&pending.key, pending.revision).await
             }
             (Err(_), _) => Ok(()),
-            (
-                Ok(made),
-                Note::Create {
-                    organization,
-                    name,
-                    reservation,
-                    request_id,
-                    create_time,
-                    at_ms,
-                    settling,
-                },
-            ) if stamp(made) != create_time => {
-                let note = Note::Create {
-                    organization,
-                    name,
-                    reservation,
-                    request_id,
-                    create_time: stamp(made),
-                    at_ms,
-                    settling,
-                };
+            (Ok(made), mut note @ Note::Create { .. }) if stamp(made) != note_time(&note) => {
+                // A replay of an earlier create: the note is about that life.
+                if let Note::Create { create_time, .. } = &mut note {
+                    *create_time = stamp(made);
+                }
                 self.notes
                     .update(&pending.key, note.encode(), pending.revision)
                     .await
@@ -498,6 +482,7 @@ impl Settle {
         // An open create note of this life: the undo of that create, or a
         // create whose commit must come before this give-back.
         let mut commit_first = None;
+        let mut create_revision = None;
         let create_key = create_key(name);
         if let Some((bytes, revision)) = self.notes.get(&create_key).await? {
             if let Some(Note::Create {
@@ -533,6 +518,7 @@ impl Settle {
                         }
                     }
                     commit_first = Some(reservation);
+                    create_revision = Some(revision);
                 }
             }
         }
@@ -546,11 +532,10 @@ impl Settle {
         };
         let (note, revision) = self.upsert_remove(name, note).await?;
         tracing::debug!(%name, ?note, "delete noted");
-        if commit_first_of(&note).is_some() {
-            // Its obligation now lives in the remove note.
-            if let Some((_, revision)) = self.notes.get(&create_key).await? {
-                let _ = self.notes.delete(&create_key, revision).await;
-            }
+        if let Some(revision) = create_revision {
+            // Its obligation now lives in the remove note (a note rewritten
+            // since is the sweeper's, which settles it itself).
+            let _ = self.notes.delete(&create_key, revision).await;
         }
         self.backend.begin_delete(kind, name).await?;
         self.crash_point("remove-noted");
@@ -730,15 +715,10 @@ impl Settle {
         };
         // Take the note over first, so an undo arriving now cannot also
         // claim it (it would give back nothing for a create counted here).
-        let claimed = Note::Create {
-            organization: organization.clone(),
-            name: name.clone(),
-            reservation: reservation.clone(),
-            request_id: String::new(),
-            create_time: *create_time,
-            at_ms: note.at_ms(),
-            settling: true,
-        };
+        let mut claimed = note.clone();
+        if let Note::Create { settling, .. } = &mut claimed {
+            *settling = true;
+        }
         let revision = match self.notes.update(key, claimed.encode(), revision).await {
             Ok(revision) => revision,
             // An undo or a delete took it meanwhile.
@@ -896,10 +876,11 @@ impl Settle {
     }
 }
 
-fn commit_first_of(note: &Note) -> Option<&str> {
+/// The create time a create note is about.
+fn note_time(note: &Note) -> Option<(i64, i32)> {
     match note {
-        Note::Remove { commit_first, .. } => commit_first.as_deref(),
-        Note::Create { .. } => None,
+        Note::Create { create_time, .. } => *create_time,
+        Note::Remove { .. } => None,
     }
 }
 
