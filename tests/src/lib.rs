@@ -506,7 +506,7 @@ impl Quota {
     pub fn start_with<S: AsRef<str>>(nats: &NatsServer, args: &[S]) -> Quota {
         Quota(Process::start(
             Spec::new("quota", "nordlys-quota ready")
-                .args(["--nats-url", &nats.url()])
+                .args(["--nats-url", &nats.url(), "--insecure-dev"])
                 .args(args.iter().map(|a| a.as_ref().to_owned())),
         ))
     }
@@ -561,7 +561,7 @@ impl Regiond {
             return regiond;
         }
         let mut spec = Spec::new("regiond", "nordlys-regiond ready")
-            .args(["--nats-url", &nats.url(), "--region", region])
+            .args(["--nats-url", &nats.url(), "--region", region, "--insecure-dev"])
             .args(args.iter().map(|a| a.as_ref().to_owned()));
         for (key, value) in env {
             spec = spec.env(key, value);
