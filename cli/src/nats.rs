@@ -115,10 +115,19 @@ fn keygen(args: &Keygen) -> Result<(), Failure> {
             .iter()
             .map(|r| permissions::regiond(r, permissions::JetStreamApi::Local)),
     );
-    let mut env = String::from("# Public nkeys and leaf passwords for the nats-server configuration.\n");
+    let mut env =
+        String::from("# Public nkeys and leaf passwords for the nats-server configuration.\n");
     for user in &users {
         let path = args.out.join(format!("{}.nk", user.name));
-        if write_secret(&path, &format!("{}\n", nkeys::KeyPair::new_user().seed().map_err(|e| Failure::Usage(e.to_string()))?))? {
+        if write_secret(
+            &path,
+            &format!(
+                "{}\n",
+                nkeys::KeyPair::new_user()
+                    .seed()
+                    .map_err(|e| Failure::Usage(e.to_string()))?
+            ),
+        )? {
             println!("wrote {}", path.display());
         }
         let seed = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;

@@ -98,8 +98,14 @@ impl NatsSettings {
             ));
         }
         if let Some(domain) = &self.jetstream_domain {
-            if domain.is_empty() || !domain.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-                return Err(format!("nats: jetstream_domain {domain:?} is not a valid domain"));
+            if domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                return Err(format!(
+                    "nats: jetstream_domain {domain:?} is not a valid domain"
+                ));
             }
         }
         if let Some(prefix) = &self.inbox_prefix {
@@ -125,8 +131,9 @@ impl NatsSettings {
             let seed = read_secret("nkey_file", path)?;
             // Refuse a public key or garbage here, with the file named,
             // rather than an authorization error from the server later.
-            nkeys::KeyPair::from_seed(&seed)
-                .map_err(|e| format!("nats: nkey_file {}: not an nkey seed: {e}", path.display()))?;
+            nkeys::KeyPair::from_seed(&seed).map_err(|e| {
+                format!("nats: nkey_file {}: not an nkey seed: {e}", path.display())
+            })?;
             async_nats::ConnectOptions::with_nkey(seed)
         } else if let (Some(user), Some(path)) = (&self.user, &self.password_file) {
             let password = read_secret("password_file", path)?;
@@ -193,7 +200,11 @@ pub async fn connect_with(
     name: &str,
     settings: &NatsSettings,
 ) -> Result<async_nats::Client, BoxError> {
+    // Both rustls providers are in the build (ring here, aws-lc-rs through
+    // the OpenStack client), so rustls cannot pick one for async-nats.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let options = settings.options().await?;
+    let servers = servers(url)?;
     let client = options
         .name(name)
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
@@ -207,9 +218,26 @@ pub async fn connect_with(
                 other => tracing::debug!(event = %other, "NATS"),
             }
         })
-        .connect(url)
+        .connect(servers)
         .await?;
     Ok(client)
+}
+
+/// The servers of `url`: one URL, or several separated by commas.
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let servers: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("nats_url {u:?}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if servers.is_empty() {
+        return Err("nats_url is empty".to_string());
+    }
+    Ok(servers)
 }
 
 /// Connects as `name` with no credentials and no TLS (tests, local
@@ -263,6 +291,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn several_servers_are_separated_by_commas() {
+        assert_eq!(
+            servers("nats://a:4222, tls://b:4222").map(|s| s.len()),
+            Ok(2)
+        );
+        assert!(servers("nats://a:4222,nats://b:port")
+            .unwrap_err()
+            .contains("b:port"));
+        assert!(servers(" , ").is_err());
+    }
+
     #[tokio::test]
     async fn secrets_come_from_files_with_their_names_in_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -273,8 +313,11 @@ mod tests {
         let error = settings.options().await.err().expect("missing file");
         assert!(error.to_string().contains("missing.nk"), "{error}");
         let public = dir.path().join("public.nk");
-        std::fs::write(&public, "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n")
-            .expect("write");
+        std::fs::write(
+            &public,
+            "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n",
+        )
+        .expect("write");
         let settings = NatsSettings {
             nkey_file: Some(public),
             ..NatsSettings::default()

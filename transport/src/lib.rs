@@ -27,8 +27,8 @@ mod connect;
 mod direct_channel;
 mod kv_bucket;
 pub mod metadata;
-pub mod permissions;
 mod nats;
+pub mod permissions;
 mod signal;
 pub mod status;
 

@@ -116,7 +116,11 @@ pub fn gateway() -> User {
 /// (reconciliation), keeps its state in `bucket` and `{bucket}-ops`.
 pub fn quota(bucket: &str) -> User {
     let inbox = "_INBOX.quota".to_string();
-    let mut publish = vec!["nordlys.v1.*.RegiondService.CountResources".to_string()];
+    let mut publish = vec![
+        "nordlys.v1.*.RegiondService.CountResources".to_string(),
+        // Its own inbox: a message to it confirms its subscriptions.
+        format!("{inbox}.>"),
+    ];
     publish.extend(bucket_subjects(JetStreamApi::Local, bucket));
     publish.extend(bucket_subjects(
         JetStreamApi::Local,
@@ -144,6 +148,8 @@ pub fn regiond(region: &str, js: JetStreamApi<'_>) -> User {
         .iter()
         .map(|method| format!("{QUOTA}.{method}"))
         .collect::<Vec<_>>();
+    // Its own inbox: a message to it confirms its subscriptions.
+    publish.push(format!("{inbox}.>"));
     for bucket in ["regiond", "settle", "gone"] {
         publish.extend(bucket_subjects(js, &format!("nordlys-{bucket}-{region}")));
     }
@@ -190,8 +196,16 @@ pub fn render_accounts(header: &str, users: &[User]) -> String {
             "      # {} (inbox_prefix = \"{}\")",
             user.name, user.inbox_prefix
         );
-        let _ = writeln!(out, "      {{ nkey: ${}, permissions: {{", user.nkey_variable());
-        let _ = writeln!(out, "          publish: {{ allow: {} }}", list(&user.publish));
+        let _ = writeln!(
+            out,
+            "      {{ nkey: ${}, permissions: {{",
+            user.nkey_variable()
+        );
+        let _ = writeln!(
+            out,
+            "          publish: {{ allow: {} }}",
+            list(&user.publish)
+        );
         let _ = writeln!(
             out,
             "          subscribe: {{ allow: {} }}",
@@ -281,8 +295,10 @@ mod tests {
         assert!(user
             .publish
             .contains(&"$JS.hub.API.$KV.nordlys-settle-sto1.>".to_string()));
-        assert!(user.publish.iter().all(|s| !s.contains("DELETE.KV")
-            || s.starts_with("$JS.hub.API.CONSUMER.DELETE")));
+        assert!(user
+            .publish
+            .iter()
+            .all(|s| !s.contains("DELETE.KV") || s.starts_with("$JS.hub.API.CONSUMER.DELETE")));
         assert!(user.publish.iter().all(|s| !s.contains("PURGE")));
         assert_eq!(user.nkey_variable(), "NORDLYS_NKEY_REGIOND_STO1");
     }
