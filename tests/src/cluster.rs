@@ -534,6 +534,30 @@ impl NatsCluster {
         node.wait_for("/healthz", Duration::from_secs(60));
     }
 
+    /// The index of the hub node leading stream `stream` (a bucket `b`'s
+    /// stream is `KV_b`), as the running nodes report it.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let Ok(body) = node.monitor("/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let leader = jsz["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                .find(|detail| detail["name"] == stream)
+                .and_then(|detail| detail["cluster"]["leader"].as_str().map(str::to_string));
+            if let Some(leader) = leader {
+                return self.nodes.iter().position(|n| n.name == leader);
+            }
+        }
+        None
+    }
+
     /// Stops `region`'s leaf node (SIGKILL).
     pub fn cut_leaf(&mut self, region: &str) {
         if let Some(leaf) = self.leaves.get_mut(region) {
@@ -584,11 +608,15 @@ impl ClusterStack {
             &cluster.service_env("quota"),
         );
         let regiond = |region: &str| {
+            let mut env = cluster.service_env(&format!("regiond-{region}"));
+            // Settle what a fault left behind in seconds, not the default 30.
+            env.push(("NORDLYS_SETTLE_GRACE_MS".to_string(), "3000".to_string()));
+            env.push(("NORDLYS_SETTLE_INTERVAL_MS".to_string(), "500".to_string()));
             crate::Regiond::start_at(
                 &cluster.leaf_url(region),
                 region,
                 &["--backend".to_string(), "kv".to_string()],
-                &cluster.service_env(&format!("regiond-{region}")),
+                &env,
             )
         };
         let sto1 = regiond("sto1");
