@@ -122,3 +122,18 @@ impl Config {
         Duration::from_millis(self.max_timeout_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_deployment_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/gateway.toml");
+        let config = Config::load(Some(&file)).expect("deploy/nordlys/gateway.toml loads");
+        assert_eq!(config.nats_url.split(',').count(), 3);
+        assert!(config.nats.has_credentials());
+        assert!(config.nats.validate().is_ok());
+        assert!(config.nats.ca_file.is_some());
+    }
+}

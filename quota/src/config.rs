@@ -203,6 +203,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reference_deployment_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/quota.toml");
+        let config = Config::load(Some(&file), &Overrides::default())
+            .expect("deploy/nordlys/quota.toml loads");
+        assert_eq!(config.nats.replicas, 3);
+        assert!(config.nats.has_credentials());
+    }
+
+    #[test]
+    fn refuses_a_nats_connection_without_credentials_unless_insecure_dev() {
+        let error = Config::load(None, &Overrides::default()).expect_err("no credentials");
+        assert!(error.to_string().contains("--insecure-dev"), "{error}");
+        let dev = Overrides {
+            insecure_dev: true,
+            ..Overrides::default()
+        };
+        assert!(Config::load(None, &dev).is_ok());
+    }
+
+    #[test]
     fn layers_override_in_order() {
         let toml = "bucket = \"from-file\"\nreservation_ttl = 30\n[default_limits]\nprojects = 3\n";
         let overrides = Overrides {

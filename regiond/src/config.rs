@@ -375,6 +375,16 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_deployment_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/regiond-sto1.toml");
+        let config = Config::load(Some(&file), &Overrides::default())
+            .expect("deploy/nordlys/regiond-sto1.toml loads");
+        assert_eq!(config.region, "sto1");
+        assert_eq!(config.nats.jetstream_domain.as_deref(), Some("hub"));
+        assert_eq!(config.nats.replicas, 3);
+    }
+
+    #[test]
     fn refuses_a_nats_connection_without_credentials_unless_insecure_dev() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("regiond.toml");

@@ -122,10 +122,17 @@ pub async fn run_until(
         }
         tracing::warn!("INSECURE: the NATS connection has no credentials (--insecure-dev); any client of that NATS server can call this region as the gateway, for any organization; for local development only");
     }
+    let nats = config.nats.clone().or_inbox_prefix(
+        nordlys_transport::permissions::regiond(
+            &config.region,
+            nordlys_transport::permissions::JetStreamApi::Local,
+        )
+        .inbox_prefix,
+    );
     let client = nordlys_transport::connect_with(
         &config.nats_url,
         &format!("nordlys-regiond {}", config.region),
-        &config.nats,
+        &nats,
     )
     .await?;
     let buckets = config.nats.buckets(client.clone());

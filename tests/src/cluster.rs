@@ -487,9 +487,8 @@ impl NatsCluster {
 
     /// The environment that makes a Nordlys service log in as `user`, over
     /// TLS, with bucket replicas 3 (and, for a region's daemons, the hub's
-    /// JetStream domain).
+    /// JetStream domain). The inbox prefix is each service's default.
     pub fn service_env(&self, user: &str) -> Vec<(String, String)> {
-        let inbox = format!("_INBOX.{user}");
         let mut env = vec![
             (
                 "NORDLYS_NATS__NKEY_FILE".to_string(),
@@ -499,7 +498,6 @@ impl NatsCluster {
                 "NORDLYS_NATS__CA_FILE".to_string(),
                 self.ca.ca.display().to_string(),
             ),
-            ("NORDLYS_NATS__INBOX_PREFIX".to_string(), inbox),
             ("NORDLYS_NATS__REPLICAS".to_string(), "3".to_string()),
         ];
         if user.starts_with("regiond-") {

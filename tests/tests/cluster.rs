@@ -184,3 +184,49 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
         "the gateway's key opened the quota bucket"
     );
 }
+
+/// Every variable the shipped server configurations read is set by the
+/// example environment files or by `nordlysctl nats keygen`'s nats.env.
+#[test]
+fn deploy_configs_read_only_documented_variables() {
+    let dir = deploy_dir().join("nats");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("deploy/nats/{name}: {e}"))
+    };
+    let variables = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .flat_map(|line| line.split('$').skip(1))
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|v| v.starts_with("NORDLYS_"))
+            .collect()
+    };
+    let generated: Vec<String> = permissions::hub_users("nordlys-quota", &[])
+        .iter()
+        .chain(&[
+            permissions::regiond("sto1", permissions::JetStreamApi::Local),
+            permissions::regiond("osl1", permissions::JetStreamApi::Local),
+        ])
+        .map(|u| u.nkey_variable())
+        .chain(["sto1", "osl1"].map(permissions::leaf_password_variable))
+        .collect();
+    for (config, example) in [("hub.conf", "node.env.example"), ("leaf.conf", "leaf.env.example")] {
+        let example = read(example);
+        let mut needed = variables(&read(config));
+        for (name, text) in permissions::server_files("nordlys-quota", &["sto1", "osl1"], "hub") {
+            if (config == "hub.conf") == !name.starts_with("leaf-accounts") {
+                needed.extend(variables(&text));
+            }
+        }
+        for variable in needed {
+            assert!(
+                example.contains(&format!("{variable}=")) || generated.contains(&variable),
+                "{config} reads ${variable}, which no example environment sets"
+            );
+        }
+    }
+}

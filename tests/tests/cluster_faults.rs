@@ -17,11 +17,14 @@ use tonic::Code;
 /// How long a client keeps retrying one idempotent call.
 const CALL_BUDGET: Duration = Duration::from_secs(40);
 
-fn retryable(code: Code) -> bool {
+/// What a client may retry with the same request id: the service could not
+/// answer, or the attempt's own deadline passed (tonic reports that as
+/// CANCELLED "Timeout expired").
+fn retryable(status: &tonic::Status) -> bool {
     matches!(
-        code,
+        status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Aborted
-    )
+    ) || (status.code() == Code::Cancelled && status.message().contains("Timeout expired"))
 }
 
 /// Creates project `id` in `sto1` with request id `id`, retrying what may
@@ -45,7 +48,7 @@ async fn create(channel: &Channel, key: &str, id: &str) -> Result<Project, tonic
         request.set_timeout(Duration::from_secs(10));
         match client.create_project(request).await {
             Ok(project) => return Ok(project.into_inner()),
-            Err(status) if retryable(status.code()) && Instant::now() < deadline => {
+            Err(status) if retryable(&status) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(status) => return Err(status),
@@ -66,7 +69,7 @@ async fn get(channel: &Channel, key: &str, id: &str) -> Result<Project, tonic::S
         );
         match client.get_project(request).await {
             Ok(project) => return Ok(project.into_inner()),
-            Err(status) if retryable(status.code()) && Instant::now() < deadline => {
+            Err(status) if retryable(&status) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(status) => return Err(status),

@@ -48,6 +48,8 @@ pub struct NatsSettings {
     pub replicas: usize,
     /// The prefix of the service's reply subjects; giving each service its
     /// own lets NATS permissions keep the others from reading its replies.
+    /// Defaults to the one `nordlysctl nats config` permits the service:
+    /// `_INBOX.gateway`, `_INBOX.quota`, `_INBOX.regiond-{region}`.
     pub inbox_prefix: Option<String>,
 }
 
@@ -154,6 +156,14 @@ impl NatsSettings {
             options = options.custom_inbox_prefix(prefix);
         }
         Ok(options)
+    }
+
+    /// These settings, with `prefix` as the inbox prefix unless one is set:
+    /// each service defaults to the prefix its NATS permissions allow (see
+    /// [`crate::permissions`]).
+    pub fn or_inbox_prefix(mut self, prefix: String) -> NatsSettings {
+        self.inbox_prefix.get_or_insert(prefix);
+        self
     }
 
     /// Where this service's buckets live, for `client`.
