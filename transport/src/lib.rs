@@ -17,6 +17,8 @@
 //! - [`open_bucket`]: a JetStream KV bucket, created when missing.
 //! - [`Coalesced`]: the direct gRPC connections' sockets, whose writes under
 //!   load leave together (one `writev` for many calls' frames).
+//! - [`tls`]: rustls for the public listeners and mutual TLS for the direct
+//!   route, with certificates reloaded without a restart.
 
 mod coalesce;
 mod connect;
@@ -26,6 +28,7 @@ pub mod metadata;
 mod nats;
 mod signal;
 pub mod status;
+pub mod tls;
 
 pub use coalesce::{coalesced_incoming, Coalesced};
 pub use connect::connect;
