@@ -167,14 +167,14 @@ impl TlsConfig {
             (Some(cert), None) => Err(TlsError::new(
                 TlsErrorKind::Incomplete,
                 format!(
-                    "[tls] cert_file {} is set but key_file is not: set both, or neither for plaintext",
+                    "cert_file {} is set but key_file is not: set both, or neither for plaintext",
                     cert.display()
                 ),
             )),
             (None, Some(key)) => Err(TlsError::new(
                 TlsErrorKind::Incomplete,
                 format!(
-                    "[tls] key_file {} is set but cert_file is not: set both, or neither for plaintext",
+                    "key_file {} is set but cert_file is not: set both, or neither for plaintext",
                     key.display()
                 ),
             )),
@@ -239,7 +239,7 @@ impl MeshTlsConfig {
                 Err(TlsError::new(
                     TlsErrorKind::Incomplete,
                     format!(
-                        "[mesh_tls] needs ca_file, cert_file and key_file together (or none for plaintext): ca_file {}, cert_file {}, key_file {}",
+                        "ca_file, cert_file and key_file go together (or none for plaintext): ca_file {}, cert_file {}, key_file {}",
                         set(&self.ca_file),
                         set(&self.cert_file),
                         set(&self.key_file)
