@@ -171,8 +171,12 @@ mod tests {
 
     #[test]
     fn no_tls_section_means_plaintext() {
-        let config = Config::load(None).expect("defaults load");
-        assert!(config.tls.cert_file.is_none() && config.tls.key_file.is_none());
-        assert!(config.mesh_tls.ca_file.is_none());
+        // In a jail too: the other tests set NORDLYS_* variables.
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(None).map_err(|e| *e)?;
+            assert!(config.tls.cert_file.is_none() && config.tls.key_file.is_none());
+            assert!(config.mesh_tls.ca_file.is_none());
+            Ok(())
+        });
     }
 }

@@ -422,7 +422,7 @@ impl ReloadingCert {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let cert: Weak<ReloadingCert> = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             // A file that stays bad (or missing) is reported once per change.
