@@ -95,32 +95,35 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("NORDLYS_").only(&[
-                "nats_url",
-                "listen",
-                "http_listen",
-                "http_max_body_bytes",
-                "http_allow_unknown_fields",
-                "operator_key",
-                "regions",
-                "default_timeout_ms",
-                "max_timeout_ms",
-                "list_region_timeout_ms",
-                "discovery_interval_ms",
-                "auth_cache_ttl_ms",
-                "route",
-                "eject_ms",
-                "read_attempt_ms",
-                "tls__cert_file",
-                "tls__key_file",
-                "tls__reload_interval_ms",
-                "mesh_tls__ca_file",
-                "mesh_tls__cert_file",
-                "mesh_tls__key_file",
-                "mesh_tls__reload_interval_ms",
-            ])
-            // `__` reaches into tables: NORDLYS_TLS__CERT_FILE.
-            .split("__"))
+            .merge(
+                Env::prefixed("NORDLYS_")
+                    .only(&[
+                        "nats_url",
+                        "listen",
+                        "http_listen",
+                        "http_max_body_bytes",
+                        "http_allow_unknown_fields",
+                        "operator_key",
+                        "regions",
+                        "default_timeout_ms",
+                        "max_timeout_ms",
+                        "list_region_timeout_ms",
+                        "discovery_interval_ms",
+                        "auth_cache_ttl_ms",
+                        "route",
+                        "eject_ms",
+                        "read_attempt_ms",
+                        "tls__cert_file",
+                        "tls__key_file",
+                        "tls__reload_interval_ms",
+                        "mesh_tls__ca_file",
+                        "mesh_tls__cert_file",
+                        "mesh_tls__key_file",
+                        "mesh_tls__reload_interval_ms",
+                    ])
+                    // `__` reaches into tables: NORDLYS_TLS__CERT_FILE.
+                    .split("__"),
+            )
             .extract()
             .map_err(Box::new)
     }
@@ -137,6 +140,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -151,10 +156,22 @@ mod tests {
             jail.set_env("NORDLYS_MESH_TLS__CERT_FILE", "/etc/mesh/gw.crt");
             jail.set_env("NORDLYS_TLS__KEY_FILE", "/run/gw.key");
             let config = Config::load(Some(Path::new("gateway.toml"))).map_err(|e| *e)?;
-            assert_eq!(config.tls.cert_file.as_deref(), Some(Path::new("/etc/tls/gw.crt")));
-            assert_eq!(config.tls.key_file.as_deref(), Some(Path::new("/run/gw.key")));
-            assert_eq!(config.mesh_tls.ca_file.as_deref(), Some(Path::new("/etc/mesh/ca.crt")));
-            assert_eq!(config.mesh_tls.cert_file.as_deref(), Some(Path::new("/etc/mesh/gw.crt")));
+            assert_eq!(
+                config.tls.cert_file.as_deref(),
+                Some(Path::new("/etc/tls/gw.crt"))
+            );
+            assert_eq!(
+                config.tls.key_file.as_deref(),
+                Some(Path::new("/run/gw.key"))
+            );
+            assert_eq!(
+                config.mesh_tls.ca_file.as_deref(),
+                Some(Path::new("/etc/mesh/ca.crt"))
+            );
+            assert_eq!(
+                config.mesh_tls.cert_file.as_deref(),
+                Some(Path::new("/etc/mesh/gw.crt"))
+            );
             assert!(config.mesh_tls.key_file.is_none());
             Ok(())
         });

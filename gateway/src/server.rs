@@ -277,7 +277,10 @@ fn load_tls(config: &Config) -> Result<Tls, BoxError> {
         ),
     }
     let direct_used = config.route != RouteMode::Nats
-        || config.route_overrides.values().any(|m| *m != RouteMode::Nats);
+        || config
+            .route_overrides
+            .values()
+            .any(|m| *m != RouteMode::Nats);
     match config
         .mesh_tls
         .load()

@@ -342,12 +342,21 @@ mod tests {
         )
         .expect("write");
         let config = Config::load(Some(&file), &Overrides::default()).expect("loads");
-        assert_eq!(config.mesh_tls.ca_file.as_deref(), Some(Path::new("/m/ca.crt")));
-        assert_eq!(config.mesh_tls.key_file.as_deref(), Some(Path::new("/m/r.key")));
-        let plain = Config::load(None, &Overrides {
-            region: Some("sto1".into()),
-            ..Default::default()
-        })
+        assert_eq!(
+            config.mesh_tls.ca_file.as_deref(),
+            Some(Path::new("/m/ca.crt"))
+        );
+        assert_eq!(
+            config.mesh_tls.key_file.as_deref(),
+            Some(Path::new("/m/r.key"))
+        );
+        let plain = Config::load(
+            None,
+            &Overrides {
+                region: Some("sto1".into()),
+                ..Default::default()
+            },
+        )
         .expect("loads");
         assert_eq!(plain.mesh_tls, MeshTlsConfig::default());
     }

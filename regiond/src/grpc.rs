@@ -41,7 +41,9 @@ pub(crate) async fn serve(
         Some(config) => {
             let incoming = TlsIncoming::new(listener, config, "mesh gRPC")?;
             tokio::spawn(async move {
-                let result = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+                let result = router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, "gRPC server failed");
                 }
@@ -49,7 +51,9 @@ pub(crate) async fn serve(
         }
         None => tokio::spawn(async move {
             let incoming = nordlys_transport::coalesced_incoming(listener);
-            let result = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+            let result = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "gRPC server failed");
             }

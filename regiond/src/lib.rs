@@ -141,17 +141,16 @@ pub async fn run_until(
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let (grpc_endpoint, grpc_server) = match config.grpc_listen() {
         Some(addr) => {
-            let (endpoint, server) =
-                grpc::serve(
-                    addr,
-                    &config.grpc_advertise,
-                    handlers.clone(),
-                    mesh_tls,
-                    async {
-                        let _ = grpc_stopped.await;
-                    },
-                )
-                .await?;
+            let (endpoint, server) = grpc::serve(
+                addr,
+                &config.grpc_advertise,
+                handlers.clone(),
+                mesh_tls,
+                async {
+                    let _ = grpc_stopped.await;
+                },
+            )
+            .await?;
             (endpoint, Some(server))
         }
         None => (String::new(), None),

@@ -742,7 +742,10 @@ impl Gateway {
     pub async fn channel(&self) -> Channel {
         if let Some(tls) = &self.tls {
             return tls_channel(self.addr, tls).await.unwrap_or_else(|e| {
-                panic!("cannot connect to the gateway at {} over TLS: {e}", self.addr)
+                panic!(
+                    "cannot connect to the gateway at {} over TLS: {e}",
+                    self.addr
+                )
             });
         }
         Channel::from_shared(format!("http://{}", self.addr))

@@ -126,11 +126,12 @@ fn client_config(ca_pem: &str, identity: Option<&Leaf>) -> Arc<rustls::ClientCon
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA root");
     }
-    let builder =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
     let config = match identity {
         None => builder.with_no_client_auth(),
         Some(leaf) => {
@@ -390,11 +391,7 @@ async fn grpc_and_http_are_served_over_tls_and_plaintext_clients_are_refused() {
         ExtendedKeyUsagePurpose::ServerAuth,
     );
     let (cert, key) = server.write(dir.path(), "gateway");
-    let config = write_file(
-        dir.path(),
-        "gateway.toml",
-        &tls_section(&cert, &key, 5_000),
-    );
+    let config = write_file(dir.path(), "gateway.toml", &tls_section(&cert, &key, 5_000));
     let tls = ClientTls {
         config: client_config(&ca.pem, None),
         server_name: "localhost".to_owned(),
@@ -566,7 +563,10 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_it_over_a_
     )
     .await;
     assert!(line.contains(&key.display().to_string()), "{line}");
-    assert!(gateway.is_running(), "a bad certificate file ended the gateway");
+    assert!(
+        gateway.is_running(),
+        "a bad certificate file ended the gateway"
+    );
     assert_eq!(
         served_certificate(gateway.addr(), &tls, b"h2").await,
         second.der
@@ -827,18 +827,13 @@ impl Mesh {
         write_file(
             self.dir.path(),
             "gateway-mesh.toml",
-            &mesh_section(
-                &self.ca_file,
-                &self.gateway_files.0,
-                &self.gateway_files.1,
-            ),
+            &mesh_section(&self.ca_file, &self.gateway_files.0, &self.gateway_files.1),
         )
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_mtls_carries_direct_calls_and_regiond_refuses_clients_without_a_mesh_certificate()
-{
+async fn mesh_mtls_carries_direct_calls_and_regiond_refuses_clients_without_a_mesh_certificate() {
     let mesh = Mesh::new();
     // Direct gRPC only: a call that could not go over mutual TLS would fail.
     let stack = Stack::start_with(StackOpts {
@@ -874,11 +869,7 @@ async fn mesh_mtls_carries_direct_calls_and_regiond_refuses_clients_without_a_me
     // it answers; without one, with a foreign CA's or an expired one it
     // refuses, and says so with the client's address and the reason.
     let endpoint = direct_endpoint(&stack.sto1_a);
-    let (_, good) = health_check(
-        endpoint,
-        client_config(&mesh.ca.pem, Some(&mesh.gateway)),
-    )
-    .await;
+    let (_, good) = health_check(endpoint, client_config(&mesh.ca.pem, Some(&mesh.gateway))).await;
     good.unwrap_or_else(|e| panic!("a mesh client was refused: {e}"));
     let strangers = [
         (
@@ -959,7 +950,10 @@ async fn mesh_tls_on_one_side_only_falls_back_to_nats_promptly() {
                 .await
                 .unwrap_or_else(|s| panic!("CreateProject {id} in {region}: {s:?}"));
             let took = started.elapsed();
-            assert!(took < Duration::from_secs(3), "{id} in {region} took {took:?}");
+            assert!(
+                took < Duration::from_secs(3),
+                "{id} in {region} took {took:?}"
+            );
         }
     };
 

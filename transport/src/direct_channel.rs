@@ -107,25 +107,26 @@ impl Inner {
     /// A failed connect is kept, like a broken connection: every later
     /// call fails at once rather than waiting on a connect of its own.
     async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
-        let connected = self
-            .send
-            .get_or_init(|| async {
-                let connected =
-                    match tokio::time::timeout(self.options.connect_timeout, self.connect()).await
-                    {
-                        Ok(Ok(send)) => return Ok(send),
-                        Ok(Err(e)) => format!("direct gRPC to {}: {e}", self.authority),
-                        Err(_) => format!(
-                            "direct gRPC to {}: no connection within {:?}",
-                            self.authority, self.options.connect_timeout
-                        ),
-                    };
-                // Once per channel: a refused TLS handshake or a closed
-                // port should be seen in the log, not only as a fallback.
-                tracing::warn!(error = %connected, "direct gRPC connect failed");
-                Err(connected)
-            })
-            .await;
+        let connected =
+            self.send
+                .get_or_init(|| async {
+                    let connected =
+                        match tokio::time::timeout(self.options.connect_timeout, self.connect())
+                            .await
+                        {
+                            Ok(Ok(send)) => return Ok(send),
+                            Ok(Err(e)) => format!("direct gRPC to {}: {e}", self.authority),
+                            Err(_) => format!(
+                                "direct gRPC to {}: no connection within {:?}",
+                                self.authority, self.options.connect_timeout
+                            ),
+                        };
+                    // Once per channel: a refused TLS handshake or a closed
+                    // port should be seen in the log, not only as a fallback.
+                    tracing::warn!(error = %connected, "direct gRPC connect failed");
+                    Err(connected)
+                })
+                .await;
         match connected {
             Ok(send) => Ok(send.clone()),
             Err(message) => Err(Status::unavailable(message.clone())),

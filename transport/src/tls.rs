@@ -816,7 +816,9 @@ mod tests {
         let err = cert.reload_if_changed().expect_err("mismatched pair");
         assert_eq!(err.kind(), TlsErrorKind::KeyMismatch);
         assert_eq!(der(&cert), second);
-        assert!(!cert.reload_if_changed().expect("the same bad bytes are not retried"));
+        assert!(!cert
+            .reload_if_changed()
+            .expect("the same bad bytes are not retried"));
         assert_eq!(der(&cert), second);
         // An explicit reload (SIGHUP) tries again, and reports again.
         assert!(cert.reload().is_err());

@@ -128,7 +128,8 @@ impl Mesh {
             let direct = match existing {
                 Some(direct) => direct,
                 None => {
-                    let (direct, mut ejected) = RegionDirect::new(region, self.eject_for, self.tls.clone());
+                    let (direct, mut ejected) =
+                        RegionDirect::new(region, self.eject_for, self.tls.clone());
                     let direct = Arc::new(direct);
                     let (weak, metrics) = (Arc::downgrade(&direct), self.metrics.clone());
                     tokio::spawn(async move {
