@@ -155,7 +155,11 @@ pub(crate) async fn start_quota(bins: &Binaries, nats_url: &str) -> Result<Proc,
     let mut quota = Proc::spawn(
         "quota",
         &bins.path("quota"),
-        &["--nats-url".into(), nats_url.into()],
+        &[
+            "--nats-url".into(),
+            nats_url.into(),
+            "--insecure-dev".into(),
+        ],
         &[],
     )?;
     quota.ready("nordlys-quota ready").await?;
@@ -181,6 +185,7 @@ pub(crate) async fn start_regiond(
             backend.into(),
             "--grpc-listen".into(),
             "127.0.0.1:0".into(),
+            "--insecure-dev".into(),
         ],
         &[],
     )?;

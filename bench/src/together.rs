@@ -49,6 +49,7 @@ impl Together {
             None,
             &nordlys_quota::config::Overrides {
                 nats_url: Some(url.clone()),
+                insecure_dev: true,
                 ..Default::default()
             },
         )
@@ -66,6 +67,7 @@ impl Together {
                 backend: Some(nordlys_regiond::BackendKind::Memory),
                 grpc_listen: Some("127.0.0.1:0".to_owned()),
                 grpc_advertise: None,
+                insecure_dev: true,
             },
         )
         .map_err(|e| format!("regiond config: {e}"))?;

@@ -3,6 +3,8 @@
 //! Run with `cargo run -p nordlys-cli -- --help`. The demo script uses
 //! `nordlysctl bootstrap --print-key-only` to make an organization and its key.
 
+mod nats;
+
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +43,10 @@ enum Command {
     /// Quota administration (operator key).
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// The NATS side of a deployment: permissions and keys (no gateway
+    /// needed).
+    #[command(subcommand)]
+    Nats(nats::NatsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +349,9 @@ fn reconcile_table(answer: &ReconcileQuotasResponse) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Nats(command) = &cli.command {
+        return nats::run(command);
+    }
     let key = cli
         .key
         .clone()
@@ -352,6 +361,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bootstrap(args) => bootstrap(channel, &key, args).await,
         Command::Regions => regions(channel, &key).await,
         Command::Quota(QuotaCommand::Reconcile(args)) => reconcile(channel, &key, args).await,
+        Command::Nats(command) => nats::run(command),
     }
 }
 

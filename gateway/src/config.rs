@@ -16,8 +16,12 @@ use crate::mesh::RouteMode;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// NATS server URL.
+    /// NATS server URL; several, comma-separated, for a cluster.
     pub nats_url: String,
+    /// Credentials and TLS of the NATS connection (`[nats]`, or
+    /// `NORDLYS_NATS__NKEY_FILE` and the like).
+    #[serde(default)]
+    pub nats: nordlys_transport::NatsSettings,
     /// Public gRPC listen address.
     pub listen: SocketAddr,
     /// Public HTTP/JSON listen address (HTTP/1.1 and cleartext HTTP/2).
@@ -66,6 +70,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".to_string(),
+            nats: nordlys_transport::NatsSettings::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_max_body_bytes: 4 * 1024 * 1024,
@@ -124,6 +129,8 @@ impl Config {
                     // `__` reaches into tables: NORDLYS_TLS__CERT_FILE.
                     .split("__"),
             )
+            // `__` reaches into the `[nats]` table: NORDLYS_NATS__NKEY_FILE.
+            .merge(Env::prefixed("NORDLYS_NATS__").map(|key| format!("nats.{key}").into()))
             .extract()
             .map_err(Box::new)
     }

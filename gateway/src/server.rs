@@ -83,7 +83,12 @@ impl Gateway {
         }
         // TLS before anything connects: a bad file stops start-up, named.
         let tls = load_tls(&config)?;
-        let client = nordlys_transport::connect(&config.nats_url, "nordlys-gateway").await?;
+        if !config.nats.has_credentials() {
+            tracing::warn!("INSECURE: the NATS connection has no credentials; a NATS server that lets this gateway in unauthenticated lets anyone in, and regions and the quota service trust the identity its calls carry; for local development only");
+        }
+        let client =
+            nordlys_transport::connect_with(&config.nats_url, "nordlys-gateway", &config.nats)
+                .await?;
         let nats = NatsChannel::new(client.clone(), config.default_timeout());
         let quota = QuotaRoute::new(nats.clone());
         let state = Arc::new(State {

@@ -34,8 +34,16 @@ use crate::reservation::Counts;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// The NATS server.
+    /// The NATS server; several, comma-separated, for a cluster.
     pub nats_url: String,
+    /// Credentials, TLS and bucket replicas of the NATS connection
+    /// (`[nats]`, or `NORDLYS_NATS__NKEY_FILE` and the like).
+    pub nats: nordlys_transport::NatsSettings,
+    /// Serve on a NATS connection without credentials (`--insecure-dev`
+    /// only): any client of that server could then call the quota service
+    /// as the gateway or a region.
+    #[serde(skip)]
+    pub insecure_dev: bool,
     /// The JetStream KV bucket holding all state (created if missing).
     pub bucket: String,
     /// Limits of organizations and regions the operator set none for.
@@ -58,6 +66,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".to_string(),
+            nats: nordlys_transport::NatsSettings::default(),
+            insecure_dev: false,
             bucket: "nordlys-quota".to_string(),
             default_limits: Counts {
                 projects: 10,
@@ -89,6 +99,9 @@ pub struct Overrides {
     /// `--reconcile-interval-secs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile_interval_secs: Option<u64>,
+    /// `--insecure-dev`.
+    #[serde(skip)]
+    pub insecure_dev: bool,
 }
 
 /// A configuration that could not be read or makes no sense.
@@ -105,10 +118,11 @@ pub enum ConfigError {
 impl Config {
     /// Layers the sources and checks the result.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        Config::figment(file, overrides)
+        let mut config = Config::figment(file, overrides)
             .extract::<Config>()
-            .map_err(|e| ConfigError::Load(Box::new(e)))?
-            .checked()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.insecure_dev = overrides.insecure_dev;
+        config.checked()
     }
 
     fn figment(file: Option<&Path>, overrides: &Overrides) -> Figment {
@@ -122,7 +136,14 @@ impl Config {
             .merge(Serialized::defaults(overrides))
     }
 
-    fn checked(self) -> Result<Config, ConfigError> {
+    /// Checks what serde cannot.
+    pub fn checked(self) -> Result<Config, ConfigError> {
+        self.nats.validate().map_err(ConfigError::Invalid)?;
+        if !self.nats.has_credentials() && !self.insecure_dev {
+            return Err(ConfigError::Invalid(
+                "the NATS connection has no credentials, so any client of that server could call the quota service as the gateway: set [nats] nkey_file, creds_file or user and password_file, or pass --insecure-dev for local development".to_string(),
+            ));
+        }
         if self.bucket.is_empty()
             || !self
                 .bucket

@@ -36,6 +36,11 @@ struct Args {
     /// 0 turns them off [default: 300].
     #[arg(long, value_name = "SECONDS")]
     reconcile_interval_secs: Option<u64>,
+    /// Serve on a NATS connection without credentials, for local
+    /// development only: any client of that NATS server could then call
+    /// the quota service as the gateway.
+    #[arg(long)]
+    insecure_dev: bool,
 }
 
 #[tokio::main]
@@ -53,6 +58,7 @@ async fn main() -> ExitCode {
         bucket: args.bucket,
         reservation_ttl: args.reservation_ttl,
         reconcile_interval_secs: args.reconcile_interval_secs,
+        insecure_dev: args.insecure_dev,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,

@@ -61,9 +61,12 @@ pub fn op_key(org: &str, region: &str, id: &str) -> String {
 
 impl OpsLog {
     /// Opens (or creates) the ops bucket of state bucket `bucket`.
-    pub async fn open(client: async_nats::Client, bucket: &str) -> Result<OpsLog, StoreError> {
+    pub async fn open(
+        buckets: impl Into<nordlys_transport::Buckets>,
+        bucket: &str,
+    ) -> Result<OpsLog, StoreError> {
         let kv = store::open_bucket(
-            client,
+            buckets,
             &bucket_name(bucket),
             "Nordlys quota: applied operation ids that no longer fit in their quota document",
             Some(Duration::from_millis(APPLIED_RETENTION_MS.unsigned_abs())),

@@ -33,9 +33,15 @@ pub async fn run_until(
     ready: impl FnOnce(&str),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BoxError> {
-    let client = nordlys_transport::connect(&config.nats_url, SERVICE_NAME).await?;
-    let store = Store::open(client.clone(), &config.bucket).await?;
-    let ops = OpsLog::open(client.clone(), &config.bucket).await?;
+    let config = config.checked()?;
+    if !config.nats.has_credentials() {
+        tracing::warn!("INSECURE: the NATS connection has no credentials (--insecure-dev); any client of that NATS server can call the quota service as the gateway; for local development only");
+    }
+    let client =
+        nordlys_transport::connect_with(&config.nats_url, SERVICE_NAME, &config.nats).await?;
+    let buckets = config.nats.buckets(client.clone());
+    let store = Store::open(buckets.clone(), &config.bucket).await?;
+    let ops = OpsLog::open(buckets, &config.bucket).await?;
     let grace = Duration::from_secs(config.shutdown_grace);
     let bucket = config.bucket.clone();
     let interval = config.reconcile_interval();

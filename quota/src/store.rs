@@ -84,9 +84,12 @@ pub struct Store {
 
 impl Store {
     /// Opens `bucket`, creating it (file storage) when missing.
-    pub async fn open(client: async_nats::Client, bucket: &str) -> Result<Store, StoreError> {
+    pub async fn open(
+        buckets: impl Into<nordlys_transport::Buckets>,
+        bucket: &str,
+    ) -> Result<Store, StoreError> {
         let kv = open_bucket(
-            client,
+            buckets,
             bucket,
             "Nordlys organizations, members, API keys and quotas",
             None,
@@ -286,12 +289,12 @@ impl Store {
 /// Opens KV bucket `bucket`, creating it when missing; `max_age` makes its
 /// entries expire.
 pub(crate) async fn open_bucket(
-    client: async_nats::Client,
+    buckets: impl Into<nordlys_transport::Buckets>,
     bucket: &str,
     description: &str,
     max_age: Option<Duration>,
 ) -> Result<kv::Store, StoreError> {
-    nordlys_transport::open_bucket(client, bucket, description, max_age)
+    nordlys_transport::open_bucket(buckets, bucket, description, max_age)
         .await
         .map_err(unavailable)
 }

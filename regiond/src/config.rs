@@ -39,8 +39,17 @@ impl BackendKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// The NATS server (`NORDLYS_NATS_URL`).
+    /// The NATS server (`NORDLYS_NATS_URL`); several, comma-separated, for
+    /// a cluster or a leaf node's pair.
     pub nats_url: String,
+    /// Credentials, TLS and JetStream domain of the NATS connection
+    /// (`[nats]`, or `NORDLYS_NATS__NKEY_FILE` and the like).
+    pub nats: nordlys_transport::NatsSettings,
+    /// Serve on a NATS connection without credentials (`--insecure-dev`
+    /// only, never from a file): any client of that server could then
+    /// call the region as the gateway, for any organization.
+    #[serde(skip)]
+    pub insecure_dev: bool,
     /// The region served, for example `sto1` (`NORDLYS_REGION`). Required.
     pub region: String,
     /// The backend (`NORDLYS_BACKEND`). `kv` by default: a region run as
@@ -173,6 +182,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".to_string(),
+            nats: nordlys_transport::NatsSettings::default(),
+            insecure_dev: false,
             region: String::new(),
             backend: BackendKind::Kv,
             shutdown_grace_secs: 10,
@@ -205,6 +216,9 @@ pub struct Overrides {
     /// `--grpc-advertise`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_advertise: Option<String>,
+    /// `--insecure-dev`.
+    #[serde(skip)]
+    pub insecure_dev: bool,
 }
 
 /// Why the settings cannot be used.
@@ -222,6 +236,12 @@ pub enum ConfigError {
     /// The region is missing or not a region id.
     #[error("region {0:?} is not a region id (1 to 32 lowercase letters, digits and hyphens, starting with a letter); set --region, NORDLYS_REGION or `region` in the config file")]
     Region(String),
+    /// The NATS settings do not hold together.
+    #[error("{0}")]
+    Nats(String),
+    /// The NATS connection has no credentials and `--insecure-dev` was not given.
+    #[error("the NATS connection has no credentials, so any client of that server could call this region as the gateway, for any organization: set [nats] nkey_file, creds_file or user and password_file, or pass --insecure-dev for local development")]
+    NoCredentials,
     /// The gRPC listen address is neither `off` nor an address.
     #[error("grpc_listen {0:?} must be an address such as 127.0.0.1:7001 (port 0 for any free port) or `off`")]
     GrpcListen(String),
@@ -238,12 +258,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment
+        let mut config: Config = figment
             // `__` reaches into tables: NORDLYS_OPENSTACK__CLOUD.
             .merge(Env::prefixed("NORDLYS_").split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
+        config.insecure_dev = overrides.insecure_dev;
         config.validate()?;
         Ok(config)
     }
@@ -255,6 +276,10 @@ impl Config {
         }
         if self.grpc_listen != "off" && self.grpc_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::GrpcListen(self.grpc_listen.clone()));
+        }
+        self.nats.validate().map_err(ConfigError::Nats)?;
+        if !self.nats.has_credentials() && !self.insecure_dev {
+            return Err(ConfigError::NoCredentials);
         }
         self.openstack.validate()
     }
@@ -284,6 +309,14 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Flags of a local development run: no NATS credentials needed.
+    fn dev() -> Overrides {
+        Overrides {
+            insecure_dev: true,
+            ..Overrides::default()
+        }
+    }
+
     #[test]
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -293,12 +326,12 @@ mod tests {
             "region = \"osl1\"\nnats_url = \"nats://file:4222\"\nshutdown_grace_secs = 3\n",
         )
         .expect("write");
-        let config = Config::load(Some(&file), &Overrides::default()).expect("loads");
+        let config = Config::load(Some(&file), &dev()).expect("loads");
         assert_eq!(config.region, "osl1");
         assert_eq!(config.shutdown_grace(), Duration::from_secs(3));
         let flags = Overrides {
             region: Some("sto1".into()),
-            ..Default::default()
+            ..dev()
         };
         let config = Config::load(Some(&file), &flags).expect("loads");
         assert_eq!(config.region, "sto1");
@@ -315,7 +348,7 @@ mod tests {
             "region = \"sto1\"\nbackend = \"openstack\"\n[openstack]\ncloud = \"sto1\"\ndefault_tier = \"small\"\n[openstack.organization_tiers]\nacme = \"large\"\n[openstack.tiers.small]\nnetwork = 2\n[openstack.tiers.large]\nnetwork = 20\n",
         )
         .expect("write");
-        let config = Config::load(Some(&file), &Overrides::default()).expect("loads");
+        let config = Config::load(Some(&file), &dev()).expect("loads");
         assert_eq!(config.backend, BackendKind::Openstack);
         assert_eq!(config.openstack.cloud, "sto1");
         assert_eq!(config.openstack.tier_of("acme"), "large");
@@ -327,7 +360,7 @@ mod tests {
         )
         .expect("write");
         assert!(matches!(
-            Config::load(Some(&file), &Overrides::default()),
+            Config::load(Some(&file), &dev()),
             Err(ConfigError::OpenStack(_))
         ));
     }
@@ -341,7 +374,7 @@ mod tests {
             "region = \"sto1\"\n[mesh_tls]\nca_file = \"/m/ca.crt\"\ncert_file = \"/m/r.crt\"\nkey_file = \"/m/r.key\"\n",
         )
         .expect("write");
-        let config = Config::load(Some(&file), &Overrides::default()).expect("loads");
+        let config = Config::load(Some(&file), &dev()).expect("loads");
         assert_eq!(
             config.mesh_tls.ca_file.as_deref(),
             Some(Path::new("/m/ca.crt"))
@@ -354,7 +387,7 @@ mod tests {
             None,
             &Overrides {
                 region: Some("sto1".into()),
-                ..Default::default()
+                ..dev()
             },
         )
         .expect("loads");
@@ -365,7 +398,7 @@ mod tests {
     fn refuses_bad_regions_and_missing_files() {
         let bad = Overrides {
             region: Some("Stockholm 1".into()),
-            ..Default::default()
+            ..dev()
         };
         assert!(matches!(
             Config::load(None, &bad),
@@ -375,5 +408,25 @@ mod tests {
             Config::load(Some(Path::new("/nonexistent/regiond.toml")), &bad),
             Err(ConfigError::MissingFile(_))
         ));
+    }
+
+    #[test]
+    fn refuses_a_nats_connection_without_credentials_unless_insecure_dev() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("regiond.toml");
+        std::fs::write(&file, "region = \"sto1\"\n").expect("write");
+        assert!(matches!(
+            Config::load(Some(&file), &Overrides::default()),
+            Err(ConfigError::NoCredentials)
+        ));
+        assert!(Config::load(Some(&file), &dev()).is_ok());
+        std::fs::write(
+            &file,
+            "region = \"sto1\"\n[nats]\nnkey_file = \"/etc/nordlys/regiond.nk\"\nreplicas = 3\njetstream_domain = \"hub\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), &Overrides::default()).expect("loads");
+        assert_eq!(config.nats.replicas, 3);
+        assert_eq!(config.nats.jetstream_domain.as_deref(), Some("hub"));
     }
 }

@@ -57,12 +57,12 @@ pub fn init_logging() {
 /// Builds the configured backend.
 pub async fn open_backend(
     config: &Config,
-    client: &async_nats::Client,
+    buckets: &nordlys_transport::Buckets,
 ) -> Result<Arc<dyn backend::Backend>, BoxError> {
     Ok(match config.backend {
         BackendKind::Memory => Arc::new(backend::MemoryBackend::new(&config.region)),
         BackendKind::Kv => {
-            Arc::new(backend::KvBackend::open(client.clone(), &config.region).await?)
+            Arc::new(backend::KvBackend::open(buckets.clone(), &config.region).await?)
         }
         #[cfg(feature = "openstack")]
         BackendKind::Openstack => {
@@ -118,12 +118,20 @@ pub async fn run_until(
 ) -> Result<(), BoxError> {
     // TLS before anything connects: a bad file stops start-up, named.
     let (mesh_tls, _reloading) = load_mesh_tls(&config)?;
-    let client = nordlys_transport::connect(
+    if !config.nats.has_credentials() {
+        if !config.insecure_dev {
+            return Err(config::ConfigError::NoCredentials.into());
+        }
+        tracing::warn!("INSECURE: the NATS connection has no credentials (--insecure-dev); any client of that NATS server can call this region as the gateway, for any organization; for local development only");
+    }
+    let client = nordlys_transport::connect_with(
         &config.nats_url,
         &format!("nordlys-regiond {}", config.region),
+        &config.nats,
     )
     .await?;
-    let backend = open_backend(&config, &client).await?;
+    let buckets = config.nats.buckets(client.clone());
+    let backend = open_backend(&config, &buckets).await?;
     let handlers = Arc::new(
         Handlers::settled(
             config.region.clone(),
@@ -134,6 +142,7 @@ pub async fn run_until(
                 grace: config.settle_grace(),
                 interval: config.settle_interval(),
                 remove_orphans: config.remove_orphans,
+                buckets,
             },
         )
         .await?,

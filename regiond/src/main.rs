@@ -42,6 +42,11 @@ struct Args {
     /// from the bound one.
     #[arg(long, value_name = "HOST:PORT")]
     grpc_advertise: Option<String>,
+    /// Serve on a NATS connection without credentials, for local
+    /// development only: any client of that NATS server could then call
+    /// this region as the gateway, for any organization.
+    #[arg(long)]
+    insecure_dev: bool,
 }
 
 #[tokio::main]
@@ -54,6 +59,7 @@ async fn main() -> ExitCode {
         backend: args.backend,
         grpc_listen: args.grpc_listen,
         grpc_advertise: args.grpc_advertise,
+        insecure_dev: args.insecure_dev,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,

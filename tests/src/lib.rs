@@ -23,6 +23,7 @@
 //! log file whose tail is printed when a test panics, so a failure shows what
 //! the daemons said.
 
+pub mod cluster;
 pub mod openstack;
 
 use std::{
@@ -516,11 +517,21 @@ impl Quota {
 
     /// Like [`Quota::start`], with more arguments.
     pub fn start_with<S: AsRef<str>>(nats: &NatsServer, args: &[S]) -> Quota {
-        Quota(Process::start(
-            Spec::new("quota", "nordlys-quota ready")
-                .args(["--nats-url", &nats.url()])
-                .args(args.iter().map(|a| a.as_ref().to_owned())),
-        ))
+        let mut all = vec!["--insecure-dev".to_owned()];
+        all.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        Quota::start_at(&nats.url(), &all, &[])
+    }
+
+    /// Starts `quota --nats-url {url} ARGS` with environment `env` (the
+    /// NATS credentials of a [`cluster::NatsCluster`], ...).
+    pub fn start_at(url: &str, args: &[String], env: &[(String, String)]) -> Quota {
+        let mut spec = Spec::new("quota", "nordlys-quota ready")
+            .args(["--nats-url", url])
+            .args(args.iter().cloned());
+        for (key, value) in env {
+            spec = spec.env(key, value);
+        }
+        Quota(Process::start(spec))
     }
 
     /// The micro service instance id.
@@ -572,9 +583,21 @@ impl Regiond {
         if let Some(regiond) = openstack::regiond_from_env(nats, region, args, env) {
             return regiond;
         }
+        let mut all = vec!["--insecure-dev".to_owned()];
+        all.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Regiond::start_at(&nats.url(), region, &all, &env)
+    }
+
+    /// Starts `regiond --nats-url {url} --region {region} ARGS` with
+    /// environment `env`.
+    pub fn start_at(url: &str, region: &str, args: &[String], env: &[(String, String)]) -> Regiond {
         let mut spec = Spec::new("regiond", "nordlys-regiond ready")
-            .args(["--nats-url", &nats.url(), "--region", region])
-            .args(args.iter().map(|a| a.as_ref().to_owned()));
+            .args(["--nats-url", url, "--region", region])
+            .args(args.iter().cloned());
         for (key, value) in env {
             spec = spec.env(key, value);
         }
@@ -684,10 +707,15 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway on `127.0.0.1:0` and reads the bound address.
     pub fn start(nats: &NatsServer, opts: &GatewayOpts) -> Gateway {
-        let spec = Spec::new("gateway", "nordlys-gateway listening on ")
+        Gateway::start_at(&nats.url(), opts, &[])
+    }
+
+    /// Like [`Gateway::start`], on NATS at `url`, with environment `env`.
+    pub fn start_at(url: &str, opts: &GatewayOpts, env: &[(String, String)]) -> Gateway {
+        let mut spec = Spec::new("gateway", "nordlys-gateway listening on ")
             .args([
                 "--nats-url",
-                &nats.url(),
+                url,
                 "--listen",
                 "127.0.0.1:0",
                 "--http-listen",
@@ -698,6 +726,9 @@ impl Gateway {
                 &opts.regions.join(","),
             ])
             .args(opts.args.iter().cloned());
+        for (key, value) in env {
+            spec = spec.env(key, value);
+        }
         let mut process = Process::start(spec);
         let addr = process
             .ready_line()
@@ -905,6 +936,50 @@ impl Stack {
 
     /// Polls ListRegions (operator key) until `ready` holds, for up to 20 s.
     pub async fn wait_for_regions(&self, ready: impl Fn(&ListRegionsResponse) -> bool) {
+        self.gateway.wait_for_regions(ready).await
+    }
+
+    /// Creates organization `id` with owner `owner@{id}.example`, generous
+    /// limits in both regions, and an API key for the owner.
+    pub async fn tenant(&self, id: &str) -> Tenant {
+        self.gateway.tenant(id).await
+    }
+
+    /// Like [`Stack::tenant`] with the given limits in `sto1` and `osl1`.
+    pub async fn tenant_with_limits(&self, id: &str, limits: ResourceCounts) -> Tenant {
+        self.gateway.tenant_with_limits(id, limits).await
+    }
+
+    /// Sets an organization's limits in one region (operator key).
+    pub async fn set_limits(&self, organization: &str, region: &str, limits: ResourceCounts) {
+        self.gateway.set_limits(organization, region, limits).await
+    }
+
+    /// An organization's quota in one region, read with `key`.
+    pub async fn quota(&self, key: &str, organization: &str, region: &str) -> pb::Quota {
+        self.gateway.quota(key, organization, region).await
+    }
+
+    /// Creates project `id` placed in `regions`, with `key`.
+    pub async fn create_project(
+        &self,
+        key: &str,
+        id: &str,
+        regions: &[&str],
+    ) -> Result<Project, tonic::Status> {
+        self.gateway.create_project(key, id, regions).await
+    }
+
+    /// The projects `key` sees in `region` (ListProjects filtered by region).
+    pub async fn projects_in(&self, key: &str, region: &str) -> ListProjectsResponse {
+        self.gateway.projects_in(key, region).await
+    }
+}
+
+/// What tests do through a gateway with the operator key.
+impl Gateway {
+    /// Polls ListRegions (operator key) until `ready` holds, for up to 20 s.
+    pub async fn wait_for_regions(&self, ready: impl Fn(&ListRegionsResponse) -> bool) {
         let mut client = RegionServiceClient::new(self.channel().await);
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = None;
@@ -939,7 +1014,7 @@ impl Stack {
         self.tenant_with_limits(id, limits).await
     }
 
-    /// Like [`Stack::tenant`] with the given limits in `sto1` and `osl1`.
+    /// Like [`Gateway::tenant`] with the given limits in `sto1` and `osl1`.
     pub async fn tenant_with_limits(&self, id: &str, limits: ResourceCounts) -> Tenant {
         let mut orgs = OrganizationServiceClient::new(self.channel().await);
         let organization = orgs
@@ -998,9 +1073,7 @@ impl Stack {
             key,
         }
     }
-}
 
-impl Stack {
     /// Sets an organization's limits in one region (operator key).
     pub async fn set_limits(&self, organization: &str, region: &str, limits: ResourceCounts) {
         QuotaServiceClient::new(self.channel().await)

@@ -824,6 +824,7 @@ fn regiond_spec(
         region.name().to_string(),
         "--backend".to_string(),
         "openstack".to_string(),
+        "--insecure-dev".to_string(),
         "--config".to_string(),
         config.join("regiond.toml").display().to_string(),
     ]);

@@ -36,7 +36,13 @@ const CONFIRM_MS: u64 = 200;
 fn start_quota(nats: &NatsServer) -> Process {
     Process::start(
         Spec::new("quota", "nordlys-quota ready")
-            .args(["--nats-url", &nats.url(), "--reconcile-interval-secs", "0"])
+            .args([
+                "--nats-url",
+                &nats.url(),
+                "--reconcile-interval-secs",
+                "0",
+                "--insecure-dev",
+            ])
             .env("NORDLYS_RECONCILE_CONFIRM_MS", &CONFIRM_MS.to_string())
             .env("NORDLYS_RECONCILE_TIMEOUT_MS", "2000"),
     )

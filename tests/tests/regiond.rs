@@ -352,6 +352,7 @@ fn start_kv(nats: &NatsServer, region: &str) -> Process {
         region,
         "--backend",
         "kv",
+        "--insecure-dev",
     ]))
 }
 

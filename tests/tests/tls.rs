@@ -736,6 +736,7 @@ fn bad_tls_settings_stop_start_up_naming_the_file() {
             "sto1",
             "--backend",
             "memory",
+            "--insecure-dev",
         ],
         &mesh_env(&missing_ca, &cert, &key),
     );
@@ -755,6 +756,7 @@ fn bad_tls_settings_stop_start_up_naming_the_file() {
             "sto1",
             "--backend",
             "memory",
+            "--insecure-dev",
         ],
         &mesh_env(&ca_file, &cert, &key),
     );

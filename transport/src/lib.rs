@@ -14,7 +14,11 @@
 //!   run tonic-shaped handlers.
 //! - [`DirectChannel`]: a unary gRPC client on one HTTP/2 connection, with
 //!   no task between the call and the connection's own.
-//! - [`open_bucket`]: a JetStream KV bucket, created when missing.
+//! - [`connect_with`]: a NATS connection as [`NatsSettings`] say (servers,
+//!   credentials from files, TLS, the JetStream domain).
+//! - [`permissions`]: what each service may publish and subscribe to on
+//!   NATS, as nats-server configuration.
+//! - [`Buckets`]: JetStream KV buckets, created when missing.
 //! - [`Coalesced`]: the direct gRPC connections' sockets, whose writes under
 //!   load leave together (one `writev` for many calls' frames).
 //! - [`tls`]: rustls for the public listeners and mutual TLS for the direct
@@ -26,14 +30,15 @@ mod direct_channel;
 mod kv_bucket;
 pub mod metadata;
 mod nats;
+pub mod permissions;
 mod signal;
 pub mod status;
 pub mod tls;
 
 pub use coalesce::{coalesced_incoming, Coalesced};
-pub use connect::connect;
+pub use connect::{connect, connect_with, NatsSettings};
 pub use direct_channel::{DirectChannel, DirectOptions};
-pub use kv_bucket::open_bucket;
+pub use kv_bucket::{open_bucket, Buckets};
 pub use metadata::{Identity, Role};
 pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
 pub use nats::server::{confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder};

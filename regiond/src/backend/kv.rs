@@ -107,10 +107,13 @@ impl KvBackend {
     /// Opens (creating it when missing) the bucket of `region`, and loads
     /// its index before returning, so a daemon never lists from a partial
     /// one.
-    pub async fn open(client: async_nats::Client, region: &str) -> Result<KvBackend> {
+    pub async fn open(
+        buckets: impl Into<nordlys_transport::Buckets>,
+        region: &str,
+    ) -> Result<KvBackend> {
         let bucket = Self::bucket(region);
         let description = format!("Nordlys region {region} (regiond kv backend)");
-        let kv = nordlys_transport::open_bucket(client, &bucket, &description, None)
+        let kv = nordlys_transport::open_bucket(buckets, &bucket, &description, None)
             .await
             .map_err(unavailable)?;
         let index = Index::open(kv.clone(), OPEN_BUDGET).await?;

@@ -48,6 +48,8 @@ pub struct SettleOptions {
     pub interval: std::time::Duration,
     /// Remove orphans when the reconciler counts an organization.
     pub remove_orphans: bool,
+    /// Where the notes' buckets live (unused `in_memory`).
+    pub buckets: nordlys_transport::Buckets,
 }
 
 /// A list without a limit returns at most this many resources.
@@ -92,6 +94,7 @@ impl Handlers {
             grace,
             interval,
             remove_orphans,
+            buckets,
         } = options;
         use crate::settle::store::{KvStore, MemoryStore, Store};
         let region = region.into();
@@ -104,7 +107,7 @@ impl Handlers {
             (
                 Arc::new(
                     KvStore::open(
-                        client.clone(),
+                        buckets.clone(),
                         &format!("nordlys-settle-{region}"),
                         &format!("Nordlys region {region}: quota changes not yet settled"),
                     )
@@ -112,7 +115,7 @@ impl Handlers {
                 ),
                 Arc::new(
                     KvStore::open(
-                        client.clone(),
+                        buckets,
                         &format!("nordlys-gone-{region}"),
                         &format!("Nordlys region {region}: request ids of deleted resources"),
                     )

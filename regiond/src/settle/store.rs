@@ -132,11 +132,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl KvStore {
     /// Opens (creating it when missing) the bucket `name`.
     pub(crate) async fn open(
-        client: async_nats::Client,
+        buckets: impl Into<nordlys_transport::Buckets>,
         name: &str,
         description: &str,
     ) -> Result<KvStore, StoreError> {
-        let kv = nordlys_transport::open_bucket(client, name, description, Some(MAX_AGE))
+        let kv = nordlys_transport::open_bucket(buckets, name, description, Some(MAX_AGE))
             .await
             .map_err(unavailable)?;
         Ok(KvStore { kv })
