@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use nordlys_transport::tls::{MeshTlsConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::RouteMode;
@@ -55,6 +56,14 @@ pub struct Config {
     /// again on the next route (a daemon that hangs, a request lost with a
     /// killed instance). Writes always get the whole deadline.
     pub read_attempt_ms: u64,
+    /// `[tls]`: the certificate of the public gRPC and HTTP listeners
+    /// (`NORDLYS_TLS__CERT_FILE`, `NORDLYS_TLS__KEY_FILE`). Unset: plaintext,
+    /// for local development only.
+    pub tls: TlsConfig,
+    /// `[mesh_tls]`: mutual TLS to regiond's direct gRPC port
+    /// (`NORDLYS_MESH_TLS__CA_FILE`, `..._CERT_FILE`, `..._KEY_FILE`). Unset:
+    /// plaintext, for local development only.
+    pub mesh_tls: MeshTlsConfig,
 }
 
 impl Default for Config {
@@ -77,6 +86,8 @@ impl Default for Config {
             route_overrides: HashMap::new(),
             eject_ms: 5_000,
             read_attempt_ms: 1_000,
+            tls: TlsConfig::default(),
+            mesh_tls: MeshTlsConfig::default(),
         }
     }
 }
@@ -89,23 +100,35 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("NORDLYS_").only(&[
-                "nats_url",
-                "listen",
-                "http_listen",
-                "http_max_body_bytes",
-                "http_allow_unknown_fields",
-                "operator_key",
-                "regions",
-                "default_timeout_ms",
-                "max_timeout_ms",
-                "list_region_timeout_ms",
-                "discovery_interval_ms",
-                "auth_cache_ttl_ms",
-                "route",
-                "eject_ms",
-                "read_attempt_ms",
-            ]))
+            .merge(
+                Env::prefixed("NORDLYS_")
+                    .only(&[
+                        "nats_url",
+                        "listen",
+                        "http_listen",
+                        "http_max_body_bytes",
+                        "http_allow_unknown_fields",
+                        "operator_key",
+                        "regions",
+                        "default_timeout_ms",
+                        "max_timeout_ms",
+                        "list_region_timeout_ms",
+                        "discovery_interval_ms",
+                        "auth_cache_ttl_ms",
+                        "route",
+                        "eject_ms",
+                        "read_attempt_ms",
+                        "tls__cert_file",
+                        "tls__key_file",
+                        "tls__reload_interval_ms",
+                        "mesh_tls__ca_file",
+                        "mesh_tls__cert_file",
+                        "mesh_tls__key_file",
+                        "mesh_tls__reload_interval_ms",
+                    ])
+                    // `__` reaches into tables: NORDLYS_TLS__CERT_FILE.
+                    .split("__"),
+            )
             // `__` reaches into the `[nats]` table: NORDLYS_NATS__NKEY_FILE.
             .merge(Env::prefixed("NORDLYS_NATS__").map(|key| format!("nats.{key}").into()))
             .extract()
@@ -124,16 +147,75 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_reference_deployment_loads() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/gateway.toml");
-        let config = Config::load(Some(&file)).expect("deploy/nordlys/gateway.toml loads");
-        assert_eq!(config.nats_url.split(',').count(), 3);
-        assert!(config.nats.has_credentials());
-        assert!(config.nats.validate().is_ok());
-        assert!(config.nats.ca_file.is_some());
+        // In a jail: the other tests set NORDLYS_* variables.
+        figment::Jail::expect_with(|_| {
+            let file =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/gateway.toml");
+            let config = Config::load(Some(&file)).map_err(|e| *e)?;
+            assert_eq!(config.nats_url.split(',').count(), 3);
+            assert!(config.nats.has_credentials());
+            assert!(config.nats.validate().is_ok());
+            assert!(config.nats.ca_file.is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_sections_come_from_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                "[tls]\ncert_file = \"/etc/tls/gw.crt\"\nkey_file = \"/etc/tls/gw.key\"\n\
+                 [mesh_tls]\nca_file = \"/etc/mesh/ca.crt\"\n",
+            )?;
+            jail.set_env("NORDLYS_MESH_TLS__CERT_FILE", "/etc/mesh/gw.crt");
+            jail.set_env("NORDLYS_TLS__KEY_FILE", "/run/gw.key");
+            let config = Config::load(Some(Path::new("gateway.toml"))).map_err(|e| *e)?;
+            assert_eq!(
+                config.tls.cert_file.as_deref(),
+                Some(Path::new("/etc/tls/gw.crt"))
+            );
+            assert_eq!(
+                config.tls.key_file.as_deref(),
+                Some(Path::new("/run/gw.key"))
+            );
+            assert_eq!(
+                config.mesh_tls.ca_file.as_deref(),
+                Some(Path::new("/etc/mesh/ca.crt"))
+            );
+            assert_eq!(
+                config.mesh_tls.cert_file.as_deref(),
+                Some(Path::new("/etc/mesh/gw.crt"))
+            );
+            assert!(config.mesh_tls.key_file.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_tls_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gateway.toml", "[tls]\ncertificate = \"/x\"\n")?;
+            assert!(Config::load(Some(Path::new("gateway.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_tls_section_means_plaintext() {
+        // In a jail too: the other tests set NORDLYS_* variables.
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(None).map_err(|e| *e)?;
+            assert!(config.tls.cert_file.is_none() && config.tls.key_file.is_none());
+            assert!(config.mesh_tls.ca_file.is_none());
+            Ok(())
+        });
     }
 }

@@ -13,12 +13,12 @@ use nordlys_proto::pb::nordlys::v1::{
     project_service_server::ProjectServiceServer, quota_service_server::QuotaServiceServer,
     region_service_server::RegionServiceServer, user_service_server::UserServiceServer,
 };
-use nordlys_transport::{BoxError, NatsChannel};
+use nordlys_transport::{tls, BoxError, NatsChannel};
 
 use crate::api::Api;
 use crate::auth::Authenticator;
 use crate::discovery::Discovery;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, RouteMode};
 use crate::routes::QuotaRoute;
 use crate::state::State;
 use crate::Config;
@@ -81,6 +81,8 @@ impl Gateway {
                 );
             }
         }
+        // TLS before anything connects: a bad file stops start-up, named.
+        let tls = load_tls(&config)?;
         if !config.nats.has_credentials() {
             tracing::warn!("INSECURE: the NATS connection has no credentials; a NATS server that lets this gateway in unauthenticated lets anyone in, and regions and the quota service trust the identity its calls carry; for local development only");
         }
@@ -109,6 +111,7 @@ impl Gateway {
                 config.route_overrides.clone(),
                 Duration::from_millis(config.eject_ms),
                 Duration::from_millis(config.read_attempt_ms),
+                tls.mesh_client.clone(),
             ),
             discovery: Discovery::new(&config.regions),
             config: config.clone(),
@@ -185,6 +188,7 @@ impl Gateway {
             routes.clone(),
             Arc::new(api),
             state.regions.metrics_handle(),
+            tls.http.clone(),
         )
         .await?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -198,24 +202,42 @@ impl Gateway {
         });
         let mut http = http.spawn();
 
-        let result = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(nordlys_transport::coalesced_incoming(listener), async {
-                shutdown.await;
-                tracing::info!("shutting down: draining in-flight calls");
-                http.stop();
-                for service in SERVICES {
-                    health
-                        .set_service_status(*service, tonic_health::ServingStatus::NotServing)
-                        .await;
-                }
-            })
-            .await;
+            .add_service(reflection_v1alpha);
+        let stopping = async {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            http.stop();
+            for service in SERVICES {
+                health
+                    .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+        };
+        let result = match tls.grpc {
+            Some(config) => {
+                let incoming = nordlys_transport::tls::TlsIncoming::new(listener, config, "gRPC")?;
+                router
+                    .serve_with_incoming_shutdown(incoming, stopping)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        nordlys_transport::coalesced_incoming(listener),
+                        stopping,
+                    )
+                    .await
+            }
+        };
         http.shutdown().await;
         discovery.abort();
+        for watch in tls.watches {
+            watch.abort();
+        }
         let (grpc, nats) = state.regions.metrics().calls();
         let (fallbacks, retries, ejections) = state.regions.metrics().faults();
         tracing::info!(
@@ -228,4 +250,67 @@ impl Gateway {
         );
         result.map_err(Into::into)
     }
+}
+
+/// The gateway's TLS, read from `[tls]` and `[mesh_tls]`.
+struct Tls {
+    /// The public gRPC listener's, when `[tls]` is set.
+    grpc: Option<Arc<rustls::ServerConfig>>,
+    /// The public HTTP listener's, when `[tls]` is set.
+    http: Option<Arc<rustls::ServerConfig>>,
+    /// The direct route's client side, when `[mesh_tls]` is set.
+    mesh_client: Option<Arc<rustls::ClientConfig>>,
+    /// The tasks reloading the certificates.
+    watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Reads the certificates, starts reloading them (SIGHUP, file changes),
+/// and says loudly what is plaintext.
+fn load_tls(config: &Config) -> Result<Tls, BoxError> {
+    let mut tls = Tls {
+        grpc: None,
+        http: None,
+        mesh_client: None,
+        watches: Vec::new(),
+    };
+    match config.tls.load().map_err(|e| format!("[tls]: {e}"))? {
+        Some(cert) => {
+            tls.grpc = Some(tls::server_config(cert.clone(), tls::ALPN_GRPC)?);
+            tls.http = Some(tls::server_config(cert.clone(), tls::ALPN_HTTP)?);
+            tls.watches.push(cert.watch(config.tls.reload_interval()));
+            tracing::info!(
+                cert_file = ?config.tls.cert_file,
+                "the gRPC and HTTP listeners serve TLS; SIGHUP or a changed file reloads the certificate"
+            );
+        }
+        None => tracing::warn!(
+            "the gRPC and HTTP listeners are PLAINTEXT: no [tls] cert_file and key_file are set; \
+             for local development only"
+        ),
+    }
+    let direct_used = config.route != RouteMode::Nats
+        || config
+            .route_overrides
+            .values()
+            .any(|m| *m != RouteMode::Nats);
+    match config
+        .mesh_tls
+        .load()
+        .map_err(|e| format!("[mesh_tls]: {e}"))?
+    {
+        Some(mesh) => {
+            tls.mesh_client = Some(mesh.client_config()?);
+            tls.watches
+                .push(mesh.cert().watch(config.mesh_tls.reload_interval()));
+            tracing::info!(
+                ca_file = ?config.mesh_tls.ca_file,
+                "direct gRPC to regiond uses mutual TLS"
+            );
+        }
+        None if direct_used => tracing::warn!(
+            "direct gRPC to regiond is PLAINTEXT: no [mesh_tls] is set; for local development only"
+        ),
+        None => {}
+    }
+    Ok(tls)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use nordlys_transport::tls::MeshTlsConfig;
 use serde::{Deserialize, Serialize};
 
 /// The backends a region can drive.
@@ -78,6 +79,11 @@ pub struct Config {
     /// project is gone) when the quota reconciler counts an organization
     /// (`NORDLYS_REMOVE_ORPHANS`); off, they are only reported.
     pub remove_orphans: bool,
+    /// `[mesh_tls]`: mutual TLS on the direct gRPC port (`NORDLYS_MESH_TLS__CA_FILE`,
+    /// `NORDLYS_MESH_TLS__CERT_FILE`, `NORDLYS_MESH_TLS__KEY_FILE`): clients
+    /// must present a certificate of the mesh CA. Unset: plaintext, for
+    /// local development only.
+    pub mesh_tls: MeshTlsConfig,
 }
 
 /// How regiond reaches and shapes an OpenStack region.
@@ -187,6 +193,7 @@ impl Default for Config {
             settle_grace_ms: 30_000,
             settle_interval_ms: 5_000,
             remove_orphans: false,
+            mesh_tls: MeshTlsConfig::default(),
         }
     }
 }
@@ -356,6 +363,35 @@ mod tests {
             Config::load(Some(&file), &dev()),
             Err(ConfigError::OpenStack(_))
         ));
+    }
+
+    #[test]
+    fn reads_the_mesh_tls_section() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("regiond.toml");
+        std::fs::write(
+            &file,
+            "region = \"sto1\"\n[mesh_tls]\nca_file = \"/m/ca.crt\"\ncert_file = \"/m/r.crt\"\nkey_file = \"/m/r.key\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), &dev()).expect("loads");
+        assert_eq!(
+            config.mesh_tls.ca_file.as_deref(),
+            Some(Path::new("/m/ca.crt"))
+        );
+        assert_eq!(
+            config.mesh_tls.key_file.as_deref(),
+            Some(Path::new("/m/r.key"))
+        );
+        let plain = Config::load(
+            None,
+            &Overrides {
+                region: Some("sto1".into()),
+                ..dev()
+            },
+        )
+        .expect("loads");
+        assert_eq!(plain.mesh_tls, MeshTlsConfig::default());
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub async fn run_until(
     ready: impl FnOnce(&str) -> std::io::Result<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BoxError> {
+    // TLS before anything connects: a bad file stops start-up, named.
+    let (mesh_tls, _reloading) = load_mesh_tls(&config)?;
     if !config.nats.has_credentials() {
         if !config.insecure_dev {
             return Err(config::ConfigError::NoCredentials.into());
@@ -155,11 +157,16 @@ pub async fn run_until(
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let (grpc_endpoint, grpc_server) = match config.grpc_listen() {
         Some(addr) => {
-            let (endpoint, server) =
-                grpc::serve(addr, &config.grpc_advertise, handlers.clone(), async {
+            let (endpoint, server) = grpc::serve(
+                addr,
+                &config.grpc_advertise,
+                handlers.clone(),
+                mesh_tls,
+                async {
                     let _ = grpc_stopped.await;
-                })
-                .await?;
+                },
+            )
+            .await?;
             (endpoint, Some(server))
         }
         None => (String::new(), None),
@@ -185,4 +192,49 @@ pub async fn run_until(
     client.flush().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts the certificate reloading task when dropped.
+#[derive(Debug)]
+struct Reloading(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Reloading {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The direct port's mutual TLS from `[mesh_tls]`, its certificate reloaded
+/// on SIGHUP and when its files change; says loudly when it is plaintext.
+fn load_mesh_tls(
+    config: &Config,
+) -> Result<(Option<Arc<rustls::ServerConfig>>, Reloading), BoxError> {
+    let mesh = config
+        .mesh_tls
+        .load()
+        .map_err(|e| format!("[mesh_tls]: {e}"))?;
+    match mesh {
+        Some(mesh) => {
+            let server = mesh.server_config()?;
+            let task = mesh.cert().watch(config.mesh_tls.reload_interval());
+            if config.grpc_listen().is_some() {
+                tracing::info!(
+                    ca_file = ?config.mesh_tls.ca_file,
+                    "the direct gRPC port requires mutual TLS: clients need a certificate of the mesh CA"
+                );
+            }
+            Ok((Some(server), Reloading(Some(task))))
+        }
+        None => {
+            if config.grpc_listen().is_some() {
+                tracing::warn!(
+                    "the direct gRPC port is PLAINTEXT and unauthenticated: no [mesh_tls] is set; \
+                     for local development only"
+                );
+            }
+            Ok((None, Reloading(None)))
+        }
+    }
 }

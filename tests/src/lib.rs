@@ -413,6 +413,18 @@ impl Process {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Sends SIGHUP (the services reload their TLS certificates on it).
+    pub fn hangup(&self) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.spec.name));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap_or_else(|e| panic!("cannot send SIGHUP to {}: {e}", self.spec.name));
+    }
+
     /// The stderr log file (all runs, appended).
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join(format!("{}.log", self.spec.name))
@@ -628,6 +640,9 @@ pub struct GatewayOpts {
     pub regions: Vec<String>,
     /// More arguments.
     pub args: Vec<String>,
+    /// How clients reach it when it serves TLS (its `[tls]` comes in a
+    /// config file among `args`); `None`: plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for GatewayOpts {
@@ -636,8 +651,48 @@ impl Default for GatewayOpts {
             operator_key: OPERATOR_KEY.to_owned(),
             regions: vec!["sto1".to_owned(), "osl1".to_owned()],
             args: Vec::new(),
+            tls: None,
         }
     }
+}
+
+/// How test clients reach a gateway that serves TLS: a client
+/// configuration that trusts its certificate, and the name to check.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The client configuration (ALPN is set per connection).
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The server name sent and verified, e.g. `localhost`.
+    pub server_name: String,
+}
+
+/// A gRPC channel to `addr` over TLS (ALPN h2), with the harness's
+/// timeouts. The connection is made by rustls under tonic, so tonic needs
+/// no TLS feature of its own.
+pub async fn tls_channel(
+    addr: SocketAddr,
+    tls: &ClientTls,
+) -> Result<Channel, Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = (*tls.config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())?;
+    let connect = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let (connector, name) = (connector.clone(), name.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(
+        Channel::from_shared(format!("https://{}:{}", tls.server_name, addr.port()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_with_connector(connect)
+            .await?,
+    )
 }
 
 /// The gateway, listening on a dynamic loopback port.
@@ -646,6 +701,7 @@ pub struct Gateway {
     process: Process,
     addr: SocketAddr,
     http_addr: SocketAddr,
+    tls: Option<ClientTls>,
 }
 
 impl Gateway {
@@ -693,6 +749,7 @@ impl Gateway {
             process,
             addr,
             http_addr,
+            tls: opts.tls.clone(),
         }
     }
 
@@ -706,13 +763,22 @@ impl Gateway {
         self.http_addr
     }
 
-    /// `http://{http_addr}`.
+    /// `http://{http_addr}` (`https://` when it serves TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
     }
 
-    /// A connected gRPC channel.
+    /// A connected gRPC channel (over TLS when it serves TLS).
     pub async fn channel(&self) -> Channel {
+        if let Some(tls) = &self.tls {
+            return tls_channel(self.addr, tls).await.unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to the gateway at {} over TLS: {e}",
+                    self.addr
+                )
+            });
+        }
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap_or_else(|e| panic!("bad gateway address: {e}"))
             .connect_timeout(Duration::from_secs(5))
@@ -780,6 +846,9 @@ pub struct StackOpts {
     pub regiond_env: Vec<(String, String)>,
     /// More arguments for every quota instance.
     pub quota_args: Vec<String>,
+    /// How clients reach the gateway when it serves TLS (its `[tls]` comes
+    /// in a config file among `gateway_args`).
+    pub gateway_tls: Option<ClientTls>,
 }
 
 impl Default for StackOpts {
@@ -793,6 +862,7 @@ impl Default for StackOpts {
             gateway_args: Vec::new(),
             regiond_env: Vec::new(),
             quota_args: Vec::new(),
+            gateway_tls: None,
         }
     }
 }
@@ -839,6 +909,7 @@ impl Stack {
             .args
             .extend(["--route".to_owned(), opts.route.clone()]);
         gateway_opts.args.extend(opts.gateway_args.iter().cloned());
+        gateway_opts.tls = opts.gateway_tls.clone();
         let gateway = Gateway::start(&nats, &gateway_opts);
         let stack = Stack {
             gateway,

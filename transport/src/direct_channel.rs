@@ -39,15 +39,20 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 
 /// How a [`DirectChannel`] connects and watches its connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DirectOptions {
-    /// Longest wait for the TCP connection and the HTTP/2 handshake.
+    /// Longest wait for the TCP connection, the TLS handshake and the
+    /// HTTP/2 handshake.
     pub connect_timeout: Duration,
     /// A PING is sent this often, idle or not.
     pub keep_alive_interval: Duration,
     /// A PING not answered within this closes the connection: it finds a
     /// peer that stopped answering without closing.
     pub keep_alive_timeout: Duration,
+    /// TLS for the connection (the mesh's, from
+    /// [`MeshTls::client_config`](crate::tls::MeshTls::client_config)); the
+    /// server name checked is the endpoint's host. `None`: plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for DirectOptions {
@@ -56,6 +61,7 @@ impl Default for DirectOptions {
             connect_timeout: Duration::from_millis(500),
             keep_alive_interval: Duration::from_secs(1),
             keep_alive_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -101,19 +107,26 @@ impl Inner {
     /// A failed connect is kept, like a broken connection: every later
     /// call fails at once rather than waiting on a connect of its own.
     async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
-        let connected = self
-            .send
-            .get_or_init(|| async {
-                match tokio::time::timeout(self.options.connect_timeout, self.connect()).await {
-                    Ok(Ok(send)) => Ok(send),
-                    Ok(Err(e)) => Err(format!("direct gRPC to {}: {e}", self.authority)),
-                    Err(_) => Err(format!(
-                        "direct gRPC to {}: no connection within {:?}",
-                        self.authority, self.options.connect_timeout
-                    )),
-                }
-            })
-            .await;
+        let connected =
+            self.send
+                .get_or_init(|| async {
+                    let connected =
+                        match tokio::time::timeout(self.options.connect_timeout, self.connect())
+                            .await
+                        {
+                            Ok(Ok(send)) => return Ok(send),
+                            Ok(Err(e)) => format!("direct gRPC to {}: {e}", self.authority),
+                            Err(_) => format!(
+                                "direct gRPC to {}: no connection within {:?}",
+                                self.authority, self.options.connect_timeout
+                            ),
+                        };
+                    // Once per channel: a refused TLS handshake or a closed
+                    // port should be seen in the log, not only as a fallback.
+                    tracing::warn!(error = %connected, "direct gRPC connect failed");
+                    Err(connected)
+                })
+                .await;
         match connected {
             Ok(send) => Ok(send.clone()),
             Err(message) => Err(Status::unavailable(message.clone())),
@@ -124,6 +137,25 @@ impl Inner {
         let port = self.authority.port_u16().unwrap_or(80);
         let host = self.authority.host().trim_matches(['[', ']']);
         let io = connect_tcp(host, port).await?;
+        match &self.options.tls {
+            None => self.handshake(io).await,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, io)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                self.handshake(tls).await
+            }
+        }
+    }
+
+    /// The HTTP/2 handshake on `io`, and the connection's task.
+    async fn handshake<T>(&self, io: T) -> Result<h2::client::SendRequest<Bytes>, BoxError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (send, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -162,7 +194,11 @@ impl Inner {
         let (mut parts, body) = request.into_parts();
         // tonic's client gives the path only; h2 needs :scheme and :authority.
         let mut uri = http::uri::Parts::from(parts.uri);
-        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.scheme = Some(if self.options.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         uri.authority = Some(self.authority.clone());
         parts.uri = http::Uri::from_parts(uri)
             .map_err(|e| Status::internal(format!("bad request URI: {e}")))?;

@@ -21,6 +21,8 @@
 //! - [`Buckets`]: JetStream KV buckets, created when missing.
 //! - [`Coalesced`]: the direct gRPC connections' sockets, whose writes under
 //!   load leave together (one `writev` for many calls' frames).
+//! - [`tls`]: rustls for the public listeners and mutual TLS for the direct
+//!   route, with certificates reloaded without a restart.
 
 mod coalesce;
 mod connect;
@@ -31,6 +33,7 @@ mod nats;
 pub mod permissions;
 mod signal;
 pub mod status;
+pub mod tls;
 
 pub use coalesce::{coalesced_incoming, Coalesced};
 pub use connect::{connect, connect_with, NatsSettings};

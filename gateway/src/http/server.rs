@@ -1,6 +1,6 @@
-//! The HTTP listener (HTTP/1.1 and cleartext HTTP/2, axum over hyper): one
-//! handler for every path, the document and docs pages, headers to gRPC
-//! metadata, deadlines, body limits, and answers.
+//! The HTTP listener (HTTP/1.1 and HTTP/2, over TLS when `[tls]` is set,
+//! axum over hyper): one handler for every path, the document and docs
+//! pages, headers to gRPC metadata, deadlines, body limits, and answers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +42,8 @@ const METADATA_PREFIX: &str = "grpc-metadata-";
 pub(crate) struct HttpServer {
     listener: tokio::net::TcpListener,
     gateway: Arc<HttpGateway>,
+    /// TLS for every connection (ALPN h2 and http/1.1); `None`: plaintext.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A serving HTTP listener.
@@ -60,6 +62,7 @@ impl HttpServer {
         routes: tonic::service::Routes,
         direct: Arc<dyn super::Dispatch>,
         metrics: std::sync::Arc<crate::mesh::Metrics>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<HttpServer, nordlys_transport::BoxError> {
         let options = super::HttpOptions {
             max_body_bytes: config.http_max_body_bytes,
@@ -75,7 +78,9 @@ impl HttpServer {
             Some(direct),
             options,
         )?;
-        Ok(HttpServer::bind(config.http_listen, gateway).await?)
+        let mut server = HttpServer::bind(config.http_listen, gateway).await?;
+        server.tls = tls;
+        Ok(server)
     }
 
     /// Binds `addr` for `gateway`.
@@ -86,6 +91,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener: tokio::net::TcpListener::bind(addr).await?,
             gateway: Arc::new(gateway),
+            tls: None,
         })
     }
 
@@ -113,17 +119,97 @@ impl HttpServer {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(self.gateway);
-        use axum::serve::ListenerExt;
-        // Small responses should not wait on Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        let app = app.into_make_service_with_connect_info::<Peer>();
+        if let Some(config) = self.tls {
+            // The TLS listener sets TCP_NODELAY itself.
+            let listener = TlsListener(nordlys_transport::tls::TlsIncoming::new(
+                self.listener,
+                config,
+                "HTTP",
+            )?);
+            return axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        }
+        axum::serve(PlainListener(self.listener), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// The client's address, for [`ConnectInfo`], from a plaintext or a TLS
+/// connection alike.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The plaintext HTTP port, for axum, with TCP_NODELAY: small responses
+/// should not wait on Nagle's algorithm.
+struct PlainListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return (tcp, peer);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// The TLS connections of the HTTP port, handshakes done, for axum.
+struct TlsListener(nordlys_transport::tls::TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = nordlys_transport::tls::TlsConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.next().await {
+                Some(Ok(connection)) => {
+                    let peer = connection.peer_addr();
+                    return (connection, peer);
+                }
+                // Refused handshakes are logged where they happen.
+                Some(Err(_)) => continue,
+                // The accept task is gone only once we are: wait for the
+                // shutdown that drops us.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.0.local_addr())
     }
 }
 
@@ -148,7 +234,7 @@ impl HttpHandle {
 
 async fn handle(
     State(gateway): State<Arc<HttpGateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request<AxumBody>,
 ) -> Response {
     match serve_one(&gateway, peer, request).await {

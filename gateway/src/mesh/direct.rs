@@ -58,6 +58,8 @@ pub(crate) struct RegionDirect {
     ejections: UnboundedSender<String>,
     known: Mutex<HashMap<String, Known>>,
     eject_for: Duration,
+    /// Mutual TLS for the endpoints' connections; `None`: plaintext.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RegionDirect {
@@ -66,6 +68,7 @@ impl RegionDirect {
     pub(crate) fn new(
         region: &str,
         eject_for: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> (RegionDirect, UnboundedReceiver<String>) {
         let (ejections, ejected) = mpsc::unbounded_channel();
         (
@@ -75,6 +78,7 @@ impl RegionDirect {
                 ejections,
                 known: Mutex::new(HashMap::new()),
                 eject_for,
+                tls,
             },
             ejected,
         )
@@ -170,10 +174,15 @@ impl RegionDirect {
     }
 
     fn connect(&self, id: &str, endpoint: &str) -> Result<Eject<DirectChannel>, BoxError> {
-        // Defaults: a 500 ms connect timeout, and a PING every second that
-        // must be answered within two (a peer that stopped answering
-        // without closing).
-        let channel = DirectChannel::lazy(endpoint, DirectOptions::default())?;
+        // Defaults: a 500 ms connect timeout (TLS handshake included), and
+        // a PING every second that must be answered within two (a peer that
+        // stopped answering without closing). With mesh TLS the endpoint's
+        // host is the name regiond's certificate must carry.
+        let options = DirectOptions {
+            tls: self.tls.clone(),
+            ..DirectOptions::default()
+        };
+        let channel = DirectChannel::lazy(endpoint, options)?;
         Ok(Eject::new(channel, id.to_string(), self.ejections.clone()))
     }
 }

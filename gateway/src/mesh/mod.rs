@@ -73,6 +73,8 @@ pub(crate) struct Mesh {
     metrics: Arc<Metrics>,
     eject_for: Duration,
     read_attempt: Duration,
+    /// Mutual TLS for direct connections (`[mesh_tls]`); `None`: plaintext.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Mesh {
@@ -82,6 +84,7 @@ impl Mesh {
         overrides: HashMap<String, RouteMode>,
         eject_for: Duration,
         read_attempt: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Mesh {
         Mesh {
             nats,
@@ -93,6 +96,7 @@ impl Mesh {
             metrics: Arc::new(Metrics::default()),
             eject_for,
             read_attempt,
+            tls,
         }
     }
 
@@ -124,7 +128,8 @@ impl Mesh {
             let direct = match existing {
                 Some(direct) => direct,
                 None => {
-                    let (direct, mut ejected) = RegionDirect::new(region, self.eject_for);
+                    let (direct, mut ejected) =
+                        RegionDirect::new(region, self.eject_for, self.tls.clone());
                     let direct = Arc::new(direct);
                     let (weak, metrics) = (Arc::downgrade(&direct), self.metrics.clone());
                     tokio::spawn(async move {
