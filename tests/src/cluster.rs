@@ -485,6 +485,26 @@ impl NatsCluster {
             .unwrap_or_else(|| panic!("no key for {user}"))
     }
 
+    /// The `[mesh_tls]` environment of the gateway or a regiond: a
+    /// certificate of the mesh CA for the direct gRPC route.
+    pub fn mesh_tls_env(&self, name: &str) -> Vec<(String, String)> {
+        let (cert, key) = self.ca.issue(&format!("mesh-{name}"));
+        vec![
+            (
+                "NORDLYS_MESH_TLS__CA_FILE".to_string(),
+                self.ca.ca.display().to_string(),
+            ),
+            (
+                "NORDLYS_MESH_TLS__CERT_FILE".to_string(),
+                cert.display().to_string(),
+            ),
+            (
+                "NORDLYS_MESH_TLS__KEY_FILE".to_string(),
+                key.display().to_string(),
+            ),
+        ]
+    }
+
     /// The environment that makes a Nordlys service log in as `user`, over
     /// TLS, with bucket replicas 3 (and, for a region's daemons, the hub's
     /// JetStream domain). The inbox prefix is each service's default.
@@ -574,7 +594,8 @@ impl NatsCluster {
 
 /// The whole of Nordlys on the reference topology: quota and the gateway
 /// on the hub cluster, a kv-backed regiond for `sto1` and `osl1` on their
-/// regions' leaf nodes, every bucket at three replicas.
+/// regions' leaf nodes, every bucket at three replicas, mutual TLS on the
+/// direct route.
 ///
 /// Fields drop in declaration order: the gateway stops first, NATS last.
 #[derive(Debug)]
@@ -607,6 +628,7 @@ impl ClusterStack {
         );
         let regiond = |region: &str| {
             let mut env = cluster.service_env(&format!("regiond-{region}"));
+            env.extend(cluster.mesh_tls_env(&format!("regiond-{region}")));
             // Settle what a fault left behind in seconds, not the default 30.
             env.push(("NORDLYS_SETTLE_GRACE_MS".to_string(), "3000".to_string()));
             env.push(("NORDLYS_SETTLE_INTERVAL_MS".to_string(), "500".to_string()));
@@ -621,8 +643,9 @@ impl ClusterStack {
         let osl1 = regiond("osl1");
         let mut opts = crate::GatewayOpts::default();
         opts.args.extend(gateway_args.iter().map(|a| a.to_string()));
-        let gateway =
-            crate::Gateway::start_at(&cluster.hub_url(), &opts, &cluster.service_env("gateway"));
+        let mut env = cluster.service_env("gateway");
+        env.extend(cluster.mesh_tls_env("gateway"));
+        let gateway = crate::Gateway::start_at(&cluster.hub_url(), &opts, &env);
         gateway
             .wait_for_regions(|regions| {
                 crate::instances(regions, "sto1") == 1 && crate::instances(regions, "osl1") == 1

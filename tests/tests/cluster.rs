@@ -218,7 +218,10 @@ fn deploy_configs_read_only_documented_variables() {
         let example = read(example);
         let mut needed = variables(&read(config));
         for (name, text) in permissions::server_files("nordlys-quota", &["sto1", "osl1"], "hub") {
-            if (config == "hub.conf") == !name.starts_with("leaf-accounts") {
+            // The hub includes accounts.conf and leaf-users.conf; a leaf,
+            // its region's leaf-accounts file.
+            let leaf_file = name.starts_with("leaf-accounts");
+            if (config == "leaf.conf") == leaf_file {
                 needed.extend(variables(&text));
             }
         }

@@ -280,7 +280,7 @@ mod tests {
             user: Some("u".into()),
             ..NatsSettings::default()
         };
-        assert!(settings.validate().unwrap_err().contains("password_file"));
+        assert!(settings.validate().expect_err("no password").contains("password_file"));
     }
 
     #[test]
@@ -308,7 +308,7 @@ mod tests {
             Ok(2)
         );
         assert!(servers("nats://a:4222,nats://b:port")
-            .unwrap_err()
+            .expect_err("a bad port")
             .contains("b:port"));
         assert!(servers(" , ").is_err());
     }
@@ -320,7 +320,7 @@ mod tests {
             nkey_file: Some(dir.path().join("missing.nk")),
             ..NatsSettings::default()
         };
-        let error = settings.options().await.err().expect("missing file");
+        let error = settings.options().await.expect_err("missing file");
         assert!(error.to_string().contains("missing.nk"), "{error}");
         let public = dir.path().join("public.nk");
         std::fs::write(
@@ -332,7 +332,7 @@ mod tests {
             nkey_file: Some(public),
             ..NatsSettings::default()
         };
-        let error = settings.options().await.err().expect("a public key");
+        let error = settings.options().await.expect_err("a public key");
         assert!(error.to_string().contains("not an nkey seed"), "{error}");
     }
 }
