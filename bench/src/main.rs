@@ -18,6 +18,7 @@ mod scale;
 mod schedule;
 mod stack;
 mod together;
+mod topology;
 mod writes;
 
 use std::path::PathBuf;
@@ -110,6 +111,13 @@ struct Args {
     /// then a run against a limit and a check that usage equals what exists.
     #[arg(long)]
     writes: bool,
+    /// The reference deployment instead (three JetStream nodes at R3, a
+    /// leaf node per region, TLS, nkeys, mutual TLS on the direct route)
+    /// beside a single nats-server: creates and reads at 16 in flight, in
+    /// --writes-rounds rounds of at most --writes-calls calls or
+    /// --writes-seconds each, and the cluster's ratio to the single server.
+    #[arg(long)]
+    topology: bool,
     /// At most this many calls per --writes cell.
     #[arg(long, default_value_t = 3000)]
     writes_calls: usize,
@@ -262,6 +270,17 @@ async fn run(args: Args) -> Result<(), String> {
             operator_key: fresh_operator_key(),
         };
         return scale::run(&bins, plan).await;
+    }
+
+    if args.topology {
+        let bins = bins.ok_or("--topology needs the service binaries (drop --no-gateway)")?;
+        let plan = topology::Plan {
+            rounds: args.writes_rounds,
+            concurrency: 16,
+            calls: args.writes_calls,
+            seconds: args.writes_seconds,
+        };
+        return topology::run(&bins, plan).await;
     }
 
     if args.writes {

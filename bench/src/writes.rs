@@ -213,19 +213,19 @@ async fn setup(channel: &Channel, key: &str, orgs: &Orgs, limit: i64) -> Result<
 
 /// What one bounded cell measured.
 #[derive(Debug, Clone)]
-struct Outcome {
-    ok: u64,
+pub(crate) struct Outcome {
+    pub(crate) ok: u64,
     errors: BTreeMap<String, u64>,
-    first_error: Option<String>,
+    pub(crate) first_error: Option<String>,
     all_calls: u64,
     elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
     cpu: PerCall,
 }
 
 impl Outcome {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
@@ -243,7 +243,7 @@ fn histogram() -> Histogram<u64> {
 /// Runs `call(0..)` with `n` in flight (a closed loop of `n` workers taking
 /// the next index) until `max_calls` were started or `max_time` passed;
 /// every call is measured (no warm-up: a write is not repeatable).
-async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     n: usize,
     max_calls: usize,
     max_time: Duration,
@@ -319,7 +319,7 @@ where
     })
 }
 
-fn status_text(s: &tonic::Status) -> String {
+pub(crate) fn status_text(s: &tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
 }
 

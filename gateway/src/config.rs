@@ -156,8 +156,7 @@ mod tests {
     fn the_reference_deployment_loads() {
         // In a jail: the other tests set NORDLYS_* variables.
         figment::Jail::expect_with(|_| {
-            let file =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/gateway.toml");
+            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/gateway.toml");
             let config = Config::load(Some(&file)).map_err(|e| *e)?;
             assert_eq!(config.nats_url.split(',').count(), 3);
             assert!(config.nats.has_credentials());

@@ -86,16 +86,15 @@ impl Gateway {
         if !config.nats.has_credentials() {
             tracing::warn!("INSECURE: the NATS connection has no credentials; a NATS server that lets this gateway in unauthenticated lets anyone in, and regions and the quota service trust the identity its calls carry; for local development only");
         }
-        let client =
-            nordlys_transport::connect_with(
-                &config.nats_url,
-                "nordlys-gateway",
-                &config
-                    .nats
-                    .clone()
-                    .or_inbox_prefix(nordlys_transport::permissions::gateway().inbox_prefix),
-            )
-            .await?;
+        let client = nordlys_transport::connect_with(
+            &config.nats_url,
+            "nordlys-gateway",
+            &config
+                .nats
+                .clone()
+                .or_inbox_prefix(nordlys_transport::permissions::gateway().inbox_prefix),
+        )
+        .await?;
         let nats = NatsChannel::new(client.clone(), config.default_timeout());
         let quota = QuotaRoute::new(nats.clone());
         let state = Arc::new(State {

@@ -22,7 +22,11 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), nordlys_transport::BoxError> {
-//! let config = nordlys_quota::config::Config::default();
+//! // Local development: a NATS server only this machine's processes reach.
+//! let config = nordlys_quota::config::Config {
+//!     insecure_dev: true,
+//!     ..Default::default()
+//! };
 //! nordlys_quota::service::run(config, |id| println!("nordlys-quota ready id={id}")).await
 //! # }
 //! ```

@@ -37,9 +37,10 @@ pub async fn run_until(
     if !config.nats.has_credentials() {
         tracing::warn!("INSECURE: the NATS connection has no credentials (--insecure-dev); any client of that NATS server can call the quota service as the gateway; for local development only");
     }
-    let nats = config.nats.clone().or_inbox_prefix(
-        nordlys_transport::permissions::quota(&config.bucket).inbox_prefix,
-    );
+    let nats = config
+        .nats
+        .clone()
+        .or_inbox_prefix(nordlys_transport::permissions::quota(&config.bucket).inbox_prefix);
     let client = nordlys_transport::connect_with(&config.nats_url, SERVICE_NAME, &nats).await?;
     let buckets = config.nats.buckets(client.clone());
     let store = Store::open(buckets.clone(), &config.bucket).await?;

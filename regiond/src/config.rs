@@ -412,7 +412,8 @@ mod tests {
 
     #[test]
     fn the_reference_deployment_loads() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/regiond-sto1.toml");
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/regiond-sto1.toml");
         let config = Config::load(Some(&file), &Overrides::default())
             .expect("deploy/nordlys/regiond-sto1.toml loads");
         assert_eq!(config.region, "sto1");

@@ -33,6 +33,8 @@ async fn client_as(
     cluster: &NatsCluster,
     seed: Option<String>,
 ) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+    // Both rustls providers are in a workspace build: name one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut options = match seed {
         Some(seed) => async_nats::ConnectOptions::with_nkey(seed),
@@ -191,7 +193,8 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
 fn deploy_configs_read_only_documented_variables() {
     let dir = deploy_dir().join("nats");
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("deploy/nats/{name}: {e}"))
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("deploy/nats/{name}: {e}"))
     };
     let variables = |text: &str| -> Vec<String> {
         text.lines()
@@ -214,7 +217,10 @@ fn deploy_configs_read_only_documented_variables() {
         .map(|u| u.nkey_variable())
         .chain(["sto1", "osl1"].map(permissions::leaf_password_variable))
         .collect();
-    for (config, example) in [("hub.conf", "node.env.example"), ("leaf.conf", "leaf.env.example")] {
+    for (config, example) in [
+        ("hub.conf", "node.env.example"),
+        ("leaf.conf", "leaf.env.example"),
+    ] {
         let example = read(example);
         let mut needed = variables(&read(config));
         for (name, text) in permissions::server_files("nordlys-quota", &["sto1", "osl1"], "hub") {

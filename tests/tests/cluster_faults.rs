@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nordlys_proto::pb::nordlys::v1::region_service_client::RegionServiceClient;
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest,
     ListProjectsRequest, ListRegionsRequest, Project, ResourceCounts,
 };
-use nordlys_proto::pb::nordlys::v1::region_service_client::RegionServiceClient;
 use nordlys_tests::cluster::ClusterStack;
 use nordlys_tests::{bearer, OPERATOR_KEY};
 use tonic::transport::Channel;
@@ -259,7 +259,10 @@ async fn killed_cluster_nodes_lose_no_call_and_never_over_allocate() {
     let usage = settled_usage(&stack, &steady.key, &steady.organization).await;
     assert_eq!(usage, total as i64, "the refused create left nothing");
     let gone = get(&channel, &steady.key, "no-quorum").await;
-    assert_eq!(gone.map(|p| p.name).map_err(|s| s.code()), Err(Code::NotFound));
+    assert_eq!(
+        gone.map(|p| p.name).map_err(|s| s.code()),
+        Err(Code::NotFound)
+    );
     create(&channel, &steady.key, "after-quorum")
         .await
         .expect("writes work again");
@@ -304,11 +307,7 @@ async fn a_cut_leaf_node_makes_only_its_region_unreachable() {
         .await
         .expect("a list answers with what it can reach")
         .into_inner();
-    assert_eq!(
-        listed.unreachable,
-        vec!["osl1".to_string()],
-        "{listed:?}"
-    );
+    assert_eq!(listed.unreachable, vec!["osl1".to_string()], "{listed:?}");
     assert_eq!(listed.projects.len(), 1, "{listed:?}");
     stack
         .gateway
@@ -333,7 +332,10 @@ async fn a_cut_leaf_node_makes_only_its_region_unreachable() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("osl1 answered again {:?} after its leaf returned", cut_over.elapsed());
+    eprintln!(
+        "osl1 answered again {:?} after its leaf returned",
+        cut_over.elapsed()
+    );
     stack
         .gateway
         .create_project(&tenant.key, "osl1-again", &["osl1"])

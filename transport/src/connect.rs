@@ -280,7 +280,10 @@ mod tests {
             user: Some("u".into()),
             ..NatsSettings::default()
         };
-        assert!(settings.validate().expect_err("no password").contains("password_file"));
+        assert!(settings
+            .validate()
+            .expect_err("no password")
+            .contains("password_file"));
     }
 
     #[test]
