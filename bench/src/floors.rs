@@ -148,6 +148,30 @@ impl Servers {
         self.serve(ToTonic { client }).await
     }
 
+    /// (a) over TLS: the fixed answer behind the mesh's TLS listener
+    /// (`config` verifies clients as regiond's direct port does).
+    pub(crate) async fn tonic_fixed_tls(
+        &mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<SocketAddr, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        let incoming = nordlys_transport::tls::TlsIncoming::new(listener, config, "floor")
+            .map_err(|e| format!("TLS listener: {e}"))?;
+        let addr = incoming.local_addr();
+        let answer = Fixed {
+            project: fixed_project(),
+        };
+        self.tasks.push(tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(ProjectServiceServer::new(Floor(answer)))
+                .serve_with_incoming(incoming)
+                .await;
+        }));
+        Ok(addr)
+    }
+
     async fn serve<A: Answer>(&mut self, answer: A) -> Result<SocketAddr, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -9,6 +9,11 @@
 //! buckets at one replica. Both run the same release binaries (kv backend,
 //! one daemon per region); the two alternate, round by round, so a machine
 //! that speeds up or slows down moves both.
+//!
+//! Then what mutual TLS costs the direct route: GetProject through the
+//! gateway on route `grpc` with and without `[mesh_tls]`, beside the same
+//! cost on a floor (the gateway's own direct client to a bare tonic server
+//! with a fixed answer, plaintext and behind the same TLS listener).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +22,10 @@ use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest, Project,
     ResourceCounts,
 };
-use nordlys_tests::cluster::ClusterStack;
+use nordlys_tests::cluster::{ClusterStack, TestCa};
 use nordlys_tests::{Gateway, Stack, StackOpts};
+use nordlys_transport::tls::MeshTlsConfig;
+use nordlys_transport::{DirectChannel, DirectOptions};
 
 use crate::cpu::Probe;
 use crate::stack::{bearer, Binaries};
@@ -192,7 +199,176 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-/// Runs the topology mode and prints its table.
+/// GetProject of `projects/{name}` with `key`, `n` in flight, for `time`.
+async fn reads(
+    client: ProjectServiceClient<impl GrpcService>,
+    key: &str,
+    name: &str,
+    n: usize,
+    time: Duration,
+) -> Result<Outcome, String> {
+    let (key, name): (Arc<str>, Arc<str>) = (Arc::from(key), Arc::from(name));
+    drive(n, usize::MAX, time, &Probe::default(), move |_| {
+        let (mut client, key, name) = (client.clone(), key.clone(), name.clone());
+        async move {
+            client
+                .get_project(bearer(
+                    GetProjectRequest {
+                        name: name.to_string(),
+                    },
+                    &key,
+                )?)
+                .await
+                .map(|_| ())
+                .map_err(|s| status_text(&s))
+        }
+    })
+    .await
+}
+
+/// What tonic's generated client needs of a channel, named once.
+trait GrpcService:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError> + Send,
+        ResponseBody: tonic::codegen::Body<
+            Data = bytes::Bytes,
+            Error: Into<tonic::codegen::StdError> + Send,
+        > + Send
+                          + 'static,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> GrpcService for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError> + Send,
+            ResponseBody: tonic::codegen::Body<
+                Data = bytes::Bytes,
+                Error: Into<tonic::codegen::StdError> + Send,
+            > + Send
+                              + 'static,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The mesh TLS of one side, from certificates of `ca`.
+fn mesh(ca: &TestCa, name: &str) -> Result<(MeshTlsConfig, Vec<(String, String)>), String> {
+    let (cert, key) = ca.issue(name);
+    let config = MeshTlsConfig {
+        ca_file: Some(ca.ca.clone()),
+        cert_file: Some(cert.clone()),
+        key_file: Some(key.clone()),
+        ..MeshTlsConfig::default()
+    };
+    let env = vec![
+        (
+            "NORDLYS_MESH_TLS__CA_FILE".to_string(),
+            ca.ca.display().to_string(),
+        ),
+        (
+            "NORDLYS_MESH_TLS__CERT_FILE".to_string(),
+            cert.display().to_string(),
+        ),
+        (
+            "NORDLYS_MESH_TLS__KEY_FILE".to_string(),
+            key.display().to_string(),
+        ),
+    ];
+    Ok((config, env))
+}
+
+/// Median calls/s of plaintext and TLS, floor and route, over `plan.rounds`.
+async fn tls_cost(plan: &Plan) -> Result<[Outcome; 4], String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let ca = TestCa::new(dir.path(), "bench-mesh");
+    let (server, regiond_env) = mesh(&ca, "regiond")?;
+    let (client, gateway_env) = mesh(&ca, "gateway")?;
+    let tls_error = |e: nordlys_transport::tls::TlsError| e.to_string();
+    let server = server.load().map_err(tls_error)?.ok_or("no mesh TLS")?;
+    let client = client.load().map_err(tls_error)?.ok_or("no mesh TLS")?;
+
+    // The floor: the gateway's direct client to a fixed answer.
+    let mut servers = crate::floors::Servers::default();
+    let plain_addr = servers.tonic_fixed().await?;
+    let tls_addr = servers
+        .tonic_fixed_tls(server.server_config().map_err(tls_error)?)
+        .await?;
+    let direct = |addr: std::net::SocketAddr, tls: Option<Arc<rustls::ClientConfig>>| {
+        DirectChannel::lazy(
+            &addr.to_string(),
+            DirectOptions {
+                tls,
+                ..DirectOptions::default()
+            },
+        )
+        .map(ProjectServiceClient::new)
+        .map_err(|e| format!("direct channel: {e}"))
+    };
+    let floor_plain = direct(plain_addr, None)?;
+    let floor_tls = direct(tls_addr, Some(client.client_config().map_err(tls_error)?))?;
+
+    let time = Duration::from_secs_f64(plan.seconds);
+    let n = plan.concurrency;
+    let mut samples: [Vec<Outcome>; 4] = Default::default();
+    for round in 0..plan.rounds {
+        samples[0].push(reads(floor_plain.clone(), "k", "projects/bench", n, time).await?);
+        samples[1].push(reads(floor_tls.clone(), "k", "projects/bench", n, time).await?);
+        for (i, env) in [(2, None), (3, Some((&regiond_env, &gateway_env)))] {
+            let stack = Stack::start_with(StackOpts {
+                route: "grpc".to_string(),
+                sto1_instances: 1,
+                regiond_env: env.map(|(r, _)| r.clone()).unwrap_or_default(),
+                gateway_env: env.map(|(_, g)| g.clone()).unwrap_or_default(),
+                ..StackOpts::default()
+            })
+            .await;
+            let tenant = stack.tenant(&format!("tls{round}")).await;
+            stack
+                .create_project(&tenant.key, "tls-read", &["sto1"])
+                .await
+                .map_err(|s| status_text(&s))?;
+            let client = ProjectServiceClient::new(stack.channel().await);
+            reads(
+                client.clone(),
+                &tenant.key,
+                "projects/tls-read",
+                n,
+                time / 4,
+            )
+            .await?;
+            samples[i].push(reads(client, &tenant.key, "projects/tls-read", n, time).await?);
+        }
+        eprintln!(
+            "bench: round {} TLS: floor {:.0} -> {:.0}/s, route grpc {:.0} -> {:.0}/s",
+            round + 1,
+            samples[0][round].rate(),
+            samples[1][round].rate(),
+            samples[2][round].rate(),
+            samples[3][round].rate()
+        );
+    }
+    let medians: Vec<Outcome> = samples
+        .iter()
+        .map(|s| median_by_rate(s))
+        .collect::<Option<_>>()
+        .ok_or("no TLS rounds")?;
+    medians
+        .try_into()
+        .map_err(|_| "four medians expected".to_string())
+}
+
+/// Runs the topology mode and prints its tables.
 pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
     if plan.rounds == 0 || plan.concurrency == 0 || plan.calls == 0 || plan.seconds <= 0.0 {
         return Err("--topology needs positive rounds, concurrency, calls and seconds".into());
@@ -243,5 +419,32 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
         cr.p50.as_secs_f64() / sr.p50.as_secs_f64().max(1e-9),
         cr.p99.as_secs_f64() / sr.p99.as_secs_f64().max(1e-9),
     );
+
+    let [floor_plain, floor_tls, route_plain, route_tls] = tls_cost(&plan).await?;
+    println!(
+        "\n### Mutual TLS on the direct route: GetProject, {} in flight, medians of {} rounds\n",
+        plan.concurrency, plan.rounds
+    );
+    println!(
+        "| path | plaintext calls/s | mTLS calls/s | mTLS / plaintext | p50 ms plaintext / mTLS |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (what, plain, tls) in [
+        (
+            "floor: direct client to a fixed tonic answer",
+            &floor_plain,
+            &floor_tls,
+        ),
+        ("gateway route grpc to regiond", &route_plain, &route_tls),
+    ] {
+        println!(
+            "| {what} | {:.0} | {:.0} | {:.2}x | {} / {} |",
+            plain.rate(),
+            tls.rate(),
+            tls.rate() / plain.rate().max(1e-9),
+            ms(plain.p50),
+            ms(tls.p50)
+        );
+    }
     Ok(())
 }

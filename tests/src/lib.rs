@@ -844,6 +844,8 @@ pub struct StackOpts {
     pub gateway_args: Vec<String>,
     /// Environment variables of every regiond instance.
     pub regiond_env: Vec<(String, String)>,
+    /// Environment variables of the gateway.
+    pub gateway_env: Vec<(String, String)>,
     /// More arguments for every quota instance.
     pub quota_args: Vec<String>,
     /// How clients reach the gateway when it serves TLS (its `[tls]` comes
@@ -861,6 +863,7 @@ impl Default for StackOpts {
             regiond_args: Vec::new(),
             gateway_args: Vec::new(),
             regiond_env: Vec::new(),
+            gateway_env: Vec::new(),
             quota_args: Vec::new(),
             gateway_tls: None,
         }
@@ -910,7 +913,7 @@ impl Stack {
             .extend(["--route".to_owned(), opts.route.clone()]);
         gateway_opts.args.extend(opts.gateway_args.iter().cloned());
         gateway_opts.tls = opts.gateway_tls.clone();
-        let gateway = Gateway::start(&nats, &gateway_opts);
+        let gateway = Gateway::start_at(&nats.url(), &gateway_opts, &opts.gateway_env);
         let stack = Stack {
             gateway,
             sto1_a,
