@@ -200,13 +200,20 @@ fn ms(d: Duration) -> String {
 }
 
 /// GetProject of `projects/{name}` with `key`, `n` in flight, for `time`.
-async fn reads(
-    client: ProjectServiceClient<impl GrpcService>,
+async fn reads<T>(
+    client: ProjectServiceClient<T>,
     key: &str,
     name: &str,
     n: usize,
     time: Duration,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, String>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    T::Error: Into<tonic::codegen::StdError> + Send,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+    T::Future: Send,
+{
     let (key, name): (Arc<str>, Arc<str>) = (Arc::from(key), Arc::from(name));
     drive(n, usize::MAX, time, &Probe::default(), move |_| {
         let (mut client, key, name) = (client.clone(), key.clone(), name.clone());
@@ -224,41 +231,6 @@ async fn reads(
         }
     })
     .await
-}
-
-/// What tonic's generated client needs of a channel, named once.
-trait GrpcService:
-    tonic::client::GrpcService<
-        tonic::body::Body,
-        Error: Into<tonic::codegen::StdError> + Send,
-        ResponseBody: tonic::codegen::Body<
-            Data = bytes::Bytes,
-            Error: Into<tonic::codegen::StdError> + Send,
-        > + Send
-                          + 'static,
-        Future: Send,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> GrpcService for T where
-    T: tonic::client::GrpcService<
-            tonic::body::Body,
-            Error: Into<tonic::codegen::StdError> + Send,
-            ResponseBody: tonic::codegen::Body<
-                Data = bytes::Bytes,
-                Error: Into<tonic::codegen::StdError> + Send,
-            > + Send
-                              + 'static,
-            Future: Send,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
 }
 
 /// The mesh TLS of one side, from certificates of `ca`.
