@@ -552,6 +552,41 @@ impl NatsCluster {
         node.wait_for("/healthz", Duration::from_secs(60));
     }
 
+    /// Stream `stream`'s last sequence in hub node `index`'s own copy
+    /// (`None` when the node is down or does not hold the stream).
+    pub fn last_seq(&self, index: usize, stream: &str) -> Option<u64> {
+        let node = self.nodes.get(index).filter(|n| n.is_running())?;
+        let body = node.monitor("/jsz?accounts=true&streams=true").ok()?;
+        let jsz = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+        jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+            .find(|detail| detail["name"] == stream)
+            .and_then(|detail| detail["state"]["last_seq"].as_u64())
+    }
+
+    /// Waits until every running hub node's copy of `stream` has the same
+    /// last sequence (healthz alone does not compare contents).
+    pub fn wait_caught_up(&self, stream: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seqs: Vec<Option<u64>> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].is_running())
+                .map(|i| self.last_seq(i, stream))
+                .collect();
+            if seqs.iter().all(Option::is_some) && seqs.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stream} not caught up on every node within {timeout:?}: {seqs:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The index of the hub node leading stream `stream` (a bucket `b`'s
     /// stream is `KV_b`), as the running nodes report it.
     pub fn stream_leader(&self, stream: &str) -> Option<usize> {

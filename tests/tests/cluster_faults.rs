@@ -183,8 +183,12 @@ async fn killed_cluster_nodes_lose_no_call_and_never_over_allocate() {
     let usage = settled_usage(&stack, &steady.key, &steady.organization).await;
     assert_eq!(usage, total as i64, "every create counted once");
 
-    // The killed node rejoins and catches up.
+    // The killed node rejoins and catches up: its copy of the quota
+    // bucket ends where the others' do.
     stack.cluster.restart_node(first);
+    stack
+        .cluster
+        .wait_caught_up("KV_nordlys-quota", Duration::from_secs(30));
 
     // 1,000 concurrent creates against a limit of 100, a node killed
     // halfway: exactly 100.
