@@ -259,8 +259,23 @@ fn mesh(ca: &TestCa, name: &str) -> Result<(MeshTlsConfig, Vec<(String, String)>
     Ok((config, env))
 }
 
-/// Median calls/s of plaintext and TLS, floor and route, over `plan.rounds`.
-async fn tls_cost(plan: &Plan) -> Result<[Outcome; 4], String> {
+/// What mutual TLS cost, floor and route.
+struct TlsCost {
+    /// Medians by calls/s: floor plaintext, floor TLS, route plaintext,
+    /// route TLS.
+    medians: [Outcome; 4],
+    /// The median of each round's TLS / plaintext calls/s, floor and route:
+    /// the two sides of a ratio measured next to each other.
+    ratios: [f64; 2],
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Calls/s of plaintext and TLS, floor and route, over `plan.rounds`.
+async fn tls_cost(plan: &Plan) -> Result<TlsCost, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let ca = TestCa::new(dir.path(), "bench-mesh");
@@ -330,14 +345,27 @@ async fn tls_cost(plan: &Plan) -> Result<[Outcome; 4], String> {
             samples[3][round].rate()
         );
     }
+    let ratio = |tls: usize, plain: usize| {
+        median(
+            samples[tls]
+                .iter()
+                .zip(&samples[plain])
+                .map(|(t, p)| t.rate() / p.rate().max(1e-9))
+                .collect(),
+        )
+    };
+    let ratios = [ratio(1, 0), ratio(3, 2)];
     let medians: Vec<Outcome> = samples
         .iter()
         .map(|s| median_by_rate(s))
         .collect::<Option<_>>()
         .ok_or("no TLS rounds")?;
-    medians
-        .try_into()
-        .map_err(|_| "four medians expected".to_string())
+    Ok(TlsCost {
+        medians: medians
+            .try_into()
+            .map_err(|_| "four medians expected".to_string())?,
+        ratios,
+    })
 }
 
 /// Runs the topology mode and prints its tables.
@@ -392,28 +420,36 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
         cr.p99.as_secs_f64() / sr.p99.as_secs_f64().max(1e-9),
     );
 
-    let [floor_plain, floor_tls, route_plain, route_tls] = tls_cost(&plan).await?;
+    let TlsCost {
+        medians: [floor_plain, floor_tls, route_plain, route_tls],
+        ratios: [floor_ratio, route_ratio],
+    } = tls_cost(&plan).await?;
     println!(
         "\n### Mutual TLS on the direct route: GetProject, {} in flight, medians of {} rounds\n",
         plan.concurrency, plan.rounds
     );
     println!(
-        "| path | plaintext calls/s | mTLS calls/s | mTLS / plaintext | p50 ms plaintext / mTLS |"
+        "| path | plaintext calls/s | mTLS calls/s | mTLS / plaintext, per round | p50 ms plaintext / mTLS |"
     );
     println!("|---|---:|---:|---:|---:|");
-    for (what, plain, tls) in [
+    for (what, plain, tls, ratio) in [
         (
             "floor: direct client to a fixed tonic answer",
             &floor_plain,
             &floor_tls,
+            floor_ratio,
         ),
-        ("gateway route grpc to regiond", &route_plain, &route_tls),
+        (
+            "gateway route grpc to regiond",
+            &route_plain,
+            &route_tls,
+            route_ratio,
+        ),
     ] {
         println!(
-            "| {what} | {:.0} | {:.0} | {:.2}x | {} / {} |",
+            "| {what} | {:.0} | {:.0} | {ratio:.2}x | {} / {} |",
             plain.rate(),
             tls.rate(),
-            tls.rate() / plain.rate().max(1e-9),
             ms(plain.p50),
             ms(tls.p50)
         );
