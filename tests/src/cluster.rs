@@ -656,9 +656,17 @@ impl ClusterStack {
     /// Like [`ClusterStack::start`], with more gateway arguments.
     pub async fn start_with(gateway_args: &[&str]) -> ClusterStack {
         let cluster = NatsCluster::start(&["sto1", "osl1"]);
+        // Reservations of attempts that never reached a region (the call
+        // failed on its way there) lapse in 30 s rather than the default 60:
+        // nobody else can give them back.
         let quota = crate::Quota::start_at(
             &cluster.hub_url(),
-            &["--reconcile-interval-secs".to_string(), "0".to_string()],
+            &[
+                "--reconcile-interval-secs".to_string(),
+                "0".to_string(),
+                "--reservation-ttl".to_string(),
+                "30".to_string(),
+            ],
             &cluster.service_env("quota"),
         );
         let regiond = |region: &str| {
