@@ -57,17 +57,13 @@ fn check_regions(regions: &[String]) -> Result<Vec<&str>, Failure> {
     regions
         .iter()
         .map(|region| {
-            let valid = !region.is_empty()
-                && region.len() <= 32
-                && region.starts_with(|c: char| c.is_ascii_lowercase())
-                && region
-                    .bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-            valid.then_some(region.as_str()).ok_or_else(|| {
-                Failure::Usage(format!(
-                    "region {region:?}: use 1 to 32 lowercase letters, digits and hyphens, starting with a letter"
-                ))
-            })
+            nordlys_api::validate::is_region(region)
+                .then_some(region.as_str())
+                .ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "region {region:?}: use 1 to 32 lowercase letters, digits and hyphens, starting with a letter"
+                    ))
+                })
         })
         .collect()
 }

@@ -552,19 +552,26 @@ impl NatsCluster {
         node.wait_for("/healthz", Duration::from_secs(60));
     }
 
-    /// Stream `stream`'s last sequence in hub node `index`'s own copy
-    /// (`None` when the node is down or does not hold the stream).
-    pub fn last_seq(&self, index: usize, stream: &str) -> Option<u64> {
+    /// What hub node `index` reports of its copy of stream `stream`
+    /// (`/jsz`'s stream detail; `None` when the node is down or does not
+    /// hold the stream).
+    fn stream_detail(&self, index: usize, stream: &str) -> Option<serde_json::Value> {
         let node = self.nodes.get(index).filter(|n| n.is_running())?;
         let body = node.monitor("/jsz?accounts=true&streams=true").ok()?;
         let jsz = serde_json::from_str::<serde_json::Value>(&body).ok()?;
-        jsz["account_details"]
-            .as_array()
-            .into_iter()
+        let detail = jsz["account_details"]
+            .as_array()?
+            .iter()
+            .filter_map(|account| account["stream_detail"].as_array())
             .flatten()
-            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
             .find(|detail| detail["name"] == stream)
-            .and_then(|detail| detail["state"]["last_seq"].as_u64())
+            .cloned();
+        detail
+    }
+
+    /// Stream `stream`'s last sequence in hub node `index`'s own copy.
+    pub fn last_seq(&self, index: usize, stream: &str) -> Option<u64> {
+        self.stream_detail(index, stream)?["state"]["last_seq"].as_u64()
     }
 
     /// Waits until every running hub node's copy of `stream` has the same
@@ -590,25 +597,10 @@ impl NatsCluster {
     /// The index of the hub node leading stream `stream` (a bucket `b`'s
     /// stream is `KV_b`), as the running nodes report it.
     pub fn stream_leader(&self, stream: &str) -> Option<usize> {
-        for node in self.nodes.iter().filter(|n| n.is_running()) {
-            let Ok(body) = node.monitor("/jsz?accounts=true&streams=true") else {
-                continue;
-            };
-            let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&body) else {
-                continue;
-            };
-            let leader = jsz["account_details"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
-                .find(|detail| detail["name"] == stream)
-                .and_then(|detail| detail["cluster"]["leader"].as_str().map(str::to_string));
-            if let Some(leader) = leader {
-                return self.nodes.iter().position(|n| n.name == leader);
-            }
-        }
-        None
+        let leader = (0..self.nodes.len())
+            .filter_map(|i| self.stream_detail(i, stream))
+            .find_map(|detail| detail["cluster"]["leader"].as_str().map(str::to_string))?;
+        self.nodes.iter().position(|n| n.name == leader)
     }
 
     /// Stops `region`'s leaf node (SIGKILL).

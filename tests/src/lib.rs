@@ -1149,6 +1149,31 @@ impl Gateway {
     }
 }
 
+/// Creates project `id` in `regions` with `key`, under request id
+/// `req-{id}` (so a retry of the same id is recognised).
+pub async fn create_project(
+    channel: &Channel,
+    key: &str,
+    id: &str,
+    regions: &[&str],
+) -> Result<Project, tonic::Status> {
+    ProjectServiceClient::new(channel.clone())
+        .create_project(bearer(
+            CreateProjectRequest {
+                project: Some(Project {
+                    display_name: format!("Project {id}"),
+                    regions: regions.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                }),
+                project_id: id.to_owned(),
+                request_id: format!("req-{id}"),
+            },
+            key,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// How many instances of `region` ListRegions reports (0 when down or absent).
 pub fn instances(regions: &ListRegionsResponse, region: &str) -> usize {
     let name = format!("regions/{region}");

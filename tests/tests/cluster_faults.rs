@@ -27,12 +27,30 @@ fn retryable(status: &tonic::Status) -> bool {
     ) || (status.code() == Code::Cancelled && status.message().contains("Timeout expired"))
 }
 
+/// Calls `call` until it succeeds, fails for good, or [`CALL_BUDGET`]
+/// has passed, pausing between attempts; the last answer.
+async fn retrying<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + CALL_BUDGET;
+    loop {
+        match call().await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if retryable(&status) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
 /// Creates project `id` in `sto1` with request id `id`, retrying what may
 /// be retried (same request id) within [`CALL_BUDGET`]; the last answer.
 async fn create(channel: &Channel, key: &str, id: &str) -> Result<Project, tonic::Status> {
-    let mut client = ProjectServiceClient::new(channel.clone());
-    let deadline = Instant::now() + CALL_BUDGET;
-    loop {
+    let client = ProjectServiceClient::new(channel.clone());
+    retrying(|| {
+        let mut client = client.clone();
         let mut request = bearer(
             CreateProjectRequest {
                 project: Some(Project {
@@ -46,35 +64,25 @@ async fn create(channel: &Channel, key: &str, id: &str) -> Result<Project, tonic
             key,
         );
         request.set_timeout(Duration::from_secs(10));
-        match client.create_project(request).await {
-            Ok(project) => return Ok(project.into_inner()),
-            Err(status) if retryable(&status) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => return Err(status),
-        }
-    }
+        async move { client.create_project(request).await }
+    })
+    .await
 }
 
 /// Reads project `id`, retrying what may be retried within [`CALL_BUDGET`].
 async fn get(channel: &Channel, key: &str, id: &str) -> Result<Project, tonic::Status> {
-    let mut client = ProjectServiceClient::new(channel.clone());
-    let deadline = Instant::now() + CALL_BUDGET;
-    loop {
+    let client = ProjectServiceClient::new(channel.clone());
+    retrying(|| {
+        let mut client = client.clone();
         let request = bearer(
             GetProjectRequest {
                 name: format!("projects/{id}"),
             },
             key,
         );
-        match client.get_project(request).await {
-            Ok(project) => return Ok(project.into_inner()),
-            Err(status) if retryable(&status) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => return Err(status),
-        }
-    }
+        async move { client.get_project(request).await }
+    })
+    .await
 }
 
 /// Every project `key` sees in `sto1`, page by page; an error when sto1

@@ -15,11 +15,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, region_service_client::RegionServiceClient,
-    CreateProjectRequest, GetProjectRequest, ListRegionsRequest, Project,
+    GetProjectRequest, ListRegionsRequest,
 };
 use nordlys_tests::{
-    bearer, bin_path, instances, log_tail, ClientTls, Gateway, GatewayOpts, NatsServer, Quota,
-    Regiond, Stack, StackOpts, OPERATOR_KEY,
+    bearer, bin_path, create_project, instances, log_tail, ClientTls, Gateway, GatewayOpts,
+    NatsServer, Quota, Regiond, Stack, StackOpts, OPERATOR_KEY,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -354,29 +354,6 @@ fn counter(metrics: &std::collections::BTreeMap<String, f64>, series: &str) -> f
 const DIRECT_CALLS: &str = "nordlys_gateway_region_calls_total{route=\"grpc\"}";
 const NATS_CALLS: &str = "nordlys_gateway_region_calls_total{route=\"nats\"}";
 const FALLBACKS: &str = "nordlys_gateway_fallbacks_total";
-
-async fn create_project(
-    channel: Channel,
-    key: &str,
-    id: &str,
-    regions: &[&str],
-) -> Result<Project, tonic::Status> {
-    ProjectServiceClient::new(channel)
-        .create_project(bearer(
-            CreateProjectRequest {
-                project: Some(Project {
-                    display_name: format!("Project {id}"),
-                    regions: regions.iter().map(|r| r.to_string()).collect(),
-                    ..Default::default()
-                }),
-                project_id: id.to_owned(),
-                request_id: format!("req-{id}"),
-            },
-            key,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 // ---------------------------------------------------------------------------
 // The public listeners
@@ -726,18 +703,19 @@ fn bad_tls_settings_stop_start_up_naming_the_file() {
     }
 
     // regiond, from the environment: a CA file that is not there.
+    let regiond_args = [
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--region",
+        "sto1",
+        "--backend",
+        "memory",
+        "--insecure-dev",
+    ];
     let missing_ca = dir.path().join("no-such-ca.crt");
     let (ok, stderr) = run_to_exit(
         "regiond",
-        &[
-            "--nats-url",
-            "nats://127.0.0.1:1",
-            "--region",
-            "sto1",
-            "--backend",
-            "memory",
-            "--insecure-dev",
-        ],
+        &regiond_args,
         &mesh_env(&missing_ca, &cert, &key),
     );
     assert!(!ok, "regiond started without its mesh CA");
@@ -747,19 +725,7 @@ fn bad_tls_settings_stop_start_up_naming_the_file() {
         missing_ca.display()
     );
     // The same settings with the CA present get past TLS (and fail on NATS).
-    let (ok, stderr) = run_to_exit(
-        "regiond",
-        &[
-            "--nats-url",
-            "nats://127.0.0.1:1",
-            "--region",
-            "sto1",
-            "--backend",
-            "memory",
-            "--insecure-dev",
-        ],
-        &mesh_env(&ca_file, &cert, &key),
-    );
+    let (ok, stderr) = run_to_exit("regiond", &regiond_args, &mesh_env(&ca_file, &cert, &key));
     assert!(!ok, "regiond connected to a NATS server on port 1");
     assert!(
         !stderr.contains("[mesh_tls]"),
@@ -852,14 +818,9 @@ async fn mesh_mtls_carries_direct_calls_and_regiond_refuses_clients_without_a_me
     let tenant = stack.tenant("acme").await;
     let channel = stack.channel().await;
     for i in 0..3 {
-        create_project(
-            channel.clone(),
-            &tenant.key,
-            &format!("p-{i}"),
-            &["sto1", "osl1"],
-        )
-        .await
-        .unwrap_or_else(|s| panic!("CreateProject p-{i} over mutual TLS: {s:?}"));
+        create_project(&channel, &tenant.key, &format!("p-{i}"), &["sto1", "osl1"])
+            .await
+            .unwrap_or_else(|s| panic!("CreateProject p-{i} over mutual TLS: {s:?}"));
     }
     let listed = stack.projects_in(&tenant.key, "sto1").await;
     assert_eq!(listed.projects.len(), 3, "{listed:?}");
@@ -948,7 +909,7 @@ async fn mesh_tls_on_one_side_only_falls_back_to_nats_promptly() {
         let key = tenant.key.clone();
         async move {
             let started = Instant::now();
-            create_project(channel, &key, id, &[region])
+            create_project(&channel, &key, id, &[region])
                 .await
                 .unwrap_or_else(|s| panic!("CreateProject {id} in {region}: {s:?}"));
             let took = started.elapsed();

@@ -3,34 +3,13 @@
 use std::time::{Duration, Instant};
 
 use nordlys_proto::pb::nordlys::v1::{
-    project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest, Project,
+    project_service_client::ProjectServiceClient, GetProjectRequest, Project,
 };
 use nordlys_tests::bearer;
 use tonic::transport::Channel;
 
-/// Creates project `id` in `regions` with request id `id`.
-pub(crate) async fn create(
-    channel: &Channel,
-    key: &str,
-    id: &str,
-    regions: &[&str],
-) -> Result<Project, tonic::Status> {
-    ProjectServiceClient::new(channel.clone())
-        .create_project(bearer(
-            CreateProjectRequest {
-                project: Some(Project {
-                    display_name: format!("Project {id}"),
-                    regions: regions.iter().map(|r| r.to_string()).collect(),
-                    ..Default::default()
-                }),
-                project_id: id.to_owned(),
-                request_id: format!("req-{id}"),
-            },
-            key,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
+/// Creates project `id` in `regions` with request id `req-{id}`.
+pub(crate) use nordlys_tests::create_project as create;
 
 /// Gets a project with a deadline.
 pub(crate) async fn get(
