@@ -27,6 +27,18 @@ pub struct Call {
     /// regions' work joins the caller's trace (W3C `traceparent` and
     /// `tracestate`; dropped when malformed, as the spec asks).
     trace: Option<(AsciiMetadataValue, Option<AsciiMetadataValue>)>,
+    /// Where the call came from, for the audit events it causes.
+    pub(crate) origin: Origin,
+}
+
+/// Where a public call came from.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origin {
+    /// The peer's address: the TCP peer of a gRPC call, the
+    /// `X-Forwarded-For` chain (ending with the TCP peer) of an HTTP one.
+    pub(crate) peer: String,
+    /// The caller's `x-request-id`, when it sent one.
+    pub(crate) request_id: String,
 }
 
 impl Call {
@@ -43,7 +55,20 @@ impl Call {
             caller,
             deadline: Instant::now() + timeout,
             trace: trace_context(metadata),
+            origin: Origin::default(),
         }
+    }
+
+    /// The same call, from `origin`.
+    pub(crate) fn from_origin(mut self, origin: Origin) -> Call {
+        self.origin = origin;
+        self
+    }
+
+    /// The W3C trace id the call belongs to, when the caller sent one.
+    pub(crate) fn trace_id(&self) -> Option<&str> {
+        let (parent, _) = self.trace.as_ref()?;
+        parent.to_str().ok()?.split('-').nth(1)
     }
 
     /// The same caller with a fresh deadline, for work that goes on after
@@ -53,6 +78,7 @@ impl Call {
             caller: self.caller.clone(),
             deadline: Instant::now() + timeout,
             trace: self.trace.clone(),
+            origin: self.origin.clone(),
         }
     }
 

@@ -64,6 +64,15 @@ pub struct Config {
     /// (`NORDLYS_MESH_TLS__CA_FILE`, `..._CERT_FILE`, `..._KEY_FILE`). Unset:
     /// plaintext, for local development only.
     pub mesh_tls: MeshTlsConfig,
+    /// How long the audit stream keeps events, in days; 0 keeps them until
+    /// `events_max_bytes` pushes them out.
+    pub events_max_age_days: u64,
+    /// The audit stream's size limit in bytes, the oldest events going
+    /// first; -1 for none.
+    pub events_max_bytes: i64,
+    /// How many audit events may wait for NATS before new ones are dropped
+    /// (and counted); calls never wait for it.
+    pub events_outbox: usize,
 }
 
 impl Default for Config {
@@ -88,6 +97,9 @@ impl Default for Config {
             read_attempt_ms: 1_000,
             tls: TlsConfig::default(),
             mesh_tls: MeshTlsConfig::default(),
+            events_max_age_days: 365,
+            events_max_bytes: -1,
+            events_outbox: 100_000,
         }
     }
 }
@@ -118,6 +130,9 @@ impl Config {
                         "route",
                         "eject_ms",
                         "read_attempt_ms",
+                        "events_max_age_days",
+                        "events_max_bytes",
+                        "events_outbox",
                         "tls__cert_file",
                         "tls__key_file",
                         "tls__reload_interval_ms",

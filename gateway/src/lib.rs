@@ -13,6 +13,7 @@ pub mod auth;
 pub mod call;
 mod config;
 pub mod discovery;
+mod events;
 mod http;
 pub mod mesh;
 mod routes;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nordlys_proto::pb::nordlys::v1::{
-    access_rule_service_server::AccessRuleServiceServer,
+    access_rule_service_server::AccessRuleServiceServer, event_service_server::EventServiceServer,
     membership_service_server::MembershipServiceServer,
     network_service_server::NetworkServiceServer,
     organization_service_server::OrganizationServiceServer,
@@ -18,6 +18,7 @@ use nordlys_transport::{tls, BoxError, NatsChannel};
 use crate::api::Api;
 use crate::auth::Authenticator;
 use crate::discovery::Discovery;
+use crate::events::{EventLog, Events, Retention};
 use crate::mesh::{Mesh, RouteMode};
 use crate::routes::QuotaRoute;
 use crate::state::State;
@@ -33,6 +34,7 @@ const SERVICES: &[&str] = &[
     "nordlys.v1.RegionService",
     "nordlys.v1.OrganizationService",
     "nordlys.v1.QuotaService",
+    "nordlys.v1.EventService",
 ];
 
 /// The gateway process.
@@ -96,6 +98,22 @@ impl Gateway {
         )
         .await?;
         let nats = NatsChannel::new(client.clone(), config.default_timeout());
+        let events = Events::start(
+            EventLog::new(
+                config.nats.buckets(client.clone()).context().clone(),
+                Retention {
+                    max_age: Duration::from_secs(config.events_max_age_days * 86_400),
+                    max_bytes: config.events_max_bytes,
+                    replicas: config.nats.replicas,
+                },
+            ),
+            config.events_outbox,
+        );
+        // Made now so the first watch finds it; the outbox makes it later
+        // when NATS is not there yet.
+        if let Err(e) = events.log().ensure().await {
+            tracing::warn!(error = %e, "the audit event stream is not available yet");
+        }
         let quota = QuotaRoute::new(nats.clone());
         let state = Arc::new(State {
             auth: Authenticator::new(
@@ -113,6 +131,7 @@ impl Gateway {
                 tls.mesh_client.clone(),
             ),
             discovery: Discovery::new(&config.regions),
+            events,
             config: config.clone(),
         });
 
@@ -180,7 +199,8 @@ impl Gateway {
             .add_service(AccessRuleServiceServer::new(api.clone()))
             .add_service(RegionServiceServer::new(api.clone()))
             .add_service(OrganizationServiceServer::new(api.clone()))
-            .add_service(QuotaServiceServer::new(api.clone()));
+            .add_service(QuotaServiceServer::new(api.clone()))
+            .add_service(EventServiceServer::new(api.clone()));
         let http = crate::http::HttpServer::start(
             &config,
             SERVICES,
@@ -210,6 +230,9 @@ impl Gateway {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
             http.stop();
+            // Watches last as long as their callers: end them, or the
+            // drain would wait for them.
+            state.events.close();
             for service in SERVICES {
                 health
                     .set_service_status(*service, tonic_health::ServingStatus::NotServing)
@@ -233,6 +256,7 @@ impl Gateway {
             }
         };
         http.shutdown().await;
+        state.events.shutdown(Duration::from_secs(5)).await;
         discovery.abort();
         for watch in tls.watches {
             watch.abort();

@@ -7,8 +7,9 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use crate::auth::Authenticator;
-use crate::call::Call;
+use crate::call::{Call, Origin};
 use crate::discovery::Discovery;
+use crate::events::Events;
 use crate::mesh::Mesh;
 use crate::routes::QuotaRoute;
 use crate::Config;
@@ -21,11 +22,35 @@ pub(crate) struct State {
     pub(crate) quota: QuotaRoute,
     pub(crate) regions: Mesh,
     pub(crate) discovery: Discovery,
+    pub(crate) events: Events,
 }
 
 impl State {
-    /// Authenticates the caller and starts the call's deadline.
-    pub(crate) async fn begin(&self, metadata: &MetadataMap) -> Result<Call, Status> {
+    /// Authenticates the caller of `request` and starts the call's deadline.
+    pub(crate) async fn begin<T>(&self, request: &tonic::Request<T>) -> Result<Call, Status> {
+        let metadata = request.metadata();
+        let text = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        // A gRPC caller's TCP peer; the HTTP listener passes its own chain.
+        let peer = match request.remote_addr() {
+            Some(addr) => addr.ip().to_string(),
+            None => text("x-forwarded-for"),
+        };
+        let origin = Origin {
+            peer,
+            request_id: text("x-request-id"),
+        };
+        Ok(self.begin_metadata(metadata).await?.from_origin(origin))
+    }
+
+    /// Authenticates the caller and starts the call's deadline, for calls
+    /// that record no events.
+    pub(crate) async fn begin_metadata(&self, metadata: &MetadataMap) -> Result<Call, Status> {
         let caller = self.auth.authenticate(metadata).await?;
         let call = Call::new(
             caller,

@@ -71,11 +71,23 @@ fn variable_part(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
+/// The subjects audit events are published on (`nordlys.events.{org}.{type}`).
+pub const EVENTS: &str = "nordlys.events";
+/// The stream keeping them.
+pub const EVENTS_STREAM: &str = "NORDLYS_EVENTS";
+
 /// The subjects of a KV bucket's reads, writes and watches, for a service
 /// that may create the bucket but not delete or purge it.
 fn bucket_subjects(js: JetStreamApi<'_>, bucket: &str) -> Vec<String> {
+    let mut subjects = stream_subjects(js, &format!("KV_{bucket}"));
+    subjects.push(js.kv_puts(bucket));
+    subjects
+}
+
+/// The subjects of a stream's reads and consumers, for a service that may
+/// create and update the stream but not delete or purge it.
+fn stream_subjects(js: JetStreamApi<'_>, stream: &str) -> Vec<String> {
     let api = js.api();
-    let stream = format!("KV_{bucket}");
     vec![
         format!("{api}.STREAM.INFO.{stream}"),
         format!("{api}.STREAM.CREATE.{stream}"),
@@ -88,7 +100,6 @@ fn bucket_subjects(js: JetStreamApi<'_>, bucket: &str) -> Vec<String> {
         format!("{api}.CONSUMER.DELETE.{stream}.>"),
         format!("{api}.CONSUMER.MSG.NEXT.{stream}.>"),
         format!("$JS.FC.{stream}.>"),
-        js.kv_puts(bucket),
     ]
 }
 
@@ -99,13 +110,19 @@ const QUOTA: &str = "nordlys.quota.v1.QuotaController";
 /// daemons with the NATS micro protocol; subscribes only to its replies.
 pub fn gateway() -> User {
     let inbox = "_INBOX.gateway".to_string();
+    let mut publish = vec![
+        "nordlys.v1.*.RegiondService.>".to_string(),
+        format!("{QUOTA}.>"),
+        "$SRV.>".to_string(),
+        // Audit events, and the stream that keeps them.
+        format!("{EVENTS}.>"),
+    ];
+    publish.extend(stream_subjects(JetStreamApi::Local, EVENTS_STREAM));
+    // Its retention follows the gateway's configuration.
+    publish.push(format!("$JS.API.STREAM.UPDATE.{EVENTS_STREAM}"));
     User {
         name: "gateway".to_string(),
-        publish: vec![
-            "nordlys.v1.*.RegiondService.>".to_string(),
-            format!("{QUOTA}.>"),
-            "$SRV.>".to_string(),
-        ],
+        publish,
         subscribe: vec![format!("{inbox}.>")],
         allow_responses: false,
         inbox_prefix: inbox,

@@ -9,7 +9,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{first_success, Api, Fanout, Kind};
-use crate::auth::require_write;
+use crate::events::Change;
+use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
 impl AccessRuleService for Api {
@@ -17,9 +18,9 @@ impl AccessRuleService for Api {
         &self,
         request: Request<CreateAccessRuleRequest>,
     ) -> Result<Response<AccessRule>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let mut req = request.into_inner();
+        self.require_write(&call, &req.parent)?;
         let project_id = names::parse_field(&req.parent, &["projects"], "parent")?[0].to_string();
         let Some(rule) = req.access_rule.as_mut() else {
             return Err(nordlys_api::invalid("access_rule", "is required"));
@@ -64,7 +65,14 @@ impl AccessRuleService for Api {
                 |name| DeleteAccessRuleRequest { name },
             )
             .await?;
-        Ok(Response::new(first_success(answers)?.0))
+        let rule = first_success(answers)?.0;
+        self.changed(
+            &call,
+            Change::new("access_rule", "created", &org, &rule.name)
+                .request_id(&req.request_id)
+                .data(Data::AccessRule(rule.clone())),
+        );
+        Ok(Response::new(rule))
     }
 
     async fn get_access_rule(
@@ -103,8 +111,13 @@ impl AccessRuleService for Api {
         &self,
         request: Request<DeleteAccessRuleRequest>,
     ) -> Result<Response<DeleteAccessRuleResponse>, Status> {
-        self.delete_by_name(request, "DeleteAccessRule", &["projects", "accessRules"])
-            .await?;
+        self.delete_by_name(
+            request,
+            "DeleteAccessRule",
+            &["projects", "accessRules"],
+            "access_rule",
+        )
+        .await?;
         Ok(Response::new(DeleteAccessRuleResponse {}))
     }
 }

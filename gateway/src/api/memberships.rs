@@ -12,8 +12,9 @@ use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
 use super::{first_success, Api, Fanout, Kind};
-use crate::auth::require_write;
 use crate::call::Call;
+use crate::events::Change;
+use nordlys_proto::pb::nordlys::v1::event::Data;
 
 impl Api {
     /// A user is created in a region when it is first granted a role on a
@@ -98,9 +99,9 @@ impl MembershipService for Api {
         &self,
         request: Request<CreateMembershipRequest>,
     ) -> Result<Response<Membership>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let mut req = request.into_inner();
+        self.require_write(&call, &req.parent)?;
         let project_id = names::parse_field(&req.parent, &["projects"], "parent")?[0].to_string();
         let Some(membership) = req.membership.as_mut() else {
             return Err(nordlys_api::invalid("membership", "is required"));
@@ -184,6 +185,17 @@ impl MembershipService for Api {
             .await?;
         let (mut membership, statuses) = first_success(answers)?;
         membership.region_status = statuses;
+        self.changed(
+            &call,
+            Change::new(
+                "membership",
+                "created",
+                &project.organization,
+                &membership.name,
+            )
+            .request_id(&req.request_id)
+            .data(Data::Membership(membership.clone())),
+        );
         Ok(Response::new(membership))
     }
 
@@ -224,7 +236,12 @@ impl MembershipService for Api {
         request: Request<DeleteMembershipRequest>,
     ) -> Result<Response<DeleteMembershipResponse>, Status> {
         let region_status = self
-            .delete_by_name(request, "DeleteMembership", &["projects", "members"])
+            .delete_by_name(
+                request,
+                "DeleteMembership",
+                &["projects", "members"],
+                "membership",
+            )
             .await?;
         Ok(Response::new(DeleteMembershipResponse { region_status }))
     }

@@ -5,6 +5,7 @@
 
 mod access_rules;
 mod dispatch;
+mod events;
 mod memberships;
 mod networks;
 mod organizations;
@@ -28,6 +29,7 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use crate::call::Call;
+use crate::events::Change;
 use crate::scatter::{
     is_unreachable, merge_pages, region_status, scatter, sort_by_region, Listed, Page,
 };
@@ -100,7 +102,8 @@ impl Api {
     /// The organization a create or list is for: the one named in `given`
     /// (operators must name one), else the caller's own. Naming another
     /// organization is PERMISSION_DENIED for everyone but operators.
-    fn resolve_org(&self, caller: &Identity, given: &str, field: &str) -> Result<String, Status> {
+    fn resolve_org(&self, call: &Call, given: &str, field: &str) -> Result<String, Status> {
+        let caller: &Identity = &call.caller;
         if given.is_empty() {
             if caller.role == Role::Operator {
                 return Err(nordlys_api::invalid(
@@ -112,11 +115,42 @@ impl Api {
         }
         names::parse_field(given, &["organizations"], field)?;
         if !caller.can_see(given) {
-            return Err(Status::permission_denied(format!(
-                "the caller may not act in {given}"
-            )));
+            let status = Status::permission_denied(format!("the caller may not act in {given}"));
+            self.state.events.refused(call, given, &status);
+            return Err(status);
         }
         Ok(given.to_string())
+    }
+
+    /// PERMISSION_DENIED, recorded as an event, unless the caller may
+    /// change resources; `subject` names what it tried to change.
+    fn require_write(&self, call: &Call, subject: &str) -> Result<(), Status> {
+        crate::auth::require_write(&call.caller).inspect_err(|status| {
+            self.state.events.refused(call, subject, status);
+        })
+    }
+
+    /// Records `change` made by `call`.
+    fn changed(&self, call: &Call, change: Change) {
+        self.state.events.changed(call, change);
+    }
+
+    /// The organization owning the resource `name` names, for the event of
+    /// a delete: the caller's own, the organization in the name, or (an
+    /// operator deleting under a project) the project's, looked up. `None`
+    /// when the lookup fails: the delete will fail the same way.
+    async fn owner_of(&self, call: &Call, name: &str) -> Option<String> {
+        if call.caller.role != Role::Operator {
+            return Some(call.caller.organization.clone());
+        }
+        let mut parts = name.split('/');
+        match (parts.next(), parts.next()) {
+            (Some("organizations"), Some(org)) => Some(names::organization(org)),
+            (Some("projects"), Some(project)) => {
+                self.project_org(call, &names::project(project)).await.ok()
+            }
+            _ => None,
+        }
     }
 
     /// Checks a placement: at least one region, each known, none twice.
@@ -561,7 +595,7 @@ impl Api {
         Req: Message + Clone + ByName + 'static,
         T: Message + Default + Listed + 'static,
     {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         names::parse_field(req.name(), shape, "name")?;
         self.gather_one(&call, method, req.clone())
@@ -570,23 +604,31 @@ impl Api {
     }
 
     /// A Delete: authenticates, needs a writer, checks the name's shape,
-    /// deletes in every region and gives the quota back.
+    /// deletes in every region and gives the quota back; records a `kind`
+    /// deleted event.
     async fn delete_by_name<Req>(
         &self,
         request: tonic::Request<Req>,
         method: &str,
         shape: &[&str],
+        kind: &str,
     ) -> Result<Vec<RegionStatus>, Status>
     where
         Req: Message + Clone + ByName + 'static,
     {
-        let call = self.state.begin(request.metadata()).await?;
-        crate::auth::require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
+        self.require_write(&call, req.name())?;
         names::parse_field(req.name(), shape, "name")?;
-        self.delete_everywhere(&call, method, req.clone())
+        let owner = self.owner_of(&call, req.name()).await;
+        let statuses = self
+            .delete_everywhere(&call, method, req.clone())
             .await
-            .map_err(|s| projects::not_found_as(s, req.name()))
+            .map_err(|s| projects::not_found_as(s, req.name()))?;
+        if let Some(owner) = owner {
+            self.changed(&call, Change::new(kind, "deleted", &owner, req.name()));
+        }
+        Ok(statuses)
     }
 
     /// A List of a project's children (memberships, networks, rules):
@@ -605,7 +647,7 @@ impl Api {
         Resp: Message + Default + 'static,
         T: Listed,
     {
-        let call = self.state.begin(metadata).await?;
+        let call = self.state.begin_metadata(metadata).await?;
         names::parse_field(parent, &["projects"], "parent")?;
         let organization = call.caller.organization.clone();
         self.list(

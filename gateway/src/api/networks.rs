@@ -9,7 +9,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{first_success, Api, Fanout, Kind};
-use crate::auth::require_write;
+use crate::events::Change;
+use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
 impl NetworkService for Api {
@@ -17,9 +18,9 @@ impl NetworkService for Api {
         &self,
         request: Request<CreateNetworkRequest>,
     ) -> Result<Response<Network>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let mut req = request.into_inner();
+        self.require_write(&call, &req.parent)?;
         let project_id = names::parse_field(&req.parent, &["projects"], "parent")?[0].to_string();
         let Some(network) = req.network.as_mut() else {
             return Err(nordlys_api::invalid("network", "is required"));
@@ -67,7 +68,14 @@ impl NetworkService for Api {
                 |name| DeleteNetworkRequest { name },
             )
             .await?;
-        Ok(Response::new(first_success(answers)?.0))
+        let network = first_success(answers)?.0;
+        self.changed(
+            &call,
+            Change::new("network", "created", &org, &network.name)
+                .request_id(&req.request_id)
+                .data(Data::Network(network.clone())),
+        );
+        Ok(Response::new(network))
     }
 
     async fn get_network(
@@ -106,8 +114,13 @@ impl NetworkService for Api {
         &self,
         request: Request<DeleteNetworkRequest>,
     ) -> Result<Response<DeleteNetworkResponse>, Status> {
-        self.delete_by_name(request, "DeleteNetwork", &["projects", "networks"])
-            .await?;
+        self.delete_by_name(
+            request,
+            "DeleteNetwork",
+            &["projects", "networks"],
+            "network",
+        )
+        .await?;
         Ok(Response::new(DeleteNetworkResponse {}))
     }
 }

@@ -10,8 +10,9 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Code, Request, Response, Status};
 
 use super::{first_success, Api, Fanout, Kind};
-use crate::auth::require_write;
+use crate::events::Change;
 use crate::scatter::{mark_unreachable, sort_by_region};
+use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
 impl ProjectService for Api {
@@ -19,13 +20,13 @@ impl ProjectService for Api {
         &self,
         request: Request<CreateProjectRequest>,
     ) -> Result<Response<Project>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
+        self.require_write(&call, "projects")?;
         let mut req = request.into_inner();
         let Some(project) = req.project.as_mut() else {
             return Err(nordlys_api::invalid("project", "is required"));
         };
-        let org = self.resolve_org(&call.caller, &project.organization, "project.organization")?;
+        let org = self.resolve_org(&call, &project.organization, "project.organization")?;
         let mut v = Violations::new();
         validate::check_text(
             &mut v,
@@ -80,6 +81,12 @@ impl ProjectService for Api {
             .await?;
         let (mut project, statuses) = first_success(answers)?;
         project.region_status = statuses;
+        self.changed(
+            &call,
+            Change::new("project", "created", &org, &project.name)
+                .request_id(&req.request_id)
+                .data(Data::Project(project.clone())),
+        );
         Ok(Response::new(project))
     }
 
@@ -87,7 +94,7 @@ impl ProjectService for Api {
         &self,
         request: Request<GetProjectRequest>,
     ) -> Result<Response<Project>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         names::parse_field(&req.name, &["projects"], "name")?;
         let (mut project, unreachable): (Project, _) = self
@@ -102,14 +109,14 @@ impl ProjectService for Api {
         &self,
         request: Request<ListProjectsRequest>,
     ) -> Result<Response<ListProjectsResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         let org = if req.organization.is_empty()
             && call.caller.role == nordlys_transport::Role::Operator
         {
             String::new()
         } else {
-            self.resolve_org(&call.caller, &req.organization, "organization")?
+            self.resolve_org(&call, &req.organization, "organization")?
         };
         let mut v = Violations::new();
         if !req.region.is_empty() {
@@ -148,14 +155,18 @@ impl ProjectService for Api {
         &self,
         request: Request<DeleteProjectRequest>,
     ) -> Result<Response<DeleteProjectResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
+        self.require_write(&call, &req.name)?;
         names::parse_field(&req.name, &["projects"], "name")?;
+        let owner = self.owner_of(&call, &req.name).await;
         let region_status = self
             .delete_everywhere(&call, "DeleteProject", req.clone())
             .await
             .map_err(|s| not_found_as(s, &req.name))?;
+        if let Some(owner) = owner {
+            self.changed(&call, Change::new("project", "deleted", &owner, &req.name));
+        }
         Ok(Response::new(DeleteProjectResponse { region_status }))
     }
 }

@@ -10,6 +10,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::Api;
+use crate::events::Change;
+use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
 impl QuotaService for Api {
@@ -17,7 +19,7 @@ impl QuotaService for Api {
         &self,
         request: Request<GetQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let answer: Quota = self
             .state
             .quota
@@ -30,7 +32,7 @@ impl QuotaService for Api {
         &self,
         request: Request<ListQuotasRequest>,
     ) -> Result<Response<ListQuotasResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let answer: ListQuotasResponse = self
             .state
             .quota
@@ -43,7 +45,7 @@ impl QuotaService for Api {
         &self,
         request: Request<UpdateQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         let name = req
             .quota
@@ -54,8 +56,12 @@ impl QuotaService for Api {
         let mut v = Violations::new();
         self.state.check_region(&mut v, "quota.name", ids[1]);
         v.into_result()?;
-        let answer: Quota = self.state.quota.call("UpdateQuota", &call, req).await?;
-        Ok(Response::new(answer))
+        let target = name.to_string();
+        let org = nordlys_api::names::organization(ids[0]);
+        self.forward_change(&call, "UpdateQuota", &target, req, |quota: &Quota| {
+            Change::new("quota", "updated", &org, &quota.name).data(Data::Quota(quota.clone()))
+        })
+        .await
     }
 
     /// Operators only: the quota service checks the role, as for
@@ -64,7 +70,7 @@ impl QuotaService for Api {
         &self,
         request: Request<ReconcileQuotasRequest>,
     ) -> Result<Response<ReconcileQuotasResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         if !req.organization.is_empty() {
             names::parse_field(&req.organization, &["organizations"], "organization")?;

@@ -14,7 +14,7 @@ impl RegionService for Api {
         &self,
         request: Request<ListRegionsRequest>,
     ) -> Result<Response<ListRegionsResponse>, Status> {
-        self.state.begin(request.metadata()).await?;
+        self.state.begin(&request).await?;
         let regions = self
             .state
             .discovery

@@ -11,8 +11,9 @@ use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
 use super::{first_success, Api, Fanout, Kind};
-use crate::auth::require_write;
+use crate::events::Change;
 use crate::scatter::mark_unreachable;
+use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
 impl UserService for Api {
@@ -20,10 +21,10 @@ impl UserService for Api {
         &self,
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let mut req = request.into_inner();
-        let org = self.resolve_org(&call.caller, &req.parent, "parent")?;
+        self.require_write(&call, &req.parent)?;
+        let org = self.resolve_org(&call, &req.parent, "parent")?;
         let org_id = org.trim_start_matches("organizations/").to_string();
         let Some(user) = req.user.as_mut() else {
             return Err(nordlys_api::invalid("user", "is required"));
@@ -76,14 +77,20 @@ impl UserService for Api {
             .await?;
         let (mut user, statuses) = first_success(answers)?;
         user.region_status = statuses;
+        self.changed(
+            &call,
+            Change::new("user", "created", &org, &user.name)
+                .request_id(&req.request_id)
+                .data(Data::User(user.clone())),
+        );
         Ok(Response::new(user))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         let ids = names::parse_field(&req.name, &["organizations", "users"], "name")?;
-        self.resolve_org(&call.caller, &names::organization(ids[0]), "name")?;
+        self.resolve_org(&call, &names::organization(ids[0]), "name")?;
         let (mut user, unreachable): (User, _) = self
             .gather_one(&call, "GetUser", req.clone())
             .await
@@ -97,9 +104,9 @@ impl UserService for Api {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
-        let org = self.resolve_org(&call.caller, &req.parent, "parent")?;
+        let org = self.resolve_org(&call, &req.parent, "parent")?;
         let (page, next_page_token) = self
             .list(
                 &call,
@@ -128,15 +135,16 @@ impl UserService for Api {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
-        let call = self.state.begin(request.metadata()).await?;
-        require_write(&call.caller)?;
+        let call = self.state.begin(&request).await?;
         let req = request.into_inner();
+        self.require_write(&call, &req.name)?;
         let ids = names::parse_field(&req.name, &["organizations", "users"], "name")?;
-        self.resolve_org(&call.caller, &names::organization(ids[0]), "name")?;
+        let org = self.resolve_org(&call, &names::organization(ids[0]), "name")?;
         let region_status = self
             .delete_everywhere(&call, "DeleteUser", req.clone())
             .await
             .map_err(|s| not_found_as(s, &req.name))?;
+        self.changed(&call, Change::new("user", "deleted", &org, &req.name));
         Ok(Response::new(DeleteUserResponse { region_status }))
     }
 }

@@ -128,20 +128,23 @@ impl Invoker {
     }
 
     /// A server-streaming call; the answer's metadata and message stream.
+    /// Without a `timeout` the stream lasts until the service ends it.
     pub(crate) async fn server_streaming(
         &self,
         path: &str,
         metadata: MetadataMap,
-        timeout: Duration,
+        timeout: Option<Duration>,
         message: Bytes,
     ) -> Result<(MetadataMap, Streaming<Bytes>), Status> {
         let path = path
             .parse()
             .map_err(|_| Status::internal(format!("bad gRPC path {path:?}")))?;
         let mut grpc = self.client().await?;
-        let response = grpc
-            .server_streaming(Self::request(metadata, timeout, message), path, RawCodec)
-            .await?;
+        let request = match timeout {
+            Some(timeout) => Self::request(metadata, timeout, message),
+            None => tonic::Request::from_parts(metadata, tonic::Extensions::default(), message),
+        };
+        let response = grpc.server_streaming(request, path, RawCodec).await?;
         let (metadata, stream, _) = response.into_parts();
         Ok((metadata, stream))
     }

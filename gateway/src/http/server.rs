@@ -30,6 +30,8 @@ const FORWARDED: &[&str] = &[
     "traceparent",
     "tracestate",
     "x-forwarded-host",
+    // Server-Sent Events: where an EventSource resumes after a reconnect.
+    "last-event-id",
 ];
 
 /// Prefix of headers passed as metadata without it (grpc-gateway's
@@ -289,7 +291,10 @@ pub(super) async fn serve_one(
         })?;
     let binding = found.binding;
 
-    let timeout = deadline(&parts.headers, &gateway.options)?;
+    let explicit = explicit_deadline(&parts.headers)?;
+    let timeout = explicit
+        .unwrap_or(gateway.options.default_timeout)
+        .min(gateway.options.max_timeout);
     let metadata = metadata(&parts.headers, peer)?;
     let body = read_body(&parts.headers, body, gateway.options.max_body_bytes).await?;
     let message = transcode::request(
@@ -303,12 +308,17 @@ pub(super) async fn serve_one(
     let grpc_path = binding.grpc_path();
 
     if binding.rpc.is_server_streaming() {
+        // A stream lasts as long as the caller asks (a watch would end at
+        // the default deadline otherwise).
         let (metadata, stream) = gateway
             .invoker
-            .server_streaming(&grpc_path, metadata, timeout, encoded)
+            .server_streaming(&grpc_path, metadata, explicit, encoded)
             .await?;
         let binding = binding.clone();
         let pool = gateway.pool.clone();
+        if accepts_event_stream(&parts.headers) {
+            return Ok(event_stream(binding, pool, metadata, stream));
+        }
         let lines = stream.map(move |item| {
             let line = match item
                 .map_err(HttpError::from)
@@ -401,10 +411,90 @@ async fn drain_stream(mut body: axum::body::BodyDataStream, mut read: u64) {
     }
 }
 
-/// The call's deadline: `grpc-timeout` (gRPC's format, e.g. `500m`), else
-/// `X-Request-Timeout` (seconds, or with a unit: `1.5`, `500ms`, `2s`,
-/// `1m`), else the default; at most the configured maximum.
-fn deadline(headers: &HeaderMap, options: &super::HttpOptions) -> Result<Duration, HttpError> {
+/// Whether the caller asks for Server-Sent Events.
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// How often an idle event stream sends a comment, so that proxies and
+/// load balancers keep the connection.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// A server stream as Server-Sent Events: each message is an event whose
+/// `data:` is its JSON and, when it has a `sequence`, whose `id:` is that,
+/// so an EventSource resumes after it by itself (`Last-Event-ID`). An error
+/// ends the stream as an `error` event with the google.rpc.Status JSON.
+fn event_stream(
+    binding: super::rules::Binding,
+    pool: prost_reflect::DescriptorPool,
+    metadata: MetadataMap,
+    stream: tonic::Streaming<Bytes>,
+) -> Response {
+    let events = stream.map(move |item| {
+        let text = match item
+            .map_err(HttpError::from)
+            .and_then(|bytes| transcode::response(&binding, &bytes).map_err(HttpError::from))
+        {
+            Ok(json) => {
+                let id = match json.get("sequence") {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                let mut text = String::new();
+                if let Some(id) = id {
+                    text.push_str(&format!("id: {id}\n"));
+                }
+                if let Some(kind) = json.get("type").and_then(|t| t.as_str()) {
+                    text.push_str(&format!("event: {kind}\n"));
+                }
+                text.push_str(&format!("data: {json}\n\n"));
+                text
+            }
+            Err(e) => format!("event: error\ndata: {}\n\n", status_json(&e.status, &pool)),
+        };
+        Bytes::from(text)
+    });
+    let keepalive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
+        tokio::time::Instant::now() + SSE_KEEPALIVE,
+        SSE_KEEPALIVE,
+    ))
+    .map(|_| Bytes::from_static(b": keepalive\n\n"));
+    // The events' end (`None`) ends the body: the keepalive never ends.
+    let events = events
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    let body = futures::stream::select(events, keepalive.map(Some))
+        .take_while(|item| futures::future::ready(item.is_some()))
+        .filter_map(futures::future::ready)
+        .map(Ok::<Bytes, std::convert::Infallible>);
+    let mut response = Response::new(AxumBody::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx buffers responses unless told not to.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    copy_metadata(&metadata, headers);
+    response
+}
+
+/// The caller's own deadline, if it set one: `grpc-timeout` (gRPC's
+/// format, e.g. `500m`), else `X-Request-Timeout` (seconds, or with a unit:
+/// `1.5`, `500ms`, `2s`, `1m`).
+fn explicit_deadline(headers: &HeaderMap) -> Result<Option<Duration>, HttpError> {
     let text = |name: &str| -> Result<Option<&str>, HttpError> {
         match headers.get(name) {
             None => Ok(None),
@@ -415,23 +505,23 @@ fn deadline(headers: &HeaderMap, options: &super::HttpOptions) -> Result<Duratio
         }
     };
     let timeout = if let Some(v) = text("grpc-timeout")? {
-        grpc_timeout(v).ok_or_else(|| {
+        Some(grpc_timeout(v).ok_or_else(|| {
             HttpError::bad_request(
                 "grpc-timeout",
                 format!("{v:?} is not a gRPC timeout (1 to 8 digits and a unit: H, M, S, m, u, n)"),
             )
-        })?
+        })?)
     } else if let Some(v) = text("x-request-timeout")? {
-        request_timeout(v).ok_or_else(|| {
+        Some(request_timeout(v).ok_or_else(|| {
             HttpError::bad_request(
                 "X-Request-Timeout",
                 format!("{v:?} is not a timeout (seconds, or a number with ms, s or m)"),
             )
-        })?
+        })?)
     } else {
-        options.default_timeout
+        None
     };
-    Ok(timeout.min(options.max_timeout))
+    Ok(timeout)
 }
 
 fn grpc_timeout(v: &str) -> Option<Duration> {

@@ -1,0 +1,666 @@
+//! Audit events: every change is a CloudEvents event on NATS (binary mode),
+//! kept by the NORDLYS_EVENTS stream, followed live with WatchEvents over
+//! gRPC, NDJSON and Server-Sent Events, and paged with ListEvents. An
+//! organization never sees another's events; a watch resumes with no gap
+//! and no duplicate; a NATS outage loses none.
+
+mod http_common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_common::Http;
+use nordlys_proto::pb::nordlys::v1::{
+    event::Data, event_service_client::EventServiceClient,
+    project_service_client::ProjectServiceClient, quota_service_client::QuotaServiceClient,
+    DeleteProjectRequest, Event, ListEventsRequest, Quota, ResourceCounts, UpdateQuotaRequest,
+    WatchEventsRequest,
+};
+use nordlys_tests::{bearer, instances, Gateway, GatewayOpts, Stack, StackOpts, OPERATOR_KEY};
+use prost::Message;
+use tonic::Code;
+
+fn opts() -> StackOpts {
+    StackOpts {
+        backend: "memory".to_owned(),
+        sto1_instances: 1,
+        ..StackOpts::default()
+    }
+}
+
+const CREATED: &str = "io.nordlys.v1.project.created";
+const DELETED: &str = "io.nordlys.v1.project.deleted";
+
+/// The next event of a watch, within 10 s.
+async fn next(watch: &mut tonic::Streaming<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("no event within 10 s")
+        .expect("the watch ended")
+        .expect("the watch failed")
+}
+
+/// Every event of `organization` (or all, operators), through ListEvents
+/// pages of `page_size`.
+async fn list_all(
+    events: &mut EventServiceClient<tonic::transport::Channel>,
+    key: &str,
+    organization: &str,
+    types: &[&str],
+    page_size: i32,
+) -> Vec<Event> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = events
+            .list_events(bearer(
+                ListEventsRequest {
+                    organization: organization.to_owned(),
+                    types: types.iter().map(|t| t.to_string()).collect(),
+                    resource: String::new(),
+                    page_size,
+                    page_token: page_token.clone(),
+                },
+                key,
+            ))
+            .await
+            .expect("ListEvents")
+            .into_inner();
+        assert!(page.events.len() <= page_size as usize);
+        all.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn changes_are_events_live_on_nats_and_in_the_log() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+
+    // A plain NATS subscriber sees the CloudEvents binding itself.
+    let nats = async_nats::connect(stack.nats.url()).await.expect("NATS");
+    let mut raw = nats
+        .subscribe("nordlys.events.acme.>")
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+
+    let mut watch = events
+        .watch_events(bearer(WatchEventsRequest::default(), &acme.key))
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    let project = stack
+        .create_project(&acme.key, "web", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+
+    let created = next(&mut watch).await;
+    assert_eq!(created.r#type, CREATED);
+    assert_eq!(created.subject, "projects/web");
+    assert_eq!(created.organization, acme.organization);
+    assert_eq!(
+        created.name,
+        format!("{}/events/{}", acme.organization, created.sequence)
+    );
+    assert_eq!(created.source, "//nordlys/gateway");
+    let actor = created.actor.clone().expect("actor");
+    assert_eq!(actor.member, acme.member);
+    assert_eq!(actor.role, "owner");
+    let origin = created.origin.clone().expect("origin");
+    assert_eq!(origin.peer_address, "127.0.0.1");
+    assert_eq!(created.outcome.clone().expect("outcome").code, 0);
+    match &created.data {
+        Some(Data::Project(p)) => {
+            assert_eq!(p.name, project.name);
+            assert_eq!(p.regions, vec!["sto1".to_owned(), "osl1".to_owned()]);
+        }
+        other => panic!("the event carries {other:?}, not the project"),
+    }
+
+    let message = tokio::time::timeout(Duration::from_secs(5), raw.next())
+        .await
+        .expect("no NATS message")
+        .expect("subscription ended");
+    assert_eq!(
+        message.subject.as_str(),
+        format!("nordlys.events.acme.{CREATED}")
+    );
+    let headers = message.headers.clone().expect("binary mode: headers");
+    let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(header("ce-type").as_deref(), Some(CREATED));
+    assert_eq!(header("ce-subject").as_deref(), Some("projects/web"));
+    assert_eq!(header("ce-id"), Some(created.id.clone()));
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/protobuf")
+    );
+    let data = nordlys_proto::pb::nordlys::v1::Project::decode(message.payload.as_ref())
+        .expect("the payload is the project in protobuf");
+    assert_eq!(data.name, "projects/web");
+
+    ProjectServiceClient::new(channel.clone())
+        .delete_project(bearer(
+            DeleteProjectRequest {
+                name: "projects/web".to_owned(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("DeleteProject");
+    let deleted = next(&mut watch).await;
+    assert_eq!(deleted.r#type, DELETED);
+    assert_eq!(deleted.subject, "projects/web");
+    assert!(deleted.sequence > created.sequence);
+    assert_eq!(deleted.data, None);
+
+    // The log: the tenant's setup (by the operator), then the project's
+    // life, in order, the same whatever the page size.
+    let log = list_all(&mut events, &acme.key, "", &[], 100).await;
+    let types: Vec<&str> = log.iter().map(|e| e.r#type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "io.nordlys.v1.organization.created",
+            "io.nordlys.v1.member.created",
+            "io.nordlys.v1.quota.updated",
+            "io.nordlys.v1.quota.updated",
+            "io.nordlys.v1.api_key.created",
+            CREATED,
+            DELETED,
+        ]
+    );
+    assert_eq!(log[0].actor.clone().expect("actor").role, "operator");
+    let paged = list_all(&mut events, &acme.key, "", &[], 2).await;
+    assert_eq!(paged, log);
+    let only = list_all(&mut events, &acme.key, "", &[CREATED], 10).await;
+    assert_eq!(only, vec![log[5].clone()]);
+    match &log[4].data {
+        Some(Data::ApiKey(key)) => assert!(!key.name.is_empty()),
+        other => panic!("api key event carries {other:?}"),
+    }
+
+    // A page token belongs to its query.
+    let first = events
+        .list_events(bearer(
+            ListEventsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("ListEvents")
+        .into_inner();
+    let err = events
+        .list_events(bearer(
+            ListEventsRequest {
+                page_size: 1,
+                types: vec![CREATED.to_owned()],
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect_err("a token of another query");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = events
+        .watch_events(bearer(
+            WatchEventsRequest {
+                types: vec!["io.nordlys.v1.project.>".to_owned()],
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect_err("a wildcard type");
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+/// The JSON objects of an NDJSON body.
+fn ndjson(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The events of an SSE body: (id, event, data JSON).
+fn sse(body: &str) -> Vec<(Option<String>, Option<String>, serde_json::Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let (mut id, mut kind, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(
+                        serde_json::from_str(v).unwrap_or_else(|e| panic!("bad data {v:?}: {e}")),
+                    );
+                }
+            }
+            data.map(|d| (id, kind, d))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn organizations_never_see_each_others_events() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let globex = stack.tenant("globex").await;
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+
+    let mut watch = events
+        .watch_events(bearer(WatchEventsRequest::default(), &globex.key))
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    stack
+        .create_project(&acme.key, "secret-plans", &["sto1"])
+        .await
+        .expect("acme's project");
+    stack
+        .create_project(&globex.key, "own", &["sto1"])
+        .await
+        .expect("globex's project");
+    let seen = next(&mut watch).await;
+    assert_eq!(seen.organization, globex.organization);
+    assert_eq!(
+        seen.subject, "projects/own",
+        "acme's project came first, unseen"
+    );
+
+    // Asking for another organization's events is refused, and recorded.
+    for resume_after in [None, Some(0)] {
+        let err = events
+            .watch_events(bearer(
+                WatchEventsRequest {
+                    organization: acme.organization.clone(),
+                    resume_after,
+                    ..Default::default()
+                },
+                &globex.key,
+            ))
+            .await
+            .expect_err("another organization's watch");
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    let err = events
+        .list_events(bearer(
+            ListEventsRequest {
+                organization: acme.organization.clone(),
+                ..Default::default()
+            },
+            &globex.key,
+        ))
+        .await
+        .expect_err("another organization's log");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let denied = next(&mut watch).await;
+    assert_eq!(denied.r#type, "io.nordlys.v1.authorization.denied");
+    assert_eq!(denied.organization, globex.organization);
+    assert_eq!(denied.subject, acme.organization);
+    assert_eq!(
+        denied.outcome.expect("outcome").code,
+        Code::PermissionDenied as i32
+    );
+
+    // gRPC: the whole log of each, from the start.
+    for (tenant, other) in [(&acme, &globex), (&globex, &acme)] {
+        let all = list_all(&mut events, &tenant.key, "", &[], 50).await;
+        assert!(all.len() >= 6, "{} events", all.len());
+        for event in &all {
+            assert_eq!(event.organization, tenant.organization, "{event:?}");
+            assert!(
+                !event.subject.contains(&other.organization[14..])
+                    || event.r#type.ends_with("denied")
+            );
+        }
+    }
+
+    // HTTP: NDJSON and SSE from the start of the log, for 2 s.
+    let http = Http::new(&stack.gateway.http_url()).with_key(&globex.key);
+    let reply = http
+        .send(
+            "GET",
+            "/v1/events:watch?resumeAfter=0",
+            "",
+            &[("x-request-timeout", "2s")],
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-ndjson")
+    );
+    let lines = ndjson(&reply.text());
+    let (results, errors): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.get("result").is_some());
+    assert!(results.len() >= 6, "{lines:?}");
+    for line in &results {
+        assert_eq!(
+            line["result"]["organization"],
+            globex.organization.as_str(),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        errors.len(),
+        1,
+        "the stream ends with its deadline: {lines:?}"
+    );
+    assert_eq!(errors[0]["error"]["code"], 4);
+
+    let reply = http
+        .send(
+            "GET",
+            "/v1/events:watch?resumeAfter=0",
+            "",
+            &[("accept", "text/event-stream"), ("x-request-timeout", "2s")],
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let sse_events = sse(&reply.text());
+    let mut last = 0u64;
+    for (id, kind, data) in &sse_events {
+        if kind.as_deref() == Some("error") {
+            assert_eq!(data["code"], 4);
+            continue;
+        }
+        assert_eq!(data["organization"], globex.organization.as_str());
+        let id: u64 = id.as_deref().expect("id:").parse().expect("numeric id");
+        assert_eq!(data["sequence"], id.to_string());
+        assert_eq!(kind.as_deref(), data["type"].as_str());
+        assert!(id > last, "ids increase");
+        last = id;
+    }
+    assert_eq!(sse_events.len(), results.len() + 1);
+
+    let reply = http
+        .send(
+            "GET",
+            &format!("/v1/events:watch?organization={}", acme.organization),
+            "",
+            &[("accept", "text/event-stream"), ("x-request-timeout", "2s")],
+        )
+        .await;
+    reply.expect_error(403, 7);
+    let reply = http.get("/v1/events?pageSize=1000").await.expect(200);
+    for event in reply.json()["events"].as_array().expect("events") {
+        assert_eq!(event["organization"], globex.organization.as_str());
+    }
+}
+
+#[tokio::test]
+async fn a_watch_resumes_after_a_gateway_restart_with_no_gap_and_no_duplicate() {
+    let mut stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let mut watch = EventServiceClient::new(stack.channel().await)
+        .watch_events(bearer(
+            WatchEventsRequest {
+                types: vec![CREATED.to_owned()],
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    for i in 0..5 {
+        stack
+            .create_project(&acme.key, &format!("prj-{i}"), &["sto1"])
+            .await
+            .expect("CreateProject");
+    }
+    let mut last = 0;
+    for i in 0..5 {
+        let event = next(&mut watch).await;
+        assert_eq!(event.subject, format!("projects/prj-{i}"));
+        last = event.sequence;
+    }
+
+    // The gateway goes; another serves the rest and the resumed watch.
+    let mut opts = GatewayOpts::default();
+    opts.args.extend(["--route".to_owned(), "auto".to_owned()]);
+    let other = Gateway::start_at(&stack.nats.url(), &opts, &[]);
+    stack.gateway.kill();
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch did not end with its gateway");
+    assert!(!matches!(ended, Some(Ok(_))), "{ended:?}");
+    let channel = other.channel().await;
+    other
+        .wait_for_regions(|r| instances(r, "sto1") == 1 && instances(r, "osl1") == 1)
+        .await;
+    for i in 5..10 {
+        other
+            .create_project(&acme.key, &format!("prj-{i}"), &["sto1"])
+            .await
+            .expect("CreateProject");
+    }
+    let mut resumed = EventServiceClient::new(channel.clone())
+        .watch_events(bearer(
+            WatchEventsRequest {
+                types: vec![CREATED.to_owned()],
+                resume_after: Some(last),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    for i in 5..10 {
+        let event = next(&mut resumed).await;
+        assert_eq!(
+            event.subject,
+            format!("projects/prj-{i}"),
+            "no gap, no duplicate"
+        );
+        assert!(event.sequence > last);
+        last = event.sequence;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), resumed.next())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+
+    // An EventSource resumes with Last-Event-ID.
+    let http = Http::new(&other.http_url()).with_key(&acme.key);
+    let reply = http
+        .send(
+            "GET",
+            &format!("/v1/events:watch?types={CREATED}"),
+            "",
+            &[
+                ("accept", "text/event-stream"),
+                ("last-event-id", "0"),
+                ("x-request-timeout", "2s"),
+            ],
+        )
+        .await
+        .expect(200);
+    let subjects: Vec<String> = sse(&reply.text())
+        .into_iter()
+        .filter(|(_, kind, _)| kind.as_deref() == Some(CREATED))
+        .map(|(_, _, data)| data["subject"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("projects/prj-{i}")).collect();
+    assert_eq!(subjects, expected);
+}
+
+#[tokio::test]
+async fn a_resume_from_removed_events_is_a_failed_precondition() {
+    let stack = Stack::start_with(StackOpts {
+        // A tiny log: the oldest events go as new ones come.
+        gateway_env: vec![("NORDLYS_EVENTS_MAX_BYTES".to_owned(), "4096".to_owned())],
+        ..opts()
+    })
+    .await;
+    let acme = stack.tenant("acme").await;
+    for i in 0..30 {
+        stack
+            .create_project(&acme.key, &format!("prj-{i}"), &["sto1"])
+            .await
+            .expect("CreateProject");
+    }
+    let mut events = EventServiceClient::new(stack.channel().await);
+    let kept = list_all(&mut events, &acme.key, "", &[], 100).await;
+    assert!(!kept.is_empty());
+    assert!(kept[0].sequence > 1, "the oldest were removed");
+    let err = events
+        .watch_events(bearer(
+            WatchEventsRequest {
+                resume_after: Some(1),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect_err("events after 1 are gone");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // From the oldest kept on works.
+    let mut watch = events
+        .watch_events(bearer(
+            WatchEventsRequest {
+                resume_after: Some(kept[0].sequence - 1),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("WatchEvents from the oldest kept")
+        .into_inner();
+    assert_eq!(next(&mut watch).await.sequence, kept[0].sequence);
+}
+
+#[tokio::test]
+async fn ten_thousand_changes_with_nats_down_for_two_seconds_all_arrive() {
+    const CHANGES: usize = 10_000;
+    let mut stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let channel = stack.channel().await;
+    let before = list_all(
+        &mut EventServiceClient::new(channel.clone()),
+        OPERATOR_KEY,
+        &acme.organization,
+        &["io.nordlys.v1.quota.updated"],
+        1000,
+    )
+    .await
+    .len();
+
+    // Each change sets a limit no other sets: its event says which it was.
+    let next_value = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+    let done = std::sync::Arc::new(tokio::sync::Mutex::new(HashSet::new()));
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (channel, organization) = (channel.clone(), acme.organization.clone());
+        let (next_value, done) = (next_value.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut quotas = QuotaServiceClient::new(channel);
+            loop {
+                if done.lock().await.len() >= CHANGES {
+                    return;
+                }
+                let value = next_value.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let request = UpdateQuotaRequest {
+                    quota: Some(Quota {
+                        name: format!("{organization}/quotas/sto1"),
+                        limits: Some(ResourceCounts {
+                            projects: value as i64,
+                            users: 10,
+                            networks: 10,
+                            access_rules: 10,
+                        }),
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                };
+                let mut request = bearer(request, OPERATOR_KEY);
+                request.set_timeout(Duration::from_secs(2));
+                match quotas.update_quota(request).await {
+                    Ok(_) => {
+                        done.lock().await.insert(value);
+                    }
+                    // NATS is away: the call fails and made no change.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    // NATS goes away for 2 s in the middle.
+    loop {
+        if done.lock().await.len() >= CHANGES / 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stack.nats.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.nats.restart();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let done = done.lock().await.clone();
+    assert!(done.len() >= CHANGES);
+
+    // Every change arrives once: the log holds exactly the values set.
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut events = EventServiceClient::new(stack.channel().await);
+        let all = list_all(
+            &mut events,
+            OPERATOR_KEY,
+            &acme.organization,
+            &["io.nordlys.v1.quota.updated"],
+            1000,
+        )
+        .await;
+        seen.clear();
+        let mut ids = HashSet::new();
+        for event in &all[before..] {
+            assert!(ids.insert(event.id.clone()), "event {} twice", event.id);
+            match &event.data {
+                Some(Data::Quota(q)) => {
+                    seen.insert(q.limits.expect("limits").projects as u64);
+                }
+                other => panic!("quota event carries {other:?}"),
+            }
+        }
+        if seen.len() >= done.len() || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let missing: Vec<_> = done.difference(&seen).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} changes have no event, e.g. {missing:?}",
+        done.difference(&seen).count()
+    );
+}
