@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use nordlys_proto::pb::nordlys::v1::{
-    project_service_client::ProjectServiceClient, GetProjectRequest,
+    event_service_client::EventServiceClient, project_service_client::ProjectServiceClient,
+    GetProjectRequest, ListEventsRequest,
 };
 use nordlys_tests::bearer;
 use nordlys_tests::cluster::{deploy_dir, ClusterStack, NatsCluster};
@@ -98,6 +99,19 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
         .expect("read through the cluster")
         .into_inner();
     assert_eq!(project.regions.len(), 2, "{project:?}");
+    // The gateway's permissions cover the audit stream (three replicas).
+    let events = EventServiceClient::new(stack.gateway.channel().await)
+        .list_events(bearer(ListEventsRequest::default(), &tenant.key))
+        .await
+        .expect("the audit log through the cluster")
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.r#type == "io.nordlys.v1.project.created" && e.subject == "projects/web"),
+        "{events:?}"
+    );
     let cluster = &stack.cluster;
 
     // No credentials, or a key the servers do not know: not let in, on the
