@@ -60,7 +60,7 @@ impl Call {
     }
 
     /// The same call, from `origin`.
-    pub(crate) fn from_origin(mut self, origin: Origin) -> Call {
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Call {
         self.origin = origin;
         self
     }

@@ -98,7 +98,7 @@ impl Gateway {
         )
         .await?;
         let nats = NatsChannel::new(client.clone(), config.default_timeout());
-        let events = Events::start(
+        let events = Arc::new(Events::start(
             EventLog::new(
                 config.nats.buckets(client.clone()).context().clone(),
                 Retention {
@@ -108,7 +108,7 @@ impl Gateway {
                 },
             ),
             config.events_outbox,
-        );
+        ));
         // Made now so the first watch finds it; the outbox makes it later
         // when NATS is not there yet.
         if let Err(e) = events.log().ensure().await {
@@ -207,6 +207,7 @@ impl Gateway {
             routes.clone(),
             Arc::new(api),
             state.regions.metrics_handle(),
+            state.events.clone(),
             tls.http.clone(),
         )
         .await?;

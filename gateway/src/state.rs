@@ -1,5 +1,6 @@
 //! What every public handler shares.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nordlys_api::Violations;
@@ -22,7 +23,7 @@ pub(crate) struct State {
     pub(crate) quota: QuotaRoute,
     pub(crate) regions: Mesh,
     pub(crate) discovery: Discovery,
-    pub(crate) events: Events,
+    pub(crate) events: Arc<Events>,
 }
 
 impl State {
@@ -45,7 +46,7 @@ impl State {
             peer,
             request_id: text("x-request-id"),
         };
-        Ok(self.begin_metadata(metadata).await?.from_origin(origin))
+        Ok(self.begin_metadata(metadata).await?.with_origin(origin))
     }
 
     /// Authenticates the caller and starts the call's deadline, for calls

@@ -664,3 +664,91 @@ async fn ten_thousand_changes_with_nats_down_for_two_seconds_all_arrive() {
         done.difference(&seen).count()
     );
 }
+
+/// One series of the gateway's `/metrics`.
+async fn metric(http: &Http, series: &str) -> u64 {
+    let text = http.get("/metrics").await.expect(200).text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_full_outbox_drops_and_counts_and_never_blocks_a_call() {
+    let mut stack = Stack::start_with(StackOpts {
+        gateway_env: vec![("NORDLYS_EVENTS_OUTBOX".to_owned(), "8".to_owned())],
+        ..opts()
+    })
+    .await;
+    let acme = stack.tenant("acme").await;
+    let globex = stack.tenant("globex").await;
+    let mut projects = ProjectServiceClient::new(stack.channel().await);
+    let list_of = |organization: &str| {
+        bearer(
+            nordlys_proto::pb::nordlys::v1::ListProjectsRequest {
+                organization: organization.to_owned(),
+                ..Default::default()
+            },
+            &acme.key,
+        )
+    };
+    // The key is fresh in the gateway's cache: refused calls need no NATS.
+    projects
+        .list_projects(list_of(&acme.organization))
+        .await
+        .expect("ListProjects");
+    let http = Http::new(&stack.gateway.http_url());
+    let stored_before = metric(&http, "nordlys_gateway_events_published_total").await;
+
+    stack.nats.stop();
+    const REFUSED: u64 = 400;
+    let started = std::time::Instant::now();
+    for _ in 0..REFUSED {
+        let err = projects
+            .list_projects(list_of(&globex.organization))
+            .await
+            .expect_err("another organization");
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "recording events made calls wait: {:?}",
+        started.elapsed()
+    );
+    let dropped = metric(&http, "nordlys_gateway_events_dropped_total").await;
+    // The outbox holds 8, and the publisher one window of 256 it retries.
+    assert!(dropped >= REFUSED - 8 - 256, "{dropped} dropped");
+    assert!(dropped < REFUSED, "{dropped} dropped");
+
+    stack.nats.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric(&http, "nordlys_gateway_events_queued").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = metric(&http, "nordlys_gateway_events_published_total").await - stored_before;
+    assert_eq!(
+        stored + dropped,
+        REFUSED,
+        "every refusal is stored or counted as dropped"
+    );
+    let mut events = EventServiceClient::new(stack.channel().await);
+    let denied = list_all(
+        &mut events,
+        &acme.key,
+        "",
+        &["io.nordlys.v1.authorization.denied"],
+        1000,
+    )
+    .await;
+    assert_eq!(denied.len() as u64, stored);
+}

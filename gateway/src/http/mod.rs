@@ -48,6 +48,8 @@ pub(crate) struct HttpOptions {
     pub(crate) allow_unknown_fields: bool,
     /// The mesh counters served at `GET /metrics`, when there is a mesh.
     pub(crate) metrics: Option<std::sync::Arc<crate::mesh::Metrics>>,
+    /// The audit events' counters, served with them.
+    pub(crate) events: Option<std::sync::Arc<crate::events::Events>>,
 }
 
 /// Everything derived from the descriptors, built once.

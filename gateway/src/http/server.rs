@@ -64,6 +64,7 @@ impl HttpServer {
         routes: tonic::service::Routes,
         direct: Arc<dyn super::Dispatch>,
         metrics: std::sync::Arc<crate::mesh::Metrics>,
+        events: Arc<crate::events::Events>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<HttpServer, nordlys_transport::BoxError> {
         let options = super::HttpOptions {
@@ -72,6 +73,7 @@ impl HttpServer {
             max_timeout: config.max_timeout(),
             allow_unknown_fields: config.http_allow_unknown_fields,
             metrics: Some(metrics),
+            events: Some(events),
         };
         let gateway = HttpGateway::new(
             nordlys_proto::FILE_DESCRIPTOR_SET,
@@ -272,7 +274,10 @@ pub(super) async fn serve_one(
             "/docs" | "/docs/" => return Ok(document("text/html; charset=utf-8", docs::PAGE)),
             "/metrics" => {
                 if let Some(metrics) = &gateway.options.metrics {
-                    let text = metrics.render();
+                    let mut text = metrics.render();
+                    if let Some(events) = &gateway.options.events {
+                        text.push_str(&events.render_metrics());
+                    }
                     return Ok(document("text/plain; version=0.0.4", &text));
                 }
             }

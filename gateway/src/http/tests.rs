@@ -568,6 +568,7 @@ mod pipeline {
                 max_timeout: Duration::from_secs(10),
                 allow_unknown_fields: false,
                 metrics: None,
+                events: None,
             },
         )
         .expect("gateway")
