@@ -330,6 +330,24 @@ async fn organizations_never_see_each_others_events() {
         }
     }
 
+    // Operators see every organization's, or one's.
+    let everything = list_all(&mut events, OPERATOR_KEY, "", &[CREATED], 100).await;
+    let owners: HashSet<&str> = everything.iter().map(|e| e.organization.as_str()).collect();
+    assert_eq!(
+        owners,
+        HashSet::from([acme.organization.as_str(), globex.organization.as_str()])
+    );
+    let one = list_all(
+        &mut events,
+        OPERATOR_KEY,
+        &acme.organization,
+        &[CREATED],
+        100,
+    )
+    .await;
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].subject, "projects/secret-plans");
+
     // HTTP: NDJSON and SSE from the start of the log, for 2 s.
     let http = Http::new(&stack.gateway.http_url()).with_key(&globex.key);
     let reply = http
