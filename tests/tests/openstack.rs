@@ -17,7 +17,7 @@ use nordlys_proto::pb::nordlys::v1::{
     ListNetworksRequest, Membership, Network, Project, ProjectRole, Protocol, User,
 };
 use nordlys_tests::openstack::{self, column, OpenStackRegion, OpenStackStack};
-use nordlys_tests::{bearer, NatsServer};
+use nordlys_tests::{bearer, NatsServer, Quota};
 use nordlys_transport::{Identity, NatsChannel, Role};
 use serde_json::Value;
 use tonic::Code;
@@ -681,6 +681,52 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     assert_eq!(replay, network);
     let networks = region.openstack(&["network", "list", "--project", &id]);
     assert_eq!(networks.as_array().map(Vec::len), Some(1));
+
+    // Cut short between a network and its subnet and never retried: the
+    // region's sweeper removes the network nobody can see through the API
+    // (and gives its reservation back), and leaves the whole one alone.
+    let _quota = Quota::start(&nats);
+    let mut crashing = openstack::regiond(
+        &nats,
+        &region,
+        config.path(),
+        &[("NORDLYS_TEST_CRASH_AFTER", "network")],
+    );
+    ch.unary::<_, Network>(
+        format!("{PREFIX}.CreateNetwork"),
+        call(new_network("half", "req-half")),
+    )
+    .await
+    .expect_err("regiond dies mid-create");
+    assert!(!crashing.is_running());
+    let shown = region.openstack(&["network", "list", "--project", &id]);
+    assert!(
+        column(&shown, "Name").contains(&"half".to_string()),
+        "{shown}"
+    );
+    let _sweeping = openstack::regiond(
+        &nats,
+        &region,
+        config.path(),
+        &[
+            ("NORDLYS_SETTLE_GRACE_MS", "300"),
+            ("NORDLYS_SETTLE_INTERVAL_MS", "200"),
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = region.openstack(&["network", "list", "--project", &id]);
+        let names = column(&shown, "Name");
+        if !names.contains(&"half".to_string()) {
+            assert_eq!(names, ["net"], "the whole network stays");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the half-made network is still there after 60 s: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Keystone forgets every token (new Fernet keys): the next call gets a
     // 401, re-authenticates once and goes through, unnoticed by the caller.

@@ -206,6 +206,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Removes what a create that did not happen left behind in the cloud
+    /// (a network made without its subnet: invisible, yet a real network),
+    /// before its reservation is given back. Leaves a whole resource alone.
+    /// The default has nothing to remove.
+    async fn abandon(&self, _kind: ResourceKind, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// How many counted resources `organization` has here. The default
     /// pages through the lists, so it costs what the organization holds.
     async fn count_resources(&self, organization: &str) -> Result<ResourceCounts> {

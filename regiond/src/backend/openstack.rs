@@ -723,6 +723,26 @@ impl Backend for OpenStackBackend {
         Ok(())
     }
 
+    async fn abandon(&self, kind: ResourceKind, name: &str) -> Result<()> {
+        if kind != ResourceKind::Network {
+            return Ok(());
+        }
+        let ks = match self.visible_project(&Tenant::Any, top_level(name)).await {
+            Ok((ks, _)) => ks,
+            // No project, nothing of it left.
+            Err(BackendError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(net) = self.find_network(&ks.id, leaf(name)).await? else {
+            return Ok(());
+        };
+        if self.cloud.subnets(None, Some(&net.id)).await?.is_empty() {
+            self.cloud.delete_network(&net.id).await?;
+            tracing::info!(%name, network = %net.id, "removed a network whose create stopped before its subnet");
+        }
+        Ok(())
+    }
+
     async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {
         let projects = self.projects_for(filter).await?;
         let matching = projects

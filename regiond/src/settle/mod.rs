@@ -737,6 +737,9 @@ impl Settle {
                 tracing::debug!(%name, %reservation, "sweeper committed a create");
             }
             _ => {
+                // What the create left in the cloud goes first: the note
+                // stays, and this is tried again, while that fails.
+                self.backend.abandon(kind, name).await?;
                 quota
                     .release(organization, reservation, &self.region)
                     .await?;
