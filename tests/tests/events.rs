@@ -462,11 +462,26 @@ async fn a_watch_resumes_after_a_gateway_restart_with_no_gap_and_no_duplicate() 
     let mut opts = GatewayOpts::default();
     opts.args.extend(["--route".to_owned(), "auto".to_owned()]);
     let other = Gateway::start_at(&stack.nats.url(), &opts, &[]);
-    stack.gateway.kill();
+    // A graceful stop ends open watches (UNAVAILABLE: resume elsewhere)
+    // rather than waiting for them.
+    // Off the runtime: the watch's client must go on reading meanwhile.
+    let mut old = std::mem::replace(&mut stack.gateway, other);
+    let (status, old) = tokio::task::spawn_blocking(move || (old.terminate(), old))
+        .await
+        .expect("terminate");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the gateway did not stop by itself with a watch open: {status:?}\n{}",
+        nordlys_tests::log_tail(&old.log_path())
+    );
+    let other = &stack.gateway;
     let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
         .expect("the watch did not end with its gateway");
-    assert!(!matches!(ended, Some(Ok(_))), "{ended:?}");
+    match ended {
+        Some(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        other => panic!("the watch ended with {other:?}"),
+    }
     let channel = other.channel().await;
     other
         .wait_for_regions(|r| instances(r, "sto1") == 1 && instances(r, "osl1") == 1)
