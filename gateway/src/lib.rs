@@ -15,6 +15,7 @@ mod config;
 pub mod discovery;
 mod http;
 pub mod mesh;
+mod metrics;
 mod routes;
 pub mod scatter;
 mod server;

@@ -61,7 +61,7 @@ impl HttpServer {
         services: &[&str],
         routes: tonic::service::Routes,
         direct: Arc<dyn super::Dispatch>,
-        metrics: std::sync::Arc<crate::mesh::Metrics>,
+        metrics: std::sync::Arc<crate::metrics::GatewayMetrics>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<HttpServer, nordlys_transport::BoxError> {
         let options = super::HttpOptions {
@@ -237,7 +237,25 @@ async fn handle(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request<AxumBody>,
 ) -> Response {
-    match serve_one(&gateway, peer, request).await {
+    let started = std::time::Instant::now();
+    let mut rpc = None;
+    let result = serve_call(&gateway, peer, request, &mut rpc).await;
+    // Only calls that matched a method are counted: a label per unknown
+    // path would let any client grow the series without bound.
+    if let (Some(metrics), Some(binding)) = (&gateway.options.metrics, rpc) {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.status.code(),
+        };
+        metrics.observe(
+            crate::metrics::Protocol::Http,
+            binding.rpc.parent_service().full_name(),
+            binding.rpc.name(),
+            code,
+            started.elapsed(),
+        );
+    }
+    match result {
         Ok(response) => response,
         Err(e) => {
             if e.status.code() == tonic::Code::Internal || e.status.code() == tonic::Code::Unknown {
@@ -256,10 +274,22 @@ fn document(content_type: &'static str, body: &str) -> Response {
         .into_response()
 }
 
+#[cfg(test)]
 pub(super) async fn serve_one(
     gateway: &HttpGateway,
     peer: SocketAddr,
     request: Request<AxumBody>,
+) -> Result<Response, HttpError> {
+    serve_call(gateway, peer, request, &mut None).await
+}
+
+/// As [`serve_one`]; sets `rpc` to the method's binding once the path
+/// matched one (for the metrics).
+async fn serve_call<'g>(
+    gateway: &'g HttpGateway,
+    peer: SocketAddr,
+    request: Request<AxumBody>,
+    rpc: &mut Option<&'g super::rules::Binding>,
 ) -> Result<Response, HttpError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -270,8 +300,12 @@ pub(super) async fn serve_one(
             "/docs" | "/docs/" => return Ok(document("text/html; charset=utf-8", docs::PAGE)),
             "/metrics" => {
                 if let Some(metrics) = &gateway.options.metrics {
-                    let text = metrics.render();
-                    return Ok(document("text/plain; version=0.0.4", &text));
+                    let accept = parts
+                        .headers
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let (content_type, text) = metrics.render(accept);
+                    return Ok(document(content_type, &text));
                 }
             }
             _ => {}
@@ -288,6 +322,7 @@ pub(super) async fn serve_one(
             Miss::BadEncoding(why) => HttpError::bad_request("", why),
         })?;
     let binding = found.binding;
+    *rpc = Some(binding);
 
     let timeout = deadline(&parts.headers, &gateway.options)?;
     let metadata = metadata(&parts.headers, peer)?;
