@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nordlys_metrics::{Call, GrpcMetricsLayer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use nordlys_metrics::{Call, GrpcMetricsLayer};
 
 /// How a public call came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +57,8 @@ impl GatewayMetrics {
     pub(crate) fn new(mesh: &crate::mesh::Metrics) -> GatewayMetrics {
         let mut registry = Registry::default();
         let requests = Family::<Public, Counter>::default();
-        let durations = Family::new_with_constructor(
-            nordlys_metrics::latency_histogram as fn() -> Histogram,
-        );
+        let durations =
+            Family::new_with_constructor(nordlys_metrics::latency_histogram as fn() -> Histogram);
         registry.register(
             "nordlys_gateway_requests",
             "Public calls by service, method, gRPC code and protocol (grpc or http)",

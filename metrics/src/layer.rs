@@ -134,7 +134,10 @@ impl Drop for Pending {
 
 fn status_of(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?;
-    let code = std::str::from_utf8(value.as_bytes()).ok()?.parse::<i32>().ok()?;
+    let code = std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
     Some(Code::from_i32(code))
 }
 
@@ -230,7 +233,10 @@ mod tests {
             .expect("request");
         let response = service.ready().await.expect("ready").call(request).await;
         let body = response.expect("response").into_body();
-        assert!(seen.lock().expect("lock").is_empty(), "not before the trailers");
+        assert!(
+            seen.lock().expect("lock").is_empty(),
+            "not before the trailers"
+        );
         let _ = body.collect().await;
         assert_eq!(
             *seen.lock().expect("lock"),
@@ -275,10 +281,7 @@ mod tests {
                 ))))
             }),
         );
-        let request = Request::builder()
-            .uri("/s.S/M")
-            .body(())
-            .expect("request");
+        let request = Request::builder().uri("/s.S/M").body(()).expect("request");
         let response = service.ready().await.expect("ready").call(request).await;
         drop(response);
         assert_eq!(

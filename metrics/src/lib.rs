@@ -138,7 +138,10 @@ mod tests {
         assert!(body.contains("# TYPE nordlys_test_calls_total counter"));
         assert!(body.contains("nordlys_test_calls_total 1"));
         assert!(!body.contains("# EOF"));
-        let (kind, body) = encode(&registry, Some("application/openmetrics-text;version=1.0.0"));
+        let (kind, body) = encode(
+            &registry,
+            Some("application/openmetrics-text;version=1.0.0"),
+        );
         assert_eq!(kind, OPENMETRICS_CONTENT_TYPE);
         assert!(body.ends_with("# EOF\n"));
     }

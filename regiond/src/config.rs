@@ -289,10 +289,7 @@ impl Config {
             return Err(ConfigError::GrpcListen(self.grpc_listen.clone()));
         }
         if self.metrics_listen != "off"
-            && self
-                .metrics_listen
-                .parse::<std::net::SocketAddr>()
-                .is_err()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(ConfigError::MetricsListen(self.metrics_listen.clone()));
         }

@@ -224,11 +224,7 @@ pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), Bo
     }
 }
 
-async fn answer(
-    request: MicroRequest,
-    handler: Handler,
-    observed: Option<(Observer, Arc<str>)>,
-) {
+async fn answer(request: MicroRequest, handler: Handler, observed: Option<(Observer, Arc<str>)>) {
     let started = observed.as_ref().map(|_| std::time::Instant::now());
     let metadata = metadata_from_headers(request.message.headers.as_ref());
     let payload = request.message.payload.clone();

@@ -418,12 +418,12 @@ impl Cloud {
             Err(e) if Self::lost_endpoint(&e) => {
                 self.rediscover(&e).await;
                 timed(service, async {
-            endpoint
-                .query_async(&self.client)
+                    endpoint
+                        .query_async(&self.client)
+                        .await
+                        .map_err(|e| CallError::new(service, e))
+                })
                 .await
-                .map_err(|e| CallError::new(service, e))
-        })
-        .await
             }
             other => other,
         }
@@ -445,12 +445,12 @@ impl Cloud {
             Err(e) if Self::lost_endpoint(&e) => {
                 self.rediscover(&e).await;
                 timed(service, async {
-            endpoint
-                .query_async(&self.client)
+                    endpoint
+                        .query_async(&self.client)
+                        .await
+                        .map_err(|e| CallError::new(service, e))
+                })
                 .await
-                .map_err(|e| CallError::new(service, e))
-        })
-        .await
             }
             other => other,
         }
