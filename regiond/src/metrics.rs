@@ -47,6 +47,16 @@ struct OpenStackTimed {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// How an OpenStack call failed.
+#[cfg_attr(not(feature = "openstack"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenStackFailure {
+    /// With this HTTP status, or (`None`) without an answer.
+    Status(Option<u16>),
+    /// Dropped before an answer: the caller's deadline passed.
+    Cancelled,
+}
+
 fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
     Family::new_with_constructor(nordlys_metrics::latency_histogram as fn() -> Histogram)
 }
@@ -174,13 +184,12 @@ impl RegiondMetrics {
     }
 
     /// One OpenStack HTTP call to `service` (`keystone` or `neutron`, named
-    /// here by the service type: identity, network), answered with `status`
-    /// (`None`: no answer) or a success.
+    /// here by the service type: identity, network).
     #[cfg_attr(not(feature = "openstack"), allow(dead_code))]
     pub(crate) fn openstack(
         &self,
         service: &str,
-        outcome: Result<(), Option<u16>>,
+        outcome: Result<(), OpenStackFailure>,
         elapsed: Duration,
     ) {
         let service = match service {
@@ -192,8 +201,9 @@ impl RegiondMetrics {
         };
         let status = match outcome {
             Ok(()) => "2xx".to_owned(),
-            Err(Some(code)) => code.to_string(),
-            Err(None) => "none".to_owned(),
+            Err(OpenStackFailure::Status(Some(code))) => code.to_string(),
+            Err(OpenStackFailure::Status(None)) => "none".to_owned(),
+            Err(OpenStackFailure::Cancelled) => "cancelled".to_owned(),
         };
         let labels = OpenStack { service, status };
         self.openstack_requests.get_or_create(&labels).inc();
@@ -229,8 +239,21 @@ mod tests {
     fn openstack_calls_are_named_by_service_type() {
         let m = RegiondMetrics::new();
         m.openstack("keystone", Ok(()), Duration::from_millis(3));
-        m.openstack("neutron", Err(Some(409)), Duration::from_millis(3));
-        m.openstack("neutron", Err(None), Duration::from_millis(3));
+        m.openstack(
+            "neutron",
+            Err(OpenStackFailure::Status(Some(409))),
+            Duration::from_millis(3),
+        );
+        m.openstack(
+            "neutron",
+            Err(OpenStackFailure::Status(None)),
+            Duration::from_millis(3),
+        );
+        m.openstack(
+            "keystone",
+            Err(OpenStackFailure::Cancelled),
+            Duration::from_millis(3),
+        );
         let (_, text) = nordlys_metrics::encode(&m.registry, None);
         assert!(text.contains(
             "nordlys_regiond_openstack_requests_total{service=\"identity\",status=\"2xx\"} 1"
@@ -242,8 +265,13 @@ mod tests {
             "nordlys_regiond_openstack_errors_total{service=\"network\",status=\"none\"} 1"
         ));
         assert!(text.contains(
+            "nordlys_regiond_openstack_errors_total{service=\"identity\",status=\"cancelled\"} 1"
+        ));
+        assert!(text.contains(
             "nordlys_regiond_openstack_request_duration_seconds_count{service=\"network\"} 2"
         ));
-        assert!(!text.contains("nordlys_regiond_openstack_errors_total{service=\"identity\""));
+        assert!(!text.contains(
+            "nordlys_regiond_openstack_errors_total{service=\"identity\",status=\"2xx\"}"
+        ));
     }
 }

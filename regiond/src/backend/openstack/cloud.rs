@@ -897,14 +897,42 @@ async fn timed<T>(
     service: &'static str,
     call: impl std::future::Future<Output = CallResult<T>>,
 ) -> CallResult<T> {
-    let started = std::time::Instant::now();
+    let mut timing = Timing {
+        service,
+        started: std::time::Instant::now(),
+        done: false,
+    };
     let result = call.await;
+    timing.done = true;
     crate::metrics::METRICS.openstack(
         service,
-        result.as_ref().map(|_| ()).map_err(|e| e.status),
-        started.elapsed(),
+        result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| crate::metrics::OpenStackFailure::Status(e.status)),
+        timing.started.elapsed(),
     );
     result
+}
+
+/// Counts a call dropped before OpenStack answered (the caller's deadline
+/// passed): it would otherwise not show at all.
+struct Timing {
+    service: &'static str,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        if !self.done {
+            crate::metrics::METRICS.openstack(
+                self.service,
+                Err(crate::metrics::OpenStackFailure::Cancelled),
+                self.started.elapsed(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
