@@ -305,6 +305,8 @@ impl Controller {
         };
         let mut spanned: BTreeSet<String> = BTreeSet::new();
         let mut all_known = !targets.is_empty();
+        // Whether a region no longer held the reservation (for the metrics).
+        let mut lapsed = false;
         for (region, counts) in &targets {
             let now = now_ms();
             let (outcome, spill) = self
@@ -336,7 +338,7 @@ impl Controller {
                 Committed::Reservation { regions } => spanned.extend(regions),
                 Committed::AlreadyCommitted => {}
                 Committed::Created { exceeded } => {
-                    METRICS.reservation(Outcome::lapsed);
+                    lapsed = true;
                     if exceeded.is_empty() {
                         tracing::info!(organization = %org, region = %region, reservation = %id, created = ?counts, "commit of an unknown reservation: counted what was created");
                     } else {
@@ -344,14 +346,19 @@ impl Controller {
                     }
                 }
                 Committed::Unknown => {
-                    METRICS.reservation(Outcome::lapsed);
+                    lapsed = true;
                     all_known = false;
                     tracing::warn!(organization = %org, region = %region, reservation = %id, "commit of an unknown reservation without created counts: recorded, nothing counted");
                 }
             }
         }
+        let outcome = if lapsed {
+            Outcome::lapsed
+        } else {
+            Outcome::committed
+        };
         if !created.is_empty() {
-            METRICS.reservation(Outcome::committed);
+            METRICS.reservation(outcome);
             // The reservation's other regions belong to their own daemons,
             // which commit or release them.
             return Ok(q::CommitResponse {});
@@ -367,7 +374,7 @@ impl Controller {
         for region in others.iter().filter(|r| !regions.contains(r)) {
             self.release_in(org, region, id).await?;
         }
-        METRICS.reservation(Outcome::committed);
+        METRICS.reservation(outcome);
         Ok(q::CommitResponse {})
     }
 

@@ -40,12 +40,13 @@ pub(crate) enum Outcome {
     reserved,
     /// Reserve refused: over a limit.
     refused,
-    /// Commit applied.
+    /// Commit applied to a pending reservation.
     committed,
     /// Release applied.
     released,
     /// A commit found its reservation gone from a region: it had lapsed
-    /// at its TTL (or was released) before the commit came.
+    /// at its TTL (or was released) before the commit came. Counted
+    /// instead of `committed`.
     lapsed,
 }
 

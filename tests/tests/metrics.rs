@@ -10,9 +10,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http_common::Http;
+use nordlys_proto::pb::nordlys::quota::v1 as q;
 use nordlys_proto::pb::nordlys::v1::project_service_client::ProjectServiceClient;
-use nordlys_proto::pb::nordlys::v1::{GetProjectRequest, ResourceCounts};
-use nordlys_tests::{bearer, instances, Gateway, GatewayOpts, Stack, StackOpts};
+use nordlys_proto::pb::nordlys::v1::{
+    CreateOrganizationRequest, GetProjectRequest, Organization, ResourceCounts, UpdateQuotaRequest,
+};
+use nordlys_tests::{bearer, instances, Gateway, GatewayOpts, NatsServer, Quota, Stack, StackOpts};
+use nordlys_transport::{Identity, Role};
 use prometheus_parse::{Sample, Scrape, Value};
 use tonic::Code;
 
@@ -476,4 +480,235 @@ async fn every_daemon_serves_prometheus_text_that_counts_its_calls() {
         }
     })
     .await;
+}
+
+/// A NATS client of the quota service, asserting identities in metadata
+/// as the gateway and the regions do.
+#[derive(Clone)]
+struct QuotaClient(nordlys_transport::NatsChannel);
+
+impl QuotaClient {
+    async fn call<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        method: &str,
+        caller: &Identity,
+        message: Req,
+    ) -> Result<Resp, tonic::Status> {
+        let mut request = tonic::Request::new(message);
+        caller.write(request.metadata_mut())?;
+        self.0
+            .unary(
+                format!("nordlys.quota.v1.QuotaController.{method}"),
+                request,
+            )
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn reserve(
+        &self,
+        caller: &Identity,
+        id: &str,
+        ttl_seconds: u32,
+    ) -> Result<(), tonic::Status> {
+        self.call::<_, q::ReserveResponse>(
+            "Reserve",
+            caller,
+            q::ReserveRequest {
+                reservation_id: id.to_owned(),
+                organization: ORG.to_owned(),
+                items: vec![q::RegionCounts {
+                    region: "sto1".to_owned(),
+                    counts: Some(ResourceCounts {
+                        projects: 1,
+                        ..Default::default()
+                    }),
+                }],
+                ttl_seconds,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn commit(&self, caller: &Identity, id: &str) -> Result<(), tonic::Status> {
+        self.call::<_, q::CommitResponse>(
+            "Commit",
+            caller,
+            q::CommitRequest {
+                reservation_id: id.to_owned(),
+                organization: ORG.to_owned(),
+                regions: vec!["sto1".to_owned()],
+                created: Vec::new(),
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn release(&self, caller: &Identity, id: &str) -> Result<(), tonic::Status> {
+        self.call::<_, q::ReleaseResponse>(
+            "Release",
+            caller,
+            q::ReleaseRequest {
+                reservation_id: id.to_owned(),
+                organization: ORG.to_owned(),
+                regions: vec!["sto1".to_owned()],
+            },
+        )
+        .await
+        .map(drop)
+    }
+}
+
+const ORG: &str = "organizations/race";
+
+#[tokio::test]
+async fn quota_counts_reservations_by_outcome_and_store_conflicts() {
+    let nats = NatsServer::start();
+    let quotas = [Quota::start(&nats), Quota::start(&nats)];
+    let client = QuotaClient(nordlys_transport::NatsChannel::new(
+        async_nats::connect(nats.url()).await.expect("NATS"),
+        Duration::from_secs(30),
+    ));
+    let operator = Identity::operator();
+    let _: Organization = client
+        .call(
+            "CreateOrganization",
+            &operator,
+            CreateOrganizationRequest {
+                organization: Some(Organization {
+                    display_name: "Race".into(),
+                    ..Default::default()
+                }),
+                organization_id: "race".into(),
+            },
+        )
+        .await
+        .expect("CreateOrganization");
+    const LIMIT: i64 = 20;
+    let _: nordlys_proto::pb::nordlys::v1::Quota = client
+        .call(
+            "UpdateQuota",
+            &operator,
+            UpdateQuotaRequest {
+                quota: Some(nordlys_proto::pb::nordlys::v1::Quota {
+                    name: format!("{ORG}/quotas/sto1"),
+                    limits: Some(ResourceCounts {
+                        projects: LIMIT,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["limits.projects".to_owned()],
+                }),
+            },
+        )
+        .await
+        .expect("UpdateQuota");
+    let member = Identity {
+        organization: ORG.to_owned(),
+        member: format!("{ORG}/members/someone@race.example"),
+        role: Role::Member,
+    };
+
+    // Two instances reserve and commit on one document at once: only the
+    // limit gets through, and the instances meet each other's writes.
+    const TRIES: usize = 80;
+    let tasks: Vec<_> = (0..TRIES)
+        .map(|i| {
+            let (client, member) = (client.clone(), member.clone());
+            tokio::spawn(async move {
+                let id = format!("r-race-{i}");
+                client.reserve(&member, &id, 0).await?;
+                client.commit(&member, &id).await
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => granted += 1,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    assert_eq!(granted, LIMIT);
+    // Room for the rest: one released, one left to lapse, then committed.
+    let _: nordlys_proto::pb::nordlys::v1::Quota = client
+        .call(
+            "UpdateQuota",
+            &operator,
+            UpdateQuotaRequest {
+                quota: Some(nordlys_proto::pb::nordlys::v1::Quota {
+                    name: format!("{ORG}/quotas/sto1"),
+                    limits: Some(ResourceCounts {
+                        projects: LIMIT + 2,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["limits.projects".to_owned()],
+                }),
+            },
+        )
+        .await
+        .expect("UpdateQuota");
+    client
+        .reserve(&member, "r-given-back", 0)
+        .await
+        .expect("fits");
+    client
+        .release(&member, "r-given-back")
+        .await
+        .expect("Release");
+    client.reserve(&member, "r-late", 1).await.expect("fits");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .commit(&member, "r-late")
+        .await
+        .expect("a late commit is answered");
+
+    let scrapes = [
+        scrape(quotas[0].metrics_addr()).await,
+        scrape(quotas[1].metrics_addr()).await,
+    ];
+    let sum = |name: &str, want: &[(&str, &str)]| -> f64 {
+        scrapes.iter().map(|m| m.sum(name, want)).sum()
+    };
+    let outcome = |o: &str| sum("nordlys_quota_reservations_total", &[("outcome", o)]);
+    let reserves = TRIES as f64 + 2.0;
+    let refused = (TRIES as i64 - LIMIT) as f64;
+    assert_eq!(outcome("reserved"), reserves - refused, "granted reserves");
+    assert_eq!(outcome("refused"), refused);
+    assert_eq!(outcome("committed"), LIMIT as f64);
+    assert_eq!(outcome("released"), 1.0);
+    assert_eq!(outcome("lapsed"), 1.0, "the commit after the TTL");
+    let calls = |method: &str, code: &str| {
+        sum(
+            "nordlys_quota_requests_total",
+            &[("method", method), ("code", code), ("route", "nats")],
+        )
+    };
+    assert_eq!(calls("Reserve", "OK"), reserves - refused);
+    assert_eq!(calls("Reserve", "RESOURCE_EXHAUSTED"), refused);
+    assert_eq!(calls("Commit", "OK"), LIMIT as f64 + 1.0);
+    assert_eq!(calls("Release", "OK"), 1.0);
+    let conflicts = sum("nordlys_quota_store_conflicts_total", &[]);
+    println!("compare-and-set conflicts between the two instances: {conflicts}");
+    assert!(
+        conflicts >= 1.0,
+        "{TRIES} concurrent reserves over two instances met no conflict"
+    );
+    assert_eq!(
+        sum("nordlys_quota_store_contention_failures_total", &[]),
+        0.0
+    );
+    for m in &scrapes {
+        m.check_histograms(
+            "nordlys_quota_request_duration_seconds",
+            "nordlys_quota_requests_total",
+        );
+    }
 }
