@@ -67,6 +67,7 @@ impl Together {
                 backend: Some(nordlys_regiond::BackendKind::Memory),
                 grpc_listen: Some("127.0.0.1:0".to_owned()),
                 grpc_advertise: None,
+                metrics_listen: None,
                 insecure_dev: true,
             },
         )

@@ -16,6 +16,7 @@ pub mod discovery;
 mod events;
 mod http;
 pub mod mesh;
+mod metrics;
 mod routes;
 pub mod scatter;
 mod server;

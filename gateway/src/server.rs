@@ -201,13 +201,16 @@ impl Gateway {
             .add_service(OrganizationServiceServer::new(api.clone()))
             .add_service(QuotaServiceServer::new(api.clone()))
             .add_service(EventServiceServer::new(api.clone()));
+        let metrics = Arc::new(crate::metrics::GatewayMetrics::new(
+            state.regions.metrics(),
+            &state.events,
+        ));
         let http = crate::http::HttpServer::start(
             &config,
             SERVICES,
             routes.clone(),
             Arc::new(api),
-            state.regions.metrics_handle(),
-            state.events.clone(),
+            metrics.clone(),
             tls.http.clone(),
         )
         .await?;
@@ -223,6 +226,7 @@ impl Gateway {
         let mut http = http.spawn();
 
         let router = tonic::transport::Server::builder()
+            .layer(metrics.grpc_layer())
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -11,6 +11,7 @@ use tonic::{Request, Status};
 
 use crate::admin::counts_from;
 use crate::auth::{identity, require_role};
+use crate::metrics::{Outcome, METRICS};
 use crate::reservation::{Committed, Counts, Exceeded, Kind, QuotaDoc, Reserved};
 use crate::status::quota_exceeded;
 use crate::store::{self, Write};
@@ -264,9 +265,11 @@ impl Controller {
             });
         }
         if !exceeded.is_empty() {
+            METRICS.reservation(Outcome::refused);
             tracing::info!(organization = %org, reservation = %id, "quota exceeded");
             return Err(quota_exceeded(org, &exceeded));
         }
+        METRICS.reservation(Outcome::reserved);
         Ok(q::ReserveResponse {
             already_committed: false,
         })
@@ -302,6 +305,8 @@ impl Controller {
         };
         let mut spanned: BTreeSet<String> = BTreeSet::new();
         let mut all_known = !targets.is_empty();
+        // Whether a region no longer held the reservation (for the metrics).
+        let mut lapsed = false;
         for (region, counts) in &targets {
             let now = now_ms();
             let (outcome, spill) = self
@@ -333,6 +338,7 @@ impl Controller {
                 Committed::Reservation { regions } => spanned.extend(regions),
                 Committed::AlreadyCommitted => {}
                 Committed::Created { exceeded } => {
+                    lapsed = true;
                     if exceeded.is_empty() {
                         tracing::info!(organization = %org, region = %region, reservation = %id, created = ?counts, "commit of an unknown reservation: counted what was created");
                     } else {
@@ -340,12 +346,19 @@ impl Controller {
                     }
                 }
                 Committed::Unknown => {
+                    lapsed = true;
                     all_known = false;
                     tracing::warn!(organization = %org, region = %region, reservation = %id, "commit of an unknown reservation without created counts: recorded, nothing counted");
                 }
             }
         }
+        let outcome = if lapsed {
+            Outcome::lapsed
+        } else {
+            Outcome::committed
+        };
         if !created.is_empty() {
+            METRICS.reservation(outcome);
             // The reservation's other regions belong to their own daemons,
             // which commit or release them.
             return Ok(q::CommitResponse {});
@@ -361,6 +374,7 @@ impl Controller {
         for region in others.iter().filter(|r| !regions.contains(r)) {
             self.release_in(org, region, id).await?;
         }
+        METRICS.reservation(outcome);
         Ok(q::CommitResponse {})
     }
 
@@ -390,6 +404,7 @@ impl Controller {
         for region in &regions {
             self.release_in(org, region, id).await?;
         }
+        METRICS.reservation(Outcome::released);
         Ok(q::ReleaseResponse {})
     }
 

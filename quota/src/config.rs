@@ -18,6 +18,7 @@ use crate::reservation::Counts;
 /// reconcile_interval_secs = 300 # 0: no periodic reconciliation
 /// reconcile_confirm_ms = 1000   # a drift must be seen twice this far apart
 /// reconcile_timeout_ms = 5000   # how long a region has to count
+/// metrics_listen = "127.0.0.1:9466" # GET /metrics; "off" (default): none
 /// [default_limits]
 /// projects = 10
 /// users = 50
@@ -27,7 +28,7 @@ use crate::reservation::Counts;
 ///
 /// Environment: `NORDLYS_NATS_URL`, `NORDLYS_BUCKET`,
 /// `NORDLYS_RESERVATION_TTL`, `NORDLYS_DEFAULT_LIMITS__PROJECTS`,
-/// `NORDLYS_RECONCILE_INTERVAL_SECS`, ...
+/// `NORDLYS_RECONCILE_INTERVAL_SECS`, `NORDLYS_METRICS_LISTEN`, ...
 ///
 /// Applied operation ids that no longer fit in a quota document go to the
 /// bucket `<bucket>-ops` (see [`crate::ops`]).
@@ -60,6 +61,9 @@ pub struct Config {
     pub reconcile_confirm_ms: u64,
     /// Milliseconds a region has to answer CountResources.
     pub reconcile_timeout_ms: u64,
+    /// Where `GET /metrics` (Prometheus text) is served; port 0 picks a
+    /// free port; `off` (the default) serves none.
+    pub metrics_listen: String,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             reconcile_interval_secs: 300,
             reconcile_confirm_ms: 1000,
             reconcile_timeout_ms: 5000,
+            metrics_listen: "off".to_string(),
         }
     }
 }
@@ -99,6 +104,9 @@ pub struct Overrides {
     /// `--reconcile-interval-secs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile_interval_secs: Option<u64>,
+    /// `--metrics-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// `--insecure-dev`.
     #[serde(skip)]
     pub insecure_dev: bool,
@@ -123,6 +131,11 @@ impl Config {
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.insecure_dev = overrides.insecure_dev;
         config.checked()
+    }
+
+    /// The metrics listen address, unless turned off.
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listen.parse().ok()
     }
 
     fn figment(file: Option<&Path>, overrides: &Overrides) -> Figment {
@@ -167,6 +180,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "reservation_ttl must be at least 1 second".to_string(),
             ));
+        }
+        if self.metrics_listen != "off"
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_listen {:?} must be an address such as 127.0.0.1:9466 (port 0 for any free port) or `off`",
+                self.metrics_listen
+            )));
         }
         if self.reconcile_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
@@ -220,6 +241,28 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Config::load(None, &dev).is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_is_off_an_address_or_refused() {
+        let with = |listen: &str| Overrides {
+            insecure_dev: true,
+            metrics_listen: Some(listen.into()),
+            ..Overrides::default()
+        };
+        let dev = Overrides {
+            insecure_dev: true,
+            ..Overrides::default()
+        };
+        let off = Config::load(None, &dev).expect("loads");
+        assert_eq!(off.metrics_listen(), None, "off by default");
+        let on = Config::load(None, &with("127.0.0.1:0")).expect("loads");
+        assert_eq!(
+            on.metrics_listen(),
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
+        let error = Config::load(None, &with("everywhere")).expect_err("refused");
+        assert!(error.to_string().contains("metrics_listen"), "{error}");
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //!     insecure_dev: true,
 //!     ..Default::default()
 //! };
-//! nordlys_quota::service::run(config, |id| println!("nordlys-quota ready id={id}")).await
+//! nordlys_quota::service::run(config, |id, _metrics| println!("nordlys-quota ready id={id}")).await
 //! # }
 //! ```
 
@@ -36,6 +36,7 @@ mod admin;
 mod auth;
 pub mod config;
 pub mod keys;
+pub mod metrics;
 pub mod ops;
 pub mod reconcile;
 pub mod reservation;

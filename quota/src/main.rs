@@ -36,6 +36,11 @@ struct Args {
     /// 0 turns them off [default: 300].
     #[arg(long, value_name = "SECONDS")]
     reconcile_interval_secs: Option<u64>,
+    /// Where GET /metrics (Prometheus text) is served, for example
+    /// 127.0.0.1:9466 (port 0: a free port, shown on the ready line as
+    /// metrics=ADDR), or `off` [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Serve on a NATS connection without credentials, for local
     /// development only: any client of that NATS server could then call
     /// the quota service as the gateway.
@@ -58,6 +63,7 @@ async fn main() -> ExitCode {
         bucket: args.bucket,
         reservation_ttl: args.reservation_ttl,
         reconcile_interval_secs: args.reconcile_interval_secs,
+        metrics_listen: args.metrics_listen,
         insecure_dev: args.insecure_dev,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
@@ -67,10 +73,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ready = |id: &str| {
-        // The harness and scripts wait for exactly this line.
+    let ready = |id: &str, metrics: Option<std::net::SocketAddr>| {
+        // The harness and scripts wait for this line; they find the
+        // metrics port on it.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "nordlys-quota ready id={id}");
+        let _ = match metrics {
+            Some(at) => writeln!(out, "nordlys-quota ready id={id} metrics={at}"),
+            None => writeln!(out, "nordlys-quota ready id={id}"),
+        };
         let _ = out.flush();
     };
     match nordlys_quota::service::run(config, ready).await {

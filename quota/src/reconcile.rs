@@ -276,6 +276,7 @@ impl Controller {
             let key = store::quota_key(org, region);
             if self.store.put_if(&key, &doc, Some(second.revision)).await? {
                 let total = self.corrections.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::metrics::METRICS.correction();
                 tracing::warn!(organization = %org, region = %region, before = ?second.doc.usage, after = ?second.expected, corrections_total = total, "quota usage corrected to what exists");
                 report.drift(org, region, &second, true, "");
                 return Ok(());

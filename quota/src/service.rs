@@ -18,11 +18,26 @@ pub const PREFIX: &str = "nordlys.quota.v1.QuotaController";
 
 /// Connects to NATS, opens (or creates) the bucket, serves until SIGINT or
 /// SIGTERM, then stops taking requests, drains those in flight and returns.
-/// `ready` is called with the micro service id once requests are served.
-pub async fn run(config: Config, ready: impl FnOnce(&str)) -> Result<(), BoxError> {
+/// `ready` is called with the micro service id once requests are served,
+/// and the metrics listener's address when `metrics_listen` is on.
+pub async fn run(
+    config: Config,
+    ready: impl FnOnce(&str, Option<std::net::SocketAddr>),
+) -> Result<(), BoxError> {
     // Listen for signals before saying "ready": a SIGTERM right after the
     // ready line must shut down cleanly, not kill the process.
-    run_until(config, ready, nordlys_transport::shutdown_signal()).await
+    let shutdown = nordlys_transport::shutdown_signal();
+    // The listener lives as long as the process: it shows the drain too.
+    let metrics = match config.metrics_listen() {
+        Some(addr) => Some(
+            nordlys_metrics::MetricsListener::start(addr, crate::metrics::METRICS.registry())
+                .await
+                .map_err(|e| format!("metrics_listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let at = metrics.as_ref().map(|m| m.local_addr());
+    run_until(config, |id| ready(id, at), shutdown).await
 }
 
 /// As [`run`], but serves until `shutdown` resolves: for running the quota
@@ -71,7 +86,8 @@ pub async fn run_until(
         PREFIX,
     )
     .description("Nordlys quota and ACL controller")
-    .metadata("bucket", bucket);
+    .metadata("bucket", bucket)
+    .observer(crate::metrics::METRICS.nats_observer());
     let service = endpoints!(builder,
         "Authenticate" => authenticate,
         "Reserve" => reserve,

@@ -232,10 +232,14 @@ impl Store {
             };
             match outcome {
                 Ok(()) => return Ok(answer),
-                Err((true, _)) => backoff(attempt).await,
+                Err((true, _)) => {
+                    crate::metrics::METRICS.conflict();
+                    backoff(attempt).await
+                }
                 Err((false, e)) => return Err(StoreError::Unavailable(e).into()),
             }
         }
+        crate::metrics::METRICS.contention();
         Err(StoreError::Contention(key.to_string()).into())
     }
 
@@ -251,7 +255,10 @@ impl Store {
         let _local = self.stripe(key).lock().await;
         match self.put_at(key, value, revision).await {
             Ok(()) => Ok(true),
-            Err((true, _)) => Ok(false),
+            Err((true, _)) => {
+                crate::metrics::METRICS.conflict();
+                Ok(false)
+            }
             Err((false, e)) => Err(StoreError::Unavailable(e)),
         }
     }

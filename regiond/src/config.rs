@@ -64,6 +64,10 @@ pub struct Config {
     /// (`NORDLYS_GRPC_ADVERTISE`), when it differs from the bound one (NAT,
     /// a wildcard bind). Empty: the bound address.
     pub grpc_advertise: String,
+    /// Where `GET /metrics` (Prometheus text) is served
+    /// (`NORDLYS_METRICS_LISTEN`); port 0 picks a free port; `off` (the
+    /// default) serves none.
+    pub metrics_listen: String,
     /// The OpenStack backend's settings (`[openstack]`, or
     /// `NORDLYS_OPENSTACK__CLOUD` and the like).
     pub openstack: OpenStackConfig,
@@ -189,6 +193,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             grpc_listen: "127.0.0.1:0".to_string(),
             grpc_advertise: String::new(),
+            metrics_listen: "off".to_string(),
             openstack: OpenStackConfig::default(),
             settle_grace_ms: 30_000,
             settle_interval_ms: 5_000,
@@ -216,6 +221,9 @@ pub struct Overrides {
     /// `--grpc-advertise`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_advertise: Option<String>,
+    /// `--metrics-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// `--insecure-dev`.
     #[serde(skip)]
     pub insecure_dev: bool,
@@ -245,6 +253,9 @@ pub enum ConfigError {
     /// The gRPC listen address is neither `off` nor an address.
     #[error("grpc_listen {0:?} must be an address such as 127.0.0.1:7001 (port 0 for any free port) or `off`")]
     GrpcListen(String),
+    /// The metrics listen address is neither `off` nor an address.
+    #[error("metrics_listen {0:?} must be an address such as 127.0.0.1:9464 (port 0 for any free port) or `off`")]
+    MetricsListen(String),
 }
 
 impl Config {
@@ -277,6 +288,11 @@ impl Config {
         if self.grpc_listen != "off" && self.grpc_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::GrpcListen(self.grpc_listen.clone()));
         }
+        if self.metrics_listen != "off"
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::MetricsListen(self.metrics_listen.clone()));
+        }
         self.nats.validate().map_err(ConfigError::Nats)?;
         if !self.nats.has_credentials() && !self.insecure_dev {
             return Err(ConfigError::NoCredentials);
@@ -287,6 +303,11 @@ impl Config {
     /// The direct gRPC listen address, unless turned off.
     pub fn grpc_listen(&self) -> Option<std::net::SocketAddr> {
         self.grpc_listen.parse().ok()
+    }
+
+    /// The metrics listen address, unless turned off.
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listen.parse().ok()
     }
 
     /// How long a shutdown waits for calls in flight.
@@ -408,6 +429,33 @@ mod tests {
             Config::load(Some(Path::new("/nonexistent/regiond.toml")), &bad),
             Err(ConfigError::MissingFile(_))
         ));
+    }
+
+    #[test]
+    fn metrics_listen_is_off_an_address_or_refused() {
+        let with = |listen: &str| Overrides {
+            region: Some("sto1".into()),
+            metrics_listen: Some(listen.into()),
+            ..dev()
+        };
+        let off = Config::load(None, &dev_in("sto1")).expect("loads");
+        assert_eq!(off.metrics_listen(), None, "off by default");
+        let on = Config::load(None, &with("127.0.0.1:0")).expect("loads");
+        assert_eq!(
+            on.metrics_listen(),
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert!(matches!(
+            Config::load(None, &with("localhost")),
+            Err(ConfigError::MetricsListen(_))
+        ));
+    }
+
+    fn dev_in(region: &str) -> Overrides {
+        Overrides {
+            region: Some(region.into()),
+            ..dev()
+        }
     }
 
     #[test]

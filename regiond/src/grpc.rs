@@ -35,6 +35,7 @@ pub(crate) async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RegiondServiceServer<Handlers>>().await;
     let router = tonic::transport::Server::builder()
+        .layer(crate::metrics::METRICS.grpc_layer())
         .add_service(health_service)
         .add_service(RegiondServiceServer::from_arc(handlers));
     let server = match tls {

@@ -31,6 +31,7 @@ pub mod backend;
 pub mod config;
 mod grpc;
 mod handlers;
+pub mod metrics;
 pub mod service;
 mod settle;
 mod status;
@@ -94,11 +95,28 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     // ready line must shut down cleanly, not kill the process.
     let shutdown = nordlys_transport::shutdown_signal();
     let region = config.region.clone();
+    // The listener lives as long as the process: it shows the drain too.
+    let metrics = match config.metrics_listen() {
+        Some(addr) => Some(
+            nordlys_metrics::MetricsListener::start(addr, metrics::METRICS.registry())
+                .await
+                .map_err(|e| format!("metrics_listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    // Scripts and the test harness find the metrics port on the ready line.
+    let metrics_field = metrics
+        .as_ref()
+        .map(|m| format!(" metrics={}", m.local_addr()))
+        .unwrap_or_default();
     run_until(
         config,
         |id| {
             let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "nordlys-regiond ready region={region} id={id}")?;
+            writeln!(
+                stdout,
+                "nordlys-regiond ready region={region} id={id}{metrics_field}"
+            )?;
             stdout.flush()
         },
         shutdown,

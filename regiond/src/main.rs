@@ -42,6 +42,11 @@ struct Args {
     /// from the bound one.
     #[arg(long, value_name = "HOST:PORT")]
     grpc_advertise: Option<String>,
+    /// Where GET /metrics (Prometheus text) is served, for example
+    /// 127.0.0.1:9464 (port 0: a free port, shown on the ready line as
+    /// metrics=ADDR), or `off` (the default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Serve on a NATS connection without credentials, for local
     /// development only: any client of that NATS server could then call
     /// this region as the gateway, for any organization.
@@ -59,6 +64,7 @@ async fn main() -> ExitCode {
         backend: args.backend,
         grpc_listen: args.grpc_listen,
         grpc_advertise: args.grpc_advertise,
+        metrics_listen: args.metrics_listen,
         insecure_dev: args.insecure_dev,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {

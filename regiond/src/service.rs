@@ -54,7 +54,8 @@ pub async fn start(
     .description("Nordlys regional daemon: a region's projects, users, memberships, networks and access rules")
     .metadata("region", handlers.region())
     .metadata("backend", handlers.backend_kind())
-    .metadata("grpc_endpoint", grpc_endpoint);
+    .metadata("grpc_endpoint", grpc_endpoint)
+    .observer(crate::metrics::METRICS.nats_observer());
     let builder = endpoints!(builder, handlers, {
         "CreateProject" => create_project,
         "GetProject" => get_project,

@@ -527,6 +527,7 @@ impl Quota {
     pub fn start_at(url: &str, args: &[String], env: &[(String, String)]) -> Quota {
         let mut spec = Spec::new("quota", "nordlys-quota ready")
             .args(["--nats-url", url])
+            .args(metrics_listen(args))
             .args(args.iter().cloned());
         for (key, value) in env {
             spec = spec.env(key, value);
@@ -538,6 +539,28 @@ impl Quota {
     pub fn id(&self) -> &str {
         self.0.field("id").unwrap_or_default()
     }
+
+    /// Where it serves `GET /metrics` (from its ready line).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        metrics_addr(&self.0)
+    }
+}
+
+/// `--metrics-listen 127.0.0.1:0` (a free port, shown on the ready line),
+/// unless the test's own arguments choose.
+fn metrics_listen(args: &[String]) -> Vec<String> {
+    if args.iter().any(|a| a.starts_with("--metrics-listen")) {
+        return Vec::new();
+    }
+    vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()]
+}
+
+/// The `metrics=` address of a process's ready line.
+fn metrics_addr(process: &Process) -> SocketAddr {
+    process
+        .field("metrics")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics= on the ready line {:?}", process.ready_line()))
 }
 
 impl std::ops::Deref for Quota {
@@ -597,6 +620,7 @@ impl Regiond {
     pub fn start_at(url: &str, region: &str, args: &[String], env: &[(String, String)]) -> Regiond {
         let mut spec = Spec::new("regiond", "nordlys-regiond ready")
             .args(["--nats-url", url, "--region", region])
+            .args(metrics_listen(args))
             .args(args.iter().cloned());
         for (key, value) in env {
             spec = spec.env(key, value);
@@ -615,6 +639,11 @@ impl Regiond {
     /// The region it serves.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// Where it serves `GET /metrics` (from its ready line).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        metrics_addr(&self.process)
     }
 }
 

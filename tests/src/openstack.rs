@@ -827,6 +827,9 @@ fn regiond_spec(
         "--insecure-dev".to_string(),
         "--config".to_string(),
         config.join("regiond.toml").display().to_string(),
+        // A free port, shown on the ready line (see Regiond::metrics_addr).
+        "--metrics-listen".to_string(),
+        "127.0.0.1:0".to_string(),
     ]);
     for (key, value) in region.env() {
         spec = spec.env(&key, &value);

@@ -784,6 +784,24 @@ async fn a_create_while_neutron_is_down_is_incomplete_until_the_region_finishes_
     };
     assert_eq!(state_in(&made, "sto1"), 1, "{made:?}");
     assert_eq!(state_in(&made, "osl1"), 3, "osl1 UNREACHABLE: {made:?}");
+    // osl1's regiond counted Keystone's answers and Neutron's silence.
+    let osl1_metrics = metrics_text(stack.osl1.metrics_addr()).await;
+    let samples = |prefix: &str| -> f64 {
+        osl1_metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        samples("nordlys_regiond_openstack_errors_total{service=\"network\"") >= 1.0,
+        "{osl1_metrics}"
+    );
+    assert!(
+        samples("nordlys_regiond_openstack_requests_total{service=\"identity\",status=\"2xx\"}")
+            >= 1.0,
+        "{osl1_metrics}"
+    );
     let get = || {
         let mut projects = projects.clone();
         async move {
@@ -851,4 +869,18 @@ async fn a_create_while_neutron_is_down_is_incomplete_until_the_region_finishes_
             .unwrap_or_default();
         assert_eq!(usage.projects, 1, "{region}");
     }
+}
+
+/// `GET /metrics` of a regiond, as text.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }

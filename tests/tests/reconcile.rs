@@ -145,6 +145,14 @@ async fn drift_is_reported_then_corrected_and_orphans_named() {
     );
     let after = reconcile(&stack, &tenant.organization, true).await;
     assert!(after.drifts.is_empty(), "{after:?}");
+    // The quota service counted the one correction.
+    let metrics = metrics_text(stack.quota.metrics_addr()).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "nordlys_quota_reconcile_corrections_total 1"),
+        "{metrics}"
+    );
 
     // A network whose project is gone is named as an orphan.
     let ghost = Network {
@@ -223,4 +231,18 @@ async fn a_region_that_removes_orphans_gives_their_quota_back() {
         .usage
         .unwrap_or_default();
     assert_eq!((usage.projects, usage.networks), (0, 0), "{answer:?}");
+}
+
+/// `GET /metrics` of a daemon, as text.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }

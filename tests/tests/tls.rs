@@ -347,13 +347,31 @@ async fn metrics(gateway: &Gateway) -> std::collections::BTreeMap<String, f64> {
         .collect()
 }
 
-fn counter(metrics: &std::collections::BTreeMap<String, f64>, series: &str) -> f64 {
-    metrics.get(series).copied().unwrap_or(0.0)
+/// The sum over the series `(name, route)` names, whatever their other
+/// labels (region, method, code).
+fn counter(
+    metrics: &std::collections::BTreeMap<String, f64>,
+    (name, route): (&str, Option<&str>),
+) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            let (series_name, labels) = series.split_once('{').unwrap_or((series.as_str(), ""));
+            series_name == name
+                && route.is_none_or(|route| {
+                    labels
+                        .trim_end_matches('}')
+                        .split(',')
+                        .any(|pair| pair == format!("route=\"{route}\""))
+                })
+        })
+        .map(|(_, value)| value)
+        .sum()
 }
 
-const DIRECT_CALLS: &str = "nordlys_gateway_region_calls_total{route=\"grpc\"}";
-const NATS_CALLS: &str = "nordlys_gateway_region_calls_total{route=\"nats\"}";
-const FALLBACKS: &str = "nordlys_gateway_fallbacks_total";
+const DIRECT_CALLS: (&str, Option<&str>) = ("nordlys_gateway_region_calls_total", Some("grpc"));
+const NATS_CALLS: (&str, Option<&str>) = ("nordlys_gateway_region_calls_total", Some("nats"));
+const FALLBACKS: (&str, Option<&str>) = ("nordlys_gateway_fallbacks_total", None);
 
 // ---------------------------------------------------------------------------
 // The public listeners

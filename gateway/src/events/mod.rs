@@ -9,7 +9,6 @@ mod cloudevents;
 mod log;
 mod outbox;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use nordlys_proto::pb::google::rpc::Status as RpcStatus;
@@ -113,7 +112,7 @@ impl Events {
         self.close();
         if !self.outbox.flush(limit).await {
             tracing::warn!(
-                queued = self.outbox.counters().queued.load(Relaxed),
+                queued = self.outbox.counters().queued.get(),
                 "audit events still queued at shutdown are lost"
             );
         }
@@ -192,51 +191,8 @@ impl Events {
         });
     }
 
-    /// Events queued, stored, dropped for a full outbox, and publish retries.
-    pub(crate) fn counts(&self) -> (u64, u64, u64, u64) {
-        let c = self.outbox.counters();
-        (
-            c.queued.load(Relaxed),
-            c.published.load(Relaxed),
-            c.dropped.load(Relaxed),
-            c.retries.load(Relaxed),
-        )
-    }
-
-    /// The counters in the Prometheus text format.
-    pub(crate) fn render_metrics(&self) -> String {
-        let (queued, published, dropped, retries) = self.counts();
-        let mut out = String::new();
-        for (name, kind, help, value) in [
-            (
-                "nordlys_gateway_events_queued",
-                "gauge",
-                "Audit events waiting in the outbox.",
-                queued,
-            ),
-            (
-                "nordlys_gateway_events_published_total",
-                "counter",
-                "Audit events the event stream stored.",
-                published,
-            ),
-            (
-                "nordlys_gateway_events_dropped_total",
-                "counter",
-                "Audit events dropped because the outbox was full.",
-                dropped,
-            ),
-            (
-                "nordlys_gateway_events_publish_retries_total",
-                "counter",
-                "Times publishing audit events was retried.",
-                retries,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-        out
+    /// Registers the outbox's counters in `registry`.
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.outbox.counters().register(registry);
     }
 }

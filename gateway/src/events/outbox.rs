@@ -6,13 +6,15 @@
 //! succeeds, and the dropped counter says what was lost.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use super::log::EventLog;
@@ -28,17 +30,43 @@ pub(crate) struct Pending {
     pub(crate) payload: Bytes,
 }
 
-/// Counters of the outbox.
+/// Counters of the outbox, served on `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct OutboxCounters {
     /// Events queued and not yet stored.
-    pub(crate) queued: AtomicU64,
+    pub(crate) queued: Gauge,
     /// Events the stream acknowledged.
-    pub(crate) published: AtomicU64,
+    pub(crate) published: Counter,
     /// Events dropped because the outbox was full.
-    pub(crate) dropped: AtomicU64,
+    pub(crate) dropped: Counter,
     /// Publish attempts that failed and were retried.
-    pub(crate) retries: AtomicU64,
+    pub(crate) retries: Counter,
+}
+
+impl OutboxCounters {
+    /// Registers the counters in `registry`.
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "nordlys_gateway_events_queued",
+            "Audit events waiting in the outbox for the event stream",
+            self.queued.clone(),
+        );
+        registry.register(
+            "nordlys_gateway_events_published",
+            "Audit events the event stream stored",
+            self.published.clone(),
+        );
+        registry.register(
+            "nordlys_gateway_events_dropped",
+            "Audit events dropped because the outbox was full",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "nordlys_gateway_events_publish_retries",
+            "Times publishing audit events was retried",
+            self.retries.clone(),
+        );
+    }
 }
 
 /// The calls' side of the outbox.
@@ -61,11 +89,11 @@ impl Outbox {
     pub(crate) fn push(&self, event: Pending) -> bool {
         match self.tx.try_send(event) {
             Ok(()) => {
-                self.counters.queued.fetch_add(1, Relaxed);
+                self.counters.queued.inc();
                 true
             }
             Err(_) => {
-                let dropped = self.counters.dropped.fetch_add(1, Relaxed) + 1;
+                let dropped = self.counters.dropped.inc() + 1;
                 // Every event would flood the log while NATS is away.
                 if dropped.is_power_of_two() {
                     tracing::warn!(
@@ -86,7 +114,7 @@ impl Outbox {
     /// Waits until every queued event is stored, at most `limit`.
     pub(crate) async fn flush(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        while self.counters.queued.load(Relaxed) > 0 {
+        while self.counters.queued.get() > 0 {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
@@ -125,7 +153,7 @@ async fn publish_loop(
                 Ok(()) => ready = true,
                 Err(e) => {
                     tracing::warn!(error = %e, "the event stream is not available; retrying");
-                    counters.retries.fetch_add(1, Relaxed);
+                    counters.retries.inc();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
@@ -136,12 +164,12 @@ async fn publish_loop(
         for _ in 0..stored {
             batch.pop_front();
         }
-        counters.published.fetch_add(stored as u64, Relaxed);
-        counters.queued.fetch_sub(stored as u64, Relaxed);
+        counters.published.inc_by(stored as u64);
+        counters.queued.dec_by(stored as i64);
         if batch.is_empty() {
             backoff = Duration::from_millis(50);
         } else {
-            counters.retries.fetch_add(1, Relaxed);
+            counters.retries.inc();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }

@@ -46,10 +46,9 @@ pub(crate) struct HttpOptions {
     pub(crate) max_timeout: Duration,
     /// Ignore unknown JSON fields and query parameters instead of a 400.
     pub(crate) allow_unknown_fields: bool,
-    /// The mesh counters served at `GET /metrics`, when there is a mesh.
-    pub(crate) metrics: Option<std::sync::Arc<crate::mesh::Metrics>>,
-    /// The audit events' counters, served with them.
-    pub(crate) events: Option<std::sync::Arc<crate::events::Events>>,
+    /// The series served at `GET /metrics`, where HTTP calls are counted
+    /// too; `None` in unit tests without a gateway around.
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::GatewayMetrics>>,
 }
 
 /// Everything derived from the descriptors, built once.

@@ -63,8 +63,7 @@ impl HttpServer {
         services: &[&str],
         routes: tonic::service::Routes,
         direct: Arc<dyn super::Dispatch>,
-        metrics: std::sync::Arc<crate::mesh::Metrics>,
-        events: Arc<crate::events::Events>,
+        metrics: std::sync::Arc<crate::metrics::GatewayMetrics>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<HttpServer, nordlys_transport::BoxError> {
         let options = super::HttpOptions {
@@ -73,7 +72,6 @@ impl HttpServer {
             max_timeout: config.max_timeout(),
             allow_unknown_fields: config.http_allow_unknown_fields,
             metrics: Some(metrics),
-            events: Some(events),
         };
         let gateway = HttpGateway::new(
             nordlys_proto::FILE_DESCRIPTOR_SET,
@@ -241,7 +239,25 @@ async fn handle(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request<AxumBody>,
 ) -> Response {
-    match serve_one(&gateway, peer, request).await {
+    let started = std::time::Instant::now();
+    let mut rpc = None;
+    let result = serve_call(&gateway, peer, request, &mut rpc).await;
+    // Only calls that matched a method are counted: a label per unknown
+    // path would let any client grow the series without bound.
+    if let (Some(metrics), Some(binding)) = (&gateway.options.metrics, rpc) {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.status.code(),
+        };
+        metrics.observe(
+            crate::metrics::Protocol::Http,
+            binding.rpc.parent_service().full_name(),
+            binding.rpc.name(),
+            code,
+            started.elapsed(),
+        );
+    }
+    match result {
         Ok(response) => response,
         Err(e) => {
             if e.status.code() == tonic::Code::Internal || e.status.code() == tonic::Code::Unknown {
@@ -260,10 +276,22 @@ fn document(content_type: &'static str, body: &str) -> Response {
         .into_response()
 }
 
+#[cfg(test)]
 pub(super) async fn serve_one(
     gateway: &HttpGateway,
     peer: SocketAddr,
     request: Request<AxumBody>,
+) -> Result<Response, HttpError> {
+    serve_call(gateway, peer, request, &mut None).await
+}
+
+/// As [`serve_one`]; sets `rpc` to the method's binding once the path
+/// matched one (for the metrics).
+async fn serve_call<'g>(
+    gateway: &'g HttpGateway,
+    peer: SocketAddr,
+    request: Request<AxumBody>,
+    rpc: &mut Option<&'g super::rules::Binding>,
 ) -> Result<Response, HttpError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -274,11 +302,12 @@ pub(super) async fn serve_one(
             "/docs" | "/docs/" => return Ok(document("text/html; charset=utf-8", docs::PAGE)),
             "/metrics" => {
                 if let Some(metrics) = &gateway.options.metrics {
-                    let mut text = metrics.render();
-                    if let Some(events) = &gateway.options.events {
-                        text.push_str(&events.render_metrics());
-                    }
-                    return Ok(document("text/plain; version=0.0.4", &text));
+                    let accept = parts
+                        .headers
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let (content_type, text) = metrics.render(accept);
+                    return Ok(document(content_type, &text));
                 }
             }
             _ => {}
@@ -295,6 +324,7 @@ pub(super) async fn serve_one(
             Miss::BadEncoding(why) => HttpError::bad_request("", why),
         })?;
     let binding = found.binding;
+    *rpc = Some(binding);
 
     let explicit = explicit_deadline(&parts.headers)?;
     let timeout = explicit

@@ -568,7 +568,6 @@ mod pipeline {
                 max_timeout: Duration::from_secs(10),
                 allow_unknown_fields: false,
                 metrics: None,
-                events: None,
             },
         )
         .expect("gateway")

@@ -132,7 +132,7 @@ impl RegionDirect {
                     Err(e) => {
                         tracing::warn!(region = %self.region, %endpoint, error = %e, "unusable gRPC endpoint");
                         k.ejected_until = Some(now + self.eject_for);
-                        metrics.ejection();
+                        metrics.ejection(&self.region);
                     }
                 }
             }
@@ -152,7 +152,7 @@ impl RegionDirect {
                 k.active = false;
                 k.ejected_until = Some(Instant::now() + self.eject_for);
                 self.replace(|m| m.id != id, Vec::new());
-                metrics.ejection();
+                metrics.ejection(&self.region);
                 tracing::warn!(region = %self.region, id, endpoint = %k.endpoint, "ejected a failing gRPC endpoint");
             }
         }

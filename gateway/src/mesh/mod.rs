@@ -100,14 +100,9 @@ impl Mesh {
         }
     }
 
-    /// The mesh counters.
+    /// The mesh series.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-
-    /// The mesh counters, shared.
-    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
-        self.metrics.clone()
     }
 
     fn mode_for(&self, region: &str) -> RouteMode {
@@ -190,9 +185,9 @@ impl Mesh {
                 // Auto mode moving from gRPC to NATS is the fallback, not a retry.
                 let fallback = *route == Nats && plan[i - 1] == Direct;
                 if fallback {
-                    self.metrics.fallback();
+                    self.metrics.fallback(region);
                 } else if self.budget.withdraw() {
-                    self.metrics.retry();
+                    self.metrics.retry(region);
                 } else {
                     break;
                 }
@@ -207,10 +202,10 @@ impl Mesh {
             } else {
                 remaining
             };
+            let attempt_started = Instant::now();
             let outcome = match route {
                 Direct => match self.direct(region) {
                     Some(service) => {
-                        self.metrics.direct();
                         let attempt = Request::from_parts(
                             outgoing.metadata(remaining),
                             Default::default(),
@@ -228,7 +223,6 @@ impl Mesh {
                     None => continue,
                 },
                 Nats => {
-                    self.metrics.nats();
                     let subject = nats_subject(region, method);
                     // Straight to headers and bytes, the message encoded
                     // once for every NATS attempt: no metadata to build and
@@ -248,6 +242,18 @@ impl Mesh {
                     }
                 }
             };
+            let code = match &outcome {
+                Ok(Ok(_)) => tonic::Code::Ok,
+                Ok(Err(status)) => status.code(),
+                Err(_) => tonic::Code::DeadlineExceeded,
+            };
+            self.metrics.attempt(
+                region,
+                method,
+                *route == Direct,
+                code,
+                attempt_started.elapsed(),
+            );
             match outcome {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(status)) if retryable(&status) => {

@@ -552,6 +552,7 @@ impl Settle {
         }
         let freed = self.freed(&note);
         if let Err(e) = self.settle_remove(&note, revision).await {
+            crate::metrics::METRICS.giveback_deferred();
             tracing::warn!(error = %e, %name, "quota give-back after a delete failed; the sweeper retries it");
         }
         Ok((life.organization, freed))
@@ -787,8 +788,14 @@ impl Settle {
                 Note::Remove { .. } => self.finish_remove(&note, revision).await,
             };
             match result {
-                Ok(()) => settled += 1,
-                Err(e) => tracing::warn!(%key, error = %e, "could not settle a note yet"),
+                Ok(()) => {
+                    settled += 1;
+                    crate::metrics::METRICS.swept();
+                }
+                Err(e) => {
+                    crate::metrics::METRICS.sweep_failed();
+                    tracing::warn!(%key, error = %e, "could not settle a note yet");
+                }
             }
         }
         Ok(settled)

@@ -10,7 +10,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use nordlys_tests::{bearer, instances, Regiond, Stack, StackOpts};
 
-use super::support::{create, get, metrics, steady_gets};
+use super::support::{create, get, metrics, steady_gets, total};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_instances_fails_no_call() {
@@ -44,11 +44,7 @@ async fn killing_one_of_two_instances_fails_no_call() {
     println!("gateway counters: {counters:?}");
     assert!(tally.failed.is_empty(), "failed calls: {:?}", tally.failed);
     assert!(
-        counters
-            .get("nordlys_gateway_ejections_total")
-            .copied()
-            .unwrap_or(0.0)
-            >= 1.0,
+        total(&counters, "nordlys_gateway_ejections_total", &[]) >= 1.0,
         "the dead instance was ejected: {counters:?}"
     );
     assert!(
@@ -101,10 +97,11 @@ async fn a_closed_direct_port_falls_back_to_nats() {
         "40 calls with every direct endpoint closed, over NATS: {:?}; counters {counters:?}",
         started.elapsed()
     );
-    let over_nats = counters
-        .get("nordlys_gateway_region_calls_total{route=\"nats\"}")
-        .copied()
-        .unwrap_or(0.0);
+    let over_nats = total(
+        &counters,
+        "nordlys_gateway_region_calls_total",
+        &[("route", "nats")],
+    );
     assert!(over_nats >= 40.0, "{counters:?}");
 
     // In grpc-only mode the same region is unavailable, precisely.

@@ -93,6 +93,27 @@ pub(crate) async fn metrics(http: std::net::SocketAddr) -> std::collections::BTr
         .collect()
 }
 
+/// The sum of the samples of series `name` whose labels include `labels`
+/// (the gateway's series carry more labels than these tests look at).
+pub(crate) fn total(
+    metrics: &std::collections::BTreeMap<String, f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series.as_str(), ""));
+            series_name == name
+                && labels.iter().all(|(k, v)| {
+                    rest.split(',')
+                        .any(|pair| pair.trim_end_matches('}') == format!("{k}=\"{v}\""))
+                })
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
 /// Runs the mesh tests one at a time: they load the machine on purpose and
 /// assert on timings, which two at once on two cores would blur.
 pub(crate) async fn serial() -> tokio::sync::MutexGuard<'static, ()> {

@@ -57,6 +57,10 @@ where
     })
 }
 
+/// Told of every answered request: endpoint name, status code, time taken
+/// (for metrics; it runs on the request's task, so it must be quick).
+pub type Observer = Arc<dyn Fn(&str, tonic::Code, Duration) + Send + Sync>;
+
 /// Builds a [`MicroService`].
 #[derive(Debug)]
 pub struct MicroServiceBuilder {
@@ -67,6 +71,15 @@ pub struct MicroServiceBuilder {
     metadata: HashMap<String, String>,
     prefix: String,
     endpoints: Vec<(String, HandlerDebug)>,
+    observer: Option<ObserverDebug>,
+}
+
+struct ObserverDebug(Observer);
+
+impl std::fmt::Debug for ObserverDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 struct HandlerDebug(Handler);
@@ -94,7 +107,14 @@ impl MicroServiceBuilder {
             metadata: HashMap::new(),
             prefix: prefix.into(),
             endpoints: Vec::new(),
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every answered request.
+    pub fn observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(ObserverDebug(observer));
+        self
     }
 
     /// The description `$SRV.INFO` shows.
@@ -132,6 +152,10 @@ impl MicroServiceBuilder {
         for (name, HandlerDebug(handler)) in self.endpoints {
             let endpoint = group.endpoint_builder().name(&name).add(&name).await?;
             let mut stop = stop_rx.clone();
+            let observed = self
+                .observer
+                .as_ref()
+                .map(|ObserverDebug(o)| (o.clone(), Arc::<str>::from(name.as_str())));
             tracker.spawn(async move {
                 let mut endpoint = endpoint;
                 // The requests being answered run inside this task rather
@@ -151,7 +175,8 @@ impl MicroServiceBuilder {
                                 // lookup, then a publish into the client's
                                 // buffer): poll once here, and only what is
                                 // left waiting joins the set.
-                                let mut pending = Box::pin(answer(request, handler.clone()));
+                                let mut pending =
+                                    Box::pin(answer(request, handler.clone(), observed.clone()));
                                 if futures::poll!(pending.as_mut()).is_pending() {
                                     running.push(pending);
                                 }
@@ -199,10 +224,15 @@ pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), Bo
     }
 }
 
-async fn answer(request: MicroRequest, handler: Handler) {
+async fn answer(request: MicroRequest, handler: Handler, observed: Option<(Observer, Arc<str>)>) {
+    let started = observed.as_ref().map(|_| std::time::Instant::now());
     let metadata = metadata_from_headers(request.message.headers.as_ref());
     let payload = request.message.payload.clone();
     let outcome = handler(payload, metadata).await;
+    let code = match &outcome {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
     let sent = match outcome {
         Ok(bytes) => request.respond(Ok(bytes)).await,
         Err(status) => {
@@ -212,6 +242,9 @@ async fn answer(request: MicroRequest, handler: Handler) {
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, "could not send a reply");
+    }
+    if let (Some((observer, endpoint)), Some(started)) = (observed, started) {
+        observer(&endpoint, code, started.elapsed());
     }
 }
 

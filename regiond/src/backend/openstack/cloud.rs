@@ -407,17 +407,23 @@ impl Cloud {
         E: RestEndpoint + Sync + Send,
         T: DeserializeOwned + Send + 'static,
     {
-        let first = endpoint
-            .query_async(&self.client)
-            .await
-            .map_err(|e| CallError::new(service, e));
+        let first = timed(service, async {
+            endpoint
+                .query_async(&self.client)
+                .await
+                .map_err(|e| CallError::new(service, e))
+        })
+        .await;
         match first {
             Err(e) if Self::lost_endpoint(&e) => {
                 self.rediscover(&e).await;
-                endpoint
-                    .query_async(&self.client)
-                    .await
-                    .map_err(|e| CallError::new(service, e))
+                timed(service, async {
+                    endpoint
+                        .query_async(&self.client)
+                        .await
+                        .map_err(|e| CallError::new(service, e))
+                })
+                .await
             }
             other => other,
         }
@@ -428,17 +434,23 @@ impl Cloud {
         E: RestEndpoint + Sync + Send,
     {
         let endpoint = ignore(endpoint);
-        let first = endpoint
-            .query_async(&self.client)
-            .await
-            .map_err(|e| CallError::new(service, e));
+        let first = timed(service, async {
+            endpoint
+                .query_async(&self.client)
+                .await
+                .map_err(|e| CallError::new(service, e))
+        })
+        .await;
         match first {
             Err(e) if Self::lost_endpoint(&e) => {
                 self.rediscover(&e).await;
-                endpoint
-                    .query_async(&self.client)
-                    .await
-                    .map_err(|e| CallError::new(service, e))
+                timed(service, async {
+                    endpoint
+                        .query_async(&self.client)
+                        .await
+                        .map_err(|e| CallError::new(service, e))
+                })
+                .await
             }
             other => other,
         }
@@ -876,6 +888,50 @@ impl Cloud {
             .build()
             .map_err(build_error)?;
         self.remove("neutron", ep).await
+    }
+}
+
+/// Runs one OpenStack HTTP call, counted in the metrics by service and
+/// status, with its time.
+async fn timed<T>(
+    service: &'static str,
+    call: impl std::future::Future<Output = CallResult<T>>,
+) -> CallResult<T> {
+    let mut timing = Timing {
+        service,
+        started: std::time::Instant::now(),
+        done: false,
+    };
+    let result = call.await;
+    timing.done = true;
+    crate::metrics::METRICS.openstack(
+        service,
+        result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| crate::metrics::OpenStackFailure::Status(e.status)),
+        timing.started.elapsed(),
+    );
+    result
+}
+
+/// Counts a call dropped before OpenStack answered (the caller's deadline
+/// passed): it would otherwise not show at all.
+struct Timing {
+    service: &'static str,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        if !self.done {
+            crate::metrics::METRICS.openstack(
+                self.service,
+                Err(crate::metrics::OpenStackFailure::Cancelled),
+                self.started.elapsed(),
+            );
+        }
     }
 }
 
