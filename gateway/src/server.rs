@@ -202,6 +202,8 @@ impl Gateway {
         let mut http = http.spawn();
 
         let router = tonic::transport::Server::builder()
+            // The SERVER span of each call, continuing the caller's trace.
+            .layer(nordlys_telemetry::layer::TraceLayer::grpc())
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -128,7 +128,10 @@ pub fn init(service_name: &'static str) -> Guard {
             }))
     });
     EXPORTING.store(provider.is_some(), Ordering::Relaxed);
-    tracing_subscriber::registry().with(logs).with(traces).init();
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
     if let Some(e) = failure {
         tracing::warn!(error = %e, "traces are not exported: the OTLP exporter could not be built");
     } else if provider.is_some() {
@@ -156,8 +159,10 @@ fn provider(service_name: &'static str) -> Result<SdkTracerProvider, String> {
     // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win, as the SDK wants;
     // the daemon's own name otherwise, not "unknown_service".
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-            .is_ok_and(|v| v.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
+            v.split(',')
+                .any(|kv| kv.trim().starts_with("service.name="))
+        });
     let mut resource = Resource::builder();
     if !named {
         resource = resource.with_service_name(service_name);
@@ -370,6 +375,99 @@ pub fn passthrough(remote: Context) -> Option<Context> {
     (!exporting() && remote.span().span_context().is_valid()).then_some(remote)
 }
 
+/// A span and context for work spawned by a request that goes on after
+/// it was answered: a new span in the same trace, a child of the current
+/// one that does not hold the request's span open.
+pub fn follow_on(name: &'static str) -> (tracing::Span, Option<Context>) {
+    use opentelemetry::trace::TraceContextExt;
+    if exporting() {
+        let parent = tracing::Span::current().context();
+        let span =
+            tracing::info_span!(target: TARGET, parent: None, "background", otel.name = name);
+        let _ = span.set_parent(parent);
+        (span, None)
+    } else {
+        let current = Context::current();
+        let valid = current.span().span_context().is_valid();
+        (tracing::Span::none(), valid.then_some(current))
+    }
+}
+
+/// The CLIENT span of a unary gRPC call of `/{service}/{method}`, to put
+/// into the call's metadata with [`inject_headers`].
+pub fn grpc_client_span(service: &str, method: &str) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "grpc.client",
+        otel.name = format!("{service}/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    )
+}
+
+/// The CLIENT span of an HTTP request of `method` to `uri`, to put into its
+/// headers with [`inject_headers`]. `url.full` never shows user
+/// information (a password in the URL).
+pub fn http_client_span(method: &http::Method, uri: &http::Uri) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    let host = uri.host().unwrap_or_default();
+    let port = uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    });
+    let full = format!(
+        "{}://{}{}{}",
+        uri.scheme_str().unwrap_or("http"),
+        host,
+        uri.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+    );
+    tracing::info_span!(
+        target: TARGET,
+        "http.client",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        http.request.method = method.as_str(),
+        server.address = host,
+        server.port = port.map(i64::from),
+        url.full = full,
+    )
+}
+
+/// Records the status of an HTTP answer on its CLIENT span (4xx and 5xx
+/// are failures of the call).
+pub fn record_http_status(span: &tracing::Span, status: u16) {
+    if !exporting() || span.is_disabled() {
+        return;
+    }
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if status >= 400 {
+        span.set_attribute("error.type", status.to_string());
+        set_error(span, status.to_string());
+    }
+}
+
+/// Records how a call ended on its CLIENT (or NATS SERVER) span: the gRPC
+/// code (0 for an answer), failed when not OK.
+pub fn record_outcome(span: &tracing::Span, code: i32, message: &str) {
+    if !exporting() || span.is_disabled() {
+        return;
+    }
+    span.set_attribute("rpc.grpc.status_code", i64::from(code));
+    if code != 0 {
+        span.set_attribute("error.type", code.to_string());
+        set_error(span, message.to_owned());
+    }
+}
+
 /// Marks `span` failed with `message` (`otel.status_code = ERROR`).
 pub fn set_error(span: &tracing::Span, message: impl Into<std::borrow::Cow<'static, str>>) {
     if exporting() && !span.is_disabled() {
@@ -432,7 +530,10 @@ mod tests {
     #[test]
     fn an_oversized_tracestate_is_dropped_alone() {
         let long = format!("v={}", "a".repeat(MAX_TRACESTATE));
-        assert_eq!(extracted(PARENT, Some(&long)), (Some(PARENT.to_owned()), None));
+        assert_eq!(
+            extracted(PARENT, Some(&long)),
+            (Some(PARENT.to_owned()), None)
+        );
     }
 
     #[test]

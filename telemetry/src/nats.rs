@@ -4,9 +4,8 @@
 
 use async_nats::HeaderMap;
 use opentelemetry::Context;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{exporting, extract, passthrough, set_error, set_parent, NatsCarrier, TARGET};
+use crate::{exporting, extract, passthrough, set_parent, NatsCarrier, TARGET};
 
 /// The CLIENT span of a request to `subject`, its context written into
 /// `headers` (the caller's own context when spans are not exported).
@@ -62,15 +61,4 @@ pub fn server_span(
     (span, passthrough(remote))
 }
 
-/// Records how a NATS request ended on its span: the gRPC code it carried
-/// (0 for an answer), failed when not OK.
-pub fn record_outcome(span: &tracing::Span, code: i32, message: &str) {
-    if !exporting() || span.is_disabled() {
-        return;
-    }
-    span.set_attribute("rpc.grpc.status_code", i64::from(code));
-    if code != 0 {
-        span.set_attribute("error.type", code.to_string());
-        set_error(span, message.to_owned());
-    }
-}
+pub use crate::record_outcome;

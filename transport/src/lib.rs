@@ -41,7 +41,9 @@ pub use direct_channel::{DirectChannel, DirectOptions};
 pub use kv_bucket::{open_bucket, Buckets};
 pub use metadata::{Identity, Role};
 pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
-pub use nats::server::{confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder};
+pub use nats::server::{
+    confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder, QUEUE_GROUP,
+};
 pub use signal::shutdown_signal;
 
 /// The catch-all error of start-up and plumbing code.

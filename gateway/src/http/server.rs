@@ -118,7 +118,9 @@ impl HttpServer {
     ) -> std::io::Result<()> {
         let app = axum::Router::new()
             .fallback(handle)
-            .with_state(self.gateway);
+            .with_state(self.gateway)
+            // The SERVER span of each request, continuing the caller's trace.
+            .layer(nordlys_telemetry::layer::TraceLayer::http());
         let app = app.into_make_service_with_connect_info::<Peer>();
         if let Some(config) = self.tls {
             // The TLS listener sets TCP_NODELAY itself.
@@ -288,6 +290,7 @@ pub(super) async fn serve_one(
             Miss::BadEncoding(why) => HttpError::bad_request("", why),
         })?;
     let binding = found.binding;
+    nordlys_telemetry::layer::record_route(&parts.method, &binding.template.raw);
 
     let timeout = deadline(&parts.headers, &gateway.options)?;
     let metadata = metadata(&parts.headers, peer)?;
