@@ -108,9 +108,14 @@ pub fn record_route(method: &http::Method, route: &str) {
     if !exporting() {
         return;
     }
+    use opentelemetry::trace::TraceContextExt;
     let span = tracing::Span::current();
     span.set_attribute("http.route", route.to_owned());
-    span.record("otel.name", format!("{method} {route}"));
+    // The span has started (entering it does that), so the name is
+    // changed on the OpenTelemetry span itself.
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for TraceService<S>

@@ -121,6 +121,7 @@ pub fn init(service_name: &'static str) -> Guard {
             .with_threads(false)
             .with_target(false)
             .with_level(false)
+            .with_tracked_inactivity(false)
             // Our spans, and warnings and errors logged inside them as span events.
             .with_filter(filter_fn(|meta| {
                 meta.target() == TARGET
