@@ -95,7 +95,6 @@ fn server_span<B>(protocol: Protocol, request: &http::Request<B>) -> tracing::Sp
                 otel.kind = "server",
                 http.request.method = method,
                 url.path = path,
-                url.scheme = request.uri().scheme_str().unwrap_or("http"),
             )
         }
     }
