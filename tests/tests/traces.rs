@@ -377,60 +377,93 @@ async fn without_an_endpoint_nothing_is_exported() {
     assert!(spans.is_empty(), "spans exported:\n{}", dump(&spans));
 }
 
-/// On real OpenStack regions: regiond's Keystone and Neutron requests are
+/// One OpenStack region `sto1` behind regiond, quota and a gateway (route
+/// `nats`), every daemon given `env`. Fields drop in order: the gateway
+/// first, the cloud last.
+struct OpenStackSto1 {
+    gateway: nordlys_tests::Gateway,
+    _regiond: nordlys_tests::Regiond,
+    _quota: nordlys_tests::Quota,
+    _config: tempfile::TempDir,
+    _nats: nordlys_tests::NatsServer,
+    region: nordlys_tests::openstack::OpenStackRegion,
+}
+
+impl OpenStackSto1 {
+    async fn start(env: &[(String, String)]) -> OpenStackSto1 {
+        use nordlys_tests::openstack::{self, OpenStackRegion};
+        let region = OpenStackRegion::start("sto1");
+        let nats = nordlys_tests::NatsServer::start();
+        let quota = nordlys_tests::Quota::start_env(&nats, &[] as &[&str], env);
+        let config = openstack::regiond_config("");
+        let env_refs: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let regiond = openstack::regiond(&nats, &region, config.path(), &env_refs);
+        // osl1 stays absent: one region is enough here.
+        let gateway_opts = nordlys_tests::GatewayOpts {
+            args: vec!["--route".to_owned(), "nats".to_owned()],
+            ..Default::default()
+        };
+        let gateway = nordlys_tests::Gateway::start_at(&nats.url(), &gateway_opts, env);
+        gateway
+            .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
+            .await;
+        OpenStackSto1 {
+            gateway,
+            _regiond: regiond,
+            _quota: quota,
+            _config: config,
+            _nats: nats,
+            region,
+        }
+    }
+
+    /// A project (Keystone) and a network in it (Neutron), both calls
+    /// sent with the caller's traceparent of `trace_id`.
+    async fn project_and_network(&self, trace_id: &str) {
+        let tenant = self.gateway.tenant("acme").await;
+        ProjectServiceClient::new(self.gateway.channel().await)
+            .create_project(with_trace(
+                create_project("web", &["sto1"]),
+                &tenant.key,
+                trace_id,
+            ))
+            .await
+            .expect("CreateProject");
+        NetworkServiceClient::new(self.gateway.channel().await)
+            .create_network(with_trace(
+                CreateNetworkRequest {
+                    parent: "projects/web".into(),
+                    network: Some(Network {
+                        region: "sto1".into(),
+                        cidr: "10.20.0.0/24".into(),
+                        ..Default::default()
+                    }),
+                    network_id: "backend".into(),
+                    request_id: String::new(),
+                },
+                &tenant.key,
+                trace_id,
+            ))
+            .await
+            .expect("CreateNetwork");
+    }
+}
+
+/// On a real OpenStack region: regiond's Keystone and Neutron requests are
 /// CLIENT spans under its server span, and carry their traceparent.
 #[tokio::test]
 async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
-    use nordlys_tests::openstack::{self, OpenStackRegion};
-    if !openstack::available("keystone_and_neutron_requests_are_client_spans_of_the_trace") {
+    if !nordlys_tests::openstack::available(
+        "keystone_and_neutron_requests_are_client_spans_of_the_trace",
+    ) {
         return;
     }
     let collector = Collector::start().await;
-    let env = collector.env();
-    let region = OpenStackRegion::start("sto1");
-    let nats = nordlys_tests::NatsServer::start();
-    let _quota = nordlys_tests::Quota::start_env(&nats, &[] as &[&str], &env);
-    let config = openstack::regiond_config("");
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _regiond = openstack::regiond(&nats, &region, config.path(), &env_refs);
-    // osl1 stays absent: one region is enough here.
-    let gateway_opts = nordlys_tests::GatewayOpts {
-        args: vec!["--route".to_owned(), "nats".to_owned()],
-        ..Default::default()
-    };
-    let gateway = nordlys_tests::Gateway::start_at(&nats.url(), &gateway_opts, &env);
-    gateway
-        .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
-        .await;
-    let tenant = gateway.tenant("acme").await;
-
-    // The project in Keystone, a network in Neutron, in one trace.
+    let cloud = OpenStackSto1::start(&collector.env()).await;
+    let region = &cloud.region;
     let trace_id = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b";
-    ProjectServiceClient::new(gateway.channel().await)
-        .create_project(with_trace(
-            create_project("web", &["sto1"]),
-            &tenant.key,
-            trace_id,
-        ))
-        .await
-        .expect("CreateProject");
-    NetworkServiceClient::new(gateway.channel().await)
-        .create_network(with_trace(
-            CreateNetworkRequest {
-                parent: "projects/web".into(),
-                network: Some(Network {
-                    region: "sto1".into(),
-                    cidr: "10.20.0.0/24".into(),
-                    ..Default::default()
-                }),
-                network_id: "backend".into(),
-                request_id: String::new(),
-            },
-            &tenant.key,
-            trace_id,
-        ))
-        .await
-        .expect("CreateNetwork");
+    cloud.project_and_network(trace_id).await;
 
     let keystone = region.auth_url();
     let neutron = region.neutron_url();
@@ -512,6 +545,35 @@ async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
                 clients.contains(parent),
                 "{server} {method} {path}: {tp} names no client span of the trace"
             );
+        }
+    }
+}
+
+/// Without export, the caller's traceparent reaches Keystone and Neutron
+/// unchanged.
+#[tokio::test]
+async fn without_export_keystone_and_neutron_receive_the_callers_traceparent() {
+    if !nordlys_tests::openstack::available(
+        "without_export_keystone_and_neutron_receive_the_callers_traceparent",
+    ) {
+        return;
+    }
+    let cloud = OpenStackSto1::start(&[]).await;
+    let trace_id = "9a8b7c6d5e4f30211203f4e5d6c7b8a9";
+    cloud.project_and_network(trace_id).await;
+    let sent = traceparent(trace_id);
+    for server in ["keystone", "neutron"] {
+        let received = cloud.region.received_traceparents(server);
+        let ours: Vec<&(String, String, String)> = received
+            .iter()
+            .filter(|(_, _, tp)| tp.contains(trace_id))
+            .collect();
+        assert!(
+            !ours.is_empty(),
+            "{server} received no traceparent of the call: {received:?}"
+        );
+        for (method, path, tp) in ours {
+            assert_eq!(tp, &sent, "{server} {method} {path}");
         }
     }
 }
