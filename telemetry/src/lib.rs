@@ -151,8 +151,8 @@ fn provider(service_name: &'static str) -> Result<SdkTracerProvider, String> {
             ));
         }
     }
-    // The exporter reads the endpoint, headers, timeout and compression
-    // from the OTEL_EXPORTER_OTLP_* variables itself.
+    // The exporter reads the endpoint, headers and timeout from the
+    // OTEL_EXPORTER_OTLP_* variables itself (no compression is built in).
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()
