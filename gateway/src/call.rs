@@ -4,18 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nordlys_transport::metadata::{
-    set_timeout, timeout_of, CALLER, REQUEST_ID, TRACEPARENT, TRACESTATE,
-};
+use nordlys_transport::metadata::{set_timeout, timeout_of, CALLER, REQUEST_ID};
 use nordlys_transport::{append_nats_header, append_nats_timeout};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
 
 use crate::auth::Caller;
-
-/// W3C Trace Context allows 32 list members of up to 256 characters; 512
-/// is the length it asks every participant to pass on at least.
-const MAX_TRACESTATE: usize = 512;
 
 /// The caller and the deadline of one public call.
 #[derive(Debug, Clone)]
@@ -23,10 +17,6 @@ pub struct Call {
     /// Who calls.
     pub caller: Arc<Caller>,
     deadline: Instant,
-    /// The caller's trace context, passed on to every internal call so the
-    /// regions' work joins the caller's trace (W3C `traceparent` and
-    /// `tracestate`; dropped when malformed, as the spec asks).
-    trace: Option<(AsciiMetadataValue, Option<AsciiMetadataValue>)>,
     /// Where the call came from, for the audit events it causes.
     pub(crate) origin: Origin,
 }
@@ -54,7 +44,6 @@ impl Call {
         Call {
             caller,
             deadline: Instant::now() + timeout,
-            trace: trace_context(metadata),
             origin: Origin::default(),
         }
     }
@@ -65,19 +54,12 @@ impl Call {
         self
     }
 
-    /// The W3C trace id the call belongs to, when the caller sent one.
-    pub(crate) fn trace_id(&self) -> Option<&str> {
-        let (parent, _) = self.trace.as_ref()?;
-        parent.to_str().ok()?.split('-').nth(1)
-    }
-
     /// The same caller with a fresh deadline, for work that goes on after
     /// the call was answered.
     pub fn renewed(&self, timeout: Duration) -> Call {
         Call {
             caller: self.caller.clone(),
             deadline: Instant::now() + timeout,
-            trace: self.trace.clone(),
             origin: self.origin.clone(),
         }
     }
@@ -142,7 +124,9 @@ impl Call {
 
 /// An internal call about to leave: the message, and what travels beside
 /// it. Each transport dresses it its own way (gRPC metadata, NATS headers)
-/// from the same entries, so both carry the same.
+/// from the same entries, so both carry the same. The trace context is not
+/// among them: each attempt carries its own CLIENT span's (see
+/// [`crate::mesh`] and [`nordlys_transport::NatsChannel`]).
 #[derive(Debug)]
 pub(crate) struct Outgoing<'c, T> {
     call: &'c Call,
@@ -154,15 +138,11 @@ pub(crate) struct Outgoing<'c, T> {
 }
 
 impl<T> Outgoing<'_, T> {
-    /// Everything that travels beside the message but the deadline.
+    /// Everything that travels beside the message but the deadline and
+    /// the trace context.
     fn entries(&self) -> impl Iterator<Item = (&'static str, &AsciiMetadataValue)> {
-        let trace = self.call.trace.as_ref();
         [
             Some((CALLER, self.call.caller.header())),
-            trace.map(|(parent, _)| (TRACEPARENT, parent)),
-            trace
-                .and_then(|(_, state)| state.as_ref())
-                .map(|state| (TRACESTATE, state)),
             self.request_id.as_ref().map(|id| (REQUEST_ID, id)),
         ]
         .into_iter()
@@ -199,45 +179,6 @@ impl<T> Outgoing<'_, T> {
     }
 }
 
-/// The caller's `traceparent` (and its `tracestate`), if the traceparent is
-/// well formed: `00-{32 hex trace id}-{16 hex parent id}-{2 hex flags}`,
-/// lowercase, ids not all zero. A later version may append fields after
-/// the flags; version `ff` is invalid.
-fn trace_context(
-    metadata: &MetadataMap,
-) -> Option<(AsciiMetadataValue, Option<AsciiMetadataValue>)> {
-    let parent = metadata.get(TRACEPARENT)?;
-    let text = parent.to_str().ok()?;
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let mut fields = text.split('-');
-    let (version, trace_id, parent_id, flags) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let well_formed = hex(version, 2)
-        && version != "ff"
-        && hex(trace_id, 32)
-        && trace_id.bytes().any(|b| b != b'0')
-        && hex(parent_id, 16)
-        && parent_id.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
-        && (version != "00" || fields.next().is_none());
-    if !well_formed {
-        return None;
-    }
-    let state = metadata
-        .get(TRACESTATE)
-        .filter(|v| v.as_encoded_bytes().len() <= MAX_TRACESTATE)
-        .cloned();
-    Some((parent.clone(), state))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,86 +186,20 @@ mod tests {
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    fn call_with(headers: &[(&'static str, &str)]) -> Call {
+    #[test]
+    fn the_callers_raw_trace_context_is_not_copied_to_internal_calls() {
+        // Each attempt carries its CLIENT span's context instead (or, with
+        // no exporter, the caller's through the attached context).
         let mut metadata = MetadataMap::new();
-        for (key, value) in headers {
-            metadata.insert(*key, value.parse().expect("ascii"));
-        }
-        Call::new(
+        metadata.insert("traceparent", PARENT.parse().expect("ascii"));
+        let call = Call::new(
             Arc::new(Caller::new(Identity::operator()).expect("operator")),
             &metadata,
             Duration::from_secs(5),
             Duration::from_secs(30),
-        )
-    }
-
-    fn sent(call: &Call) -> (Option<String>, Option<String>) {
+        );
         let request = call.request((), None).expect("request");
-        let get = |k| {
-            request
-                .metadata()
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        (get(TRACEPARENT), get(TRACESTATE))
-    }
-
-    #[test]
-    fn a_valid_trace_context_goes_on_to_internal_calls() {
-        let call = call_with(&[(TRACEPARENT, PARENT), (TRACESTATE, "vendor=abc")]);
-        assert_eq!(
-            sent(&call),
-            (Some(PARENT.to_owned()), Some("vendor=abc".to_owned()))
-        );
-        // Work that outlives the call stays in the same trace.
-        assert_eq!(
-            sent(&call.renewed(Duration::from_secs(5))).0.as_deref(),
-            Some(PARENT)
-        );
-    }
-
-    #[test]
-    fn no_trace_context_sends_none() {
-        assert_eq!(sent(&call_with(&[])), (None, None));
-        // A tracestate alone means nothing.
-        assert_eq!(
-            sent(&call_with(&[(TRACESTATE, "vendor=abc")])),
-            (None, None)
-        );
-    }
-
-    #[test]
-    fn malformed_traceparents_are_dropped_with_their_tracestate() {
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ] {
-            let call = call_with(&[(TRACEPARENT, bad), (TRACESTATE, "vendor=abc")]);
-            assert_eq!(sent(&call), (None, None), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_later_version_may_carry_more_fields() {
-        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
-        assert_eq!(
-            sent(&call_with(&[(TRACEPARENT, later)])).0.as_deref(),
-            Some(later)
-        );
-    }
-
-    #[test]
-    fn an_oversized_tracestate_is_dropped_alone() {
-        let long = format!("v={}", "a".repeat(MAX_TRACESTATE));
-        let call = call_with(&[(TRACEPARENT, PARENT), (TRACESTATE, &long)]);
-        assert_eq!(sent(&call), (Some(PARENT.to_owned()), None));
+        assert!(request.metadata().get("traceparent").is_none());
     }
 
     #[test]
@@ -334,9 +209,7 @@ mod tests {
             member: "organizations/o/members/u".into(),
             role: Role::Member,
         };
-        let mut metadata = MetadataMap::new();
-        metadata.insert(TRACEPARENT, PARENT.parse().expect("ascii"));
-        metadata.insert(TRACESTATE, "vendor=abc".parse().expect("ascii"));
+        let metadata = MetadataMap::new();
         let call = Call::new(
             Arc::new(Caller::new(caller).expect("caller")),
             &metadata,
@@ -351,8 +224,6 @@ mod tests {
         let nats = outgoing.nats_headers(left);
         let expected = [
             (CALLER, "member;organizations/o;organizations/o/members/u"),
-            (TRACEPARENT, PARENT),
-            (TRACESTATE, "vendor=abc"),
             (REQUEST_ID, "r-1"),
             ("grpc-timeout", "1500000u"),
         ];

@@ -40,13 +40,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Flushes the spans still queued when main returns.
+    let _telemetry = nordlys_telemetry::init("nordlys-gateway");
     let args = Args::parse();
     let shutdown = nordlys_gateway::shutdown_signal();
     let mut config = match Config::load(args.config.as_deref()) {

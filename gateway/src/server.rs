@@ -226,6 +226,8 @@ impl Gateway {
         let mut http = http.spawn();
 
         let router = tonic::transport::Server::builder()
+            // The SERVER span of each call, continuing the caller's trace.
+            .layer(nordlys_telemetry::layer::TraceLayer::grpc())
             .layer(metrics.grpc_layer())
             .add_routes(routes)
             .add_service(health_service)

@@ -51,13 +51,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Logs, and traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; the guard
+    // flushes the spans still queued when main returns.
+    let _telemetry = nordlys_telemetry::init("nordlys-quota");
     let overrides = Overrides {
         nats_url: args.nats_url,
         bucket: args.bucket,

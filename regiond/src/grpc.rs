@@ -35,6 +35,8 @@ pub(crate) async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RegiondServiceServer<Handlers>>().await;
     let router = tonic::transport::Server::builder()
+        // The SERVER span of each call, a child of the gateway's CLIENT span.
+        .layer(nordlys_telemetry::layer::TraceLayer::grpc())
         .layer(crate::metrics::METRICS.grpc_layer())
         .add_service(health_service)
         .add_service(RegiondServiceServer::from_arc(handlers));

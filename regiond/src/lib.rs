@@ -45,16 +45,6 @@ pub use config::{BackendKind, Config};
 pub use handlers::{Handlers, SettleOptions, DEFAULT_LIST_LIMIT};
 pub use status::{BEING_DELETED, REGION_REFUSED, USER_NOT_IN_REGION};
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Builds the configured backend.
 pub async fn open_backend(
     config: &Config,

@@ -57,7 +57,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    nordlys_regiond::init_logging();
+    // Logs, and traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; the guard
+    // flushes the spans still queued when main returns.
+    let _telemetry = nordlys_telemetry::init("nordlys-regiond");
     let overrides = Overrides {
         nats_url: args.nats_url,
         region: args.region,

@@ -517,9 +517,18 @@ impl Quota {
 
     /// Like [`Quota::start`], with more arguments.
     pub fn start_with<S: AsRef<str>>(nats: &NatsServer, args: &[S]) -> Quota {
+        Quota::start_env(nats, args, &[])
+    }
+
+    /// Like [`Quota::start_with`], with environment variables.
+    pub fn start_env<S: AsRef<str>>(
+        nats: &NatsServer,
+        args: &[S],
+        env: &[(String, String)],
+    ) -> Quota {
         let mut all = vec!["--insecure-dev".to_owned()];
         all.extend(args.iter().map(|a| a.as_ref().to_owned()));
-        Quota::start_at(&nats.url(), &all, &[])
+        Quota::start_at(&nats.url(), &all, env)
     }
 
     /// Starts `quota --nats-url {url} ARGS` with environment `env` (the
@@ -877,6 +886,8 @@ pub struct StackOpts {
     pub gateway_env: Vec<(String, String)>,
     /// More arguments for every quota instance.
     pub quota_args: Vec<String>,
+    /// Environment variables of every quota instance.
+    pub quota_env: Vec<(String, String)>,
     /// How clients reach the gateway when it serves TLS (its `[tls]` comes
     /// in a config file among `gateway_args`).
     pub gateway_tls: Option<ClientTls>,
@@ -894,6 +905,7 @@ impl Default for StackOpts {
             regiond_env: Vec::new(),
             gateway_env: Vec::new(),
             quota_args: Vec::new(),
+            quota_env: Vec::new(),
             gateway_tls: None,
         }
     }
@@ -921,9 +933,9 @@ impl Stack {
     /// regiond instance.
     pub async fn start_with(opts: StackOpts) -> Stack {
         let nats = NatsServer::start();
-        let quota = Quota::start_with(&nats, &opts.quota_args);
-        let quota_b =
-            (opts.quota_instances > 1).then(|| Quota::start_with(&nats, &opts.quota_args));
+        let quota = Quota::start_env(&nats, &opts.quota_args, &opts.quota_env);
+        let quota_b = (opts.quota_instances > 1)
+            .then(|| Quota::start_env(&nats, &opts.quota_args, &opts.quota_env));
         let mut sto1_args = vec!["--backend".to_owned(), opts.backend.clone()];
         sto1_args.extend(opts.regiond_args.iter().cloned());
         let osl1_args = ["--backend".to_owned(), opts.backend.clone()];

@@ -255,8 +255,15 @@ app = initialize_public_application()
 # SQLite fails concurrent writers with "database is locked" (no waiting when a
 # reader turns writer): one request at a time in the app.
 lock = threading.Lock()
+# The trace context each request carried, for the trace tests.
+def note_traceparent(server, environ):
+    tp = environ.get('HTTP_TRACEPARENT')
+    if tp:
+        with open(os.path.join(d, server + '.traceparents'), 'a') as f:
+            f.write('%s %s %s\n' % (environ.get('REQUEST_METHOD'), environ.get('PATH_INFO'), tp))
 def serial(environ, start_response):
     with lock:
+        note_traceparent('keystone', environ)
         return list(app(environ, start_response))
 server = make_server('127.0.0.1', port, serial, server_class=Threaded, handler_class=Quiet)
 print('keystone ready', flush=True)
@@ -302,8 +309,15 @@ app = config.load_paste_app('neutron')
 # SQLite fails concurrent writers with "database is locked": one request at
 # a time in the app.
 lock = threading.Lock()
+# The trace context each request carried, for the trace tests.
+def note_traceparent(server, environ):
+    tp = environ.get('HTTP_TRACEPARENT')
+    if tp:
+        with open(os.path.join(d, server + '.traceparents'), 'a') as f:
+            f.write('%s %s %s\n' % (environ.get('REQUEST_METHOD'), environ.get('PATH_INFO'), tp))
 def serial(environ, start_response):
     with lock:
+        note_traceparent('neutron', environ)
         return list(app(environ, start_response))
 class Threaded(ThreadingMixIn, WSGIServer):
     daemon_threads = True
@@ -537,6 +551,23 @@ impl OpenStackRegion {
                 self.clouds_file().display().to_string(),
             ),
         ]
+    }
+
+    /// The requests `server` (`keystone` or `neutron`) received with a
+    /// `traceparent` header: method, path and the header, in order.
+    pub fn received_traceparents(&self, server: &str) -> Vec<(String, String, String)> {
+        let text = fs::read_to_string(self.dir.path().join(format!("{server}.traceparents")))
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, ' ');
+                Some((
+                    fields.next()?.to_owned(),
+                    fields.next()?.to_owned(),
+                    fields.next()?.to_owned(),
+                ))
+            })
+            .collect()
     }
 
     /// Whether Keystone and Neutron are still running, for failure messages:

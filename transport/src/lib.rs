@@ -42,7 +42,7 @@ pub use kv_bucket::{open_bucket, Buckets};
 pub use metadata::{Identity, Role};
 pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
 pub use nats::server::{
-    confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder, Observer,
+    confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder, Observer, QUEUE_GROUP,
 };
 pub use signal::shutdown_signal;
 

@@ -383,7 +383,9 @@ impl Api {
             return;
         };
         tracing::warn!(error = %first, "could not settle a reservation; retrying in the background");
-        tokio::spawn(async move {
+        // The retries stay in the call's trace.
+        let (span, context) = nordlys_telemetry::follow_on("settle reservation");
+        let retrying = async move {
             let mut delay = Duration::from_millis(100);
             let give_up = std::time::Instant::now() + Duration::from_secs(60);
             while std::time::Instant::now() < give_up {
@@ -396,7 +398,8 @@ impl Api {
                 }
             }
             tracing::error!("reservation left unsettled; it lapses after its TTL");
-        });
+        };
+        tokio::spawn(nordlys_telemetry::instrument(retrying, span, context));
     }
 
     /// Asks every known region for one resource and merges what they have.

@@ -178,7 +178,7 @@ impl Events {
             origin: Some(Origin {
                 peer_address: call.origin.peer.clone(),
                 request_id,
-                trace_id: call.trace_id().unwrap_or_default().to_string(),
+                trace_id: nordlys_telemetry::current_trace_id().unwrap_or_default(),
             }),
             outcome: Some(outcome),
             data: change.data,

@@ -120,7 +120,9 @@ impl HttpServer {
     ) -> std::io::Result<()> {
         let app = axum::Router::new()
             .fallback(handle)
-            .with_state(self.gateway);
+            .with_state(self.gateway)
+            // The SERVER span of each request, continuing the caller's trace.
+            .layer(nordlys_telemetry::layer::TraceLayer::http());
         let app = app.into_make_service_with_connect_info::<Peer>();
         if let Some(config) = self.tls {
             // The TLS listener sets TCP_NODELAY itself.
@@ -324,6 +326,7 @@ async fn serve_call<'g>(
             Miss::BadEncoding(why) => HttpError::bad_request("", why),
         })?;
     let binding = found.binding;
+    nordlys_telemetry::layer::record_route(&parts.method, &binding.template.raw);
     *rpc = Some(binding);
 
     let explicit = explicit_deadline(&parts.headers)?;

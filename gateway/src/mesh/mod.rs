@@ -25,9 +25,10 @@ use nordlys_transport::{BoxError, NatsChannel};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codegen::http;
-use tonic::metadata::AsciiMetadataValue;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::{Request, Status};
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use crate::call::Outgoing;
 use crate::discovery::Instance;
@@ -58,6 +59,9 @@ impl std::str::FromStr for RouteMode {
         }
     }
 }
+
+/// regiond's internal gRPC service.
+const REGIOND_SERVICE: &str = "nordlys.regiond.v1.RegiondService";
 
 /// Marks a status made on our side of a failed direct transport.
 const TRANSPORT_FAILURE: &str = "nordlys-transport-failure";
@@ -206,14 +210,28 @@ impl Mesh {
             let outcome = match route {
                 Direct => match self.direct(region) {
                     Some(service) => {
+                        // One CLIENT span per attempt; regiond's server span
+                        // is its child.
+                        let span = nordlys_telemetry::grpc_client_span(REGIOND_SERVICE, method);
+                        let mut headers = outgoing.metadata(remaining).into_headers();
+                        nordlys_telemetry::inject_headers(&span, &mut headers);
                         let attempt = Request::from_parts(
-                            outgoing.metadata(remaining),
+                            MetadataMap::from_headers(headers),
                             Default::default(),
                             outgoing.message.clone(),
                         );
-                        tokio::time::timeout(cap, direct_unary(service, method, attempt))
-                            .await
-                            .map_err(|_| ())
+                        let outcome =
+                            tokio::time::timeout(cap, direct_unary(service, method, attempt))
+                                .instrument(span.clone())
+                                .await
+                                .map_err(|_| ());
+                        let (code, message) = match &outcome {
+                            Ok(Ok(_)) => (0, ""),
+                            Ok(Err(status)) => (status.code() as i32, status.message()),
+                            Err(()) => (tonic::Code::DeadlineExceeded as i32, "attempt timed out"),
+                        };
+                        nordlys_telemetry::record_outcome(&span, code, message);
+                        outcome
                     }
                     None if self.mode_for(region) == RouteMode::Grpc => {
                         return Err(Status::unavailable(format!(
@@ -321,8 +339,7 @@ where
     Req: Message + 'static,
     Resp: Message + Default + 'static,
 {
-    let path =
-        http::uri::PathAndQuery::try_from(format!("/nordlys.regiond.v1.RegiondService/{method}"));
+    let path = http::uri::PathAndQuery::try_from(format!("/{REGIOND_SERVICE}/{method}"));
     Box::pin(async move {
         let path = path.map_err(|_| Status::internal("bad method name"))?;
         let mut grpc = tonic::client::Grpc::new(Marked(service));

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::metadata::{
     timeout_of, timeout_text, CALLER, GRPC_TIMEOUT, REQUEST_ID, TRACEPARENT, TRACESTATE,
@@ -97,13 +98,40 @@ impl NatsChannel {
     where
         Resp: Message + Default,
     {
+        let mut headers = headers;
+        // One CLIENT span per request; the responder's span is its child.
+        let span = nordlys_telemetry::nats::client_span(&subject, &mut headers);
         let nats_request = NatsRequest::new()
             .payload(payload)
             .headers(headers)
             .timeout(Some(wait));
+        let result = self
+            .request(&subject, nats_request, wait)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(_) => nordlys_telemetry::nats::record_outcome(&span, 0, ""),
+            Err(status) => nordlys_telemetry::nats::record_outcome(
+                &span,
+                status.code() as i32,
+                status.message(),
+            ),
+        }
+        result
+    }
+
+    async fn request<Resp>(
+        &self,
+        subject: &str,
+        nats_request: NatsRequest,
+        wait: Duration,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Resp: Message + Default,
+    {
         let reply = self
             .client
-            .send_request(subject.clone(), nats_request)
+            .send_request(subject.to_owned(), nats_request)
             .await
             .map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => {

@@ -20,6 +20,9 @@ use tonic::{Request, Response, Status};
 use crate::metadata::{timeout_of, CALLER, GRPC_TIMEOUT, REQUEST_ID, TRACEPARENT, TRACESTATE};
 use crate::{status, BoxError};
 
+/// The queue group every endpoint's instances join.
+pub const QUEUE_GROUP: &str = "q";
+
 /// A type-erased endpoint handler: request bytes and metadata in, reply
 /// bytes or a status out.
 pub type Handler =
@@ -146,7 +149,8 @@ impl MicroServiceBuilder {
             .metadata(self.metadata)
             .start(self.name, self.version)
             .await?;
-        let group = service.group(self.prefix);
+        // Named here (it is async-nats' default) so the spans can say it.
+        let group = service.group_with_queue_group(self.prefix, QUEUE_GROUP);
         let tracker = TaskTracker::new();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         for (name, HandlerDebug(handler)) in self.endpoints {
@@ -226,16 +230,28 @@ pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), Bo
 
 async fn answer(request: MicroRequest, handler: Handler, observed: Option<(Observer, Arc<str>)>) {
     let started = observed.as_ref().map(|_| std::time::Instant::now());
+    // The caller's trace continues here: the handler's work (and the calls
+    // it makes) runs inside this request's span.
+    let (span, context) = nordlys_telemetry::nats::server_span(
+        &request.message.subject,
+        QUEUE_GROUP,
+        request.message.headers.as_ref(),
+    );
     let metadata = metadata_from_headers(request.message.headers.as_ref());
     let payload = request.message.payload.clone();
-    let outcome = handler(payload, metadata).await;
+    let outcome =
+        nordlys_telemetry::instrument(handler(payload, metadata), span.clone(), context).await;
     let code = match &outcome {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
     let sent = match outcome {
-        Ok(bytes) => request.respond(Ok(bytes)).await,
+        Ok(bytes) => {
+            nordlys_telemetry::nats::record_outcome(&span, 0, "");
+            request.respond(Ok(bytes)).await
+        }
         Err(status) => {
+            nordlys_telemetry::nats::record_outcome(&span, status.code() as i32, status.message());
             let (error, headers) = status::to_micro(&status);
             request.respond_with_headers(Err(error), headers).await
         }

@@ -10,15 +10,20 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openstack_sdk::api::identity::v3 as ks;
 use openstack_sdk::api::network::v2 as nw;
 use openstack_sdk::api::{ignore, ApiError, QueryAsync, RestEndpoint};
+use openstack_sdk::api::{AsyncClient, MicroVersionStrategy, RestClient};
 use openstack_sdk::config::ConfigFile;
-use openstack_sdk::types::ServiceType;
+use openstack_sdk::types::identity::v3::Project;
+use openstack_sdk::types::{ApiVersion, BoxedAsyncRead, ServiceType};
 use openstack_sdk::{AsyncOpenStack, RenewHandle, RestError};
+use openstack_sdk_core::catalog::ServiceEndpoint;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::backend::{BackendError, Refusal};
 use crate::config::OpenStackConfig;
@@ -318,6 +323,102 @@ pub(crate) struct RuleSpec<'a> {
     pub(crate) description: &'a str,
 }
 
+/// The cloud's client with a CLIENT span around each request, its context
+/// in the request's `traceparent` (openstack_sdk hands every request to
+/// [`AsyncClient::rest_async`] as a builder whose headers it keeps, 401
+/// retries included). The token requests openstack_sdk makes on its own
+/// (authentication, renewal) do not pass here.
+struct Traced<'a>(&'a AsyncOpenStack);
+
+impl<'a> RestClient for Traced<'a> {
+    type Error = RestError;
+
+    fn get_current_project(&self) -> Option<Project> {
+        self.0.get_current_project()
+    }
+
+    fn microversion_strategy(&self) -> MicroVersionStrategy {
+        self.0.microversion_strategy()
+    }
+}
+
+/// The span of `request`, its context written into the request's headers.
+fn client_span(request: &mut http::request::Builder) -> tracing::Span {
+    let span = match (request.method_ref(), request.uri_ref()) {
+        (Some(method), Some(uri)) => nordlys_telemetry::http_client_span(method, uri),
+        _ => tracing::Span::none(),
+    };
+    if let Some(headers) = request.headers_mut() {
+        nordlys_telemetry::inject_headers(&span, headers);
+    }
+    span
+}
+
+fn record<T>(span: &tracing::Span, result: &Result<http::Response<T>, ApiError<RestError>>) {
+    match result {
+        Ok(response) => nordlys_telemetry::record_http_status(span, response.status().as_u16()),
+        Err(e) => nordlys_telemetry::set_error(span, e.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl<'a> AsyncClient for Traced<'a> {
+    async fn rest_async(
+        &self,
+        mut request: http::request::Builder,
+        body: Vec<u8>,
+    ) -> Result<http::Response<Bytes>, ApiError<RestError>> {
+        let span = client_span(&mut request);
+        let result = self
+            .0
+            .rest_async(request, body)
+            .instrument(span.clone())
+            .await;
+        record(&span, &result);
+        result
+    }
+
+    async fn rest_read_body_async(
+        &self,
+        mut request: http::request::Builder,
+        body: BoxedAsyncRead,
+    ) -> Result<http::Response<Bytes>, ApiError<RestError>> {
+        let span = client_span(&mut request);
+        let result = self
+            .0
+            .rest_read_body_async(request, body)
+            .instrument(span.clone())
+            .await;
+        record(&span, &result);
+        result
+    }
+
+    async fn download_async(
+        &self,
+        mut request: http::request::Builder,
+        body: Vec<u8>,
+    ) -> Result<(http::HeaderMap, BoxedAsyncRead), ApiError<RestError>> {
+        let span = client_span(&mut request);
+        let result = self
+            .0
+            .download_async(request, body)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            nordlys_telemetry::set_error(&span, e.to_string());
+        }
+        result
+    }
+
+    async fn get_service_endpoint(
+        &self,
+        service_type: &ServiceType,
+        version: Option<&ApiVersion>,
+    ) -> Result<ServiceEndpoint, ApiError<RestError>> {
+        self.0.get_service_endpoint(service_type, version).await
+    }
+}
+
 /// One region's Keystone and Neutron.
 pub(crate) struct Cloud {
     client: AsyncOpenStack,
@@ -409,7 +510,7 @@ impl Cloud {
     {
         let first = timed(service, async {
             endpoint
-                .query_async(&self.client)
+                .query_async(&Traced(&self.client))
                 .await
                 .map_err(|e| CallError::new(service, e))
         })
@@ -419,7 +520,7 @@ impl Cloud {
                 self.rediscover(&e).await;
                 timed(service, async {
                     endpoint
-                        .query_async(&self.client)
+                        .query_async(&Traced(&self.client))
                         .await
                         .map_err(|e| CallError::new(service, e))
                 })
@@ -436,7 +537,7 @@ impl Cloud {
         let endpoint = ignore(endpoint);
         let first = timed(service, async {
             endpoint
-                .query_async(&self.client)
+                .query_async(&Traced(&self.client))
                 .await
                 .map_err(|e| CallError::new(service, e))
         })
@@ -446,7 +547,7 @@ impl Cloud {
                 self.rediscover(&e).await;
                 timed(service, async {
                     endpoint
-                        .query_async(&self.client)
+                        .query_async(&Traced(&self.client))
                         .await
                         .map_err(|e| CallError::new(service, e))
                 })
