@@ -96,10 +96,29 @@ async fn changes_are_events_live_on_nats_and_in_the_log() {
         .await
         .expect("WatchEvents")
         .into_inner();
-    let project = stack
-        .create_project(&acme.key, "web", &["sto1", "osl1"])
+    let mut create = bearer(
+        nordlys_proto::pb::nordlys::v1::CreateProjectRequest {
+            project: Some(nordlys_proto::pb::nordlys::v1::Project {
+                display_name: "Web".to_owned(),
+                regions: vec!["sto1".to_owned(), "osl1".to_owned()],
+                ..Default::default()
+            }),
+            project_id: "web".to_owned(),
+            request_id: "req-web".to_owned(),
+        },
+        &acme.key,
+    );
+    create.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .expect("ascii"),
+    );
+    let project = ProjectServiceClient::new(channel.clone())
+        .create_project(create)
         .await
-        .expect("CreateProject");
+        .expect("CreateProject")
+        .into_inner();
 
     let created = next(&mut watch).await;
     assert_eq!(created.r#type, CREATED);
@@ -115,6 +134,11 @@ async fn changes_are_events_live_on_nats_and_in_the_log() {
     assert_eq!(actor.role, "owner");
     let origin = created.origin.clone().expect("origin");
     assert_eq!(origin.peer_address, "127.0.0.1");
+    assert_eq!(origin.request_id, "req-web");
+    assert_eq!(
+        origin.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the caller's trace"
+    );
     assert_eq!(created.outcome.clone().expect("outcome").code, 0);
     match &created.data {
         Some(Data::Project(p)) => {
