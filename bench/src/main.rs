@@ -17,6 +17,7 @@ mod report;
 mod scale;
 mod schedule;
 mod stack;
+mod telemetry;
 mod together;
 mod topology;
 mod writes;
@@ -118,6 +119,12 @@ struct Args {
     /// --writes-seconds each, and the cluster's ratio to the single server.
     #[arg(long)]
     topology: bool,
+    /// What exporting traces costs: the same stack with no OTLP endpoint
+    /// and with every daemon exporting its spans to a receiver in the bench
+    /// process, creates and reads at 16 in flight, in --writes-rounds
+    /// rounds of at most --writes-calls calls or --writes-seconds each.
+    #[arg(long)]
+    telemetry: bool,
     /// At most this many calls per --writes cell.
     #[arg(long, default_value_t = 3000)]
     writes_calls: usize,
@@ -281,6 +288,17 @@ async fn run(args: Args) -> Result<(), String> {
             seconds: args.writes_seconds,
         };
         return topology::run(&bins, plan).await;
+    }
+
+    if args.telemetry {
+        let bins = bins.ok_or("--telemetry needs the service binaries (drop --no-gateway)")?;
+        let plan = topology::Plan {
+            rounds: args.writes_rounds,
+            concurrency: 16,
+            calls: args.writes_calls,
+            seconds: args.writes_seconds,
+        };
+        return telemetry::run(&bins, plan).await;
     }
 
     if args.writes {

@@ -87,17 +87,26 @@ impl Running {
     }
 }
 
-/// Creates (one organization, both regions) then reads of what was
-/// created, in one topology.
+/// What one setup measured: creates, then reads of what was created.
 #[derive(Debug, Clone)]
-struct Cell {
-    creates: Outcome,
-    reads: Outcome,
+pub(crate) struct Cell {
+    pub(crate) creates: Outcome,
+    pub(crate) reads: Outcome,
 }
 
 async fn measure(topology: Topology, round: usize, plan: &Plan) -> Result<Cell, String> {
     let running = Running::start(topology).await;
-    let gateway = running.gateway();
+    creates_and_reads(running.gateway(), topology.label(), round, plan).await
+}
+
+/// Creates (one organization, both regions) then reads of what was
+/// created, through `gateway`; `label` names the setup in the log.
+pub(crate) async fn creates_and_reads(
+    gateway: &Gateway,
+    label: &str,
+    round: usize,
+    plan: &Plan,
+) -> Result<Cell, String> {
     let tenant = gateway
         .tenant_with_limits(
             &format!("topo{round}"),
@@ -176,7 +185,7 @@ async fn measure(topology: Topology, round: usize, plan: &Plan) -> Result<Cell, 
         eprintln!(
             "bench: round {} {}: {what} {:.0}/s, p50 {:?}, p99 {:?}{}",
             round + 1,
-            topology.label(),
+            label,
             o.rate(),
             o.p50,
             o.p99,
@@ -189,13 +198,13 @@ async fn measure(topology: Topology, round: usize, plan: &Plan) -> Result<Cell, 
     Ok(Cell { creates, reads })
 }
 
-fn median_by_rate(outcomes: &[Outcome]) -> Option<Outcome> {
+pub(crate) fn median_by_rate(outcomes: &[Outcome]) -> Option<Outcome> {
     let mut sorted = outcomes.to_vec();
     sorted.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     sorted.get(sorted.len() / 2).cloned()
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
