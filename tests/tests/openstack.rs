@@ -742,6 +742,98 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     assert_eq!(after.name, "projects/after-rotation");
 }
 
+/// kill -9 of regiond after a project's delete began: Keystone keeps the
+/// project tagged as being deleted, gets show it DELETING, nothing new is
+/// made under it, and the retried delete finishes the work.
+#[tokio::test]
+async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
+    if !openstack::available("openstack deleting") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    let (nats, region) = {
+        let starting = std::thread::spawn(|| OpenStackRegion::start("sto1"));
+        let nats = NatsServer::start();
+        (nats, starting.join().expect("region starts"))
+    };
+    let _quota = Quota::start(&nats);
+    let config = openstack::regiond_config("");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let ch = NatsChannel::new(client, Duration::from_secs(10));
+    let mut first = openstack::regiond(&nats, &region, config.path(), &[]);
+    ch.unary::<_, Project>(
+        format!("{PREFIX}.CreateProject"),
+        call(new_project("leaving", "req-leaving")),
+    )
+    .await
+    .expect("CreateProject");
+    first.kill();
+
+    let mut crashing = openstack::regiond(
+        &nats,
+        &region,
+        config.path(),
+        &[("NORDLYS_TEST_CRASH_AFTER", "remove-noted")],
+    );
+    let delete = || DeleteProjectRequest {
+        name: "projects/leaving".into(),
+    };
+    ch.unary::<_, nordlys_proto::pb::nordlys::regiond::v1::DeleteResponse>(
+        format!("{PREFIX}.DeleteProject"),
+        call(delete()),
+    )
+    .await
+    .expect_err("regiond dies mid-delete");
+    assert!(!crashing.is_running());
+    // A daemon whose sweeper waits: the delete stays half-way.
+    let _restarted = openstack::regiond(
+        &nats,
+        &region,
+        config.path(),
+        &[("NORDLYS_SETTLE_GRACE_MS", "600000")],
+    );
+    let project = ch
+        .unary::<_, Project>(
+            format!("{PREFIX}.GetProject"),
+            call(GetProjectRequest {
+                name: "projects/leaving".into(),
+            }),
+        )
+        .await
+        .expect("still there")
+        .into_inner();
+    assert_eq!(
+        project.region_status.first().map(|s| s.state),
+        Some(nordlys_proto::pb::nordlys::v1::region_status::State::Deleting as i32),
+        "{project:?}"
+    );
+    let refused = ch
+        .unary::<_, Network>(
+            format!("{PREFIX}.CreateNetwork"),
+            call(CreateNetworkRequest {
+                parent: "projects/leaving".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.31.0.0/24".into(),
+                    ..Default::default()
+                }),
+                network_id: "late".into(),
+                request_id: "req-late".into(),
+            }),
+        )
+        .await
+        .expect_err("no child under a project being deleted");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    ch.unary::<_, nordlys_proto::pb::nordlys::regiond::v1::DeleteResponse>(
+        format!("{PREFIX}.DeleteProject"),
+        call(delete()),
+    )
+    .await
+    .expect("the retried delete finishes the work");
+    let tagged = region.openstack(&["project", "list", "--tags", "nordlys-project:leaving"]);
+    assert!(column(&tagged, "Name").is_empty(), "{tagged}");
+}
+
 /// A create in two regions while one region's Neutron is down: that region
 /// answers UNAVAILABLE and shows the project INCOMPLETE (made in Keystone,
 /// no security group, no tier), never READY; once Neutron is back the

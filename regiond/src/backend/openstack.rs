@@ -61,6 +61,9 @@ pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
 
 /// The tag key of a project whose Neutron side is not finished.
 const INCOMPLETE_KEY: &str = "incomplete";
+/// The Keystone tag of a project whose delete has begun: gets and lists
+/// show it DELETING, and nothing new is made under it.
+const DELETING_KEY: &str = "deleting";
 
 /// User attributes (Keystone extras) Nordlys keeps.
 const ATTR_NAME: &str = "nordlys_name";
@@ -277,6 +280,12 @@ impl OpenStackBackend {
                 })
                 .unwrap_or_default(),
             region_status: match t.find(&ks.tags, INCOMPLETE_KEY) {
+                _ if t.find(&ks.tags, DELETING_KEY).is_some() => vec![RegionStatus {
+                    region: self.region.clone(),
+                    state: State::Deleting as i32,
+                    code: 0,
+                    message: "being deleted; a repeated delete finishes it".to_string(),
+                }],
                 Some(_) => vec![RegionStatus {
                     region: self.region.clone(),
                     state: State::Incomplete as i32,
@@ -289,6 +298,19 @@ impl OpenStackBackend {
             },
             create_time: timestamp(t.find(&ks.tags, "created")),
         })
+    }
+
+    /// A project the tenant may see and add to: not being deleted.
+    async fn writable_project(&self, tenant: &Tenant, name: &str) -> Result<(KsProject, Project)> {
+        let (ks, project) = self.visible_project(tenant, name).await?;
+        if self.tags.find(&ks.tags, DELETING_KEY).is_some() {
+            return Err(BackendError::BeingDeleted {
+                kind: ResourceKind::Project,
+                name: name.to_string(),
+                region: self.region.clone(),
+            });
+        }
+        Ok((ks, project))
     }
 
     /// A project the tenant may see: its Keystone project and Nordlys form.
@@ -743,6 +765,23 @@ impl Backend for OpenStackBackend {
         Ok(())
     }
 
+    async fn begin_delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
+        // Only a project has a delete long enough to be seen half-way.
+        if kind != ResourceKind::Project {
+            return Ok(());
+        }
+        let ks = match self.visible_project(&Tenant::Any, name).await {
+            Ok((ks, _)) => ks,
+            Err(BackendError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let tag = self.tags.tag(DELETING_KEY, "yes");
+        if !ks.tags.contains(&tag) {
+            self.cloud.add_project_tag(&ks.id, &tag).await?;
+        }
+        Ok(())
+    }
+
     async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {
         let projects = self.projects_for(filter).await?;
         let matching = projects
@@ -916,7 +955,7 @@ impl Backend for OpenStackBackend {
         membership: Membership,
     ) -> Result<Membership> {
         let project_name = top_level(&membership.name).to_string();
-        let (ks, project) = self.visible_project(tenant, &project_name).await?;
+        let (ks, project) = self.writable_project(tenant, &project_name).await?;
         if top_level(&membership.user) != project.organization {
             return Err(BackendError::UserOfOtherOrganization {
                 user: membership.user,
@@ -1016,7 +1055,7 @@ impl Backend for OpenStackBackend {
         network: Network,
     ) -> Result<Network> {
         let project_name = top_level(&network.name).to_string();
-        let (ks, _) = self.visible_project(tenant, &project_name).await?;
+        let (ks, _) = self.writable_project(tenant, &project_name).await?;
         let id = leaf(&network.name).to_string();
         let key = (!request_id.is_empty()).then(|| Tags::request_key(tenant.key(), request_id));
         if let Some(key) = &key {
@@ -1133,7 +1172,7 @@ impl Backend for OpenStackBackend {
         rule: AccessRule,
     ) -> Result<AccessRule> {
         let project_name = top_level(&rule.name).to_string();
-        let (ks, _) = self.visible_project(tenant, &project_name).await?;
+        let (ks, _) = self.writable_project(tenant, &project_name).await?;
         let group = self.ensure_security_group(&ks.id, &project_name).await?;
         let id = leaf(&rule.name).to_string();
         let request = (!request_id.is_empty())
