@@ -767,6 +767,33 @@ async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
     )
     .await
     .expect("CreateProject");
+    // A deleted network's request id names that create still.
+    let network = || CreateNetworkRequest {
+        parent: "projects/leaving".into(),
+        network: Some(Network {
+            region: "sto1".into(),
+            cidr: "10.32.0.0/24".into(),
+            ..Default::default()
+        }),
+        network_id: "brief".into(),
+        request_id: "req-brief".into(),
+    };
+    ch.unary::<_, Network>(format!("{PREFIX}.CreateNetwork"), call(network()))
+        .await
+        .expect("CreateNetwork");
+    ch.unary::<_, nordlys_proto::pb::nordlys::regiond::v1::DeleteResponse>(
+        format!("{PREFIX}.DeleteNetwork"),
+        call(nordlys_proto::pb::nordlys::v1::DeleteNetworkRequest {
+            name: "projects/leaving/networks/brief".into(),
+        }),
+    )
+    .await
+    .expect("DeleteNetwork");
+    let reused = ch
+        .unary::<_, Network>(format!("{PREFIX}.CreateNetwork"), call(network()))
+        .await
+        .expect_err("the request id's network was deleted");
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
     first.kill();
 
     let mut crashing = openstack::regiond(
@@ -832,6 +859,15 @@ async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
     .expect("the retried delete finishes the work");
     let tagged = region.openstack(&["project", "list", "--tags", "nordlys-project:leaving"]);
     assert!(column(&tagged, "Name").is_empty(), "{tagged}");
+    // Its request id does not quietly make it again.
+    let reused = ch
+        .unary::<_, Project>(
+            format!("{PREFIX}.CreateProject"),
+            call(new_project("leaving", "req-leaving")),
+        )
+        .await
+        .expect_err("the request id's project was deleted");
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
 }
 
 /// A create in two regions while one region's Neutron is down: that region

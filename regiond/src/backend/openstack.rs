@@ -120,6 +120,20 @@ fn strongest(roles: impl IntoIterator<Item = ProjectRole>) -> Option<ProjectRole
 
 /// A child's lookup whose project is missing reports the child missing;
 /// other errors (an unreachable Keystone) stay what they are.
+/// The settle layer's key for a request key as this backend keeps it in
+/// the cloud (`{org}:{request id}`, `operator:{request id}`), so that a
+/// deleted resource's request id is remembered as on every backend.
+fn remembered(kind: ResourceKind, kept: Option<&str>) -> String {
+    let Some((tenant, request_id)) = kept.and_then(|k| k.split_once(':')) else {
+        return String::new();
+    };
+    let tenant = match tenant {
+        "operator" => Tenant::Any,
+        org => Tenant::Organization(format!("organizations/{org}")),
+    };
+    super::request_key(kind, &tenant, request_id)
+}
+
 fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
     match error {
         BackendError::NotFound { .. } => child,
@@ -830,7 +844,7 @@ impl Backend for OpenStackBackend {
             self.cloud.delete_security_group(&group.id).await?;
         }
         Ok(Removed {
-            request_key: String::new(),
+            request_key: remembered(ResourceKind::Project, self.tags.find(&ks.tags, "request")),
             organization: project.organization,
             freed,
         })
@@ -939,7 +953,10 @@ impl Backend for OpenStackBackend {
         }
         self.cloud.delete_user(&ks.id).await?;
         Ok(Removed {
-            request_key: String::new(),
+            request_key: remembered(
+                ResourceKind::User,
+                ks.extra.get(ATTR_REQUEST).and_then(Value::as_str),
+            ),
             organization: top_level(name).to_string(),
             freed: ResourceCounts {
                 users: 1,
@@ -1156,7 +1173,10 @@ impl Backend for OpenStackBackend {
         }
         self.cloud.delete_network(&net.id).await?;
         Ok(Removed {
-            request_key: String::new(),
+            request_key: remembered(
+                ResourceKind::Network,
+                self.tags.network_request(&net.description),
+            ),
             organization: project.organization,
             freed: ResourceCounts {
                 networks: 1,

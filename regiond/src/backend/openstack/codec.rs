@@ -119,6 +119,13 @@ impl Tags {
         }
     }
 
+    /// The request key a network description carries, if any.
+    pub(crate) fn network_request<'a>(&self, description: &'a str) -> Option<&'a str> {
+        description
+            .strip_prefix(self.ns.as_str())?
+            .strip_prefix("-request:")
+    }
+
     /// Whether a network description is one of ours.
     pub(crate) fn is_our_network(&self, description: &str) -> bool {
         description == self.ns
