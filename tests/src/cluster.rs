@@ -648,9 +648,8 @@ impl ClusterStack {
     /// Like [`ClusterStack::start`], with more gateway arguments.
     pub async fn start_with(gateway_args: &[&str]) -> ClusterStack {
         let cluster = NatsCluster::start(&["sto1", "osl1"]);
-        // Reservations of attempts that never reached a region (the call
-        // failed on its way there) lapse in 30 s rather than the default 60:
-        // nobody else can give them back.
+        // Reservations made without a TTL of their own lapse in 30 s rather
+        // than the default 60 (the gateway's carry its own, 120 s).
         let quota = crate::Quota::start_at(
             &cluster.hub_url(),
             &[

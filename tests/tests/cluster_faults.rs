@@ -116,11 +116,13 @@ async fn existing(channel: &Channel, key: &str) -> Result<usize, String> {
 }
 
 /// Waits until the organization's sto1 usage equals what exists and
-/// nothing is reserved any more (a reservation of an attempt that never
-/// reached a region lapses after the stack's 30 s); returns that count.
+/// nothing is reserved any more; returns that count. A reservation whose
+/// answer a killed node lost never reaches a region, and nobody can give
+/// it back: it lapses at the gateway's reservation TTL (120 s), so the
+/// wait outlasts that.
 async fn settled_usage(stack: &ClusterStack, key: &str, organization: &str) -> i64 {
     let channel = stack.gateway.channel().await;
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         let exists = existing(&channel, key).await;
         let quota = stack.gateway.quota(key, organization, "sto1").await;
