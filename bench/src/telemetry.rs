@@ -89,7 +89,11 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
     let mut cells: Vec<Vec<Cell>> = vec![Vec::new(); setups.len()];
     let mut spans = [0u64; 2];
     for round in 0..plan.rounds {
-        for (i, &setup) in setups.iter().enumerate() {
+        // ABBA: each setup goes first in every other round, so an order
+        // effect (a warmer machine for the second) cancels out.
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let setup = setups[i];
             let env = match setup {
                 Export::Off => Vec::new(),
                 Export::On => vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone())],
