@@ -27,6 +27,9 @@ use crate::routes::QuotaRoute;
 pub struct Caller {
     identity: Identity,
     header: AsciiMetadataValue,
+    /// The API key it called with, `organizations/{org}/apiKeys/{key}`;
+    /// empty for the operator key of the configuration.
+    api_key: String,
 }
 
 impl Caller {
@@ -34,7 +37,22 @@ impl Caller {
     /// [`Identity::header_value`]).
     pub fn new(identity: Identity) -> Result<Caller, Status> {
         let header = identity.header_value()?;
-        Ok(Caller { identity, header })
+        Ok(Caller {
+            identity,
+            header,
+            api_key: String::new(),
+        })
+    }
+
+    /// The same caller, calling with API key `api_key`.
+    pub fn with_api_key(mut self, api_key: String) -> Caller {
+        self.api_key = api_key;
+        self
+    }
+
+    /// The API key it called with (empty for the configured operator key).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
     }
 
     /// The `nordlys-caller` value internal calls carry.
@@ -134,11 +152,14 @@ impl Authenticator {
             Ok(OrganizationRole::Viewer) => Role::Viewer,
             _ => return Err(Status::unauthenticated("API key has no role")),
         };
-        let caller = Arc::new(Caller::new(Identity {
-            organization: principal.organization,
-            member: principal.member,
-            role,
-        })?);
+        let caller = Arc::new(
+            Caller::new(Identity {
+                organization: principal.organization,
+                member: principal.member,
+                role,
+            })?
+            .with_api_key(principal.api_key),
+        );
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();

@@ -132,6 +132,12 @@ async fn changes_are_events_live_on_nats_and_in_the_log() {
     let actor = created.actor.clone().expect("actor");
     assert_eq!(actor.member, acme.member);
     assert_eq!(actor.role, "owner");
+    assert!(
+        actor
+            .api_key
+            .starts_with(&format!("{}/apiKeys/", acme.organization)),
+        "{actor:?}"
+    );
     let origin = created.origin.clone().expect("origin");
     assert_eq!(origin.peer_address, "127.0.0.1");
     assert_eq!(origin.request_id, "req-web");

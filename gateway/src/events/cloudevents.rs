@@ -30,6 +30,7 @@ const CONTENT_TYPE: &str = "content-type";
 const CE_ORGANIZATION: &str = "ce-organization";
 const CE_ACTOR: &str = "ce-actor";
 const CE_ACTORROLE: &str = "ce-actorrole";
+const CE_APIKEY: &str = "ce-apikey";
 const CE_PEERADDRESS: &str = "ce-peeraddress";
 const CE_REQUESTID: &str = "ce-requestid";
 const CE_TRACEID: &str = "ce-traceid";
@@ -79,6 +80,7 @@ pub(crate) fn encode(event: &Event) -> (HeaderMap, Bytes) {
     if let Some(actor) = &event.actor {
         put(CE_ACTOR, &actor.member);
         put(CE_ACTORROLE, &actor.role);
+        put(CE_APIKEY, &actor.api_key);
     }
     if let Some(origin) = &event.origin {
         put(CE_PEERADDRESS, &origin.peer_address);
@@ -149,6 +151,7 @@ pub(crate) fn decode(
         actor: Some(Actor {
             member: get(CE_ACTOR).unwrap_or_default(),
             role: get(CE_ACTORROLE).unwrap_or_default(),
+            api_key: get(CE_APIKEY).unwrap_or_default(),
         }),
         origin: Some(Origin {
             peer_address: get(CE_PEERADDRESS).unwrap_or_default(),
@@ -243,6 +246,7 @@ mod tests {
             actor: Some(Actor {
                 member: "organizations/acme/members/ada".to_string(),
                 role: "admin".to_string(),
+                api_key: "organizations/acme/apiKeys/k1".to_string(),
             }),
             origin: Some(Origin {
                 peer_address: "127.0.0.1".to_string(),

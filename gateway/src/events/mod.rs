@@ -174,6 +174,7 @@ impl Events {
             actor: Some(Actor {
                 member: call.caller.member.clone(),
                 role: call.caller.role.as_str().to_string(),
+                api_key: call.caller.api_key().to_string(),
             }),
             origin: Some(Origin {
                 peer_address: call.origin.peer.clone(),
