@@ -73,11 +73,28 @@ pub fn available(test: &str) -> bool {
     false
 }
 
+/// A loopback port for a server that binds it itself, seconds later
+/// (Keystone and Neutron import for a while first). It is taken below the
+/// kernel's ephemeral range (32768 and up): a port from `bind(:0)` is one
+/// that any outgoing connection of the run may take meanwhile as its own
+/// source port.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+    use std::time::{SystemTime, UNIX_EPOCH};
+    // A different start per process and call; no RNG needed for a spread.
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    for i in 0..SPAN {
+        let port = (LOW + (seed.wrapping_add(i.wrapping_mul(7_919))) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 fn run(command: &mut Command, what: &str) {

@@ -653,7 +653,7 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
         "{cut:?}"
     );
     assert!(!crashing.is_running());
-    let _restarted = openstack::regiond(&nats, &region, config.path(), &[]);
+    let mut restarted = openstack::regiond(&nats, &region, config.path(), &[]);
     let network = ch
         .unary::<_, Network>(
             format!("{PREFIX}.CreateNetwork"),
@@ -686,6 +686,9 @@ async fn a_create_cut_short_by_a_crash_finishes_on_retry() {
     // region's sweeper removes the network nobody can see through the API
     // (and gives its reservation back), and leaves the whole one alone.
     let _quota = Quota::start(&nats);
+    // The only daemon of the region is the one that dies: the queue group
+    // would give the call to any other.
+    restarted.kill();
     let mut crashing = openstack::regiond(
         &nats,
         &region,
