@@ -54,6 +54,7 @@ enum Note {
         /// name the note is about.
         #[serde(default)]
         create_time: Option<(i64, i32)>,
+        /// When it was written, or claimed by a sweeper.
         at_ms: i64,
         /// The sweeper has taken it over: an undo can no longer claim it.
         #[serde(default)]
@@ -716,9 +717,18 @@ impl Settle {
         };
         // Take the note over first, so an undo arriving now cannot also
         // claim it (it would give back nothing for a create counted here).
+        // The claim is dated now: another sweeper leaves a note claimed
+        // less than a grace period ago alone. Without that, two sweepers
+        // re-claimed the same note in turn, each one's drop failing on the
+        // other's claim, and the note was never dropped (seen with
+        // OpenStack regions, whose finish step widens the window).
         let mut claimed = note.clone();
-        if let Note::Create { settling, .. } = &mut claimed {
+        if let Note::Create {
+            settling, at_ms, ..
+        } = &mut claimed
+        {
             *settling = true;
+            *at_ms = now_ms();
         }
         let revision = match self.notes.update(key, claimed.encode(), revision).await {
             Ok(revision) => revision,
