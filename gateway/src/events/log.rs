@@ -150,20 +150,20 @@ impl EventLog {
         Ok(())
     }
 
-    /// The messages of `filter` from `start` on, in order, as they come:
-    /// an ordered consumer, recreated by the client on a gap.
-    pub(crate) async fn follow(
+    /// An ordered consumer of `filter` from `start` on (recreated by the
+    /// client on a gap).
+    async fn ordered(
         &self,
         filter: String,
         start: consumer::DeliverPolicy,
-    ) -> Result<impl Stream<Item = Result<Stored, Status>> + Send + 'static, Status> {
+    ) -> Result<consumer::Consumer<consumer::push::OrderedConfig>, Status> {
         self.ensure().await.map_err(|e| unavailable("stream", e))?;
         let stream = self
             .js
             .get_stream(STREAM)
             .await
             .map_err(|e| unavailable("stream", e))?;
-        let consumer = stream
+        stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: self.js.client().new_inbox(),
                 filter_subject: filter,
@@ -171,17 +171,22 @@ impl EventLog {
                 ..Default::default()
             })
             .await
-            .map_err(|e| unavailable("consumer", e))?;
-        let messages = consumer
+            .map_err(|e| unavailable("consumer", e))
+    }
+
+    /// The messages of `filter` from `start` on, in order, as they come.
+    pub(crate) async fn follow(
+        &self,
+        filter: String,
+        start: consumer::DeliverPolicy,
+    ) -> Result<impl Stream<Item = Result<Stored, Status>> + Send + 'static, Status> {
+        let messages = self
+            .ordered(filter, start)
+            .await?
             .messages()
             .await
             .map_err(|e| unavailable("consumer", e))?;
-        Ok(messages.map(|item| {
-            let message = item.map_err(|e| unavailable("consumer", e))?;
-            let info = message.info().map_err(|e| unavailable("message", e))?;
-            let sequence = info.stream_sequence;
-            Ok((sequence, message.headers.clone(), message.payload.clone()))
-        }))
+        Ok(messages.map(|item| Ok(stored(&item.map_err(|e| unavailable("consumer", e))?)?.0)))
     }
 
     /// Up to `limit` messages of `filter` from sequence `from` on that
@@ -195,23 +200,10 @@ impl EventLog {
         limit: usize,
         keep: impl Fn(&Stored) -> bool,
     ) -> Result<(Vec<Stored>, bool), Status> {
-        self.ensure().await.map_err(|e| unavailable("stream", e))?;
-        let stream = self
-            .js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| unavailable("stream", e))?;
-        let consumer = stream
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: self.js.client().new_inbox(),
-                filter_subject: filter,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable("consumer", e))?;
+        let start = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from.max(1),
+        };
+        let consumer = self.ordered(filter, start).await?;
         let pending = consumer.cached_info().num_pending;
         if pending == 0 {
             return Ok((Vec::new(), false));
@@ -229,9 +221,7 @@ impl EventLog {
                 return Ok((page, true));
             };
             let message = item.map_err(|e| unavailable("consumer", e))?;
-            let info = message.info().map_err(|e| unavailable("message", e))?;
-            let (sequence, left) = (info.stream_sequence, info.pending);
-            let stored = (sequence, message.headers.clone(), message.payload.clone());
+            let (stored, left) = stored(&message)?;
             if keep(&stored) {
                 page.push(stored);
             }
@@ -243,4 +233,16 @@ impl EventLog {
             }
         }
     }
+}
+
+/// A delivered message as stored, and how many of the consumer's are left
+/// after it.
+fn stored(message: &jetstream::Message) -> Result<(Stored, u64), Status> {
+    let info = message.info().map_err(|e| unavailable("message", e))?;
+    let stored = (
+        info.stream_sequence,
+        message.headers.clone(),
+        message.payload.clone(),
+    );
+    Ok((stored, info.pending))
 }
