@@ -16,8 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 use crate::stack::Binaries;
-use crate::topology::{creates_and_reads, median_by_rate, ms, Cell, Plan};
-use crate::writes::Outcome;
+use crate::topology::{creates_and_reads, print_pair, Cell, Plan};
 
 /// An OTLP trace receiver that counts spans and keeps none.
 #[derive(Debug, Clone, Default)]
@@ -119,42 +118,14 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
             spans[0]
         ));
     }
-    let medians: Vec<(Outcome, Outcome)> = cells
-        .iter()
-        .map(|c| {
-            let creates: Vec<Outcome> = c.iter().map(|c| c.creates.clone()).collect();
-            let reads: Vec<Outcome> = c.iter().map(|c| c.reads.clone()).collect();
-            median_by_rate(&creates).zip(median_by_rate(&reads))
-        })
-        .collect::<Option<_>>()
-        .ok_or("no rounds measured")?;
-    println!(
-        "\n### Trace export: {} in flight, medians of {} rounds ({} spans received while exporting)\n",
-        plan.concurrency, plan.rounds, spans[1]
-    );
-    println!("| setup | creates/s | create p50 ms | create p99 ms | reads/s | read p50 ms | read p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (setup, (c, r)) in setups.iter().zip(&medians) {
-        println!(
-            "| {} | {:.0} | {} | {} | {:.0} | {} | {} |",
-            setup.label(),
-            c.rate(),
-            ms(c.p50),
-            ms(c.p99),
-            r.rate(),
-            ms(r.p50),
-            ms(r.p99)
-        );
-    }
-    let ((oc, or), (ec, er)) = (&medians[0], &medians[1]);
-    println!(
-        "| exporting / none | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
-        ec.rate() / oc.rate().max(1e-9),
-        ec.p50.as_secs_f64() / oc.p50.as_secs_f64().max(1e-9),
-        ec.p99.as_secs_f64() / oc.p99.as_secs_f64().max(1e-9),
-        er.rate() / or.rate().max(1e-9),
-        er.p50.as_secs_f64() / or.p50.as_secs_f64().max(1e-9),
-        er.p99.as_secs_f64() / or.p99.as_secs_f64().max(1e-9),
-    );
-    Ok(())
+    print_pair(
+        &format!(
+            "Trace export: {} in flight, medians of {} rounds ({} spans received while exporting)",
+            plan.concurrency, plan.rounds, spans[1]
+        ),
+        "setup",
+        [Export::Off.label(), Export::On.label()],
+        &cells,
+        "exporting / none",
+    )
 }

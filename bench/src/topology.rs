@@ -198,13 +198,61 @@ pub(crate) async fn creates_and_reads(
     Ok(Cell { creates, reads })
 }
 
-pub(crate) fn median_by_rate(outcomes: &[Outcome]) -> Option<Outcome> {
+/// The creates-and-reads table of two setups, medians of their rounds,
+/// with the second's ratio to the first on the last line.
+pub(crate) fn print_pair(
+    title: &str,
+    what: &str,
+    labels: [&str; 2],
+    cells: &[Vec<Cell>],
+    ratio: &str,
+) -> Result<(), String> {
+    let medians: Vec<(Outcome, Outcome)> = cells
+        .iter()
+        .map(|c| {
+            let creates: Vec<Outcome> = c.iter().map(|c| c.creates.clone()).collect();
+            let reads: Vec<Outcome> = c.iter().map(|c| c.reads.clone()).collect();
+            median_by_rate(&creates).zip(median_by_rate(&reads))
+        })
+        .collect::<Option<_>>()
+        .ok_or("no rounds measured")?;
+    let [(ac, ar), (bc, br)] = medians.as_slice() else {
+        return Err("two setups are compared".into());
+    };
+    println!("\n### {title}\n");
+    println!("| {what} | creates/s | create p50 ms | create p99 ms | reads/s | read p50 ms | read p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, (c, r)) in labels.iter().zip(&medians) {
+        println!(
+            "| {} | {:.0} | {} | {} | {:.0} | {} | {} |",
+            label,
+            c.rate(),
+            ms(c.p50),
+            ms(c.p99),
+            r.rate(),
+            ms(r.p50),
+            ms(r.p99)
+        );
+    }
+    println!(
+        "| {ratio} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+        bc.rate() / ac.rate().max(1e-9),
+        bc.p50.as_secs_f64() / ac.p50.as_secs_f64().max(1e-9),
+        bc.p99.as_secs_f64() / ac.p99.as_secs_f64().max(1e-9),
+        br.rate() / ar.rate().max(1e-9),
+        br.p50.as_secs_f64() / ar.p50.as_secs_f64().max(1e-9),
+        br.p99.as_secs_f64() / ar.p99.as_secs_f64().max(1e-9),
+    );
+    Ok(())
+}
+
+fn median_by_rate(outcomes: &[Outcome]) -> Option<Outcome> {
     let mut sorted = outcomes.to_vec();
     sorted.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     sorted.get(sorted.len() / 2).cloned()
 }
 
-pub(crate) fn ms(d: Duration) -> String {
+fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
@@ -391,43 +439,17 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
             cells[t].push(measure(topology, round, &plan).await?);
         }
     }
-    let medians: Vec<(Outcome, Outcome)> = cells
-        .iter()
-        .map(|c| {
-            let creates: Vec<Outcome> = c.iter().map(|c| c.creates.clone()).collect();
-            let reads: Vec<Outcome> = c.iter().map(|c| c.reads.clone()).collect();
-            median_by_rate(&creates).zip(median_by_rate(&reads))
-        })
-        .collect::<Option<_>>()
-        .ok_or("no rounds measured")?;
-    println!(
-        "\n### Topology: {} in flight, medians of {} rounds\n",
-        plan.concurrency, plan.rounds
-    );
-    println!("| topology | creates/s | create p50 ms | create p99 ms | reads/s | read p50 ms | read p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (topology, (c, r)) in topologies.iter().zip(&medians) {
-        println!(
-            "| {} | {:.0} | {} | {} | {:.0} | {} | {} |",
-            topology.label(),
-            c.rate(),
-            ms(c.p50),
-            ms(c.p99),
-            r.rate(),
-            ms(r.p50),
-            ms(r.p99)
-        );
-    }
-    let ((sc, sr), (cc, cr)) = (&medians[0], &medians[1]);
-    println!(
-        "| cluster / single | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
-        cc.rate() / sc.rate().max(1e-9),
-        cc.p50.as_secs_f64() / sc.p50.as_secs_f64().max(1e-9),
-        cc.p99.as_secs_f64() / sc.p99.as_secs_f64().max(1e-9),
-        cr.rate() / sr.rate().max(1e-9),
-        cr.p50.as_secs_f64() / sr.p50.as_secs_f64().max(1e-9),
-        cr.p99.as_secs_f64() / sr.p99.as_secs_f64().max(1e-9),
-    );
+    let labels = [Topology::Single.label(), Topology::Cluster.label()];
+    print_pair(
+        &format!(
+            "Topology: {} in flight, medians of {} rounds",
+            plan.concurrency, plan.rounds
+        ),
+        "topology",
+        labels,
+        &cells,
+        "cluster / single",
+    )?;
 
     let TlsCost {
         medians: [floor_plain, floor_tls, route_plain, route_tls],
