@@ -153,6 +153,33 @@ impl Api {
         }
     }
 
+    /// Forwards a change to the quota service and records it, or records
+    /// its refusal. `target` names what is changed; `change` makes the
+    /// event from the answer.
+    async fn forward_change<Req, Resp>(
+        &self,
+        call: &Call,
+        method: &str,
+        target: &str,
+        req: Req,
+        change: impl FnOnce(&Resp) -> Change,
+    ) -> Result<tonic::Response<Resp>, Status>
+    where
+        Req: prost::Message + 'static,
+        Resp: prost::Message + Default + 'static,
+    {
+        match self.state.quota.call::<Req, Resp>(method, call, req).await {
+            Ok(answer) => {
+                self.changed(call, change(&answer));
+                Ok(tonic::Response::new(answer))
+            }
+            Err(status) => {
+                self.state.events.refused(call, target, &status);
+                Err(status)
+            }
+        }
+    }
+
     /// Checks a placement: at least one region, each known, none twice.
     fn check_placement(&self, v: &mut Violations, field: &str, regions: &[String]) {
         if regions.is_empty() {

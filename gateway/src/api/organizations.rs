@@ -8,7 +8,6 @@ use nordlys_proto::pb::nordlys::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::Api;
-use crate::call::Call;
 use crate::events::Change;
 
 /// Forwards one call to the quota service with the caller's identity.
@@ -30,35 +29,6 @@ fn organization_of(name: &str) -> String {
     match (parts.next(), parts.next()) {
         (Some("organizations"), Some(org)) => format!("organizations/{org}"),
         _ => String::new(),
-    }
-}
-
-impl Api {
-    /// Forwards a change to the quota service and records it, or records
-    /// its refusal. `target` names what is changed; `change` makes the
-    /// event from the answer.
-    pub(super) async fn forward_change<Req, Resp>(
-        &self,
-        call: &Call,
-        method: &str,
-        target: &str,
-        req: Req,
-        change: impl FnOnce(&Resp) -> Change,
-    ) -> Result<Response<Resp>, Status>
-    where
-        Req: prost::Message + 'static,
-        Resp: prost::Message + Default + 'static,
-    {
-        match self.state.quota.call::<Req, Resp>(method, call, req).await {
-            Ok(answer) => {
-                self.changed(call, change(&answer));
-                Ok(Response::new(answer))
-            }
-            Err(status) => {
-                self.state.events.refused(call, target, &status);
-                Err(status)
-            }
-        }
     }
 }
 
