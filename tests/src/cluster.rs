@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -30,15 +30,6 @@ pub fn deploy_dir() -> PathBuf {
         .parent()
         .map(|root| root.join("deploy"))
         .unwrap_or_else(|| PathBuf::from("deploy"))
-}
-
-/// A free loopback port (bound, read, released: the servers bind it soon
-/// after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 /// A CA and certificates it signed, as PEM files in a directory.
@@ -288,7 +279,7 @@ impl NatsCluster {
         }
         let mut leaf_passwords = BTreeMap::new();
         for region in regions {
-            let password = format!("leaf-{region}-{}", free_port());
+            let password = format!("leaf-{region}-{}", crate::free_port());
             secrets.push((
                 permissions::leaf_password_variable(region),
                 password.clone(),
@@ -310,7 +301,14 @@ impl NatsCluster {
         }
 
         let ports: Vec<[u16; 4]> = (0..3)
-            .map(|_| [free_port(), free_port(), free_port(), free_port()])
+            .map(|_| {
+                [
+                    crate::free_port(),
+                    crate::free_port(),
+                    crate::free_port(),
+                    crate::free_port(),
+                ]
+            })
             .collect();
         let mut nodes = Vec::new();
         for (i, [client, cluster, leaf, monitor]) in ports.iter().enumerate() {
@@ -385,7 +383,7 @@ impl NatsCluster {
             )
             .unwrap_or_else(|e| panic!("{e}"));
             let (cert, key) = ca.issue(&name);
-            let (client, monitor) = (free_port(), free_port());
+            let (client, monitor) = (crate::free_port(), crate::free_port());
             let mut env = vec![
                 ("NORDLYS_LEAF_NAME".to_string(), name.clone()),
                 (

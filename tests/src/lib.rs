@@ -207,6 +207,30 @@ fn find_nats_server() -> PathBuf {
 // ---------------------------------------------------------------------------
 // Our binaries
 
+/// A loopback port for a server that binds it itself later (nats-server
+/// nodes, Keystone and Neutron, which import for a while first). It is taken below the
+/// kernel's ephemeral range (32768 and up): a port from `bind(:0)` is one
+/// that any outgoing connection of the run may take meanwhile as its own
+/// source port.
+pub fn free_port() -> u16 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    // A different start per process and call; no RNG needed for a spread.
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    for i in 0..SPAN {
+        let port = (LOW + (seed.wrapping_add(i.wrapping_mul(7_919))) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
+}
+
 /// Path of one of the workspace's binaries, built next to this test executable.
 ///
 /// `CARGO_BIN_EXE_*` only exists for binaries of the crate under test, so walk

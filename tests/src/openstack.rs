@@ -25,7 +25,6 @@
 use std::{
     fs,
     io::{BufRead, BufReader, Write},
-    net::TcpListener,
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -71,30 +70,6 @@ pub fn available(test: &str) -> bool {
     }
     eprintln!("SKIPPED {test}: Keystone/Neutron are not installed ({hint}; set {REQUIRE_ENV}=1 to fail instead)");
     false
-}
-
-/// A loopback port for a server that binds it itself, seconds later
-/// (Keystone and Neutron import for a while first). It is taken below the
-/// kernel's ephemeral range (32768 and up): a port from `bind(:0)` is one
-/// that any outgoing connection of the run may take meanwhile as its own
-/// source port.
-fn free_port() -> u16 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    // A different start per process and call; no RNG needed for a spread.
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    for i in 0..SPAN {
-        let port = (LOW + (seed.wrapping_add(i.wrapping_mul(7_919))) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 fn run(command: &mut Command, what: &str) {
@@ -456,7 +431,7 @@ impl OpenStackRegion {
             &d.join("credential-keys"),
         );
         fs::create_dir_all(d.join("lock")).unwrap_or_else(|e| panic!("lock dir: {e}"));
-        let (keystone_port, neutron_port) = (free_port(), free_port());
+        let (keystone_port, neutron_port) = (crate::free_port(), crate::free_port());
         let write = |file: &str, text: &str| {
             fs::write(d.join(file), text).unwrap_or_else(|e| panic!("{file}: {e}"))
         };
