@@ -74,7 +74,8 @@ pub struct Config {
     /// How old an unsettled quota change must be before the sweeper takes it
     /// over from the call that made it, in milliseconds
     /// (`NORDLYS_SETTLE_GRACE_MS`). Longer than a gateway takes to commit a
-    /// create it saw succeed.
+    /// create it saw succeed, and than the cloud may take to finish a
+    /// request whose daemon died (a running call keeps its note fresh).
     pub settle_grace_ms: u64,
     /// How often the sweeper looks for unsettled quota changes, in
     /// milliseconds (`NORDLYS_SETTLE_INTERVAL_MS`).

@@ -311,6 +311,42 @@ async fn a_create_whose_answer_was_lost_is_counted() {
     assert!(project_exists(&stack, &tenant.key, "web").await);
 }
 
+#[tokio::test]
+async fn a_create_slower_than_its_caller_and_the_grace_still_counts_once() {
+    let mut stack = stack().await;
+    let tenant = stack.tenant("acme").await;
+    // The cloud takes 2 s to make anything: far past the sweeper's grace
+    // (300 ms) and the caller's deadline.
+    replace_sto1(&mut stack, &[("NORDLYS_TEST_SLOW_CREATE_MS", "2000")]).await;
+    let mut projects = ProjectServiceClient::new(stack.channel().await);
+    let mut request = bearer(create_request("web", &["sto1"], "slow-1"), &tenant.key);
+    request.set_timeout(Duration::from_millis(700));
+    let gave_up = projects.create_project(request).await;
+    assert!(
+        gave_up.is_err(),
+        "the caller's deadline passed first: {gave_up:?}"
+    );
+    // The create, once begun, runs to its end; its note stays fresh while
+    // it runs, so no sweeper releases it before the project exists.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !project_exists(&stack, &tenant.key, "web").await {
+        assert!(Instant::now() < deadline, "the create never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_usage(&stack, &tenant, "sto1", counts(1, 0, 0)).await;
+    // The retry a careful client makes gets the project, counted once.
+    let retried = projects
+        .create_project(bearer(
+            create_request("web", &["sto1"], "slow-1"),
+            &tenant.key,
+        ))
+        .await
+        .expect("the retry answers with the project");
+    assert_eq!(retried.get_ref().name, "projects/web");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(usage(&stack, &tenant, "sto1").await, counts(1, 0, 0));
+}
+
 fn create_request(id: &str, regions: &[&str], request_id: &str) -> CreateProjectRequest {
     CreateProjectRequest {
         project: Some(Project {

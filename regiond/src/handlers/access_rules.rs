@@ -49,9 +49,8 @@ pub(super) async fn create(
             &name,
             &request_id,
             create_time.as_ref(),
-            || {
-                h.backend
-                    .create_access_rule(&caller.tenant, &request_id, rule)
+            move |backend, tenant, request_id| async move {
+                backend.create_access_rule(&tenant, &request_id, rule).await
             },
         )
         .await?;

@@ -63,9 +63,10 @@ pub(super) async fn create(
             &name,
             &request_id,
             create_time.as_ref(),
-            || {
-                h.backend
-                    .create_membership(&caller.tenant, &request_id, membership)
+            move |backend, tenant, request_id| async move {
+                backend
+                    .create_membership(&tenant, &request_id, membership)
+                    .await
             },
         )
         .await?;

@@ -377,6 +377,11 @@ impl Handlers {
     /// request id whose resource was deleted is refused, a counted create
     /// is noted before the backend makes it, and a request id names one
     /// create: replayed for another resource it is refused.
+    ///
+    /// Once noted, the create runs to its end in a task of its own, even
+    /// when its caller goes away (a deadline, a dropped connection): cut
+    /// short, it would leave the cloud finishing a request nobody settles,
+    /// which a sweeper could judge before the cloud shows it.
     #[allow(clippy::too_many_arguments)]
     async fn create<T, F, Fut>(
         &self,
@@ -389,9 +394,9 @@ impl Handlers {
         make: F,
     ) -> Result<T, Status>
     where
-        T: Made,
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = crate::backend::Result<T>>,
+        T: Made + Send + 'static,
+        F: FnOnce(Arc<dyn Backend>, Tenant, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = crate::backend::Result<T>> + Send + 'static,
     {
         self.settle
             .check_request(kind, &caller.tenant, request_id)
@@ -401,44 +406,63 @@ impl Handlers {
         } else {
             organization
         };
-        let pending = if organization.is_empty() {
-            None
-        } else {
-            self.settle
-                .begin_create(kind, &organization, name, request_id, create_time)
-                .await?
+        let settle = Arc::clone(&self.settle);
+        let backend = Arc::clone(&self.backend);
+        let tenant = caller.tenant.clone();
+        let (name, request_id) = (name.to_string(), request_id.to_string());
+        let create_time = create_time.cloned();
+        let region = self.region.clone();
+        let run = async move {
+            let mut pending = if organization.is_empty() {
+                None
+            } else {
+                settle
+                    .begin_create(
+                        kind,
+                        &organization,
+                        &name,
+                        &request_id,
+                        create_time.as_ref(),
+                    )
+                    .await?
+            };
+            let made = settle
+                .while_creating(pending.as_mut(), make(backend, tenant, request_id.clone()))
+                .await;
+            settle.crash_point("created");
+            tracing::debug!(%name, request_id, ok = made.is_ok(), created_at = ?made.as_ref().ok().and_then(|m| m.made_at()), "create answered");
+            let replayed_other = matches!(&made, Ok(r) if r.made_name() != name);
+            // A replay of another resource made nothing under this name.
+            let nothing_here = BackendError::AlreadyExists {
+                kind,
+                name: name.clone(),
+                region,
+            };
+            settle
+                .end_create(
+                    pending,
+                    match &made {
+                        Ok(r) if !replayed_other => Ok(r.made_at()),
+                        Ok(_) => Err(&nothing_here),
+                        Err(e) => Err(e),
+                    },
+                )
+                .await;
+            let made = made?;
+            if replayed_other {
+                return Err(nordlys_api::invalid(
+                    "request_id",
+                    format!(
+                        "was already used for another create ({}); a request id names one create",
+                        made.made_name()
+                    ),
+                ));
+            }
+            Ok(made)
         };
-        let made = make().await;
-        self.settle.crash_point("created");
-        tracing::debug!(%name, request_id, ok = made.is_ok(), created_at = ?made.as_ref().ok().and_then(|m| m.made_at()), "create answered");
-        let replayed_other = matches!(&made, Ok(r) if r.made_name() != name);
-        // A replay of another resource made nothing under this name.
-        let nothing_here = BackendError::AlreadyExists {
-            kind,
-            name: name.to_string(),
-            region: self.region.clone(),
-        };
-        self.settle
-            .end_create(
-                pending,
-                match &made {
-                    Ok(r) if !replayed_other => Ok(r.made_at()),
-                    Ok(_) => Err(&nothing_here),
-                    Err(e) => Err(e),
-                },
-            )
-            .await;
-        let made = made?;
-        if replayed_other {
-            return Err(nordlys_api::invalid(
-                "request_id",
-                format!(
-                    "was already used for another create ({}); a request id names one create",
-                    made.made_name()
-                ),
-            ));
-        }
-        Ok(made)
+        tokio::spawn(run)
+            .await
+            .map_err(|e| Status::internal(format!("a create's task failed: {e}")))?
     }
 
     /// Deletes through the settle notes: crash-safe, quota given back once.

@@ -51,9 +51,8 @@ pub(super) async fn create(
             &name,
             &request_id,
             create_time.as_ref(),
-            || {
-                h.backend
-                    .create_network(&caller.tenant, &request_id, network)
+            move |backend, tenant, request_id| async move {
+                backend.create_network(&tenant, &request_id, network).await
             },
         )
         .await?;

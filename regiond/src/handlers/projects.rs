@@ -64,9 +64,8 @@ pub(super) async fn create(
             &name,
             &request_id,
             create_time.as_ref(),
-            || {
-                h.backend
-                    .create_project(&caller.tenant, &request_id, project)
+            move |backend, tenant, request_id| async move {
+                backend.create_project(&tenant, &request_id, project).await
             },
         )
         .await?;

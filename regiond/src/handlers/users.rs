@@ -57,7 +57,9 @@ pub(super) async fn create(
             &name,
             &request_id,
             create_time.as_ref(),
-            || h.backend.create_user(&caller.tenant, &request_id, user),
+            move |backend, tenant, request_id| async move {
+                backend.create_user(&tenant, &request_id, user).await
+            },
         )
         .await?;
     Ok(Response::new(user))

@@ -171,6 +171,10 @@ pub(crate) struct PendingCreate {
     key: String,
     revision: u64,
     note: Note,
+    /// When the note was last written by this call.
+    touched: std::time::Instant,
+    /// A sweeper took the note over while the call ran.
+    claimed: bool,
 }
 
 /// The settlement of one region's quota changes. See the module docs.
@@ -190,10 +194,15 @@ pub(crate) struct Settle {
     /// The test-only crash hook (`NORDLYS_TEST_CRASH_AFTER`): `created`,
     /// `remove-noted` or `removed` abort the process at that step.
     crash_after: Option<String>,
+    /// The test-only delay before every create's backend call
+    /// (`NORDLYS_TEST_SLOW_CREATE_MS`): a cloud that answers slowly.
+    slow_create: Option<Duration>,
 }
 
 /// The test-only crash hook's environment variable.
 const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
+/// The test-only slow-cloud hook's environment variable.
+const SLOW_CREATE_ENV: &str = "NORDLYS_TEST_SLOW_CREATE_MS";
 
 impl Settle {
     /// Aborts the process at `step` when the test hook asks for it, as a
@@ -218,6 +227,7 @@ impl Settle {
             remove_orphans: false,
             seen: Default::default(),
             crash_after: None,
+            slow_create: None,
         }
     }
 
@@ -244,6 +254,10 @@ impl Settle {
             crash_after: std::env::var(CRASH_AFTER_ENV)
                 .ok()
                 .filter(|s| !s.is_empty()),
+            slow_create: std::env::var(SLOW_CREATE_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 
@@ -295,6 +309,8 @@ impl Settle {
                 key,
                 revision,
                 note,
+                touched: std::time::Instant::now(),
+                claimed: false,
             })),
             // Another attempt of the same create (a retry, a fallback) or a
             // racing create of the same name holds the note: it settles it.
@@ -303,22 +319,79 @@ impl Settle {
         }
     }
 
+    /// Runs a create's backend call, keeping its note fresh meanwhile: a
+    /// sweeper takes over only notes untouched for a grace period, so a
+    /// slow create (a cloud answering in seconds) is never settled behind
+    /// its back while it runs.
+    pub(crate) async fn while_creating<T>(
+        &self,
+        pending: Option<&mut PendingCreate>,
+        make: impl std::future::Future<Output = T>,
+    ) -> T {
+        let slow = self.slow_create;
+        let make = async move {
+            if let Some(delay) = slow {
+                tokio::time::sleep(delay).await;
+            }
+            make.await
+        };
+        let Some(pending) = pending else {
+            return make.await;
+        };
+        let beat = (self.grace / 3).max(Duration::from_millis(10));
+        tokio::pin!(make);
+        loop {
+            tokio::select! {
+                made = &mut make => return made,
+                () = tokio::time::sleep(beat), if !pending.claimed => self.touch(pending).await,
+            }
+        }
+    }
+
+    /// Dates a pending create's note now, unless a sweeper has taken it.
+    async fn touch(&self, pending: &mut PendingCreate) {
+        if let Note::Create { at_ms, .. } = &mut pending.note {
+            *at_ms = now_ms();
+        }
+        match self
+            .notes
+            .update(&pending.key, pending.note.encode(), pending.revision)
+            .await
+        {
+            Ok(revision) => {
+                pending.revision = revision;
+                pending.touched = std::time::Instant::now();
+            }
+            Err(StoreError::Conflict) => pending.claimed = true,
+            // The next beat tries again.
+            Err(e) => tracing::debug!(error = %e, "could not refresh a create's settle note"),
+        }
+    }
+
     /// Settles what [`Settle::begin_create`] noted, now that the backend
     /// answered: a refusal made nothing, so the note goes; a replay of an
     /// earlier create is about that create's life; a success stays noted
     /// until the sweeper has seen it committed.
+    ///
+    /// A call that ran past its note's freshness (its process was paused,
+    /// or starved) may have been settled behind its back by a sweeper that
+    /// did not yet see the resource and released its reservation. Then a
+    /// success is committed here (commits are idempotent per reservation
+    /// and region), and an unknown outcome is noted again for the sweeper
+    /// to look at afresh: what exists is always counted.
     pub(crate) async fn end_create(
         &self,
         pending: Option<PendingCreate>,
         outcome: Result<Option<&prost_types::Timestamp>, &BackendError>,
     ) {
         let Some(pending) = pending else { return };
+        let late = pending.claimed || pending.touched.elapsed() >= self.grace / 2;
+        if late && !matches!(outcome, Err(e) if is_refusal(e)) {
+            self.end_late_create(pending, outcome).await;
+            return;
+        }
         let result = match (outcome, pending.note) {
-            (Err(e), _)
-                if !matches!(e, BackendError::Unavailable(_) | BackendError::Internal(_)) =>
-            {
-                self.notes.delete(&pending.key, pending.revision).await
-            }
+            (Err(e), _) if is_refusal(e) => self.notes.delete(&pending.key, pending.revision).await,
             (Err(_), _) => Ok(()),
             (Ok(made), mut note @ Note::Create { .. }) if stamp(made) != note_time(&note) => {
                 // A replay of an earlier create: the note is about that life.
@@ -338,6 +411,58 @@ impl Settle {
             Err(e) => {
                 tracing::warn!(error = %e, "could not update a create's settle note; the sweeper settles it")
             }
+        }
+    }
+
+    /// [`Settle::end_create`] for a call whose note may have been settled
+    /// while it ran.
+    async fn end_late_create(
+        &self,
+        pending: PendingCreate,
+        outcome: Result<Option<&prost_types::Timestamp>, &BackendError>,
+    ) {
+        let PendingCreate {
+            key,
+            mut note,
+            revision,
+            ..
+        } = pending;
+        let Note::Create {
+            organization,
+            name,
+            reservation,
+            create_time,
+            at_ms,
+            settling,
+            ..
+        } = &mut note
+        else {
+            return;
+        };
+        if let (Ok(_), Some(quota), Some(kind)) = (&outcome, &self.quota, kind_of(name)) {
+            match quota
+                .commit(organization, reservation, &self.region, one(kind))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%name, %reservation, "committed a create that outlived its settle note");
+                    // Counted: an undo of it must now give it back, as a
+                    // plain delete does. A note a sweeper holds is its own.
+                    let _ = self.notes.delete(&key, revision).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "could not commit a late create; noting it again for the sweeper")
+                }
+            }
+        }
+        if let Ok(made) = outcome {
+            *create_time = stamp(made);
+        }
+        *at_ms = now_ms();
+        *settling = false;
+        if let Err(e) = self.notes.put(&key, note.encode()).await {
+            tracing::error!(error = %e, "could not note a late create again; the reconciler must repair its count");
         }
     }
 
@@ -894,6 +1019,11 @@ impl Settle {
             orphans,
         })
     }
+}
+
+/// A backend answer that says nothing was made.
+fn is_refusal(e: &BackendError) -> bool {
+    !matches!(e, BackendError::Unavailable(_) | BackendError::Internal(_))
 }
 
 /// The create time a create note is about.
