@@ -375,10 +375,9 @@ impl Settle {
     ///
     /// A call that ran past its note's freshness (its process was paused,
     /// or starved) may have been settled behind its back by a sweeper that
-    /// did not yet see the resource and released its reservation. Then a
-    /// success is committed here (commits are idempotent per reservation
-    /// and region), and an unknown outcome is noted again for the sweeper
-    /// to look at afresh: what exists is always counted.
+    /// did not yet see the resource and released its reservation. Then
+    /// what it made, or may have made, is noted again for the sweeper to
+    /// judge afresh: what exists is always counted.
     pub(crate) async fn end_create(
         &self,
         pending: Option<PendingCreate>,
@@ -415,22 +414,18 @@ impl Settle {
     }
 
     /// [`Settle::end_create`] for a call whose note may have been settled
-    /// while it ran.
+    /// while it ran: the note is written afresh, about what the call made,
+    /// so a sweeper judges it again from what exists (and commits it, which
+    /// counts it even when its reservation was released meanwhile). An
+    /// undo of the create still finds the note and claims it.
     async fn end_late_create(
         &self,
         pending: PendingCreate,
         outcome: Result<Option<&prost_types::Timestamp>, &BackendError>,
     ) {
-        let PendingCreate {
-            key,
-            mut note,
-            revision,
-            ..
-        } = pending;
+        let PendingCreate { key, mut note, .. } = pending;
         let Note::Create {
-            organization,
             name,
-            reservation,
             create_time,
             at_ms,
             settling,
@@ -439,30 +434,15 @@ impl Settle {
         else {
             return;
         };
-        if let (Ok(_), Some(quota), Some(kind)) = (&outcome, &self.quota, kind_of(name)) {
-            match quota
-                .commit(organization, reservation, &self.region, one(kind))
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(%name, %reservation, "committed a create that outlived its settle note");
-                    // Counted: an undo of it must now give it back, as a
-                    // plain delete does. A note a sweeper holds is its own.
-                    let _ = self.notes.delete(&key, revision).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(%name, error = %e, "could not commit a late create; noting it again for the sweeper")
-                }
-            }
-        }
         if let Ok(made) = outcome {
             *create_time = stamp(made);
         }
         *at_ms = now_ms();
         *settling = false;
+        let name = name.clone();
+        tracing::info!(%name, "a create outlived its settle note; noted again for the sweeper");
         if let Err(e) = self.notes.put(&key, note.encode()).await {
-            tracing::error!(error = %e, "could not note a late create again; the reconciler must repair its count");
+            tracing::error!(%name, error = %e, "could not note a late create again; the reconciler must repair its count");
         }
     }
 
