@@ -336,6 +336,13 @@ pub fn instrument<F>(inner: F, span: tracing::Span, context: Option<Context>) ->
     }
 }
 
+/// `inner`, spawned as part of the current work: it runs in the current
+/// span with the current OpenTelemetry context, as if it had not left the
+/// task that spawned it.
+pub fn in_current<F>(inner: F) -> Traced<F> {
+    instrument(inner, tracing::Span::current(), Some(Context::current()))
+}
+
 pin_project_lite::pin_project! {
     /// A future run inside a span and, optionally, an OpenTelemetry context.
     #[derive(Debug)]

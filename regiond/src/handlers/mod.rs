@@ -460,7 +460,9 @@ impl Handlers {
             }
             Ok(made)
         };
-        tokio::spawn(run)
+        // The task stays in the call's trace, so the cloud's requests are
+        // still part of it.
+        tokio::spawn(nordlys_telemetry::in_current(run))
             .await
             .map_err(|e| Status::internal(format!("a create's task failed: {e}")))?
     }
