@@ -225,7 +225,8 @@ impl Controller {
                         );
                         let write = match result {
                             Ok(Reserved::New | Reserved::AlreadyPending) => Write::Put(doc),
-                            Ok(Reserved::AlreadyCommitted) | Err(_) => Write::Keep,
+                            Ok(Reserved::AlreadyCommitted) => Write::Settled,
+                            Err(_) => Write::Keep,
                         };
                         Ok::<_, Status>((write, result))
                     },
@@ -324,7 +325,7 @@ impl Controller {
                             .map_err(|_| full())?;
                         let spill = doc.needs_spill();
                         let write = match outcome {
-                            Committed::AlreadyCommitted => Write::Keep,
+                            Committed::AlreadyCommitted => Write::Settled,
                             _ => Write::Put(doc),
                         };
                         Ok::<_, Status>((write, (outcome, spill)))
@@ -477,7 +478,7 @@ impl Controller {
                         let write = if applied > 0 {
                             Write::Put(doc)
                         } else {
-                            Write::Keep
+                            Write::Settled
                         };
                         Ok((write, (applied, spill)))
                     },

@@ -60,6 +60,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub enum Write<T> {
     /// Nothing: the entry stays as it was.
     Keep,
+    /// Nothing, and the answer holds for any newer revision too (an id
+    /// already applied stays applied), so it may come from a cached read.
+    Settled,
     /// This value.
     Put(T),
     /// A delete marker.
@@ -80,6 +83,71 @@ pub struct Versioned<T> {
 pub struct Store {
     kv: kv::Store,
     stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
+    cache: Arc<WriteCache>,
+}
+
+/// The last revision this process read or wrote of each hot key (quota
+/// documents), so a read-modify-write can start from it and skip the read:
+/// the compare-and-set still checks it is current, and a lost race reads
+/// afresh. A key another instance keeps writing is left out of the cache
+/// for a while, so it costs no more than reading every time.
+#[derive(Debug, Default)]
+struct WriteCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Entry(Bytes, u64),
+    /// A cached start lost its race at this time: read first until later.
+    Shared(std::time::Instant),
+}
+
+/// Keys whose documents are cached for writes.
+const CACHED_PREFIX: &str = "quota.";
+/// Cached keys at most; the cache starts over when full.
+const CACHE_MAX: usize = 16_384;
+/// How long a key written elsewhere too is read before each write.
+const SHARED_BACKOFF: Duration = Duration::from_secs(5);
+
+impl WriteCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Cached>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<(Bytes, u64)> {
+        match self.lock().get(key)? {
+            Cached::Entry(bytes, revision) => Some((bytes.clone(), *revision)),
+            Cached::Shared(_) => None,
+        }
+    }
+
+    /// Remembers `key` at `revision`, unless another writer was seen lately.
+    fn put(&self, key: &str, bytes: Bytes, revision: u64) {
+        if !key.starts_with(CACHED_PREFIX) {
+            return;
+        }
+        let mut entries = self.lock();
+        if let Some(Cached::Shared(at)) = entries.get(key) {
+            if at.elapsed() < SHARED_BACKOFF {
+                return;
+            }
+        }
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key.to_string(), Cached::Entry(bytes, revision));
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// A cached start of `key` was stale: another instance writes it too.
+    fn shared(&self, key: &str) {
+        self.lock()
+            .insert(key.to_string(), Cached::Shared(std::time::Instant::now()));
+    }
 }
 
 impl Store {
@@ -104,6 +172,7 @@ impl Store {
         Store {
             kv,
             stripes: Arc::new(stripes),
+            cache: Arc::default(),
         }
     }
 
@@ -204,8 +273,21 @@ impl Store {
         F: FnMut(Option<T>, X) -> Result<(Write<T>, R), E>,
     {
         let _local = self.stripe(key).lock().await;
-        for attempt in 0..MAX_ATTEMPTS {
-            let (current, revision) = match self.entry(key).await? {
+        let mut cached = self.cache.get(key);
+        let mut attempt = 0;
+        while attempt < MAX_ATTEMPTS {
+            let from_cache = cached.is_some();
+            let entry = match cached.take() {
+                Some((bytes, revision)) => Some((Some(bytes), revision)),
+                None => {
+                    let entry = self.entry(key).await?;
+                    if let Some((Some(bytes), revision)) = &entry {
+                        self.cache.put(key, bytes.clone(), *revision);
+                    }
+                    entry
+                }
+            };
+            let (current, revision) = match entry {
                 Some((Some(bytes), revision)) => (Some(decode(key, &bytes)?), Some(revision)),
                 Some((None, revision)) => (None, Some(revision)),
                 None => (None, None),
@@ -214,29 +296,52 @@ impl Store {
             let found = lookup(current.as_ref()).await?;
             let (write, answer) = step(current, found)?;
             let outcome = match write {
+                Write::Settled => return Ok(answer),
+                // An answer from a cached read that changes nothing may be
+                // stale (a limit since raised, a reservation made
+                // elsewhere): only a fresh read may give it.
+                Write::Keep if from_cache => continue,
                 Write::Keep => return Ok(answer),
                 Write::Put(value) => self.put_at(key, &value, revision).await,
                 Write::Delete => match (existed, revision) {
-                    (true, Some(rev)) => self
-                        .kv
-                        .delete_expect_revision(key, Some(rev))
-                        .await
-                        .map_err(|e| {
-                            (
-                                e.kind() == UpdateErrorKind::WrongLastRevision,
-                                e.to_string(),
-                            )
-                        }),
+                    (true, Some(rev)) => {
+                        self.cache.forget(key);
+                        self.kv
+                            .delete_expect_revision(key, Some(rev))
+                            .await
+                            .map(|()| None)
+                            .map_err(|e| {
+                                (
+                                    e.kind() == UpdateErrorKind::WrongLastRevision,
+                                    e.to_string(),
+                                )
+                            })
+                    }
                     _ => return Ok(answer),
                 },
             };
             match outcome {
-                Ok(()) => return Ok(answer),
-                Err((true, _)) => {
-                    crate::metrics::METRICS.conflict();
-                    backoff(attempt).await
+                Ok(written) => {
+                    if let Some((bytes, revision)) = written {
+                        self.cache.put(key, bytes, revision);
+                    }
+                    return Ok(answer);
                 }
-                Err((false, e)) => return Err(StoreError::Unavailable(e).into()),
+                Err((true, _)) if from_cache => {
+                    // Another instance wrote it since: read it, and keep
+                    // reading it before writes for a while.
+                    self.cache.shared(key);
+                }
+                Err((true, _)) => {
+                    self.cache.forget(key);
+                    crate::metrics::METRICS.conflict();
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                Err((false, e)) => {
+                    self.cache.forget(key);
+                    return Err(StoreError::Unavailable(e).into());
+                }
             }
         }
         crate::metrics::METRICS.contention();
@@ -254,8 +359,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _local = self.stripe(key).lock().await;
         match self.put_at(key, value, revision).await {
-            Ok(()) => Ok(true),
+            Ok(written) => {
+                if let Some((bytes, revision)) = written {
+                    self.cache.put(key, bytes, revision);
+                }
+                Ok(true)
+            }
             Err((true, _)) => {
+                self.cache.forget(key);
                 crate::metrics::METRICS.conflict();
                 Ok(false)
             }
@@ -263,33 +374,29 @@ impl Store {
         }
     }
 
-    /// The compare-and-set write: `Err((true, _))` when the revision moved.
+    /// The compare-and-set write: the value written and its revision, or
+    /// `Err((true, _))` when the revision moved.
     async fn put_at<T: Serialize>(
         &self,
         key: &str,
         value: &T,
         revision: Option<u64>,
-    ) -> Result<(), (bool, String)> {
+    ) -> Result<Option<(Bytes, u64)>, (bool, String)> {
         let bytes = encode(value);
-        match revision {
-            Some(rev) => self
-                .kv
-                .update(key, bytes, rev)
-                .await
-                .map(drop)
-                .map_err(|e| {
-                    (
-                        e.kind() == UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                }),
+        let written = match revision {
+            Some(rev) => self.kv.update(key, bytes.clone(), rev).await.map_err(|e| {
+                (
+                    e.kind() == UpdateErrorKind::WrongLastRevision,
+                    e.to_string(),
+                )
+            }),
             None => self
                 .kv
-                .create(key, bytes)
+                .create(key, bytes.clone())
                 .await
-                .map(drop)
                 .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
-        }
+        }?;
+        Ok(Some((bytes, written)))
     }
 }
 
