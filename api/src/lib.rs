@@ -5,6 +5,7 @@
 pub mod ids;
 pub mod names;
 pub mod page;
+pub mod update;
 pub mod validate;
 mod violations;
 pub use violations::invalid;

@@ -16,6 +16,7 @@ use nordlys_proto::pb::nordlys::v1::project_service_server::{
 use nordlys_proto::pb::nordlys::v1::{
     region_status::State, CreateProjectRequest, DeleteProjectRequest, DeleteProjectResponse,
     GetProjectRequest, ListProjectsRequest, ListProjectsResponse, Project, RegionStatus,
+    UpdateProjectRequest,
 };
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -48,6 +49,7 @@ pub(crate) fn fixed_project() -> Project {
             seconds: 1_800_000_000,
             nanos: 123_456_789,
         }),
+        etag: String::new(),
     }
 }
 
@@ -246,6 +248,12 @@ impl<A: Answer> ProjectService for Floor<A> {
         &self,
         _: Request<ListProjectsRequest>,
     ) -> Result<Response<ListProjectsResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_project(
+        &self,
+        _: Request<UpdateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
         unimplemented()
     }
     async fn delete_project(

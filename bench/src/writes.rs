@@ -379,7 +379,10 @@ impl Api {
     async fn delete(&self, name: &str) -> Result<(), String> {
         self.client
             .clone()
-            .delete_project(self.request(DeleteProjectRequest { name: name.into() }))
+            .delete_project(self.request(DeleteProjectRequest {
+                name: name.into(),
+                ..Default::default()
+            }))
             .await
             .map(drop)
             .map_err(|s| status_text(&s))

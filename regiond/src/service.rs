@@ -60,6 +60,7 @@ pub async fn start(
         "CreateProject" => create_project,
         "GetProject" => get_project,
         "ListProjects" => list_projects,
+        "UpdateProject" => update_project,
         "DeleteProject" => delete_project,
         "CreateUser" => create_user,
         "GetUser" => get_user,

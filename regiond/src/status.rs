@@ -15,6 +15,9 @@ pub const REGION_REFUSED: &str = "REGION_REFUSED";
 /// The precondition failure type of a create under a parent being deleted.
 pub const BEING_DELETED: &str = "BEING_DELETED";
 
+/// The reason of an update or delete refused for a stale etag.
+pub(crate) const ETAG_MISMATCH: &str = "ETAG_MISMATCH";
+
 impl From<BackendError> for Status {
     fn from(error: BackendError) -> Status {
         let message = error.to_string();
@@ -45,6 +48,18 @@ impl From<BackendError> for Status {
                     BEING_DELETED,
                     format!("{} {name}", kind.type_name()),
                     message,
+                ),
+            ),
+            BackendError::EtagMismatch { kind, name, .. } => Status::with_error_details(
+                Code::Aborted,
+                message.clone(),
+                ErrorDetails::with_error_info(
+                    ETAG_MISMATCH,
+                    "nordlys.regiond",
+                    [
+                        ("resource".to_string(), name),
+                        ("type".to_string(), kind.type_name().to_string()),
+                    ],
                 ),
             ),
             BackendError::UserOfOtherOrganization { .. } => {

@@ -180,6 +180,7 @@ async fn changes_are_events_live_on_nats_and_in_the_log() {
         .delete_project(bearer(
             DeleteProjectRequest {
                 name: "projects/web".to_owned(),
+                ..Default::default()
             },
             &acme.key,
         ))

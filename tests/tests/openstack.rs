@@ -443,6 +443,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
         .delete_project(bearer(
             DeleteProjectRequest {
                 name: web.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -807,6 +808,7 @@ async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
     );
     let delete = || DeleteProjectRequest {
         name: "projects/leaving".into(),
+        ..Default::default()
     };
     ch.unary::<_, nordlys_proto::pb::nordlys::regiond::v1::DeleteResponse>(
         format!("{PREFIX}.DeleteProject"),

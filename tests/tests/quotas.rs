@@ -91,6 +91,7 @@ async fn a_third_project_over_a_limit_of_two_is_refused_and_leaves_nothing() {
         .delete_project(bearer(
             DeleteProjectRequest {
                 name: "projects/one".into(),
+                ..Default::default()
             },
             key,
         ))

@@ -144,6 +144,7 @@ async fn reflection_lists_the_services_in_both_versions() {
             "CreateProject",
             "GetProject",
             "ListProjects",
+            "UpdateProject",
             "DeleteProject"
         ]
     );

@@ -234,6 +234,7 @@ async fn creates_gets_and_errors_travel_over_nats() {
                 &acme(),
                 DeleteProjectRequest {
                     name: "projects/web".into(),
+                    ..Default::default()
                 },
             ),
         )
@@ -412,6 +413,7 @@ async fn kv_instances_share_one_region_and_survive_restarts() {
                 &acme(),
                 DeleteProjectRequest {
                     name: "projects/web".into(),
+                    ..Default::default()
                 },
             ),
         )

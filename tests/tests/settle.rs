@@ -158,6 +158,7 @@ async fn delete_project(stack: &Stack, key: &str, id: &str) -> Result<(), tonic:
         .delete_project(bearer(
             DeleteProjectRequest {
                 name: format!("projects/{id}"),
+                ..Default::default()
             },
             key,
         ))

@@ -153,6 +153,7 @@ async fn worker(
                 let mut request = bearer(
                     DeleteProjectRequest {
                         name: format!("projects/{id}"),
+                        ..Default::default()
                     },
                     &key,
                 );

@@ -53,7 +53,13 @@ async fn another_organization_cannot_see_or_touch_a_project() {
     assert_eq!(other_org.code(), Code::PermissionDenied);
 
     let delete = projects
-        .delete_project(bearer(DeleteProjectRequest { name: name.clone() }, &b.key))
+        .delete_project(bearer(
+            DeleteProjectRequest {
+                name: name.clone(),
+                ..Default::default()
+            },
+            &b.key,
+        ))
         .await
         .expect_err("B must not delete A's project");
     assert_eq!(delete.code(), Code::NotFound);

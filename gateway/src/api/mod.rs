@@ -532,6 +532,67 @@ impl Api {
     /// each region where it was (or may have been). Each region gives the
     /// quota back itself, durably, so a delete whose answer is lost (or a
     /// gateway that dies) still frees it once.
+    /// Changes a resource in every region that has it: the regions without
+    /// it answer NOT_FOUND and are left out. The first region's answer,
+    /// with a status per region; the refusal when none made the change.
+    async fn update_everywhere<Req, Resp>(
+        &self,
+        call: &Call,
+        method: &str,
+        req: Req,
+        request_id: &str,
+    ) -> Result<(Resp, Vec<RegionStatus>), Status>
+    where
+        Req: Message + Clone + 'static,
+        Resp: Message + Default + 'static,
+    {
+        let regions = self.state.discovery.known();
+        let answers = scatter(&regions, |region| {
+            let outgoing = call.outgoing_with_id(req.clone(), request_id);
+            async move {
+                self.state
+                    .regions
+                    .call::<Req, Resp>(&region, method, outgoing?)
+                    .await
+            }
+        })
+        .await;
+        let mut statuses = Vec::new();
+        let mut updated = None;
+        let mut refusal = None;
+        for (region, answer) in answers {
+            statuses.push(region_status(&region, &answer));
+            match answer {
+                Err(s) if s.code() == Code::NotFound => {
+                    statuses.pop();
+                }
+                Ok(resp) => {
+                    updated.get_or_insert(resp);
+                }
+                Err(s) if is_unreachable(&s) => {}
+                Err(s) => {
+                    refusal.get_or_insert(s);
+                }
+            }
+        }
+        let Some(updated) = updated else {
+            return Err(match (refusal, statuses.is_empty()) {
+                (Some(refusal), _) => refusal,
+                (None, true) => Status::not_found("not found"),
+                (None, false) => Status::unavailable(format!(
+                    "not found in the regions that answered; unreachable: {}",
+                    statuses
+                        .iter()
+                        .map(|s| s.region.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        };
+        sort_by_region(&mut statuses);
+        Ok((updated, statuses))
+    }
+
     async fn delete_everywhere<Req>(
         &self,
         call: &Call,

@@ -1,15 +1,19 @@
 //! `nordlys.v1.ProjectService`.
 
 use nordlys_api::validate::{self, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
-use nordlys_api::{ids, names, Violations};
+use nordlys_api::{ids, names, update, Violations};
 use nordlys_proto::pb::nordlys::v1::project_service_server::ProjectService;
 use nordlys_proto::pb::nordlys::v1::{
     region_status::State, CreateProjectRequest, DeleteProjectRequest, DeleteProjectResponse,
     GetProjectRequest, ListProjectsRequest, ListProjectsResponse, Project, RegionStatus,
+    UpdateProjectRequest,
 };
 use tonic::{Code, Request, Response, Status};
 
 use super::{first_success, Api, Fanout, Kind};
+
+/// The fields of a project an update may change.
+const MUTABLE: &[&str] = &["display_name", "description"];
 use crate::events::Change;
 use crate::scatter::{mark_unreachable, sort_by_region};
 use nordlys_proto::pb::nordlys::v1::event::Data;
@@ -76,7 +80,10 @@ impl ProjectService for Api {
                     kind: Some(Kind::Projects),
                 },
                 req.clone(),
-                |name| DeleteProjectRequest { name },
+                |name| DeleteProjectRequest {
+                    name,
+                    ..Default::default()
+                },
             )
             .await?;
         let (mut project, statuses) = first_success(answers)?;
@@ -149,6 +156,75 @@ impl ProjectService for Api {
             next_page_token,
             unreachable: page.unreachable,
         }))
+    }
+
+    async fn update_project(
+        &self,
+        request: Request<UpdateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        let call = self.state.begin(&request).await?;
+        let mut req = request.into_inner();
+        let Some(project) = req.project.as_ref() else {
+            return Err(nordlys_api::invalid("project", "is required"));
+        };
+        let name = project.name.clone();
+        names::parse_field(&name, &["projects"], "project.name")?;
+        self.require_write(&call, &name)?;
+        let mut v = Violations::new();
+        let paths = update::mask_paths(
+            &mut v,
+            req.update_mask.as_ref(),
+            MUTABLE,
+            |path| match path {
+                "display_name" => !project.display_name.is_empty(),
+                "description" => !project.description.is_empty(),
+                _ => false,
+            },
+        );
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to change");
+        }
+        for path in &paths {
+            match *path {
+                "display_name" => validate::check_text(
+                    &mut v,
+                    "project.display_name",
+                    &project.display_name,
+                    MAX_DISPLAY_NAME,
+                    true,
+                ),
+                _ => validate::check_text(
+                    &mut v,
+                    "project.description",
+                    &project.description,
+                    MAX_DESCRIPTION,
+                    false,
+                ),
+            }
+        }
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        v.into_result()?;
+        // Every region applies the same change: the mask spelled out, and
+        // one request id, so a retried region changes nothing twice.
+        req.update_mask = Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        });
+        if req.request_id.is_empty() {
+            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
+        }
+        let (mut project, statuses): (Project, _) = self
+            .update_everywhere(&call, "UpdateProject", req.clone(), &req.request_id)
+            .await
+            .map_err(|s| not_found_as(s, &name))?;
+        project.region_status = statuses;
+        let org = project.organization.clone();
+        self.changed(
+            &call,
+            Change::new("project", "updated", &org, &project.name)
+                .request_id(&req.request_id)
+                .data(Data::Project(project.clone())),
+        );
+        Ok(Response::new(project))
     }
 
     async fn delete_project(

@@ -94,6 +94,36 @@ fn path_templates_and_nested_field_paths() {
 }
 
 #[test]
+fn a_patch_without_a_mask_changes_what_its_body_holds() {
+    let (_, router) = library();
+    // As grpc-gateway does: the body's fields become the mask, by their
+    // proto names; a well-known type or a list is one path.
+    let (_, req) = ok(
+        &router,
+        Method::PATCH,
+        "/v1/shelves/s1/books/b1",
+        None,
+        r#"{"title": "Dune", "publishTime": "2020-01-01T00:00:00Z", "authors": ["F. H."]}"#,
+    );
+    let mut paths: Vec<&str> = req["updateMask"]
+        .as_str()
+        .expect("a mask")
+        .split(',')
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["authors", "publishTime", "title"]);
+    // A mask the caller gave is kept as it is.
+    let (_, req) = ok(
+        &router,
+        Method::PATCH,
+        "/v1/shelves/s1/books/b1",
+        Some("updateMask=genre"),
+        r#"{"title": "Dune"}"#,
+    );
+    assert_eq!(req["updateMask"], "genre");
+}
+
+#[test]
 fn double_wildcard_keeps_slashes() {
     let (_, router) = library();
     let (rpc, req) = ok(&router, Method::GET, "/v1/files/a/b%2Fc/d.txt", None, "");

@@ -122,7 +122,80 @@ pub(crate) fn request(
             query_param(binding, &mut message, &key, &values, leniency)?;
         }
     }
+    implied_update_mask(binding, &mut message, body);
     Ok(message)
+}
+
+/// As grpc-gateway does for a PATCH whose body is one message field: when
+/// the request has an `update_mask` the caller did not set, it names the
+/// fields the JSON body holds (nested objects by their leaves), so a
+/// partial body changes only what it carries. The resource's top-level
+/// `name` and `etag` say which resource and which version of it (AIP-134,
+/// AIP-154): they are never part of the change.
+fn implied_update_mask(binding: &Binding, message: &mut DynamicMessage, body: &[u8]) {
+    if binding.method != http::Method::PATCH {
+        return;
+    }
+    let Body::Field(field) = &binding.body else {
+        return;
+    };
+    let Kind::Message(desc) = field.kind() else {
+        return;
+    };
+    let Some(mask_field) = message.descriptor().get_field_by_name("update_mask") else {
+        return;
+    };
+    if !matches!(mask_field.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")
+        || message.has_field(&mask_field)
+    {
+        return;
+    }
+    let Ok(Json::Object(object)) = serde_json::from_slice::<Json>(body) else {
+        return;
+    };
+    let mut paths = Vec::new();
+    body_paths(&desc, &object, "", &mut paths);
+    paths.retain(|p| p != "name" && p != "etag");
+    let mask = prost_types::FieldMask { paths };
+    if let Ok(value) = DynamicMessage::decode(
+        match mask_field.kind() {
+            Kind::Message(m) => m,
+            _ => return,
+        },
+        mask.encode_to_vec().as_slice(),
+    ) {
+        message.set_field(&mask_field, Value::Message(value));
+    }
+}
+
+/// The field paths a JSON object sets in `desc`: a nested object of a plain
+/// message field by its leaves, anything else (scalars, lists, maps,
+/// well-known types) as one path.
+fn body_paths(
+    desc: &MessageDescriptor,
+    object: &serde_json::Map<String, Json>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    for (key, value) in object {
+        let Some(field) = desc
+            .get_field_by_json_name(key)
+            .or_else(|| desc.get_field_by_name(key))
+        else {
+            continue;
+        };
+        let path = format!("{prefix}{}", field.name());
+        match (field.kind(), value) {
+            (Kind::Message(inner), Json::Object(nested))
+                if !field.is_list()
+                    && !field.is_map()
+                    && !inner.full_name().starts_with("google.protobuf.") =>
+            {
+                body_paths(&inner, nested, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
 }
 
 /// Decodes one JSON document into `desc`, naming the failing field.

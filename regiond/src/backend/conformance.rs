@@ -37,6 +37,7 @@ macro_rules! all_backends {
                 memberships_need_the_project_and_a_user_of_its_org_here,
                 deleting_a_project_frees_its_children,
                 deletes_of_absent_resources_are_not_found,
+                updates_change_what_they_name_if_the_etag_holds,
             ]);
         )*
     };
@@ -172,6 +173,78 @@ mod suite {
             .expect_err("name taken");
         assert!(matches!(err, BackendError::AlreadyExists { .. }), "{err:?}");
         assert_eq!(b.list_projects(&all(10)).await.expect("list").len(), 1);
+    }
+
+    pub(super) async fn updates_change_what_they_name_if_the_etag_holds(b: &dyn Backend) {
+        let mut web = project("web", ACME);
+        web.description = "Shop".into();
+        let made = b.create_project(&acme(), "", web).await.expect("created");
+        let etag = nordlys_api::update::project_etag(&made);
+        let changed = b
+            .update_project(
+                &acme(),
+                "projects/web",
+                &ProjectChange {
+                    display_name: Some("Web shop".into()),
+                    etag: etag.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("updated");
+        assert_eq!(changed.display_name, "Web shop");
+        assert_eq!(
+            changed.description, "Shop",
+            "what the change leaves alone stays"
+        );
+        let got = b.get_project(&acme(), "projects/web").await.expect("get");
+        assert_eq!(got.display_name, "Web shop");
+        assert_eq!(got.create_time, made.create_time);
+        assert_eq!(got.regions, made.regions);
+        // The etag read before the change is stale now.
+        let err = b
+            .update_project(
+                &acme(),
+                "projects/web",
+                &ProjectChange {
+                    description: Some(String::new()),
+                    etag,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("stale etag");
+        assert!(matches!(err, BackendError::EtagMismatch { .. }), "{err:?}");
+        // Without an etag, it applies; another tenant cannot see it.
+        b.update_project(
+            &acme(),
+            "projects/web",
+            &ProjectChange {
+                description: Some(String::new()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("unconditional");
+        assert_eq!(
+            b.get_project(&acme(), "projects/web")
+                .await
+                .expect("get")
+                .description,
+            ""
+        );
+        let err = b
+            .update_project(
+                &Tenant::Organization("organizations/b".into()),
+                "projects/web",
+                &ProjectChange {
+                    display_name: Some("Mine".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("not theirs");
+        assert!(matches!(err, BackendError::NotFound { .. }), "{err:?}");
     }
 
     pub(super) async fn other_tenants_see_nothing(b: &dyn Backend) {

@@ -132,6 +132,16 @@ pub enum BackendError {
         /// This region.
         region: String,
     },
+    /// The resource changed since the etag the caller sent.
+    #[error("{kind} {name} changed since the etag given (region {region}); read it again")]
+    EtagMismatch {
+        /// What changed.
+        kind: ResourceKind,
+        /// Its name.
+        name: String,
+        /// This region.
+        region: String,
+    },
     /// The region's infrastructure did not answer (real backends).
     #[error("backend unavailable: {0}")]
     Unavailable(String),

@@ -30,7 +30,9 @@ use nordlys_proto::pb::nordlys::v1::{
 use prost::Message;
 
 use super::kv_index::Index;
-use super::{top_level, Backend, BackendError, Filter, Removed, ResourceKind, Result, Tenant};
+use super::{
+    top_level, Backend, BackendError, Filter, ProjectChange, Removed, ResourceKind, Result, Tenant,
+};
 
 /// What is stored under a resource's key.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -463,6 +465,55 @@ impl Backend for KvBackend {
         page.iter()
             .map(|(name, record)| Self::decode(name, record).map(|p| shown(p, record)))
             .collect()
+    }
+
+    async fn update_project(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &ProjectChange,
+    ) -> Result<Project> {
+        let kind = ResourceKind::Project;
+        // A compare-and-set on the record: the etag is checked against the
+        // very revision the change replaces.
+        for _ in 0..16 {
+            let entry = self.kv.entry(key(kind, name)).await.map_err(unavailable)?;
+            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                return Err(self.not_found(kind, name));
+            };
+            let mut record = Record::decode(entry.value)
+                .map_err(|e| BackendError::Internal(format!("undecodable record {name}: {e}")))?;
+            if !tenant.allows(&record.organization) {
+                return Err(self.not_found(kind, name));
+            }
+            if record.deleting {
+                return Err(BackendError::BeingDeleted {
+                    kind,
+                    name: name.to_string(),
+                    region: self.region.clone(),
+                });
+            }
+            let mut project: Project = Self::decode(name, &record)?;
+            change.check(&project, &self.region)?;
+            change.apply(&mut project);
+            record.value = project.encode_to_vec();
+            match self
+                .kv
+                .update(
+                    key(kind, name),
+                    Bytes::from(record.encode_to_vec()),
+                    entry.revision,
+                )
+                .await
+            {
+                Ok(_) => return Ok(project),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "{name} kept changing under the update; retry"
+        )))
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

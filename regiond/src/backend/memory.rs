@@ -13,7 +13,9 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tokio::sync::RwLock;
 
-use super::{top_level, Backend, BackendError, Filter, Removed, ResourceKind, Result, Tenant};
+use super::{
+    top_level, Backend, BackendError, Filter, ProjectChange, Removed, ResourceKind, Result, Tenant,
+};
 
 /// A region kept in memory: one sorted map per kind of resource, so lists
 /// come out ordered by name, behind one lock, so a create checks its
@@ -226,6 +228,24 @@ impl Backend for MemoryBackend {
 
     async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>> {
         Ok(self.state.read().await.projects.list(filter))
+    }
+
+    async fn update_project(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &ProjectChange,
+    ) -> Result<Project> {
+        let mut state = self.state.write().await;
+        let row = state
+            .projects
+            .rows
+            .get_mut(name)
+            .filter(|row| tenant.allows(&row.organization))
+            .ok_or_else(|| not_found(ResourceKind::Project, name, &self.region))?;
+        change.check(&row.value, &self.region)?;
+        change.apply(&mut row.value);
+        Ok(row.value.clone())
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -111,6 +111,43 @@ pub fn request_key(kind: ResourceKind, tenant: &Tenant, request_id: &str) -> Str
     )
 }
 
+/// What an update of a project changes: each field given is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectChange {
+    /// The new display name.
+    pub display_name: Option<String>,
+    /// The new description.
+    pub description: Option<String>,
+    /// Change only if the project's etag is this one (empty: whatever it
+    /// is).
+    pub etag: String,
+}
+
+impl ProjectChange {
+    /// Refuses the change when the project moved since the etag the
+    /// caller read.
+    pub fn check(&self, current: &Project, region: &str) -> Result<()> {
+        if self.etag.is_empty() || self.etag == nordlys_api::update::project_etag(current) {
+            return Ok(());
+        }
+        Err(BackendError::EtagMismatch {
+            kind: ResourceKind::Project,
+            name: current.name.clone(),
+            region: region.to_string(),
+        })
+    }
+
+    /// Applies the change to `project`.
+    pub fn apply(&self, project: &mut Project) {
+        if let Some(display_name) = &self.display_name {
+            project.display_name.clone_from(display_name);
+        }
+        if let Some(description) = &self.description {
+            project.description.clone_from(description);
+        }
+    }
+}
+
 /// The result of a backend call.
 pub type Result<T> = std::result::Result<T, BackendError>;
 
@@ -137,6 +174,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Lists projects, sorted by name.
     async fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>>;
     /// Deletes a project with its memberships, networks and access rules.
+    /// Changes a project's fields as `change` says, unless its etag moved
+    /// ([`BackendError::EtagMismatch`]).
+    async fn update_project(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &ProjectChange,
+    ) -> Result<Project>;
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
 
     /// Creates a user (its organization is in its name).

@@ -47,7 +47,8 @@ use self::cloud::{
 };
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use super::{
-    top_level, Backend, BackendError, Filter, Refusal, Removed, ResourceKind, Result, Tenant,
+    top_level, Backend, BackendError, Filter, ProjectChange, Refusal, Removed, ResourceKind,
+    Result, Tenant,
 };
 use crate::config::OpenStackConfig;
 
@@ -311,6 +312,7 @@ impl OpenStackBackend {
                 None => self.ready(),
             },
             create_time: timestamp(t.find(&ks.tags, "created")),
+            etag: String::new(),
         })
     }
 
@@ -745,6 +747,35 @@ impl Backend for OpenStackBackend {
 
     async fn get_project(&self, tenant: &Tenant, name: &str) -> Result<Project> {
         Ok(self.visible_project(tenant, name).await?.1)
+    }
+
+    async fn update_project(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &ProjectChange,
+    ) -> Result<Project> {
+        // Keystone has no conditional update: the etag is checked against a
+        // fresh read, and description and tags change in one PATCH.
+        let (ks, mut project) = self.writable_project(tenant, name).await?;
+        change.check(&project, &self.region)?;
+        change.apply(&mut project);
+        let name_tag = self.tags.tag("name", "");
+        let mut tags: Vec<String> = ks
+            .tags
+            .iter()
+            .filter(|t| !t.starts_with(&name_tag))
+            .cloned()
+            .collect();
+        if !project.display_name.is_empty() {
+            tags.push(self.tags.tag("name", &escape(&project.display_name)));
+        }
+        let ks = self
+            .cloud
+            .update_project(&ks.id, &project.description, tags)
+            .await?;
+        self.project_from(&ks)
+            .ok_or_else(|| self.not_found(ResourceKind::Project, name))
     }
 
     async fn finish(&self, kind: ResourceKind, name: &str) -> Result<()> {

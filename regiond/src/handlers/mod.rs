@@ -27,7 +27,7 @@ use nordlys_proto::pb::nordlys::v1::{
     DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest, GetAccessRuleRequest,
     GetMembershipRequest, GetNetworkRequest, GetProjectRequest, GetUserRequest,
     ListAccessRulesResponse, ListMembershipsResponse, ListNetworksResponse, ListProjectsResponse,
-    ListUsersResponse, Membership, Network, Project, RegionStatus, User,
+    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateProjectRequest, User,
 };
 use nordlys_transport::{Identity, Role};
 use tonic::metadata::MetadataMap;
@@ -508,6 +508,13 @@ impl RegiondService for Handlers {
         request: Request<ListRequest>,
     ) -> Result<Response<ListProjectsResponse>, Status> {
         projects::list(self, request).await
+    }
+
+    async fn update_project(
+        &self,
+        request: Request<UpdateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
+        projects::update(self, request).await
     }
 
     async fn delete_project(

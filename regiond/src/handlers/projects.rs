@@ -1,11 +1,12 @@
 //! Projects: the unit of tenancy, one per placement region.
 
-use crate::backend::ResourceKind;
+use crate::backend::{ProjectChange, ResourceKind};
 use nordlys_api::validate::{check_id, check_text, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
 use nordlys_proto::pb::nordlys::v1::{
     CreateProjectRequest, DeleteProjectRequest, GetProjectRequest, ListProjectsResponse, Project,
+    UpdateProjectRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -69,7 +70,90 @@ pub(super) async fn create(
             },
         )
         .await?;
-    Ok(Response::new(project))
+    Ok(Response::new(with_etag(project)))
+}
+
+/// The project with its etag (AIP-154), computed from what every region
+/// holds alike.
+fn with_etag(mut project: Project) -> Project {
+    project.etag = nordlys_api::update::project_etag(&project);
+    project
+}
+
+/// The fields of a project an update may change.
+pub(crate) const MUTABLE: &[&str] = &["display_name", "description"];
+
+pub(super) async fn update(
+    h: &Handlers,
+    request: Request<UpdateProjectRequest>,
+) -> Result<Response<Project>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let project = req
+        .project
+        .ok_or_else(|| invalid("project", "is required"))?;
+    let mut v = Violations::new();
+    parse_into(&mut v, &project.name, &["projects"], "project.name");
+    let paths = nordlys_api::update::mask_paths(
+        &mut v,
+        req.update_mask.as_ref(),
+        MUTABLE,
+        |path| match path {
+            "display_name" => !project.display_name.is_empty(),
+            "description" => !project.description.is_empty(),
+            _ => false,
+        },
+    );
+    if paths.is_empty() {
+        v.add("update_mask", "names no field to change");
+    }
+    let mut change = ProjectChange {
+        etag: project.etag.clone(),
+        ..Default::default()
+    };
+    for path in &paths {
+        match *path {
+            "display_name" => {
+                check_text(
+                    &mut v,
+                    "project.display_name",
+                    &project.display_name,
+                    MAX_DISPLAY_NAME,
+                    true,
+                );
+                change.display_name = Some(project.display_name.clone());
+            }
+            _ => {
+                check_text(
+                    &mut v,
+                    "project.description",
+                    &project.description,
+                    MAX_DESCRIPTION,
+                    false,
+                );
+                change.description = Some(project.description.clone());
+            }
+        }
+    }
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    let kind = ResourceKind::Project;
+    if h.settle
+        .update_seen(kind, &caller.tenant, &request_id, &project.name)
+        .await?
+    {
+        // Applied once already: the project as it is now.
+        let current = h.backend.get_project(&caller.tenant, &project.name).await?;
+        return Ok(Response::new(with_etag(current)));
+    }
+    let updated = h
+        .backend
+        .update_project(&caller.tenant, &project.name, &change)
+        .await?;
+    h.settle
+        .remember_update(kind, &caller.tenant, &request_id, &project.name)
+        .await;
+    Ok(Response::new(with_etag(updated)))
 }
 
 pub(super) async fn get(
@@ -79,9 +163,9 @@ pub(super) async fn get(
     let caller = Caller::of(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, &["projects"], "name")?;
-    Ok(Response::new(
+    Ok(Response::new(with_etag(
         h.backend.get_project(&caller.tenant, name).await?,
-    ))
+    )))
 }
 
 pub(super) async fn list(
@@ -91,7 +175,13 @@ pub(super) async fn list(
     let caller = Caller::of(&request)?;
     let filter = h.filter(&caller, request.get_ref(), &[])?;
     Ok(Response::new(ListProjectsResponse {
-        projects: h.backend.list_projects(&filter).await?,
+        projects: h
+            .backend
+            .list_projects(&filter)
+            .await?
+            .into_iter()
+            .map(with_etag)
+            .collect(),
         ..Default::default()
     }))
 }
@@ -102,5 +192,16 @@ pub(super) async fn delete(
 ) -> Result<Response<DeleteResponse>, Status> {
     let name = &request.get_ref().name;
     names::parse_field(name, &["projects"], "name")?;
+    let etag = &request.get_ref().etag;
+    if !etag.is_empty() {
+        // Deleted only as the caller last saw it.
+        let caller = Caller::writer(&request)?;
+        let current = h.backend.get_project(&caller.tenant, name).await?;
+        ProjectChange {
+            etag: etag.clone(),
+            ..Default::default()
+        }
+        .check(&current, h.region())?;
+    }
     h.delete(&request, ResourceKind::Project, name).await
 }

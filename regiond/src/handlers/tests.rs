@@ -243,6 +243,7 @@ async fn another_organization_sees_nothing() {
             &evil,
             DeleteProjectRequest {
                 name: "projects/web".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -523,6 +524,7 @@ async fn deletes_cascade_and_report_what_they_freed() {
             &acme(),
             DeleteProjectRequest {
                 name: "projects/web".into(),
+                ..Default::default()
             },
         ))
         .await

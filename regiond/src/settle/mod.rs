@@ -282,6 +282,49 @@ impl Settle {
         Ok(())
     }
 
+    /// Whether an update with `request_id` was applied already (to `name`;
+    /// the same id for another resource is refused).
+    pub(crate) async fn update_seen(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        request_id: &str,
+        name: &str,
+    ) -> Result<bool, Status> {
+        if request_id.is_empty() {
+            return Ok(false);
+        }
+        let key = hashed("u", &crate::backend::request_key(kind, tenant, request_id));
+        match self.gone.get(&key).await? {
+            None => Ok(false),
+            Some((seen, _)) if seen.as_ref() == name.as_bytes() => Ok(true),
+            Some((seen, _)) => Err(nordlys_api::invalid(
+                "request_id",
+                format!(
+                    "was already used for an update of {}; a request id names one update",
+                    String::from_utf8_lossy(&seen)
+                ),
+            )),
+        }
+    }
+
+    /// Remembers (for a day) that an update with `request_id` was applied.
+    pub(crate) async fn remember_update(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        request_id: &str,
+        name: &str,
+    ) {
+        if request_id.is_empty() {
+            return;
+        }
+        let key = hashed("u", &crate::backend::request_key(kind, tenant, request_id));
+        if let Err(e) = self.gone.put(&key, Bytes::from(name.to_string())).await {
+            tracing::warn!(error = %e, %name, "could not remember an update's request id; a retry applies it again");
+        }
+    }
+
     /// Notes a counted create before the backend makes it.
     pub(crate) async fn begin_create(
         &self,

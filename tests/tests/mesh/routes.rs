@@ -105,6 +105,7 @@ async fn scenario(route: &str) -> (Vec<String>, BTreeMap<String, u64>) {
         .delete_project(bearer(
             DeleteProjectRequest {
                 name: "projects/web".into(),
+                ..Default::default()
             },
             &a.key,
         ))

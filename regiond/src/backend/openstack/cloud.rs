@@ -635,6 +635,26 @@ impl Cloud {
         self.query("keystone", ep).await
     }
 
+    /// Sets a project's description and its whole tag list in one PATCH.
+    pub(crate) async fn update_project(
+        &self,
+        project_id: &str,
+        description: &str,
+        tags: Vec<String>,
+    ) -> CallResult<KsProject> {
+        let project = ks::project::set::ProjectBuilder::default()
+            .description(Some(description.into()))
+            .tags(tags.into_iter().map(Into::into).collect::<Vec<_>>())
+            .build()
+            .map_err(build_error)?;
+        let ep = ks::project::set::Request::builder()
+            .id(project_id)
+            .project(project)
+            .build()
+            .map_err(build_error)?;
+        self.query("keystone", ep).await
+    }
+
     pub(crate) async fn add_project_tag(&self, project_id: &str, tag: &str) -> CallResult<()> {
         let ep = ks::project::tag::set::Request::builder()
             .project_id(project_id)

@@ -1,0 +1,139 @@
+//! Updates (AIP-134) and etags (AIP-154): which fields an update mask names,
+//! and the checksum a client sends back to make a change conditional.
+
+use base64::Engine;
+use nordlys_proto::pb::nordlys::v1::Project;
+use sha2::{Digest, Sha256};
+
+use crate::Violations;
+
+/// The etag of `parts`: the same for the same fields in every region and
+/// service that computes it.
+fn etag_of(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..12])
+}
+
+/// A project's etag: over what a client sees of it that is the same in
+/// every region (not its per-region statuses).
+pub fn project_etag(p: &Project) -> String {
+    let mut regions = p.regions.clone();
+    regions.sort();
+    let created = p
+        .create_time
+        .as_ref()
+        .map(|t| format!("{}.{}", t.seconds, t.nanos))
+        .unwrap_or_default();
+    etag_of(&[
+        p.name.as_bytes(),
+        p.organization.as_bytes(),
+        p.display_name.as_bytes(),
+        p.description.as_bytes(),
+        regions.join(",").as_bytes(),
+        created.as_bytes(),
+    ])
+}
+
+/// The fields an update changes, from its mask: `mutable` lists the paths
+/// that may change; `*` means all of them; no mask (or an empty one) means
+/// those `given` says have a non-empty value. Unknown and output-only paths
+/// are field violations of `update_mask`.
+pub fn mask_paths<'a>(
+    v: &mut Violations,
+    mask: Option<&prost_types::FieldMask>,
+    mutable: &[&'a str],
+    given: impl Fn(&str) -> bool,
+) -> Vec<&'a str> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return mutable.iter().copied().filter(|p| given(p)).collect();
+    }
+    let mut out: Vec<&'a str> = Vec::new();
+    for path in paths {
+        if path == "*" {
+            if paths.len() > 1 {
+                v.add("update_mask", "`*` cannot be combined with other paths");
+            }
+            return mutable.to_vec();
+        }
+        match mutable.iter().find(|m| **m == path) {
+            Some(m) if !out.contains(m) => out.push(m),
+            Some(_) => v.add("update_mask", format!("{path:?} is named twice")),
+            None => v.add(
+                "update_mask",
+                format!(
+                    "{path:?} cannot be updated; the fields that can are {}",
+                    mutable.join(", ")
+                ),
+            ),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(paths: &[&str]) -> prost_types::FieldMask {
+        prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const MUTABLE: &[&str] = &["display_name", "description"];
+
+    #[test]
+    fn masks_name_mutable_fields() {
+        let mut v = Violations::new();
+        assert_eq!(
+            mask_paths(&mut v, Some(&mask(&["description"])), MUTABLE, |_| true),
+            vec!["description"]
+        );
+        assert_eq!(
+            mask_paths(&mut v, Some(&mask(&["*"])), MUTABLE, |_| false),
+            MUTABLE.to_vec()
+        );
+        assert_eq!(
+            mask_paths(&mut v, None, MUTABLE, |p| p == "display_name"),
+            vec!["display_name"]
+        );
+        assert!(v.into_result().is_ok());
+    }
+
+    #[test]
+    fn bad_masks_are_field_violations() {
+        for bad in [
+            &["name"][..],
+            &["create_time"],
+            &["description", "description"],
+            &["*", "description"],
+        ] {
+            let mut v = Violations::new();
+            mask_paths(&mut v, Some(&mask(bad)), MUTABLE, |_| true);
+            let status = v.into_result().expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn etags_follow_the_fields_and_ignore_statuses() {
+        let mut p = Project {
+            name: "projects/web".into(),
+            display_name: "Web".into(),
+            regions: vec!["sto1".into(), "osl1".into()],
+            ..Default::default()
+        };
+        let first = project_etag(&p);
+        p.regions.reverse();
+        assert_eq!(project_etag(&p), first, "region order does not matter");
+        p.region_status.push(Default::default());
+        assert_eq!(project_etag(&p), first, "statuses do not count");
+        p.display_name = "Web 2".into();
+        assert_ne!(project_etag(&p), first);
+    }
+}
