@@ -2,7 +2,7 @@
 //! and the checksum a client sends back to make a change conditional.
 
 use base64::Engine;
-use nordlys_proto::pb::nordlys::v1::Project;
+use nordlys_proto::pb::nordlys::v1::{Project, User};
 use sha2::{Digest, Sha256};
 
 use crate::Violations;
@@ -23,11 +23,7 @@ fn etag_of(parts: &[&[u8]]) -> String {
 pub fn project_etag(p: &Project) -> String {
     let mut regions = p.regions.clone();
     regions.sort();
-    let created = p
-        .create_time
-        .as_ref()
-        .map(|t| format!("{}.{}", t.seconds, t.nanos))
-        .unwrap_or_default();
+    let created = stamp(p.create_time.as_ref());
     etag_of(&[
         p.name.as_bytes(),
         p.organization.as_bytes(),
@@ -36,6 +32,24 @@ pub fn project_etag(p: &Project) -> String {
         regions.join(",").as_bytes(),
         created.as_bytes(),
     ])
+}
+
+/// A user's etag, likewise.
+pub fn user_etag(u: &User) -> String {
+    let mut regions = u.regions.clone();
+    regions.sort();
+    etag_of(&[
+        u.name.as_bytes(),
+        u.display_name.as_bytes(),
+        u.email.as_bytes(),
+        regions.join(",").as_bytes(),
+        stamp(u.create_time.as_ref()).as_bytes(),
+    ])
+}
+
+fn stamp(t: Option<&prost_types::Timestamp>) -> String {
+    t.map(|t| format!("{}.{}", t.seconds, t.nanos))
+        .unwrap_or_default()
 }
 
 /// The fields an update changes, from its mask: `mutable` lists the paths

@@ -65,6 +65,7 @@ pub async fn start(
         "CreateUser" => create_user,
         "GetUser" => get_user,
         "ListUsers" => list_users,
+        "UpdateUser" => update_user,
         "DeleteUser" => delete_user,
         "CreateMembership" => create_membership,
         "GetMembership" => get_membership,

@@ -4,7 +4,7 @@ use nordlys_proto::pb::nordlys::v1::{
     membership_service_client::MembershipServiceClient, region_status::State,
     user_service_client::UserServiceClient, CreateMembershipRequest, CreateUserRequest,
     DeleteMembershipRequest, DeleteUserRequest, GetMembershipRequest, GetUserRequest,
-    ListMembershipsRequest, ListUsersRequest, Membership, ProjectRole, User,
+    ListMembershipsRequest, ListUsersRequest, Membership, ProjectRole, UpdateUserRequest, User,
 };
 use nordlys_tests::{bearer, Stack};
 use tonic::Code;
@@ -236,4 +236,101 @@ async fn users_and_memberships_lifecycle() {
         .await
         .expect_err("alice is deleted");
     assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_users_name_and_email_change_everywhere_under_its_etag() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("initech").await;
+    let key = &tenant.key;
+    let org = &tenant.organization;
+    let mut users = UserServiceClient::new(stack.channel().await);
+    let made = users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(user("carol", &["sto1", "osl1"])),
+                user_id: "carol".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser")
+        .into_inner();
+    assert!(!made.etag.is_empty());
+    let name = made.name.clone();
+    let change = |email: &str, etag: &str, request_id: &str| {
+        bearer(
+            UpdateUserRequest {
+                user: Some(User {
+                    name: name.clone(),
+                    email: email.into(),
+                    etag: etag.into(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: request_id.into(),
+            },
+            key,
+        )
+    };
+    let changed = users
+        .update_user(change("carol@new.example", &made.etag, "u-1"))
+        .await
+        .expect("UpdateUser")
+        .into_inner();
+    assert_eq!(changed.email, "carol@new.example");
+    assert_eq!(
+        changed.display_name, made.display_name,
+        "not in the implied mask"
+    );
+    assert_eq!(
+        changed.region_status.len(),
+        2,
+        "{:?}",
+        changed.region_status
+    );
+    assert_ne!(changed.etag, made.etag);
+    let got = users
+        .get_user(bearer(GetUserRequest { name: name.clone() }, key))
+        .await
+        .expect("GetUser")
+        .into_inner();
+    assert_eq!(got.email, "carol@new.example");
+    assert_eq!(got.etag, changed.etag);
+
+    // The etag read before is stale; a bad address names its field.
+    let stale = users
+        .update_user(change("late@acme.example", &made.etag, "u-2"))
+        .await
+        .expect_err("stale etag");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let bad = users
+        .update_user(change("not an address", "", "u-3"))
+        .await
+        .expect_err("bad email");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("user.email"), "{}", bad.message());
+    // Another organization's key cannot touch it.
+    let other = stack.tenant("hooli").await;
+    let foreign = users
+        .update_user(bearer(
+            UpdateUserRequest {
+                user: Some(User {
+                    name: name.clone(),
+                    email: "x@globex.example".into(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+            &other.key,
+        ))
+        .await
+        .expect_err("not theirs");
+    assert!(
+        matches!(foreign.code(), Code::NotFound | Code::PermissionDenied),
+        "{foreign:?}"
+    );
 }

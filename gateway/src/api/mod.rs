@@ -758,6 +758,21 @@ impl Api {
 /// The answer of a create that fanned out: the first region's resource with
 /// every region's status, or, when every region failed, the first failure.
 /// The statuses are in region order, as gets and lists show them.
+/// What every region of an update gets: the mask spelled out, and one
+/// request id (the caller's, or a new one), so each region applies the same
+/// change and a retried region changes nothing twice.
+fn spelled_out(paths: &[&str], request_id: &str) -> (prost_types::FieldMask, String) {
+    let mask = prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    };
+    let request_id = if request_id.is_empty() {
+        format!("gw-{}", nordlys_api::ids::random_hex(32))
+    } else {
+        request_id.to_string()
+    };
+    (mask, request_id)
+}
+
 fn first_success<T>(
     answers: Vec<(String, Result<T, Status>)>,
 ) -> Result<(T, Vec<RegionStatus>), Status> {

@@ -10,7 +10,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Code, Request, Response, Status};
 
-use super::{first_success, Api, Fanout, Kind};
+use super::{first_success, spelled_out, Api, Fanout, Kind};
 
 /// The fields of a project an update may change.
 const MUTABLE: &[&str] = &["display_name", "description"];
@@ -204,14 +204,9 @@ impl ProjectService for Api {
         }
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
-        // Every region applies the same change: the mask spelled out, and
-        // one request id, so a retried region changes nothing twice.
-        req.update_mask = Some(prost_types::FieldMask {
-            paths: paths.iter().map(|p| p.to_string()).collect(),
-        });
-        if req.request_id.is_empty() {
-            req.request_id = format!("gw-{}", nordlys_api::ids::random_hex(32));
-        }
+        let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
+        req.update_mask = Some(update_mask);
+        req.request_id = request_id;
         let (mut project, statuses): (Project, _) = self
             .update_everywhere(&call, "UpdateProject", req.clone(), &req.request_id)
             .await

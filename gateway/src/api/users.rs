@@ -1,16 +1,19 @@
 //! `nordlys.v1.UserService`.
 
 use nordlys_api::validate::{self, MAX_DISPLAY_NAME};
-use nordlys_api::{ids, names, Violations};
+use nordlys_api::{ids, names, update, Violations};
 use nordlys_proto::pb::nordlys::v1::user_service_server::UserService;
 use nordlys_proto::pb::nordlys::v1::{
     CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest, ListUsersRequest,
-    ListUsersResponse, User,
+    ListUsersResponse, UpdateUserRequest, User,
 };
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
-use super::{first_success, Api, Fanout, Kind};
+use super::{first_success, spelled_out, Api, Fanout, Kind};
+
+/// The fields of a user an update may change.
+const MUTABLE: &[&str] = &["display_name", "email"];
 use crate::events::Change;
 use crate::scatter::mark_unreachable;
 use nordlys_proto::pb::nordlys::v1::event::Data;
@@ -129,6 +132,66 @@ impl UserService for Api {
             next_page_token,
             unreachable: page.unreachable,
         }))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let call = self.state.begin(&request).await?;
+        let mut req = request.into_inner();
+        let Some(user) = req.user.as_ref() else {
+            return Err(nordlys_api::invalid("user", "is required"));
+        };
+        let name = user.name.clone();
+        let ids = names::parse_field(&name, &["organizations", "users"], "user.name")?;
+        let org = names::organization(ids[0]);
+        self.resolve_org(&call, &org, "user.name")?;
+        self.require_write(&call, &name)?;
+        let mut v = Violations::new();
+        let paths = update::mask_paths(
+            &mut v,
+            req.update_mask.as_ref(),
+            MUTABLE,
+            |path| match path {
+                "display_name" => !user.display_name.is_empty(),
+                "email" => !user.email.is_empty(),
+                _ => false,
+            },
+        );
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to change");
+        }
+        for path in &paths {
+            if *path == "display_name" {
+                validate::check_text(
+                    &mut v,
+                    "user.display_name",
+                    &user.display_name,
+                    MAX_DISPLAY_NAME,
+                    true,
+                );
+            } else {
+                validate::check_email(&mut v, "user.email", &user.email);
+            }
+        }
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        v.into_result()?;
+        let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
+        req.update_mask = Some(update_mask);
+        req.request_id = request_id;
+        let (mut user, statuses): (User, _) = self
+            .update_everywhere(&call, "UpdateUser", req.clone(), &req.request_id)
+            .await
+            .map_err(|s| not_found_as(s, &name))?;
+        user.region_status = statuses;
+        self.changed(
+            &call,
+            Change::new("user", "updated", &org, &user.name)
+                .request_id(&req.request_id)
+                .data(Data::User(user.clone())),
+        );
+        Ok(Response::new(user))
     }
 
     async fn delete_user(

@@ -38,6 +38,7 @@ macro_rules! all_backends {
                 deleting_a_project_frees_its_children,
                 deletes_of_absent_resources_are_not_found,
                 updates_change_what_they_name_if_the_etag_holds,
+                users_change_their_name_and_email,
             ]);
         )*
     };
@@ -239,6 +240,45 @@ mod suite {
                 "projects/web",
                 &ProjectChange {
                     display_name: Some("Mine".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("not theirs");
+        assert!(matches!(err, BackendError::NotFound { .. }), "{err:?}");
+    }
+
+    pub(super) async fn users_change_their_name_and_email(b: &dyn Backend) {
+        let mut alice = user(ACME, "alice");
+        alice.display_name = "Alice".into();
+        alice.email = "alice@acme.example".into();
+        let made = b.create_user(&acme(), "", alice).await.expect("created");
+        let etag = nordlys_api::update::user_etag(&made);
+        let change = UserChange {
+            email: Some("alice@new.example".into()),
+            etag: etag.clone(),
+            ..Default::default()
+        };
+        let changed = b
+            .update_user(&acme(), &made.name, &change)
+            .await
+            .expect("updated");
+        assert_eq!(changed.email, "alice@new.example");
+        assert_eq!(changed.display_name, "Alice");
+        let got = b.get_user(&acme(), &made.name).await.expect("get");
+        assert_eq!(got.email, "alice@new.example");
+        assert_eq!(got.display_name, "Alice");
+        let err = b
+            .update_user(&acme(), &made.name, &change)
+            .await
+            .expect_err("stale etag");
+        assert!(matches!(err, BackendError::EtagMismatch { .. }), "{err:?}");
+        let err = b
+            .update_user(
+                &Tenant::Organization("organizations/b".into()),
+                &made.name,
+                &UserChange {
+                    display_name: Some("Mallory".into()),
                     ..Default::default()
                 },
             )

@@ -32,6 +32,7 @@ use prost::Message;
 use super::kv_index::Index;
 use super::{
     top_level, Backend, BackendError, Filter, ProjectChange, Removed, ResourceKind, Result, Tenant,
+    UserChange,
 };
 
 /// What is stored under a resource's key.
@@ -390,6 +391,55 @@ impl KvBackend {
         }
     }
 
+    /// Changes a resource's record with a compare-and-set, so `change`
+    /// (which checks the etag) sees the very revision it replaces. A
+    /// record being deleted takes no change.
+    async fn update<T: Message + Default>(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        name: &str,
+        change: impl Fn(&mut T) -> Result<()>,
+    ) -> Result<T> {
+        for _ in 0..16 {
+            let entry = self.kv.entry(key(kind, name)).await.map_err(unavailable)?;
+            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                return Err(self.not_found(kind, name));
+            };
+            let mut record = Record::decode(entry.value)
+                .map_err(|e| BackendError::Internal(format!("undecodable record {name}: {e}")))?;
+            if !tenant.allows(&record.organization) {
+                return Err(self.not_found(kind, name));
+            }
+            if record.deleting {
+                return Err(BackendError::BeingDeleted {
+                    kind,
+                    name: name.to_string(),
+                    region: self.region.clone(),
+                });
+            }
+            let mut value: T = Self::decode(name, &record)?;
+            change(&mut value)?;
+            record.value = value.encode_to_vec();
+            match self
+                .kv
+                .update(
+                    key(kind, name),
+                    Bytes::from(record.encode_to_vec()),
+                    entry.revision,
+                )
+                .await
+            {
+                Ok(_) => return Ok(value),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "{name} kept changing under the update; retry"
+        )))
+    }
+
     /// Creates a child of a project (`projects/{p}/...`).
     async fn insert_child<T: Message + Default>(
         &self,
@@ -473,47 +523,17 @@ impl Backend for KvBackend {
         name: &str,
         change: &ProjectChange,
     ) -> Result<Project> {
-        let kind = ResourceKind::Project;
-        // A compare-and-set on the record: the etag is checked against the
-        // very revision the change replaces.
-        for _ in 0..16 {
-            let entry = self.kv.entry(key(kind, name)).await.map_err(unavailable)?;
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-                return Err(self.not_found(kind, name));
-            };
-            let mut record = Record::decode(entry.value)
-                .map_err(|e| BackendError::Internal(format!("undecodable record {name}: {e}")))?;
-            if !tenant.allows(&record.organization) {
-                return Err(self.not_found(kind, name));
-            }
-            if record.deleting {
-                return Err(BackendError::BeingDeleted {
-                    kind,
-                    name: name.to_string(),
-                    region: self.region.clone(),
-                });
-            }
-            let mut project: Project = Self::decode(name, &record)?;
-            change.check(&project, &self.region)?;
-            change.apply(&mut project);
-            record.value = project.encode_to_vec();
-            match self
-                .kv
-                .update(
-                    key(kind, name),
-                    Bytes::from(record.encode_to_vec()),
-                    entry.revision,
-                )
-                .await
-            {
-                Ok(_) => return Ok(project),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        Err(BackendError::Unavailable(format!(
-            "{name} kept changing under the update; retry"
-        )))
+        self.update(
+            ResourceKind::Project,
+            tenant,
+            name,
+            |project: &mut Project| {
+                change.check(project, &self.region)?;
+                change.apply(project);
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -555,6 +575,15 @@ impl Backend for KvBackend {
 
     async fn list_users(&self, filter: &Filter) -> Result<Vec<User>> {
         self.list(ResourceKind::User, filter).await
+    }
+
+    async fn update_user(&self, tenant: &Tenant, name: &str, change: &UserChange) -> Result<User> {
+        self.update(ResourceKind::User, tenant, name, |user: &mut User| {
+            change.check(user, &self.region)?;
+            change.apply(user);
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -15,6 +15,7 @@ use tokio::sync::RwLock;
 
 use super::{
     top_level, Backend, BackendError, Filter, ProjectChange, Removed, ResourceKind, Result, Tenant,
+    UserChange,
 };
 
 /// A region kept in memory: one sorted map per kind of resource, so lists
@@ -294,6 +295,19 @@ impl Backend for MemoryBackend {
 
     async fn list_users(&self, filter: &Filter) -> Result<Vec<User>> {
         Ok(self.state.read().await.users.list(filter))
+    }
+
+    async fn update_user(&self, tenant: &Tenant, name: &str, change: &UserChange) -> Result<User> {
+        let mut state = self.state.write().await;
+        let row = state
+            .users
+            .rows
+            .get_mut(name)
+            .filter(|row| tenant.allows(&row.organization))
+            .ok_or_else(|| not_found(ResourceKind::User, name, &self.region))?;
+        change.check(&row.value, &self.region)?;
+        change.apply(&mut row.value);
+        Ok(row.value.clone())
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -127,14 +127,13 @@ impl ProjectChange {
     /// Refuses the change when the project moved since the etag the
     /// caller read.
     pub fn check(&self, current: &Project, region: &str) -> Result<()> {
-        if self.etag.is_empty() || self.etag == nordlys_api::update::project_etag(current) {
-            return Ok(());
-        }
-        Err(BackendError::EtagMismatch {
-            kind: ResourceKind::Project,
-            name: current.name.clone(),
-            region: region.to_string(),
-        })
+        check_etag(
+            &self.etag,
+            || nordlys_api::update::project_etag(current),
+            ResourceKind::Project,
+            &current.name,
+            region,
+        )
     }
 
     /// Applies the change to `project`.
@@ -146,6 +145,59 @@ impl ProjectChange {
             project.description.clone_from(description);
         }
     }
+}
+
+/// What an update of a user changes: each field given is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChange {
+    /// The new display name.
+    pub display_name: Option<String>,
+    /// The new e-mail address.
+    pub email: Option<String>,
+    /// Change only if the user's etag is this one (empty: whatever it is).
+    pub etag: String,
+}
+
+impl UserChange {
+    /// Refuses the change when the user moved since the etag the caller
+    /// read.
+    pub fn check(&self, current: &User, region: &str) -> Result<()> {
+        check_etag(
+            &self.etag,
+            || nordlys_api::update::user_etag(current),
+            ResourceKind::User,
+            &current.name,
+            region,
+        )
+    }
+
+    /// Applies the change to `user`.
+    pub fn apply(&self, user: &mut User) {
+        if let Some(display_name) = &self.display_name {
+            user.display_name.clone_from(display_name);
+        }
+        if let Some(email) = &self.email {
+            user.email.clone_from(email);
+        }
+    }
+}
+
+/// [`BackendError::EtagMismatch`] unless `want` is empty or the etag.
+fn check_etag(
+    want: &str,
+    actual: impl FnOnce() -> String,
+    kind: ResourceKind,
+    name: &str,
+    region: &str,
+) -> Result<()> {
+    if want.is_empty() || want == actual() {
+        return Ok(());
+    }
+    Err(BackendError::EtagMismatch {
+        kind,
+        name: name.to_string(),
+        region: region.to_string(),
+    })
 }
 
 /// The result of a backend call.
@@ -190,6 +242,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn get_user(&self, tenant: &Tenant, name: &str) -> Result<User>;
     /// Lists users, sorted by name.
     async fn list_users(&self, filter: &Filter) -> Result<Vec<User>>;
+    /// Changes a user's fields as `change` says, unless its etag moved.
+    async fn update_user(&self, tenant: &Tenant, name: &str, change: &UserChange) -> Result<User>;
     /// Deletes a user with its memberships.
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
 

@@ -48,7 +48,7 @@ use self::cloud::{
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use super::{
     top_level, Backend, BackendError, Filter, ProjectChange, Refusal, Removed, ResourceKind,
-    Result, Tenant,
+    Result, Tenant, UserChange,
 };
 use crate::config::OpenStackConfig;
 
@@ -528,6 +528,7 @@ impl OpenStackBackend {
                 .unwrap_or_default(),
             region_status: self.ready(),
             create_time: timestamp(Some(&text(ATTR_CREATED))),
+            etag: String::new(),
         })
     }
 
@@ -970,6 +971,29 @@ impl Backend for OpenStackBackend {
             }
         }
         Ok(page(users, filter, |u| &u.name))
+    }
+
+    async fn update_user(&self, tenant: &Tenant, name: &str, change: &UserChange) -> Result<User> {
+        // As for projects: the etag against a fresh read, then one PATCH.
+        let (ks, mut user) = self
+            .visible_user(tenant, name)
+            .await?
+            .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+        change.check(&user, &self.region)?;
+        change.apply(&mut user);
+        let mut attributes = BTreeMap::new();
+        if change.display_name.is_some() {
+            attributes.insert(
+                ATTR_DISPLAY_NAME.to_string(),
+                Value::from(user.display_name.clone()),
+            );
+        }
+        if change.email.is_some() {
+            attributes.insert("email".to_string(), Value::from(user.email.clone()));
+        }
+        let ks = self.cloud.update_user(&ks.id, attributes).await?;
+        self.user_from(org_id(top_level(name)), &ks)
+            .ok_or_else(|| self.not_found(ResourceKind::User, name))
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -27,7 +27,8 @@ use nordlys_proto::pb::nordlys::v1::{
     DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest, GetAccessRuleRequest,
     GetMembershipRequest, GetNetworkRequest, GetProjectRequest, GetUserRequest,
     ListAccessRulesResponse, ListMembershipsResponse, ListNetworksResponse, ListProjectsResponse,
-    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateProjectRequest, User,
+    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateProjectRequest,
+    UpdateUserRequest, User,
 };
 use nordlys_transport::{Identity, Role};
 use tonic::metadata::MetadataMap;
@@ -467,6 +468,36 @@ impl Handlers {
             .map_err(|e| Status::internal(format!("a create's task failed: {e}")))?
     }
 
+    /// Runs an update once per request id: a retry of one already applied
+    /// answers with the resource as it is now (`current`) and changes
+    /// nothing again, even when its etag is stale by then.
+    async fn update_once<T, C, A>(
+        &self,
+        caller: &Caller,
+        kind: ResourceKind,
+        name: &str,
+        request_id: &str,
+        current: C,
+        apply: A,
+    ) -> Result<T, Status>
+    where
+        C: std::future::Future<Output = crate::backend::Result<T>>,
+        A: std::future::Future<Output = crate::backend::Result<T>>,
+    {
+        if self
+            .settle
+            .update_seen(kind, &caller.tenant, request_id, name)
+            .await?
+        {
+            return Ok(current.await?);
+        }
+        let updated = apply.await?;
+        self.settle
+            .remember_update(kind, &caller.tenant, request_id, name)
+            .await;
+        Ok(updated)
+    }
+
     /// Deletes through the settle notes: crash-safe, quota given back once.
     async fn delete<T>(
         &self,
@@ -540,6 +571,13 @@ impl RegiondService for Handlers {
         request: Request<ListRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
         users::list(self, request).await
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        users::update(self, request).await
     }
 
     async fn delete_user(

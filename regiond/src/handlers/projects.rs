@@ -137,22 +137,17 @@ pub(super) async fn update(
     }
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
-    let kind = ResourceKind::Project;
-    if h.settle
-        .update_seen(kind, &caller.tenant, &request_id, &project.name)
-        .await?
-    {
-        // Applied once already: the project as it is now.
-        let current = h.backend.get_project(&caller.tenant, &project.name).await?;
-        return Ok(Response::new(with_etag(current)));
-    }
+    let tenant = &caller.tenant;
     let updated = h
-        .backend
-        .update_project(&caller.tenant, &project.name, &change)
+        .update_once(
+            &caller,
+            ResourceKind::Project,
+            &project.name,
+            &request_id,
+            h.backend.get_project(tenant, &project.name),
+            h.backend.update_project(tenant, &project.name, &change),
+        )
         .await?;
-    h.settle
-        .remember_update(kind, &caller.tenant, &request_id, &project.name)
-        .await;
     Ok(Response::new(with_etag(updated)))
 }
 

@@ -1,17 +1,80 @@
 //! Users of an organization, placed in this region.
 
-use crate::backend::ResourceKind;
+use crate::backend::{ResourceKind, UserChange};
 use nordlys_api::validate::{check_email, check_id, check_text, MAX_DISPLAY_NAME};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
 use nordlys_proto::pb::nordlys::v1::{
-    CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersResponse, User,
+    CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersResponse, UpdateUserRequest,
+    User,
 };
 use tonic::{Request, Response, Status};
 
 use super::{parse_into, request_id, settle_name, Caller, Handlers};
 
 const USER: &[&str] = &["organizations", "users"];
+
+/// The user with its etag (AIP-154).
+fn with_etag(mut user: User) -> User {
+    user.etag = nordlys_api::update::user_etag(&user);
+    user
+}
+
+/// The fields of a user an update may change.
+const MUTABLE: &[&str] = &["display_name", "email"];
+
+pub(super) async fn update(
+    h: &Handlers,
+    request: Request<UpdateUserRequest>,
+) -> Result<Response<User>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let user = req.user.ok_or_else(|| invalid("user", "is required"))?;
+    let mut v = Violations::new();
+    parse_into(&mut v, &user.name, USER, "user.name");
+    let paths =
+        nordlys_api::update::mask_paths(&mut v, req.update_mask.as_ref(), MUTABLE, |p| match p {
+            "display_name" => !user.display_name.is_empty(),
+            "email" => !user.email.is_empty(),
+            _ => false,
+        });
+    if paths.is_empty() {
+        v.add("update_mask", "names no field to change");
+    }
+    let mut change = UserChange {
+        etag: user.etag.clone(),
+        ..Default::default()
+    };
+    for path in &paths {
+        if *path == "display_name" {
+            check_text(
+                &mut v,
+                "user.display_name",
+                &user.display_name,
+                MAX_DISPLAY_NAME,
+                true,
+            );
+            change.display_name = Some(user.display_name.clone());
+        } else {
+            check_email(&mut v, "user.email", &user.email);
+            change.email = Some(user.email.clone());
+        }
+    }
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    let tenant = &caller.tenant;
+    let updated = h
+        .update_once(
+            &caller,
+            ResourceKind::User,
+            &user.name,
+            &request_id,
+            h.backend.get_user(tenant, &user.name),
+            h.backend.update_user(tenant, &user.name, &change),
+        )
+        .await?;
+    Ok(Response::new(with_etag(updated)))
+}
 
 pub(super) async fn create(
     h: &Handlers,
@@ -62,7 +125,7 @@ pub(super) async fn create(
             },
         )
         .await?;
-    Ok(Response::new(user))
+    Ok(Response::new(with_etag(user)))
 }
 
 pub(super) async fn get(
@@ -72,9 +135,9 @@ pub(super) async fn get(
     let caller = Caller::of(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, USER, "name")?;
-    Ok(Response::new(
+    Ok(Response::new(with_etag(
         h.backend.get_user(&caller.tenant, name).await?,
-    ))
+    )))
 }
 
 pub(super) async fn list(
@@ -84,7 +147,13 @@ pub(super) async fn list(
     let caller = Caller::of(&request)?;
     let filter = h.filter(&caller, request.get_ref(), &["organizations"])?;
     Ok(Response::new(ListUsersResponse {
-        users: h.backend.list_users(&filter).await?,
+        users: h
+            .backend
+            .list_users(&filter)
+            .await?
+            .into_iter()
+            .map(with_etag)
+            .collect(),
         ..Default::default()
     }))
 }

@@ -726,6 +726,25 @@ impl Cloud {
         self.query("keystone", ep).await
     }
 
+    /// Sets attributes of a user (Keystone keeps the ones it does not know
+    /// as extra attributes).
+    pub(crate) async fn update_user(
+        &self,
+        id: &str,
+        attributes: BTreeMap<String, Value>,
+    ) -> CallResult<KsUser> {
+        let user = ks::user::set::UserBuilder::default()
+            .properties(attributes.into_iter())
+            .build()
+            .map_err(build_error)?;
+        let ep = ks::user::set::Request::builder()
+            .id(id)
+            .user(user)
+            .build()
+            .map_err(build_error)?;
+        self.query("keystone", ep).await
+    }
+
     pub(crate) async fn delete_user(&self, id: &str) -> CallResult<()> {
         let ep = ks::user::delete::Request::builder()
             .id(id)
