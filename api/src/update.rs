@@ -2,7 +2,7 @@
 //! and the checksum a client sends back to make a change conditional.
 
 use base64::Engine;
-use nordlys_proto::pb::nordlys::v1::{Project, User};
+use nordlys_proto::pb::nordlys::v1::{Network, Project, User};
 use sha2::{Digest, Sha256};
 
 use crate::Violations;
@@ -44,6 +44,18 @@ pub fn user_etag(u: &User) -> String {
         u.email.as_bytes(),
         regions.join(",").as_bytes(),
         stamp(u.create_time.as_ref()).as_bytes(),
+    ])
+}
+
+/// A network's etag, likewise.
+pub fn network_etag(n: &Network) -> String {
+    etag_of(&[
+        n.name.as_bytes(),
+        n.region.as_bytes(),
+        n.cidr.as_bytes(),
+        n.gateway_ip.as_bytes(),
+        n.dns_servers.join(",").as_bytes(),
+        stamp(n.create_time.as_ref()).as_bytes(),
     ])
 }
 

@@ -74,6 +74,7 @@ pub async fn start(
         "CreateNetwork" => create_network,
         "GetNetwork" => get_network,
         "ListNetworks" => list_networks,
+        "UpdateNetwork" => update_network,
         "DeleteNetwork" => delete_network,
         "CreateAccessRule" => create_access_rule,
         "GetAccessRule" => get_access_rule,

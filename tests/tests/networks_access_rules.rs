@@ -5,7 +5,7 @@ use nordlys_proto::pb::nordlys::v1::{
     network_service_client::NetworkServiceClient, AccessRule, CreateAccessRuleRequest,
     CreateNetworkRequest, DeleteAccessRuleRequest, DeleteNetworkRequest, Direction,
     GetAccessRuleRequest, GetNetworkRequest, ListAccessRulesRequest, ListNetworksRequest, Network,
-    Protocol,
+    Protocol, UpdateNetworkRequest,
 };
 use nordlys_tests::{bearer, Stack};
 use tonic::Code;
@@ -215,4 +215,104 @@ async fn networks_and_access_rules_lifecycle() {
         .into_inner();
     let names: Vec<&str> = listed.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["projects/web/networks/backend6"]);
+}
+
+#[tokio::test]
+async fn a_networks_dns_servers_change_in_place_under_its_etag() {
+    let stack = Stack::start().await;
+    let key = &stack.tenant("umbrella").await.key;
+    let mut networks = NetworkServiceClient::new(stack.channel().await);
+    stack
+        .create_project(key, "dns", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+    let made = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/dns".into(),
+                network: Some(Network {
+                    region: "osl1".into(),
+                    cidr: "10.30.0.0/24".into(),
+                    dns_servers: vec!["10.30.0.2".into()],
+                    ..Default::default()
+                }),
+                network_id: "backend".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork")
+        .into_inner();
+    assert!(!made.etag.is_empty());
+    let change = |dns: &[&str], etag: &str, mask: Option<&str>| {
+        bearer(
+            UpdateNetworkRequest {
+                network: Some(Network {
+                    name: made.name.clone(),
+                    dns_servers: dns.iter().map(|d| d.to_string()).collect(),
+                    etag: etag.into(),
+                    ..Default::default()
+                }),
+                update_mask: mask.map(|m| prost_types::FieldMask {
+                    paths: vec![m.into()],
+                }),
+                request_id: String::new(),
+            },
+            key,
+        )
+    };
+    let changed = networks
+        .update_network(change(&["10.30.0.3", "192.0.2.53"], &made.etag, None))
+        .await
+        .expect("UpdateNetwork")
+        .into_inner();
+    assert_eq!(changed.dns_servers, ["10.30.0.3", "192.0.2.53"]);
+    assert_eq!(changed.cidr, made.cidr);
+    assert_eq!(changed.gateway_ip, made.gateway_ip);
+    assert_ne!(changed.etag, made.etag);
+    let got = networks
+        .get_network(bearer(
+            GetNetworkRequest {
+                name: made.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetNetwork")
+        .into_inner();
+    assert_eq!(got.dns_servers, changed.dns_servers);
+    assert_eq!(got.etag, changed.etag);
+
+    // Stale etag; a server of the other IP version; a field that cannot
+    // change in place.
+    let stale = networks
+        .update_network(change(&["10.30.0.4"], &made.etag, None))
+        .await
+        .expect_err("stale");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let family = networks
+        .update_network(change(&["2001:db8::53"], "", None))
+        .await
+        .expect_err("wrong family");
+    assert_eq!(family.code(), Code::InvalidArgument, "{family:?}");
+    assert!(
+        family.message().contains("dns_servers[0]"),
+        "{}",
+        family.message()
+    );
+    let cidr = networks
+        .update_network(change(&[], "", Some("cidr")))
+        .await
+        .expect_err("cidr is fixed");
+    assert_eq!(cidr.code(), Code::InvalidArgument);
+    assert!(cidr.message().contains("update_mask"), "{}", cidr.message());
+
+    // An explicit mask with no servers clears them.
+    let cleared = networks
+        .update_network(change(&[], "", Some("dns_servers")))
+        .await
+        .expect("cleared")
+        .into_inner();
+    assert!(cleared.dns_servers.is_empty(), "{cleared:?}");
 }

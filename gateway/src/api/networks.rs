@@ -1,14 +1,17 @@
 //! `nordlys.v1.NetworkService`.
 
-use nordlys_api::{ids, names, validate, Violations};
+use nordlys_api::{ids, names, update, validate, Violations};
 use nordlys_proto::pb::nordlys::v1::network_service_server::NetworkService;
 use nordlys_proto::pb::nordlys::v1::{
     CreateNetworkRequest, DeleteNetworkRequest, DeleteNetworkResponse, GetNetworkRequest,
-    ListNetworksRequest, ListNetworksResponse, Network,
+    ListNetworksRequest, ListNetworksResponse, Network, UpdateNetworkRequest,
 };
 use tonic::{Request, Response, Status};
 
-use super::{first_success, Api, Fanout, Kind};
+use super::{first_success, spelled_out, Api, Fanout, Kind};
+
+/// The fields of a network an update may change.
+const MUTABLE: &[&str] = &["dns_servers"];
 use crate::events::Change;
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
@@ -108,6 +111,57 @@ impl NetworkService for Api {
             next_page_token,
             unreachable: page.unreachable,
         }))
+    }
+
+    async fn update_network(
+        &self,
+        request: Request<UpdateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let call = self.state.begin(&request).await?;
+        let mut req = request.into_inner();
+        let Some(network) = req.network.as_ref() else {
+            return Err(nordlys_api::invalid("network", "is required"));
+        };
+        let name = network.name.clone();
+        let ids = names::parse_field(&name, &["projects", "networks"], "network.name")?;
+        let project = names::project(ids[0]);
+        self.require_write(&call, &name)?;
+        let mut v = Violations::new();
+        let paths = update::mask_paths(&mut v, req.update_mask.as_ref(), MUTABLE, |_| {
+            !network.dns_servers.is_empty()
+        });
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to change");
+        }
+        v.check(
+            network.dns_servers.len() <= 5,
+            "network.dns_servers",
+            "at most 5",
+        );
+        for (i, dns) in network.dns_servers.iter().enumerate() {
+            v.check(
+                dns.parse::<std::net::IpAddr>().is_ok(),
+                &format!("network.dns_servers[{i}]"),
+                "must be an IP address",
+            );
+        }
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        v.into_result()?;
+        let org = self.project_org(&call, &project).await?;
+        let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
+        req.update_mask = Some(update_mask);
+        req.request_id = request_id;
+        let (network, _): (Network, _) = self
+            .update_everywhere(&call, "UpdateNetwork", req.clone(), &req.request_id)
+            .await
+            .map_err(|s| super::projects::not_found_as(s, &name))?;
+        self.changed(
+            &call,
+            Change::new("network", "updated", &org, &network.name)
+                .request_id(&req.request_id)
+                .data(Data::Network(network.clone())),
+        );
+        Ok(Response::new(network))
     }
 
     async fn delete_network(

@@ -39,6 +39,7 @@ macro_rules! all_backends {
                 deletes_of_absent_resources_are_not_found,
                 updates_change_what_they_name_if_the_etag_holds,
                 users_change_their_name_and_email,
+                networks_change_their_dns_servers_in_place,
             ]);
         )*
     };
@@ -281,6 +282,43 @@ mod suite {
                     display_name: Some("Mallory".into()),
                     ..Default::default()
                 },
+            )
+            .await
+            .expect_err("not theirs");
+        assert!(matches!(err, BackendError::NotFound { .. }), "{err:?}");
+    }
+
+    pub(super) async fn networks_change_their_dns_servers_in_place(b: &dyn Backend) {
+        b.create_project(&acme(), "", project("web", ACME))
+            .await
+            .expect("project");
+        let mut net = network("web", "backend");
+        net.gateway_ip = "10.0.0.1".into();
+        net.dns_servers = vec!["10.0.0.2".into()];
+        let made = b.create_network(&acme(), "", net).await.expect("network");
+        let change = NetworkChange {
+            dns_servers: Some(vec!["10.0.0.3".into(), "10.0.0.4".into()]),
+            etag: nordlys_api::update::network_etag(&made),
+        };
+        let changed = b
+            .update_network(&acme(), &made.name, &change)
+            .await
+            .expect("updated");
+        assert_eq!(changed.dns_servers, ["10.0.0.3", "10.0.0.4"]);
+        assert_eq!(changed.cidr, made.cidr);
+        let got = b.get_network(&acme(), &made.name).await.expect("get");
+        assert_eq!(got.dns_servers, ["10.0.0.3", "10.0.0.4"]);
+        assert_eq!(got.create_time, made.create_time);
+        let err = b
+            .update_network(&acme(), &made.name, &change)
+            .await
+            .expect_err("stale etag");
+        assert!(matches!(err, BackendError::EtagMismatch { .. }), "{err:?}");
+        let err = b
+            .update_network(
+                &Tenant::Organization("organizations/b".into()),
+                &made.name,
+                &NetworkChange::default(),
             )
             .await
             .expect_err("not theirs");

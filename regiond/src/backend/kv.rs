@@ -31,8 +31,8 @@ use prost::Message;
 
 use super::kv_index::Index;
 use super::{
-    top_level, Backend, BackendError, Filter, ProjectChange, Removed, ResourceKind, Result, Tenant,
-    UserChange,
+    top_level, Backend, BackendError, Filter, NetworkChange, ProjectChange, Removed, ResourceKind,
+    Result, Tenant, UserChange,
 };
 
 /// What is stored under a resource's key.
@@ -683,6 +683,25 @@ impl Backend for KvBackend {
 
     async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>> {
         self.list(ResourceKind::Network, filter).await
+    }
+
+    async fn update_network(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &NetworkChange,
+    ) -> Result<Network> {
+        self.update(
+            ResourceKind::Network,
+            tenant,
+            name,
+            |network: &mut Network| {
+                change.check(network, &self.region)?;
+                change.apply(network);
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -14,8 +14,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use tokio::sync::RwLock;
 
 use super::{
-    top_level, Backend, BackendError, Filter, ProjectChange, Removed, ResourceKind, Result, Tenant,
-    UserChange,
+    top_level, Backend, BackendError, Filter, NetworkChange, ProjectChange, Removed, ResourceKind,
+    Result, Tenant, UserChange,
 };
 
 /// A region kept in memory: one sorted map per kind of resource, so lists
@@ -420,6 +420,24 @@ impl Backend for MemoryBackend {
 
     async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>> {
         Ok(self.state.read().await.networks.list(filter))
+    }
+
+    async fn update_network(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &NetworkChange,
+    ) -> Result<Network> {
+        let mut state = self.state.write().await;
+        let row = state
+            .networks
+            .rows
+            .get_mut(name)
+            .filter(|row| tenant.allows(&row.organization))
+            .ok_or_else(|| not_found(ResourceKind::Network, name, &self.region))?;
+        change.check(&row.value, &self.region)?;
+        change.apply(&mut row.value);
+        Ok(row.value.clone())
     }
 
     async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -182,6 +182,37 @@ impl UserChange {
     }
 }
 
+/// What an update of a network changes: its DNS servers, in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkChange {
+    /// The new DNS servers.
+    pub dns_servers: Option<Vec<String>>,
+    /// Change only if the network's etag is this one (empty: whatever it
+    /// is).
+    pub etag: String,
+}
+
+impl NetworkChange {
+    /// Refuses the change when the network moved since the etag the caller
+    /// read.
+    pub fn check(&self, current: &Network, region: &str) -> Result<()> {
+        check_etag(
+            &self.etag,
+            || nordlys_api::update::network_etag(current),
+            ResourceKind::Network,
+            &current.name,
+            region,
+        )
+    }
+
+    /// Applies the change to `network`.
+    pub fn apply(&self, network: &mut Network) {
+        if let Some(dns) = &self.dns_servers {
+            network.dns_servers.clone_from(dns);
+        }
+    }
+}
+
 /// [`BackendError::EtagMismatch`] unless `want` is empty or the etag.
 fn check_etag(
     want: &str,
@@ -274,6 +305,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn get_network(&self, tenant: &Tenant, name: &str) -> Result<Network>;
     /// Lists networks, sorted by name.
     async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>>;
+    /// Changes a network in place as `change` says, unless its etag moved.
+    async fn update_network(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &NetworkChange,
+    ) -> Result<Network>;
     /// Deletes a network.
     async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
 

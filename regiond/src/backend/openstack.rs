@@ -47,8 +47,8 @@ use self::cloud::{
 };
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use super::{
-    top_level, Backend, BackendError, Filter, ProjectChange, Refusal, Removed, ResourceKind,
-    Result, Tenant, UserChange,
+    top_level, Backend, BackendError, Filter, NetworkChange, ProjectChange, Refusal, Removed,
+    ResourceKind, Result, Tenant, UserChange,
 };
 use crate::config::OpenStackConfig;
 
@@ -630,7 +630,29 @@ impl OpenStackBackend {
             gateway_ip: subnet.gateway_ip.clone().unwrap_or_default(),
             dns_servers: subnet.dns_nameservers.clone(),
             create_time: timestamp(net.created_at.as_deref()),
+            etag: String::new(),
         }
+    }
+
+    /// A network the tenant may see: its Neutron network and subnet.
+    async fn network_parts(&self, tenant: &Tenant, name: &str) -> Result<(NNetwork, NSubnet)> {
+        let missing = || self.not_found(ResourceKind::Network, name);
+        let (ks, _) = self
+            .visible_project(tenant, top_level(name))
+            .await
+            .map_err(|e| absent_parent(e, missing()))?;
+        let net = self
+            .find_network(&ks.id, leaf(name))
+            .await?
+            .ok_or_else(missing)?;
+        let subnet = self
+            .cloud
+            .subnets(None, Some(&net.id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(missing)?;
+        Ok((net, subnet))
     }
 
     /// One of our networks of a project, by its Nordlys id.
@@ -1162,24 +1184,27 @@ impl Backend for OpenStackBackend {
     }
 
     async fn get_network(&self, tenant: &Tenant, name: &str) -> Result<Network> {
-        let missing = || self.not_found(ResourceKind::Network, name);
-        let project = top_level(name);
-        let (ks, _) = self
-            .visible_project(tenant, project)
-            .await
-            .map_err(|e| absent_parent(e, missing()))?;
-        let net = self
-            .find_network(&ks.id, leaf(name))
-            .await?
-            .ok_or_else(missing)?;
+        let (net, subnet) = self.network_parts(tenant, name).await?;
+        Ok(self.network_from(top_level(name), &net, &subnet))
+    }
+
+    async fn update_network(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &NetworkChange,
+    ) -> Result<Network> {
+        // The etag against a fresh read; DNS servers change on the subnet
+        // in place.
+        let (net, subnet) = self.network_parts(tenant, name).await?;
+        let mut network = self.network_from(top_level(name), &net, &subnet);
+        change.check(&network, &self.region)?;
+        change.apply(&mut network);
         let subnet = self
             .cloud
-            .subnets(None, Some(&net.id))
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(missing)?;
-        Ok(self.network_from(project, &net, &subnet))
+            .set_subnet_dns(&subnet.id, &network.dns_servers)
+            .await?;
+        Ok(self.network_from(top_level(name), &net, &subnet))
     }
 
     async fn list_networks(&self, filter: &Filter) -> Result<Vec<Network>> {

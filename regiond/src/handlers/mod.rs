@@ -27,8 +27,8 @@ use nordlys_proto::pb::nordlys::v1::{
     DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest, GetAccessRuleRequest,
     GetMembershipRequest, GetNetworkRequest, GetProjectRequest, GetUserRequest,
     ListAccessRulesResponse, ListMembershipsResponse, ListNetworksResponse, ListProjectsResponse,
-    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateProjectRequest,
-    UpdateUserRequest, User,
+    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateNetworkRequest,
+    UpdateProjectRequest, UpdateUserRequest, User,
 };
 use nordlys_transport::{Identity, Role};
 use tonic::metadata::MetadataMap;
@@ -634,6 +634,13 @@ impl RegiondService for Handlers {
         request: Request<ListRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
         networks::list(self, request).await
+    }
+
+    async fn update_network(
+        &self,
+        request: Request<UpdateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        networks::update(self, request).await
     }
 
     async fn delete_network(

@@ -1,11 +1,12 @@
 //! Networks: one subnet in a project, in this region.
 
-use crate::backend::ResourceKind;
+use crate::backend::{NetworkChange, ResourceKind};
 use nordlys_api::validate::{check_id, check_network, default_gateway};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
 use nordlys_proto::pb::nordlys::v1::{
     CreateNetworkRequest, DeleteNetworkRequest, GetNetworkRequest, ListNetworksResponse, Network,
+    UpdateNetworkRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -56,7 +57,59 @@ pub(super) async fn create(
             },
         )
         .await?;
-    Ok(Response::new(network))
+    Ok(Response::new(with_etag(network)))
+}
+
+/// The network with its etag (AIP-154).
+fn with_etag(mut network: Network) -> Network {
+    network.etag = nordlys_api::update::network_etag(&network);
+    network
+}
+
+/// The fields of a network an update may change.
+const MUTABLE: &[&str] = &["dns_servers"];
+
+pub(super) async fn update(
+    h: &Handlers,
+    request: Request<UpdateNetworkRequest>,
+) -> Result<Response<Network>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let network = req
+        .network
+        .ok_or_else(|| invalid("network", "is required"))?;
+    let mut v = Violations::new();
+    parse_into(&mut v, &network.name, NETWORK, "network.name");
+    let paths = nordlys_api::update::mask_paths(&mut v, req.update_mask.as_ref(), MUTABLE, |_| {
+        !network.dns_servers.is_empty()
+    });
+    if paths.is_empty() {
+        v.add("update_mask", "names no field to change");
+    }
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    let tenant = &caller.tenant;
+    // The servers must fit the network's CIDR, which only the region knows.
+    let mut checked = h.backend.get_network(tenant, &network.name).await?;
+    checked.dns_servers.clone_from(&network.dns_servers);
+    let mut v = Violations::new();
+    check_network(&mut v, "network", &checked);
+    v.into_result()?;
+    let change = NetworkChange {
+        dns_servers: Some(network.dns_servers.clone()),
+        etag: network.etag.clone(),
+    };
+    let updated = h
+        .update_once(
+            &caller,
+            ResourceKind::Network,
+            &network.name,
+            &request_id,
+            h.backend.get_network(tenant, &network.name),
+            h.backend.update_network(tenant, &network.name, &change),
+        )
+        .await?;
+    Ok(Response::new(with_etag(updated)))
 }
 
 pub(super) async fn get(
@@ -66,9 +119,9 @@ pub(super) async fn get(
     let caller = Caller::of(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, NETWORK, "name")?;
-    Ok(Response::new(
+    Ok(Response::new(with_etag(
         h.backend.get_network(&caller.tenant, name).await?,
-    ))
+    )))
 }
 
 pub(super) async fn list(
@@ -78,7 +131,13 @@ pub(super) async fn list(
     let caller = Caller::of(&request)?;
     let filter = h.filter(&caller, request.get_ref(), &["projects"])?;
     Ok(Response::new(ListNetworksResponse {
-        networks: h.backend.list_networks(&filter).await?,
+        networks: h
+            .backend
+            .list_networks(&filter)
+            .await?
+            .into_iter()
+            .map(with_etag)
+            .collect(),
         ..Default::default()
     }))
 }

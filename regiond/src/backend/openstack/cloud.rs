@@ -897,6 +897,20 @@ impl Cloud {
         self.query("neutron", ep).await
     }
 
+    /// Sets a subnet's DNS servers in place.
+    pub(crate) async fn set_subnet_dns(&self, id: &str, dns: &[String]) -> CallResult<NSubnet> {
+        let subnet = nw::subnet::set::SubnetBuilder::default()
+            .dns_nameservers(dns.iter().map(|d| d.as_str().into()).collect::<Vec<_>>())
+            .build()
+            .map_err(build_error)?;
+        let ep = nw::subnet::set::Request::builder()
+            .id(id)
+            .subnet(subnet)
+            .build()
+            .map_err(build_error)?;
+        self.query("neutron", ep).await
+    }
+
     pub(crate) async fn delete_subnet(&self, id: &str) -> CallResult<()> {
         let ep = nw::subnet::delete::Request::builder()
             .id(id)
