@@ -4,7 +4,9 @@
 use base64::Engine;
 use nordlys_proto::pb::nordlys::v1::{Network, Project, User};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 
+use crate::validate::{check_email, check_text, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
 use crate::Violations;
 
 /// The etag of `parts`: the same for the same fields in every region and
@@ -99,6 +101,100 @@ pub fn mask_paths<'a>(
         }
     }
     out
+}
+
+/// The fields an UpdateProject changes, each checked as a create checks
+/// it; at least one.
+pub fn project_paths(
+    v: &mut Violations,
+    project: &Project,
+    mask: Option<&prost_types::FieldMask>,
+) -> Vec<&'static str> {
+    let paths = mask_paths(
+        v,
+        mask,
+        &["display_name", "description"],
+        |path| !match path {
+            "display_name" => project.display_name.is_empty(),
+            _ => project.description.is_empty(),
+        },
+    );
+    for path in &paths {
+        match *path {
+            "display_name" => check_text(
+                v,
+                "project.display_name",
+                &project.display_name,
+                MAX_DISPLAY_NAME,
+                true,
+            ),
+            _ => check_text(
+                v,
+                "project.description",
+                &project.description,
+                MAX_DESCRIPTION,
+                false,
+            ),
+        }
+    }
+    at_least_one(v, paths)
+}
+
+/// The fields an UpdateUser changes, each checked; at least one.
+pub fn user_paths(
+    v: &mut Violations,
+    user: &User,
+    mask: Option<&prost_types::FieldMask>,
+) -> Vec<&'static str> {
+    let paths = mask_paths(v, mask, &["display_name", "email"], |path| !match path {
+        "display_name" => user.display_name.is_empty(),
+        _ => user.email.is_empty(),
+    });
+    for path in &paths {
+        match *path {
+            "display_name" => check_text(
+                v,
+                "user.display_name",
+                &user.display_name,
+                MAX_DISPLAY_NAME,
+                true,
+            ),
+            _ => check_email(v, "user.email", &user.email),
+        }
+    }
+    at_least_one(v, paths)
+}
+
+/// The fields an UpdateNetwork changes (its DNS servers: at most 5 IP
+/// addresses; their IP version is the region's to check); at least one.
+pub fn network_paths(
+    v: &mut Violations,
+    network: &Network,
+    mask: Option<&prost_types::FieldMask>,
+) -> Vec<&'static str> {
+    let paths = mask_paths(v, mask, &["dns_servers"], |_| {
+        !network.dns_servers.is_empty()
+    });
+    v.check(
+        network.dns_servers.len() <= 5,
+        "network.dns_servers",
+        "at most 5",
+    );
+    for (i, dns) in network.dns_servers.iter().enumerate() {
+        v.check(
+            dns.parse::<IpAddr>().is_ok(),
+            &format!("network.dns_servers[{i}]"),
+            "must be an IP address",
+        );
+    }
+    at_least_one(v, paths)
+}
+
+fn at_least_one(v: &mut Violations, paths: Vec<&'static str>) -> Vec<&'static str> {
+    if paths.is_empty() {
+        v.add("update_mask", "names no field to change");
+    }
+    paths
 }
 
 #[cfg(test)]

@@ -576,18 +576,7 @@ impl Api {
             }
         }
         let Some(updated) = updated else {
-            return Err(match (refusal, statuses.is_empty()) {
-                (Some(refusal), _) => refusal,
-                (None, true) => Status::not_found("not found"),
-                (None, false) => Status::unavailable(format!(
-                    "not found in the regions that answered; unreachable: {}",
-                    statuses
-                        .iter()
-                        .map(|s| s.region.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
+            return Err(nowhere(refusal, &statuses));
         };
         sort_by_region(&mut statuses);
         Ok((updated, statuses))
@@ -628,18 +617,7 @@ impl Api {
             statuses.push(region_status(&region, &answer));
         }
         if !deleted_somewhere {
-            return Err(match (refusal, statuses.is_empty()) {
-                (Some(refusal), _) => refusal,
-                (None, true) => Status::not_found("not found"),
-                (None, false) => Status::unavailable(format!(
-                    "not found in the regions that answered; unreachable: {}",
-                    statuses
-                        .iter()
-                        .map(|s| s.region.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
+            return Err(nowhere(refusal, &statuses));
         }
         sort_by_region(&mut statuses);
         Ok(statuses)
@@ -758,6 +736,24 @@ impl Api {
 /// The answer of a create that fanned out: the first region's resource with
 /// every region's status, or, when every region failed, the first failure.
 /// The statuses are in region order, as gets and lists show them.
+/// Why a change of a resource happened in no region: a region's refusal,
+/// or NOT_FOUND, or UNAVAILABLE when the regions that did not answer
+/// (`unanswered`) may hold it.
+fn nowhere(refusal: Option<Status>, unanswered: &[RegionStatus]) -> Status {
+    match (refusal, unanswered.is_empty()) {
+        (Some(refusal), _) => refusal,
+        (None, true) => Status::not_found("not found"),
+        (None, false) => Status::unavailable(format!(
+            "not found in the regions that answered; unreachable: {}",
+            unanswered
+                .iter()
+                .map(|s| s.region.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// What every region of an update gets: the mask spelled out, and one
 /// request id (the caller's, or a new one), so each region applies the same
 /// change and a retried region changes nothing twice.

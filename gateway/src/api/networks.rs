@@ -9,9 +9,6 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{first_success, spelled_out, Api, Fanout, Kind};
-
-/// The fields of a network an update may change.
-const MUTABLE: &[&str] = &["dns_servers"];
 use crate::events::Change;
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
@@ -127,24 +124,7 @@ impl NetworkService for Api {
         let project = names::project(ids[0]);
         self.require_write(&call, &name)?;
         let mut v = Violations::new();
-        let paths = update::mask_paths(&mut v, req.update_mask.as_ref(), MUTABLE, |_| {
-            !network.dns_servers.is_empty()
-        });
-        if paths.is_empty() {
-            v.add("update_mask", "names no field to change");
-        }
-        v.check(
-            network.dns_servers.len() <= 5,
-            "network.dns_servers",
-            "at most 5",
-        );
-        for (i, dns) in network.dns_servers.iter().enumerate() {
-            v.check(
-                dns.parse::<std::net::IpAddr>().is_ok(),
-                &format!("network.dns_servers[{i}]"),
-                "must be an IP address",
-            );
-        }
+        let paths = update::network_paths(&mut v, network, req.update_mask.as_ref());
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
         let org = self.project_org(&call, &project).await?;

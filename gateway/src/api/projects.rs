@@ -11,9 +11,6 @@ use nordlys_proto::pb::nordlys::v1::{
 use tonic::{Code, Request, Response, Status};
 
 use super::{first_success, spelled_out, Api, Fanout, Kind};
-
-/// The fields of a project an update may change.
-const MUTABLE: &[&str] = &["display_name", "description"];
 use crate::events::Change;
 use crate::scatter::{mark_unreachable, sort_by_region};
 use nordlys_proto::pb::nordlys::v1::event::Data;
@@ -171,37 +168,7 @@ impl ProjectService for Api {
         names::parse_field(&name, &["projects"], "project.name")?;
         self.require_write(&call, &name)?;
         let mut v = Violations::new();
-        let paths = update::mask_paths(
-            &mut v,
-            req.update_mask.as_ref(),
-            MUTABLE,
-            |path| match path {
-                "display_name" => !project.display_name.is_empty(),
-                "description" => !project.description.is_empty(),
-                _ => false,
-            },
-        );
-        if paths.is_empty() {
-            v.add("update_mask", "names no field to change");
-        }
-        for path in &paths {
-            match *path {
-                "display_name" => validate::check_text(
-                    &mut v,
-                    "project.display_name",
-                    &project.display_name,
-                    MAX_DISPLAY_NAME,
-                    true,
-                ),
-                _ => validate::check_text(
-                    &mut v,
-                    "project.description",
-                    &project.description,
-                    MAX_DESCRIPTION,
-                    false,
-                ),
-            }
-        }
+        let paths = update::project_paths(&mut v, project, req.update_mask.as_ref());
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
         let (update_mask, request_id) = spelled_out(&paths, &req.request_id);

@@ -11,9 +11,6 @@ use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
 use super::{first_success, spelled_out, Api, Fanout, Kind};
-
-/// The fields of a user an update may change.
-const MUTABLE: &[&str] = &["display_name", "email"];
 use crate::events::Change;
 use crate::scatter::mark_unreachable;
 use nordlys_proto::pb::nordlys::v1::event::Data;
@@ -149,32 +146,7 @@ impl UserService for Api {
         self.resolve_org(&call, &org, "user.name")?;
         self.require_write(&call, &name)?;
         let mut v = Violations::new();
-        let paths = update::mask_paths(
-            &mut v,
-            req.update_mask.as_ref(),
-            MUTABLE,
-            |path| match path {
-                "display_name" => !user.display_name.is_empty(),
-                "email" => !user.email.is_empty(),
-                _ => false,
-            },
-        );
-        if paths.is_empty() {
-            v.add("update_mask", "names no field to change");
-        }
-        for path in &paths {
-            if *path == "display_name" {
-                validate::check_text(
-                    &mut v,
-                    "user.display_name",
-                    &user.display_name,
-                    MAX_DISPLAY_NAME,
-                    true,
-                );
-            } else {
-                validate::check_email(&mut v, "user.email", &user.email);
-            }
-        }
+        let paths = update::user_paths(&mut v, user, req.update_mask.as_ref());
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
         let (update_mask, request_id) = spelled_out(&paths, &req.request_id);

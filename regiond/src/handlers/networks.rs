@@ -66,9 +66,6 @@ fn with_etag(mut network: Network) -> Network {
     network
 }
 
-/// The fields of a network an update may change.
-const MUTABLE: &[&str] = &["dns_servers"];
-
 pub(super) async fn update(
     h: &Handlers,
     request: Request<UpdateNetworkRequest>,
@@ -80,12 +77,7 @@ pub(super) async fn update(
         .ok_or_else(|| invalid("network", "is required"))?;
     let mut v = Violations::new();
     parse_into(&mut v, &network.name, NETWORK, "network.name");
-    let paths = nordlys_api::update::mask_paths(&mut v, req.update_mask.as_ref(), MUTABLE, |_| {
-        !network.dns_servers.is_empty()
-    });
-    if paths.is_empty() {
-        v.add("update_mask", "names no field to change");
-    }
+    nordlys_api::update::network_paths(&mut v, &network, req.update_mask.as_ref());
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     let tenant = &caller.tenant;

@@ -80,9 +80,6 @@ fn with_etag(mut project: Project) -> Project {
     project
 }
 
-/// The fields of a project an update may change.
-pub(crate) const MUTABLE: &[&str] = &["display_name", "description"];
-
 pub(super) async fn update(
     h: &Handlers,
     request: Request<UpdateProjectRequest>,
@@ -94,47 +91,16 @@ pub(super) async fn update(
         .ok_or_else(|| invalid("project", "is required"))?;
     let mut v = Violations::new();
     parse_into(&mut v, &project.name, &["projects"], "project.name");
-    let paths = nordlys_api::update::mask_paths(
-        &mut v,
-        req.update_mask.as_ref(),
-        MUTABLE,
-        |path| match path {
-            "display_name" => !project.display_name.is_empty(),
-            "description" => !project.description.is_empty(),
-            _ => false,
-        },
-    );
-    if paths.is_empty() {
-        v.add("update_mask", "names no field to change");
-    }
-    let mut change = ProjectChange {
+    let paths = nordlys_api::update::project_paths(&mut v, &project, req.update_mask.as_ref());
+    let change = ProjectChange {
+        display_name: paths
+            .contains(&"display_name")
+            .then(|| project.display_name.clone()),
+        description: paths
+            .contains(&"description")
+            .then(|| project.description.clone()),
         etag: project.etag.clone(),
-        ..Default::default()
     };
-    for path in &paths {
-        match *path {
-            "display_name" => {
-                check_text(
-                    &mut v,
-                    "project.display_name",
-                    &project.display_name,
-                    MAX_DISPLAY_NAME,
-                    true,
-                );
-                change.display_name = Some(project.display_name.clone());
-            }
-            _ => {
-                check_text(
-                    &mut v,
-                    "project.description",
-                    &project.description,
-                    MAX_DESCRIPTION,
-                    false,
-                );
-                change.description = Some(project.description.clone());
-            }
-        }
-    }
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     let tenant = &caller.tenant;

@@ -20,9 +20,6 @@ fn with_etag(mut user: User) -> User {
     user
 }
 
-/// The fields of a user an update may change.
-const MUTABLE: &[&str] = &["display_name", "email"];
-
 pub(super) async fn update(
     h: &Handlers,
     request: Request<UpdateUserRequest>,
@@ -32,34 +29,14 @@ pub(super) async fn update(
     let user = req.user.ok_or_else(|| invalid("user", "is required"))?;
     let mut v = Violations::new();
     parse_into(&mut v, &user.name, USER, "user.name");
-    let paths =
-        nordlys_api::update::mask_paths(&mut v, req.update_mask.as_ref(), MUTABLE, |p| match p {
-            "display_name" => !user.display_name.is_empty(),
-            "email" => !user.email.is_empty(),
-            _ => false,
-        });
-    if paths.is_empty() {
-        v.add("update_mask", "names no field to change");
-    }
-    let mut change = UserChange {
+    let paths = nordlys_api::update::user_paths(&mut v, &user, req.update_mask.as_ref());
+    let change = UserChange {
+        display_name: paths
+            .contains(&"display_name")
+            .then(|| user.display_name.clone()),
+        email: paths.contains(&"email").then(|| user.email.clone()),
         etag: user.etag.clone(),
-        ..Default::default()
     };
-    for path in &paths {
-        if *path == "display_name" {
-            check_text(
-                &mut v,
-                "user.display_name",
-                &user.display_name,
-                MAX_DISPLAY_NAME,
-                true,
-            );
-            change.display_name = Some(user.display_name.clone());
-        } else {
-            check_email(&mut v, "user.email", &user.email);
-            change.email = Some(user.email.clone());
-        }
-    }
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     let tenant = &caller.tenant;
