@@ -137,6 +137,7 @@ pub fn project_paths(
             ),
         }
     }
+    check_etag(v, "project.etag", &project.etag);
     at_least_one(v, paths)
 }
 
@@ -162,6 +163,7 @@ pub fn user_paths(
             _ => check_email(v, "user.email", &user.email),
         }
     }
+    check_etag(v, "user.etag", &user.etag);
     at_least_one(v, paths)
 }
 
@@ -187,7 +189,20 @@ pub fn network_paths(
             "must be an IP address",
         );
     }
+    check_etag(v, "network.etag", &network.etag);
     at_least_one(v, paths)
+}
+
+/// An etag is ours only if it is this long at most (ours are 16).
+pub const MAX_ETAG: usize = 64;
+
+/// An etag sent back: at most [`MAX_ETAG`] characters.
+pub fn check_etag(v: &mut Violations, field: &str, etag: &str) {
+    v.check(
+        etag.len() <= MAX_ETAG,
+        field,
+        format!("is at most {MAX_ETAG} characters (send back the etag a read returned)"),
+    );
 }
 
 fn at_least_one(v: &mut Violations, paths: Vec<&'static str>) -> Vec<&'static str> {
@@ -240,6 +255,41 @@ mod tests {
             let status = v.into_result().expect_err("refused");
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn updates_check_their_fields_and_etag() {
+        let project = Project {
+            name: "projects/web".into(),
+            display_name: "Web".into(),
+            etag: "x".repeat(MAX_ETAG + 1),
+            ..Default::default()
+        };
+        let mut v = Violations::new();
+        assert_eq!(project_paths(&mut v, &project, None), ["display_name"]);
+        let status = v.into_result().expect_err("etag too long");
+        assert!(status.message().contains("project.etag"), "{status:?}");
+
+        let user = User {
+            email: "not an address".into(),
+            ..Default::default()
+        };
+        let mut v = Violations::new();
+        assert_eq!(user_paths(&mut v, &user, None), ["email"]);
+        assert!(v.into_result().is_err(), "bad email");
+
+        let network = Network {
+            dns_servers: vec!["10.0.0.2".into(), "nine".into()],
+            ..Default::default()
+        };
+        let mut v = Violations::new();
+        network_paths(&mut v, &network, None);
+        let status = v.into_result().expect_err("bad server");
+        assert!(status.message().contains("dns_servers[1]"), "{status:?}");
+
+        let mut v = Violations::new();
+        assert!(project_paths(&mut v, &Project::default(), None).is_empty());
+        assert!(v.into_result().is_err(), "nothing to change");
     }
 
     #[test]

@@ -197,6 +197,9 @@ impl ProjectService for Api {
         let req = request.into_inner();
         self.require_write(&call, &req.name)?;
         names::parse_field(&req.name, &["projects"], "name")?;
+        let mut v = Violations::new();
+        update::check_etag(&mut v, "etag", &req.etag);
+        v.into_result()?;
         let owner = self.owner_of(&call, &req.name).await;
         let region_status = self
             .delete_everywhere(&call, "DeleteProject", req.clone())
