@@ -528,14 +528,12 @@ impl Api {
         Ok((page, token))
     }
 
-    /// Deletes a resource in every known region it exists in and reports
-    /// each region where it was (or may have been). Each region gives the
-    /// quota back itself, durably, so a delete whose answer is lost (or a
-    /// gateway that dies) still frees it once.
-    /// Changes a resource in every region that has it: the regions without
-    /// it answer NOT_FOUND and are left out. The first region's answer,
-    /// with a status per region; the refusal when none made the change.
-    async fn update_everywhere<Req, Resp>(
+    /// Changes (updates or deletes) a resource in every known region that
+    /// has it; the regions without it answer NOT_FOUND and are left out.
+    /// The first region's answer, with a status per region where it was
+    /// (or may have been); the refusal when no region made the change.
+    /// `request_id`, when not empty, travels with every region's call.
+    async fn change_everywhere<Req, Resp>(
         &self,
         call: &Call,
         method: &str,
@@ -558,30 +556,33 @@ impl Api {
         })
         .await;
         let mut statuses = Vec::new();
-        let mut updated = None;
+        let mut changed = None;
         let mut refusal = None;
         for (region, answer) in answers {
-            statuses.push(region_status(&region, &answer));
-            match answer {
-                Err(s) if s.code() == Code::NotFound => {
-                    statuses.pop();
-                }
-                Ok(resp) => {
-                    updated.get_or_insert(resp);
-                }
-                Err(s) if is_unreachable(&s) => {}
+            match &answer {
+                Err(s) if s.code() == Code::NotFound => continue,
+                Ok(_) => {}
+                Err(s) if is_unreachable(s) => {}
                 Err(s) => {
-                    refusal.get_or_insert(s);
+                    refusal.get_or_insert_with(|| s.clone());
                 }
             }
+            statuses.push(region_status(&region, &answer));
+            if let Ok(resp) = answer {
+                changed.get_or_insert(resp);
+            }
         }
-        let Some(updated) = updated else {
+        let Some(changed) = changed else {
             return Err(nowhere(refusal, &statuses));
         };
         sort_by_region(&mut statuses);
-        Ok((updated, statuses))
+        Ok((changed, statuses))
     }
 
+    /// Deletes a resource in every known region it exists in and reports
+    /// each region where it was (or may have been). Each region gives the
+    /// quota back itself, durably, so a delete whose answer is lost (or a
+    /// gateway that dies) still frees it once.
     async fn delete_everywhere<Req>(
         &self,
         call: &Call,
@@ -591,36 +592,9 @@ impl Api {
     where
         Req: Message + Clone + 'static,
     {
-        let regions = self.state.discovery.known();
-        let answers = scatter(&regions, |region| {
-            let outgoing = call.outgoing(req.clone(), None);
-            async move {
-                self.state
-                    .regions
-                    .call::<Req, DeleteResponse>(&region, method, outgoing?)
-                    .await
-            }
-        })
-        .await;
-        let mut statuses = Vec::new();
-        let mut deleted_somewhere = false;
-        let mut refusal = None;
-        for (region, answer) in answers {
-            match &answer {
-                Err(s) if s.code() == Code::NotFound => continue,
-                Ok(_) => deleted_somewhere = true,
-                Err(s) if is_unreachable(s) => {}
-                Err(s) => {
-                    refusal.get_or_insert_with(|| s.clone());
-                }
-            }
-            statuses.push(region_status(&region, &answer));
-        }
-        if !deleted_somewhere {
-            return Err(nowhere(refusal, &statuses));
-        }
-        sort_by_region(&mut statuses);
-        Ok(statuses)
+        self.change_everywhere::<Req, DeleteResponse>(call, method, req, "")
+            .await
+            .map(|(_, statuses)| statuses)
     }
 }
 
@@ -733,9 +707,6 @@ impl Api {
     }
 }
 
-/// The answer of a create that fanned out: the first region's resource with
-/// every region's status, or, when every region failed, the first failure.
-/// The statuses are in region order, as gets and lists show them.
 /// Why a change of a resource happened in no region: a region's refusal,
 /// or NOT_FOUND, or UNAVAILABLE when the regions that did not answer
 /// (`unanswered`) may hold it.
@@ -769,6 +740,9 @@ fn spelled_out(paths: &[&str], request_id: &str) -> (prost_types::FieldMask, Str
     (mask, request_id)
 }
 
+/// The answer of a create that fanned out: the first region's resource with
+/// every region's status, or, when every region failed, the first failure.
+/// The statuses are in region order, as gets and lists show them.
 fn first_success<T>(
     answers: Vec<(String, Result<T, Status>)>,
 ) -> Result<(T, Vec<RegionStatus>), Status> {

@@ -132,7 +132,7 @@ impl NetworkService for Api {
         req.update_mask = Some(update_mask);
         req.request_id = request_id;
         let (network, _): (Network, _) = self
-            .update_everywhere(&call, "UpdateNetwork", req.clone(), &req.request_id)
+            .change_everywhere(&call, "UpdateNetwork", req.clone(), &req.request_id)
             .await
             .map_err(|s| super::projects::not_found_as(s, &name))?;
         self.changed(

@@ -175,7 +175,7 @@ impl ProjectService for Api {
         req.update_mask = Some(update_mask);
         req.request_id = request_id;
         let (mut project, statuses): (Project, _) = self
-            .update_everywhere(&call, "UpdateProject", req.clone(), &req.request_id)
+            .change_everywhere(&call, "UpdateProject", req.clone(), &req.request_id)
             .await
             .map_err(|s| not_found_as(s, &name))?;
         project.region_status = statuses;

@@ -153,7 +153,7 @@ impl UserService for Api {
         req.update_mask = Some(update_mask);
         req.request_id = request_id;
         let (mut user, statuses): (User, _) = self
-            .update_everywhere(&call, "UpdateUser", req.clone(), &req.request_id)
+            .change_everywhere(&call, "UpdateUser", req.clone(), &req.request_id)
             .await
             .map_err(|s| not_found_as(s, &name))?;
         user.region_status = statuses;

@@ -31,8 +31,8 @@ use prost::Message;
 
 use super::kv_index::Index;
 use super::{
-    top_level, Backend, BackendError, Filter, NetworkChange, ProjectChange, Removed, ResourceKind,
-    Result, Tenant, UserChange,
+    top_level, Backend, BackendError, Change, Filter, NetworkChange, ProjectChange, Removed,
+    ResourceKind, Result, Tenant, UserChange,
 };
 
 /// What is stored under a resource's key.
@@ -391,15 +391,15 @@ impl KvBackend {
         }
     }
 
-    /// Changes a resource's record with a compare-and-set, so `change`
-    /// (which checks the etag) sees the very revision it replaces. A
-    /// record being deleted takes no change.
+    /// Makes `change` to a resource's record with a compare-and-set, so its
+    /// etag is checked against the very revision it replaces. A record
+    /// being deleted takes no change.
     async fn update<T: Message + Default>(
         &self,
         kind: ResourceKind,
         tenant: &Tenant,
         name: &str,
-        change: impl Fn(&mut T) -> Result<()>,
+        change: &impl Change<T>,
     ) -> Result<T> {
         for _ in 0..16 {
             let entry = self.kv.entry(key(kind, name)).await.map_err(unavailable)?;
@@ -419,7 +419,7 @@ impl KvBackend {
                 });
             }
             let mut value: T = Self::decode(name, &record)?;
-            change(&mut value)?;
+            change.make(&mut value, &self.region)?;
             record.value = value.encode_to_vec();
             match self
                 .kv
@@ -523,17 +523,8 @@ impl Backend for KvBackend {
         name: &str,
         change: &ProjectChange,
     ) -> Result<Project> {
-        self.update(
-            ResourceKind::Project,
-            tenant,
-            name,
-            |project: &mut Project| {
-                change.check(project, &self.region)?;
-                change.apply(project);
-                Ok(())
-            },
-        )
-        .await
+        self.update(ResourceKind::Project, tenant, name, change)
+            .await
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -578,12 +569,7 @@ impl Backend for KvBackend {
     }
 
     async fn update_user(&self, tenant: &Tenant, name: &str, change: &UserChange) -> Result<User> {
-        self.update(ResourceKind::User, tenant, name, |user: &mut User| {
-            change.check(user, &self.region)?;
-            change.apply(user);
-            Ok(())
-        })
-        .await
+        self.update(ResourceKind::User, tenant, name, change).await
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -691,17 +677,8 @@ impl Backend for KvBackend {
         name: &str,
         change: &NetworkChange,
     ) -> Result<Network> {
-        self.update(
-            ResourceKind::Network,
-            tenant,
-            name,
-            |network: &mut Network| {
-                change.check(network, &self.region)?;
-                change.apply(network);
-                Ok(())
-            },
-        )
-        .await
+        self.update(ResourceKind::Network, tenant, name, change)
+            .await
     }
 
     async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

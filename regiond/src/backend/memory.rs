@@ -14,8 +14,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use tokio::sync::RwLock;
 
 use super::{
-    top_level, Backend, BackendError, Filter, NetworkChange, ProjectChange, Removed, ResourceKind,
-    Result, Tenant, UserChange,
+    top_level, Backend, BackendError, Change, Filter, NetworkChange, ProjectChange, Removed,
+    ResourceKind, Result, Tenant, UserChange,
 };
 
 /// A region kept in memory: one sorted map per kind of resource, so lists
@@ -83,6 +83,23 @@ impl<T: Clone> Table<T> {
         self.rows
             .get(name)
             .filter(|row| tenant.allows(&row.organization))
+    }
+
+    /// Makes `change` to a resource the tenant sees, if its etag holds.
+    fn update(
+        &mut self,
+        tenant: &Tenant,
+        name: &str,
+        region: &str,
+        change: &impl Change<T>,
+    ) -> Result<T> {
+        let row = self
+            .rows
+            .get_mut(name)
+            .filter(|row| tenant.allows(&row.organization))
+            .ok_or_else(|| not_found(self.kind, name, region))?;
+        change.make(&mut row.value, region)?;
+        Ok(row.value.clone())
     }
 
     fn get(&self, tenant: &Tenant, name: &str, region: &str) -> Result<T> {
@@ -237,16 +254,11 @@ impl Backend for MemoryBackend {
         name: &str,
         change: &ProjectChange,
     ) -> Result<Project> {
-        let mut state = self.state.write().await;
-        let row = state
+        self.state
+            .write()
+            .await
             .projects
-            .rows
-            .get_mut(name)
-            .filter(|row| tenant.allows(&row.organization))
-            .ok_or_else(|| not_found(ResourceKind::Project, name, &self.region))?;
-        change.check(&row.value, &self.region)?;
-        change.apply(&mut row.value);
-        Ok(row.value.clone())
+            .update(tenant, name, &self.region, change)
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -298,16 +310,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn update_user(&self, tenant: &Tenant, name: &str, change: &UserChange) -> Result<User> {
-        let mut state = self.state.write().await;
-        let row = state
+        self.state
+            .write()
+            .await
             .users
-            .rows
-            .get_mut(name)
-            .filter(|row| tenant.allows(&row.organization))
-            .ok_or_else(|| not_found(ResourceKind::User, name, &self.region))?;
-        change.check(&row.value, &self.region)?;
-        change.apply(&mut row.value);
-        Ok(row.value.clone())
+            .update(tenant, name, &self.region, change)
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -428,16 +435,11 @@ impl Backend for MemoryBackend {
         name: &str,
         change: &NetworkChange,
     ) -> Result<Network> {
-        let mut state = self.state.write().await;
-        let row = state
+        self.state
+            .write()
+            .await
             .networks
-            .rows
-            .get_mut(name)
-            .filter(|row| tenant.allows(&row.organization))
-            .ok_or_else(|| not_found(ResourceKind::Network, name, &self.region))?;
-        change.check(&row.value, &self.region)?;
-        change.apply(&mut row.value);
-        Ok(row.value.clone())
+            .update(tenant, name, &self.region, change)
     }
 
     async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

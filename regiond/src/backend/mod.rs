@@ -111,6 +111,25 @@ pub fn request_key(kind: ResourceKind, tenant: &Tenant, request_id: &str) -> Str
     )
 }
 
+/// A change an update makes to a resource of type `T`, made only if the
+/// caller's etag (when it sent one) is still the resource's.
+pub trait Change<T> {
+    /// Refuses the change when the resource moved since the etag the
+    /// caller read.
+    fn check(&self, current: &T, region: &str) -> Result<()>;
+
+    /// Applies the change to `value`.
+    fn apply(&self, value: &mut T);
+
+    /// Checks the etag against `value`, then changes it: what every
+    /// backend does with the value it is about to replace.
+    fn make(&self, value: &mut T, region: &str) -> Result<()> {
+        self.check(value, region)?;
+        self.apply(value);
+        Ok(())
+    }
+}
+
 /// What an update of a project changes: each field given is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProjectChange {
@@ -123,10 +142,8 @@ pub struct ProjectChange {
     pub etag: String,
 }
 
-impl ProjectChange {
-    /// Refuses the change when the project moved since the etag the
-    /// caller read.
-    pub fn check(&self, current: &Project, region: &str) -> Result<()> {
+impl Change<Project> for ProjectChange {
+    fn check(&self, current: &Project, region: &str) -> Result<()> {
         check_etag(
             &self.etag,
             || nordlys_api::update::project_etag(current),
@@ -136,8 +153,7 @@ impl ProjectChange {
         )
     }
 
-    /// Applies the change to `project`.
-    pub fn apply(&self, project: &mut Project) {
+    fn apply(&self, project: &mut Project) {
         if let Some(display_name) = &self.display_name {
             project.display_name.clone_from(display_name);
         }
@@ -158,10 +174,8 @@ pub struct UserChange {
     pub etag: String,
 }
 
-impl UserChange {
-    /// Refuses the change when the user moved since the etag the caller
-    /// read.
-    pub fn check(&self, current: &User, region: &str) -> Result<()> {
+impl Change<User> for UserChange {
+    fn check(&self, current: &User, region: &str) -> Result<()> {
         check_etag(
             &self.etag,
             || nordlys_api::update::user_etag(current),
@@ -171,8 +185,7 @@ impl UserChange {
         )
     }
 
-    /// Applies the change to `user`.
-    pub fn apply(&self, user: &mut User) {
+    fn apply(&self, user: &mut User) {
         if let Some(display_name) = &self.display_name {
             user.display_name.clone_from(display_name);
         }
@@ -192,10 +205,8 @@ pub struct NetworkChange {
     pub etag: String,
 }
 
-impl NetworkChange {
-    /// Refuses the change when the network moved since the etag the caller
-    /// read.
-    pub fn check(&self, current: &Network, region: &str) -> Result<()> {
+impl Change<Network> for NetworkChange {
+    fn check(&self, current: &Network, region: &str) -> Result<()> {
         check_etag(
             &self.etag,
             || nordlys_api::update::network_etag(current),
@@ -205,8 +216,7 @@ impl NetworkChange {
         )
     }
 
-    /// Applies the change to `network`.
-    pub fn apply(&self, network: &mut Network) {
+    fn apply(&self, network: &mut Network) {
         if let Some(dns) = &self.dns_servers {
             network.dns_servers.clone_from(dns);
         }

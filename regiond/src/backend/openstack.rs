@@ -47,8 +47,8 @@ use self::cloud::{
 };
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use super::{
-    top_level, Backend, BackendError, Filter, NetworkChange, ProjectChange, Refusal, Removed,
-    ResourceKind, Result, Tenant, UserChange,
+    top_level, Backend, BackendError, Change, Filter, NetworkChange, ProjectChange, Refusal,
+    Removed, ResourceKind, Result, Tenant, UserChange,
 };
 use crate::config::OpenStackConfig;
 
@@ -119,8 +119,6 @@ fn strongest(roles: impl IntoIterator<Item = ProjectRole>) -> Option<ProjectRole
     roles.into_iter().min_by_key(|r| *r as i32)
 }
 
-/// A child's lookup whose project is missing reports the child missing;
-/// other errors (an unreachable Keystone) stay what they are.
 /// The settle layer's key for a request key as this backend keeps it in
 /// the cloud (`{org}:{request id}`, `operator:{request id}`), so that a
 /// deleted resource's request id is remembered as on every backend.
@@ -135,6 +133,8 @@ fn remembered(kind: ResourceKind, kept: Option<&str>) -> String {
     super::request_key(kind, &tenant, request_id)
 }
 
+/// A child's lookup whose project is missing reports the child missing;
+/// other errors (an unreachable Keystone) stay what they are.
 fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
     match error {
         BackendError::NotFound { .. } => child,
@@ -781,8 +781,7 @@ impl Backend for OpenStackBackend {
         // Keystone has no conditional update: the etag is checked against a
         // fresh read, and description and tags change in one PATCH.
         let (ks, mut project) = self.writable_project(tenant, name).await?;
-        change.check(&project, &self.region)?;
-        change.apply(&mut project);
+        change.make(&mut project, &self.region)?;
         let name_tag = self.tags.tag("name", "");
         let mut tags: Vec<String> = ks
             .tags
@@ -1001,8 +1000,7 @@ impl Backend for OpenStackBackend {
             .visible_user(tenant, name)
             .await?
             .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
-        change.check(&user, &self.region)?;
-        change.apply(&mut user);
+        change.make(&mut user, &self.region)?;
         let mut attributes = BTreeMap::new();
         if change.display_name.is_some() {
             attributes.insert(
@@ -1198,8 +1196,7 @@ impl Backend for OpenStackBackend {
         // in place.
         let (net, subnet) = self.network_parts(tenant, name).await?;
         let mut network = self.network_from(top_level(name), &net, &subnet);
-        change.check(&network, &self.region)?;
-        change.apply(&mut network);
+        change.make(&mut network, &self.region)?;
         let subnet = self
             .cloud
             .set_subnet_dns(&subnet.id, &network.dns_servers)

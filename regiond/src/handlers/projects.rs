@@ -1,6 +1,6 @@
 //! Projects: the unit of tenancy, one per placement region.
 
-use crate::backend::{ProjectChange, ResourceKind};
+use crate::backend::{Change, ProjectChange, ResourceKind};
 use nordlys_api::validate::{check_id, check_text, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};

@@ -138,6 +138,11 @@ fn hashed(prefix: &str, text: &str) -> String {
     format!("{prefix}.{}", hex::encode(&digest[..16]))
 }
 
+/// Where an applied update's request id is remembered.
+fn update_key(kind: ResourceKind, tenant: &Tenant, request_id: &str) -> String {
+    hashed("u", &crate::backend::request_key(kind, tenant, request_id))
+}
+
 fn create_key(name: &str) -> String {
     hashed("c", name)
 }
@@ -294,8 +299,7 @@ impl Settle {
         if request_id.is_empty() {
             return Ok(false);
         }
-        let key = hashed("u", &crate::backend::request_key(kind, tenant, request_id));
-        match self.gone.get(&key).await? {
+        match self.gone.get(&update_key(kind, tenant, request_id)).await? {
             None => Ok(false),
             Some((seen, _)) if seen.as_ref() == name.as_bytes() => Ok(true),
             Some((seen, _)) => Err(nordlys_api::invalid(
@@ -319,7 +323,7 @@ impl Settle {
         if request_id.is_empty() {
             return;
         }
-        let key = hashed("u", &crate::backend::request_key(kind, tenant, request_id));
+        let key = update_key(kind, tenant, request_id);
         if let Err(e) = self.gone.put(&key, Bytes::from(name.to_string())).await {
             tracing::warn!(error = %e, %name, "could not remember an update's request id; a retry applies it again");
         }
