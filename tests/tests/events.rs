@@ -2,7 +2,9 @@
 //! kept by the NORDLYS_EVENTS stream, followed live with WatchEvents over
 //! gRPC, NDJSON and Server-Sent Events, and paged with ListEvents. An
 //! organization never sees another's events; a watch resumes with no gap
-//! and no duplicate; a NATS outage loses none.
+//! and no duplicate; a NATS outage loses none. A resource filter keeps one
+//! project and what is under it; an operator follows every organization;
+//! each kind of change, and a viewer's refused write, has its own type.
 
 mod http_common;
 
@@ -12,10 +14,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use http_common::Http;
 use nordlys_proto::pb::nordlys::v1::{
-    event::Data, event_service_client::EventServiceClient,
+    access_rule_service_client::AccessRuleServiceClient, event::Data,
+    event_service_client::EventServiceClient, membership_service_client::MembershipServiceClient,
+    network_service_client::NetworkServiceClient,
+    organization_service_client::OrganizationServiceClient,
     project_service_client::ProjectServiceClient, quota_service_client::QuotaServiceClient,
-    DeleteProjectRequest, Event, ListEventsRequest, Quota, ResourceCounts, UpdateQuotaRequest,
-    WatchEventsRequest,
+    user_service_client::UserServiceClient, AccessRule, ApiKey, CreateAccessRuleRequest,
+    CreateApiKeyRequest, CreateMemberRequest, CreateMembershipRequest, CreateNetworkRequest,
+    CreateUserRequest, DeleteAccessRuleRequest, DeleteApiKeyRequest, DeleteMemberRequest,
+    DeleteMembershipRequest, DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest,
+    Direction, Event, ListEventsRequest, Member, Membership, Network, OrganizationRole, Project,
+    ProjectRole, Protocol, Quota, ResourceCounts, UpdateNetworkRequest, UpdateProjectRequest,
+    UpdateQuotaRequest, UpdateUserRequest, User, WatchEventsRequest,
 };
 use nordlys_tests::{bearer, instances, Gateway, GatewayOpts, Stack, StackOpts, OPERATOR_KEY};
 use prost::Message;
@@ -815,4 +825,751 @@ async fn a_full_outbox_drops_and_counts_and_never_blocks_a_call() {
     )
     .await;
     assert_eq!(denied.len() as u64, stored);
+}
+
+type Events = EventServiceClient<tonic::transport::Channel>;
+
+/// Waits (10 s at most) until the log `key` reads (`organization`'s, or
+/// the caller's) holds `count` events of `kind`. The outbox publishes in
+/// order, so every event recorded before them is stored too, and a watch
+/// started now sees only what comes after.
+async fn settled(events: &mut Events, key: &str, organization: &str, kind: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = list_all(events, key, organization, &[kind], 100)
+            .await
+            .len();
+        if n >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {n} of {count} {kind} events stored after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next `n` events of a watch, and then none for 500 ms.
+async fn exactly(watch: &mut tonic::Streaming<Event>, n: usize) -> Vec<Event> {
+    let mut seen = Vec::with_capacity(n);
+    for _ in 0..n {
+        seen.push(next(watch).await);
+    }
+    if let Ok(more) = tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
+        panic!(
+            "after {:?}, the watch also delivered {more:?}",
+            kinds(&seen)
+        );
+    }
+    seen
+}
+
+/// Each event's (type, subject).
+fn kinds(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| (e.r#type.clone(), e.subject.clone()))
+        .collect()
+}
+
+/// Owned (type, subject) pairs.
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(t, s)| (t.to_string(), s.to_string()))
+        .collect()
+}
+
+/// A watch of `request` with `key`, open once this returns.
+async fn watch(
+    events: &mut Events,
+    key: &str,
+    request: WatchEventsRequest,
+) -> tonic::Streaming<Event> {
+    events
+        .watch_events(bearer(request, key))
+        .await
+        .expect("WatchEvents")
+        .into_inner()
+}
+
+fn network_in(parent: &str, id: &str, cidr: &str) -> CreateNetworkRequest {
+    CreateNetworkRequest {
+        parent: parent.to_owned(),
+        network: Some(Network {
+            region: "sto1".to_owned(),
+            cidr: cidr.to_owned(),
+            ..Default::default()
+        }),
+        network_id: id.to_owned(),
+        request_id: String::new(),
+    }
+}
+
+fn ssh_rule_in(parent: &str, id: &str) -> CreateAccessRuleRequest {
+    CreateAccessRuleRequest {
+        parent: parent.to_owned(),
+        access_rule: Some(AccessRule {
+            region: "sto1".to_owned(),
+            direction: Direction::Ingress as i32,
+            protocol: Protocol::Tcp as i32,
+            port_range_min: 22,
+            port_range_max: 22,
+            remote_cidr: "192.0.2.0/24".to_owned(),
+            description: "SSH from the office".to_owned(),
+            ..Default::default()
+        }),
+        access_rule_id: id.to_owned(),
+        request_id: String::new(),
+    }
+}
+
+fn describe(name: &str, description: &str) -> UpdateProjectRequest {
+    UpdateProjectRequest {
+        project: Some(Project {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["description".to_owned()],
+        }),
+        request_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_resource_watch_sees_only_that_project_and_what_is_under_it() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    settled(
+        &mut events,
+        &acme.key,
+        "",
+        "io.nordlys.v1.api_key.created",
+        1,
+    )
+    .await;
+    let mut projects = ProjectServiceClient::new(channel.clone());
+    let mut networks = NetworkServiceClient::new(channel.clone());
+    let mut rules = AccessRuleServiceClient::new(channel.clone());
+
+    let mut web = watch(
+        &mut events,
+        &acme.key,
+        WatchEventsRequest {
+            resource: "projects/web".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // One type and a resource: nats-server filters the type, the gateway
+    // the resource.
+    let mut web_networks = watch(
+        &mut events,
+        &acme.key,
+        WatchEventsRequest {
+            types: vec!["io.nordlys.v1.network.created".to_owned()],
+            resource: "projects/web".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Three projects of the same organization, one whose name starts with
+    // the watched one's, their children interleaved.
+    for id in ["web", "webshop", "shop"] {
+        stack
+            .create_project(&acme.key, id, &["sto1"])
+            .await
+            .unwrap_or_else(|s| panic!("CreateProject {id}: {s:?}"));
+    }
+    for (i, parent) in ["projects/shop", "projects/web", "projects/webshop"]
+        .into_iter()
+        .enumerate()
+    {
+        networks
+            .create_network(bearer(
+                network_in(parent, "backend", &format!("10.{i}.0.0/24")),
+                &acme.key,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("CreateNetwork in {parent}: {s:?}"));
+    }
+    for parent in ["projects/web", "projects/shop"] {
+        rules
+            .create_access_rule(bearer(ssh_rule_in(parent, "ssh"), &acme.key))
+            .await
+            .unwrap_or_else(|s| panic!("CreateAccessRule in {parent}: {s:?}"));
+    }
+    for name in ["projects/shop", "projects/webshop", "projects/web"] {
+        projects
+            .update_project(bearer(describe(name, "Described"), &acme.key))
+            .await
+            .unwrap_or_else(|s| panic!("UpdateProject {name}: {s:?}"));
+    }
+
+    let expected = pairs(&[
+        (CREATED, "projects/web"),
+        (
+            "io.nordlys.v1.network.created",
+            "projects/web/networks/backend",
+        ),
+        (
+            "io.nordlys.v1.access_rule.created",
+            "projects/web/accessRules/ssh",
+        ),
+        ("io.nordlys.v1.project.updated", "projects/web"),
+    ]);
+    let seen = exactly(&mut web, expected.len()).await;
+    assert_eq!(kinds(&seen), expected);
+    for event in &seen {
+        assert_eq!(event.organization, acme.organization);
+    }
+    let networks_seen = exactly(&mut web_networks, 1).await;
+    assert_eq!(networks_seen, vec![seen[1].clone()]);
+
+    // ListEvents filters the same way: the same events, from the log.
+    let listed = events
+        .list_events(bearer(
+            ListEventsRequest {
+                resource: "projects/web".to_owned(),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("ListEvents of projects/web")
+        .into_inner();
+    assert_eq!(listed.events, seen);
+    let one = events
+        .list_events(bearer(
+            ListEventsRequest {
+                resource: "projects/webshop/networks/backend".to_owned(),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("ListEvents of one network")
+        .into_inner();
+    assert_eq!(
+        kinds(&one.events),
+        pairs(&[(
+            "io.nordlys.v1.network.created",
+            "projects/webshop/networks/backend"
+        )])
+    );
+
+    let err = events
+        .watch_events(bearer(
+            WatchEventsRequest {
+                resource: "projects/web/".to_owned(),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
+        .await
+        .expect_err("a resource ending with a slash");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("resource"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn an_operator_watch_follows_every_organization_live() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let globex = stack.tenant("globex").await;
+    let mut events = EventServiceClient::new(stack.channel().await);
+    settled(
+        &mut events,
+        OPERATOR_KEY,
+        "",
+        "io.nordlys.v1.api_key.created",
+        2,
+    )
+    .await;
+
+    let mut everything = watch(&mut events, OPERATOR_KEY, WatchEventsRequest::default()).await;
+    // A type filter over every organization is applied by the gateway.
+    let mut created = watch(
+        &mut events,
+        OPERATOR_KEY,
+        WatchEventsRequest {
+            types: vec![CREATED.to_owned()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut only_globex = watch(
+        &mut events,
+        OPERATOR_KEY,
+        WatchEventsRequest {
+            organization: globex.organization.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    stack
+        .create_project(&acme.key, "alpha", &["sto1"])
+        .await
+        .expect("acme's project");
+    stack
+        .create_project(&globex.key, "gamma", &["sto1"])
+        .await
+        .expect("globex's project");
+    ProjectServiceClient::new(stack.channel().await)
+        .delete_project(bearer(
+            DeleteProjectRequest {
+                name: "projects/gamma".to_owned(),
+                ..Default::default()
+            },
+            &globex.key,
+        ))
+        .await
+        .expect("DeleteProject");
+    let limits = ResourceCounts {
+        projects: 7,
+        users: 7,
+        networks: 7,
+        access_rules: 7,
+    };
+    stack.set_limits(&acme.organization, "osl1", limits).await;
+
+    let seen = exactly(&mut everything, 4).await;
+    let who: Vec<(&str, &str, &str, String)> = seen
+        .iter()
+        .map(|e| {
+            let actor = e.actor.clone().expect("actor");
+            (
+                e.organization.as_str(),
+                e.r#type.as_str(),
+                e.subject.as_str(),
+                actor.role,
+            )
+        })
+        .collect();
+    let quota = format!("{}/quotas/osl1", acme.organization);
+    assert_eq!(
+        who,
+        vec![
+            (
+                acme.organization.as_str(),
+                CREATED,
+                "projects/alpha",
+                "owner".to_owned()
+            ),
+            (
+                globex.organization.as_str(),
+                CREATED,
+                "projects/gamma",
+                "owner".to_owned()
+            ),
+            (
+                globex.organization.as_str(),
+                DELETED,
+                "projects/gamma",
+                "owner".to_owned()
+            ),
+            (
+                acme.organization.as_str(),
+                "io.nordlys.v1.quota.updated",
+                quota.as_str(),
+                "operator".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(seen[0].actor.clone().expect("actor").member, acme.member);
+    assert_eq!(seen[1].actor.clone().expect("actor").member, globex.member);
+    match &seen[3].data {
+        Some(Data::Quota(q)) => assert_eq!(q.limits, Some(limits)),
+        other => panic!("the quota event carries {other:?}"),
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0].sequence < w[1].sequence),
+        "in the log's order: {seen:?}"
+    );
+    assert_eq!(exactly(&mut created, 2).await, seen[..2].to_vec());
+    assert_eq!(exactly(&mut only_globex, 2).await, seen[1..3].to_vec());
+}
+
+#[tokio::test]
+async fn every_kind_of_change_and_a_viewers_write_are_events_of_their_type() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let org = acme.organization.clone();
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    settled(
+        &mut events,
+        &acme.key,
+        "",
+        "io.nordlys.v1.api_key.created",
+        1,
+    )
+    .await;
+    let mut projects = ProjectServiceClient::new(channel.clone());
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut memberships = MembershipServiceClient::new(channel.clone());
+    let mut networks = NetworkServiceClient::new(channel.clone());
+    let mut rules = AccessRuleServiceClient::new(channel.clone());
+    let mut orgs = OrganizationServiceClient::new(channel.clone());
+
+    let nats = async_nats::connect(stack.nats.url()).await.expect("NATS");
+    let mut raw = nats
+        .subscribe("nordlys.events.acme.>")
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    let mut live = watch(&mut events, &acme.key, WatchEventsRequest::default()).await;
+
+    // Users, projects, networks, rules and memberships: made, changed,
+    // removed.
+    let user = format!("{org}/users/carol");
+    users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(User {
+                    display_name: "Carol".to_owned(),
+                    email: "carol@acme.example".to_owned(),
+                    regions: vec!["sto1".to_owned()],
+                    ..Default::default()
+                }),
+                user_id: "carol".to_owned(),
+                request_id: String::new(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("CreateUser");
+    users
+        .update_user(bearer(
+            UpdateUserRequest {
+                user: Some(User {
+                    name: user.clone(),
+                    email: "carol@new.example".to_owned(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("UpdateUser");
+    stack
+        .create_project(&acme.key, "web", &["sto1"])
+        .await
+        .expect("CreateProject");
+    projects
+        .update_project(bearer(describe("projects/web", "The shop"), &acme.key))
+        .await
+        .expect("UpdateProject");
+    let network = "projects/web/networks/backend";
+    networks
+        .create_network(bearer(
+            network_in("projects/web", "backend", "10.20.0.0/24"),
+            &acme.key,
+        ))
+        .await
+        .expect("CreateNetwork");
+    networks
+        .update_network(bearer(
+            UpdateNetworkRequest {
+                network: Some(Network {
+                    name: network.to_owned(),
+                    dns_servers: vec!["10.20.0.53".to_owned()],
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("UpdateNetwork");
+    let rule = "projects/web/accessRules/ssh";
+    rules
+        .create_access_rule(bearer(ssh_rule_in("projects/web", "ssh"), &acme.key))
+        .await
+        .expect("CreateAccessRule");
+    let membership = "projects/web/members/carol";
+    memberships
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/web".to_owned(),
+                membership: Some(Membership {
+                    user: user.clone(),
+                    role: ProjectRole::Member as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("CreateMembership");
+    memberships
+        .delete_membership(bearer(
+            DeleteMembershipRequest {
+                name: membership.to_owned(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("DeleteMembership");
+    rules
+        .delete_access_rule(bearer(
+            DeleteAccessRuleRequest {
+                name: rule.to_owned(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("DeleteAccessRule");
+    networks
+        .delete_network(bearer(
+            DeleteNetworkRequest {
+                name: network.to_owned(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("DeleteNetwork");
+    users
+        .delete_user(bearer(DeleteUserRequest { name: user.clone() }, &acme.key))
+        .await
+        .expect("DeleteUser");
+
+    // A viewer joins with a key, tries to write three ways, and leaves.
+    let viewer = orgs
+        .create_member(bearer(
+            CreateMemberRequest {
+                parent: org.clone(),
+                member: Some(Member {
+                    role: OrganizationRole::Viewer as i32,
+                    ..Default::default()
+                }),
+                member_id: "reader@acme.example".to_owned(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("CreateMember")
+        .into_inner()
+        .name;
+    let created_key = orgs
+        .create_api_key(bearer(
+            CreateApiKeyRequest {
+                parent: org.clone(),
+                api_key: Some(ApiKey {
+                    member: viewer.clone(),
+                    display_name: "reader's key".to_owned(),
+                    ..Default::default()
+                }),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("CreateApiKey")
+        .into_inner();
+    let viewer_key = created_key.api_key.clone().expect("the key").name;
+    let refused = stack
+        .create_project(&created_key.secret, "viewers-own", &["sto1"])
+        .await
+        .expect_err("a viewer creates a project");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = networks
+        .create_network(bearer(
+            network_in("projects/web", "mine", "10.21.0.0/24"),
+            &created_key.secret,
+        ))
+        .await
+        .expect_err("a viewer creates a network");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // Refused by the quota service, recorded by the gateway.
+    let refused = orgs
+        .create_member(bearer(
+            CreateMemberRequest {
+                parent: org.clone(),
+                member: Some(Member {
+                    role: OrganizationRole::Owner as i32,
+                    ..Default::default()
+                }),
+                member_id: "friend@acme.example".to_owned(),
+            },
+            &created_key.secret,
+        ))
+        .await
+        .expect_err("a viewer adds a member");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    orgs.delete_api_key(bearer(
+        DeleteApiKeyRequest {
+            name: viewer_key.clone(),
+        },
+        &acme.key,
+    ))
+    .await
+    .expect("DeleteApiKey");
+    orgs.delete_member(bearer(
+        DeleteMemberRequest {
+            name: viewer.clone(),
+        },
+        &acme.key,
+    ))
+    .await
+    .expect("DeleteMember");
+
+    const DENIED: &str = "io.nordlys.v1.authorization.denied";
+    let expected = pairs(&[
+        ("io.nordlys.v1.user.created", &user),
+        ("io.nordlys.v1.user.updated", &user),
+        (CREATED, "projects/web"),
+        ("io.nordlys.v1.project.updated", "projects/web"),
+        ("io.nordlys.v1.network.created", network),
+        ("io.nordlys.v1.network.updated", network),
+        ("io.nordlys.v1.access_rule.created", rule),
+        ("io.nordlys.v1.membership.created", membership),
+        ("io.nordlys.v1.membership.deleted", membership),
+        ("io.nordlys.v1.access_rule.deleted", rule),
+        ("io.nordlys.v1.network.deleted", network),
+        ("io.nordlys.v1.user.deleted", &user),
+        ("io.nordlys.v1.member.created", &viewer),
+        ("io.nordlys.v1.api_key.created", &viewer_key),
+        (DENIED, "projects"),
+        (DENIED, "projects/web"),
+        (DENIED, &org),
+        ("io.nordlys.v1.api_key.deleted", &viewer_key),
+        ("io.nordlys.v1.member.deleted", &viewer),
+    ]);
+    let seen = exactly(&mut live, expected.len()).await;
+    assert_eq!(kinds(&seen), expected);
+
+    // The data names the resource as the change left it; deletes and
+    // refusals carry none.
+    for event in &seen {
+        assert_eq!(event.organization, org, "{event:?}");
+        let what = event
+            .r#type
+            .strip_prefix("io.nordlys.v1.")
+            .expect("a nordlys type");
+        let name = match (&event.data, what) {
+            (None, kind) if kind.ends_with(".deleted") || kind == "authorization.denied" => {
+                continue
+            }
+            (Some(Data::User(u)), "user.created") => {
+                assert_eq!(u.email, "carol@acme.example");
+                &u.name
+            }
+            (Some(Data::User(u)), "user.updated") => {
+                assert_eq!(u.email, "carol@new.example", "as the update left it");
+                assert_eq!(u.display_name, "Carol");
+                &u.name
+            }
+            (Some(Data::Project(p)), "project.created") => &p.name,
+            (Some(Data::Project(p)), "project.updated") => {
+                assert_eq!(p.description, "The shop");
+                &p.name
+            }
+            (Some(Data::Network(n)), "network.created") => {
+                assert_eq!(n.cidr, "10.20.0.0/24");
+                assert!(n.dns_servers.is_empty(), "{n:?}");
+                &n.name
+            }
+            (Some(Data::Network(n)), "network.updated") => {
+                assert_eq!(n.dns_servers, ["10.20.0.53"]);
+                assert_eq!(n.cidr, "10.20.0.0/24");
+                &n.name
+            }
+            (Some(Data::AccessRule(r)), "access_rule.created") => {
+                assert_eq!((r.port_range_min, r.port_range_max), (22, 22));
+                assert_eq!(r.remote_cidr, "192.0.2.0/24");
+                &r.name
+            }
+            (Some(Data::Membership(m)), "membership.created") => {
+                assert_eq!(m.user, user);
+                assert_eq!(m.role, ProjectRole::Member as i32);
+                &m.name
+            }
+            (Some(Data::Member(m)), "member.created") => {
+                assert_eq!(m.role, OrganizationRole::Viewer as i32);
+                &m.name
+            }
+            (Some(Data::ApiKey(k)), "api_key.created") => {
+                assert_eq!(k.member, viewer);
+                &k.name
+            }
+            (data, kind) => panic!("a {kind} event carries {data:?}"),
+        };
+        assert_eq!(name, &event.subject, "{event:?}");
+        assert_eq!(event.outcome.clone().expect("outcome").code, 0);
+    }
+
+    // Refusals: by whom, with which key, and why.
+    let denials: Vec<&Event> = seen.iter().filter(|e| e.r#type == DENIED).collect();
+    assert_eq!(denials.len(), 3);
+    for denied in &denials {
+        let actor = denied.actor.clone().expect("actor");
+        assert_eq!(actor.member, viewer);
+        assert_eq!(actor.role, "viewer");
+        assert_eq!(actor.api_key, viewer_key);
+        let outcome = denied.outcome.clone().expect("outcome");
+        assert_eq!(outcome.code, Code::PermissionDenied as i32);
+        assert!(!outcome.message.is_empty(), "{denied:?}");
+    }
+    for event in seen.iter().filter(|e| e.r#type != DENIED) {
+        let actor = event.actor.clone().expect("actor");
+        assert_eq!(
+            (actor.member.as_str(), actor.role.as_str()),
+            (acme.member.as_str(), "owner"),
+            "{event:?}"
+        );
+    }
+
+    // On NATS: each on `nordlys.events.{org}.{type}`, in the binary mode.
+    for event in &seen {
+        let message = tokio::time::timeout(Duration::from_secs(5), raw.next())
+            .await
+            .unwrap_or_else(|_| panic!("no NATS message for {}", event.r#type))
+            .expect("subscription ended");
+        assert_eq!(
+            message.subject.as_str(),
+            format!("nordlys.events.acme.{}", event.r#type)
+        );
+        let headers = message.headers.clone().expect("binary mode: headers");
+        let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(header("ce-type").as_deref(), Some(event.r#type.as_str()));
+        assert_eq!(
+            header("ce-subject").as_deref(),
+            Some(event.subject.as_str())
+        );
+        assert_eq!(header("ce-id").as_deref(), Some(event.id.as_str()));
+        assert_eq!(header("ce-organization").as_deref(), Some(org.as_str()));
+        assert_eq!(
+            header("ce-outcome"),
+            Some(event.outcome.clone().expect("outcome").code.to_string())
+        );
+        assert_eq!(
+            header("content-type").is_some(),
+            event.data.is_some(),
+            "{:?}",
+            event.r#type
+        );
+    }
+
+    // And each type alone, from the log.
+    let only = list_all(
+        &mut events,
+        &acme.key,
+        "",
+        &["io.nordlys.v1.membership.deleted"],
+        10,
+    )
+    .await;
+    assert_eq!(only, vec![seen[8].clone()]);
 }
