@@ -178,6 +178,23 @@ impl Controller {
             self.reconcile_org(org, regions, validate_only, &mut report)
                 .await?;
         }
+        if org.is_none() {
+            // A run over everything also asks each region for what no
+            // organization holds any more (cloud resources left behind).
+            let regions: BTreeSet<&String> = by_org.values().flatten().collect();
+            for region in regions {
+                if report.unreachable.contains(region) {
+                    continue;
+                }
+                match self.count_resources(None, region).await {
+                    Ok(strays) => report.orphans.extend(strays.orphans),
+                    Err(status) => {
+                        tracing::warn!(region = %region, error = %status, "region could not list its strays for the reconciler");
+                        report.unreachable.insert(region.clone());
+                    }
+                }
+            }
+        }
         Ok(api::ReconcileQuotasResponse {
             drifts: report.drifts,
             checked: report.checked,
@@ -304,7 +321,7 @@ impl Controller {
     ) -> Result<Result<Observation, Missed>, Status> {
         // The count first, then the document: a change settling in between
         // shows in the document as applied, so it is not counted twice.
-        let counted = match self.count_resources(org, region).await {
+        let counted = match self.count_resources(Some(org), region).await {
             Ok(c) => c,
             Err(status) => return Ok(Err(Missed::Unreachable(status))),
         };
@@ -348,14 +365,15 @@ impl Controller {
         }))
     }
 
-    /// `CountResources` of `org` in `region`, over NATS, as the operator.
+    /// `CountResources` of `org` in `region` (the region's strays with no
+    /// organization), over NATS, as the operator.
     async fn count_resources(
         &self,
-        org: &str,
+        org: Option<&str>,
         region: &str,
     ) -> Result<regiond::CountResourcesResponse, Status> {
         let mut request = Request::new(regiond::CountResourcesRequest {
-            organization: names::organization(org),
+            organization: org.map(names::organization).unwrap_or_default(),
         });
         let caller = Identity {
             organization: String::new(),

@@ -81,8 +81,9 @@ pub struct Config {
     /// milliseconds (`NORDLYS_SETTLE_INTERVAL_MS`).
     pub settle_interval_ms: u64,
     /// Whether the region removes orphans (networks and access rules whose
-    /// project is gone) when the quota reconciler counts an organization
-    /// (`NORDLYS_REMOVE_ORPHANS`); off, they are only reported.
+    /// project is gone, and cloud resources it made whose owner is gone)
+    /// when the quota reconciler counts (`NORDLYS_REMOVE_ORPHANS`); off,
+    /// they are only reported.
     pub remove_orphans: bool,
     /// `[mesh_tls]`: mutual TLS on the direct gRPC port (`NORDLYS_MESH_TLS__CA_FILE`,
     /// `NORDLYS_MESH_TLS__CERT_FILE`, `NORDLYS_MESH_TLS__KEY_FILE`): clients

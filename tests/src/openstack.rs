@@ -623,6 +623,23 @@ impl OpenStackRegion {
         })
     }
 
+    /// Runs one `openstack` CLI command that prints nothing (a delete);
+    /// panics on failure.
+    pub fn openstack_quiet(&self, args: &[&str]) {
+        let out = self
+            .cli()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openstack: {e}"));
+        assert!(
+            out.status.success(),
+            "openstack {} in {}: {}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs several CLI commands in one `openstack` process (its
     /// interactive mode reads them from stdin), which saves the client's
     /// start-up per command. Each must succeed and print JSON.
@@ -880,6 +897,11 @@ impl OpenStackStack {
     /// Starts the regions (in parallel with NATS and quota) and the rest,
     /// and waits until the gateway sees every regiond.
     pub async fn start() -> OpenStackStack {
+        OpenStackStack::start_with(&[]).await
+    }
+
+    /// [`OpenStackStack::start`] with extra environment for every regiond.
+    pub async fn start_with(regiond_env: &[(&str, &str)]) -> OpenStackStack {
         let starting = thread::spawn(|| OpenStackRegion::start_all(&["sto1", "osl1"]));
         let nats = crate::NatsServer::start();
         let quota = crate::Quota::start(&nats);
@@ -889,10 +911,11 @@ impl OpenStackStack {
         let config = regiond_config("");
         // The regions settle what calls leave behind within seconds (longer
         // than a create takes on these clouds).
-        let env = [
+        let mut env = vec![
             ("NORDLYS_SETTLE_GRACE_MS", "8000"),
             ("NORDLYS_SETTLE_INTERVAL_MS", "1000"),
         ];
+        env.extend_from_slice(regiond_env);
         let sto1_a = regiond(&nats, &regions[0], config.path(), &env);
         let sto1_b = regiond(&nats, &regions[0], config.path(), &env);
         let osl1 = regiond(&nats, &regions[1], config.path(), &env);

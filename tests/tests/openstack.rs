@@ -10,14 +10,15 @@ use nordlys_proto::pb::nordlys::v1::{
     access_rule_service_client::AccessRuleServiceClient,
     membership_service_client::MembershipServiceClient,
     network_service_client::NetworkServiceClient, project_service_client::ProjectServiceClient,
-    user_service_client::UserServiceClient, AccessRule, CreateAccessRuleRequest,
-    CreateMembershipRequest, CreateNetworkRequest, CreateProjectRequest, CreateUserRequest,
-    DeleteMembershipRequest, DeleteProjectRequest, DeleteUserRequest, Direction,
+    quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient, AccessRule,
+    CreateAccessRuleRequest, CreateMembershipRequest, CreateNetworkRequest, CreateProjectRequest,
+    CreateUserRequest, DeleteMembershipRequest, DeleteProjectRequest, DeleteUserRequest, Direction,
     GetAccessRuleRequest, GetNetworkRequest, GetProjectRequest, ListMembershipsRequest,
-    ListNetworksRequest, Membership, Network, Project, ProjectRole, Protocol, User,
+    ListNetworksRequest, Membership, Network, Project, ProjectRole, Protocol,
+    ReconcileQuotasRequest, User,
 };
 use nordlys_tests::openstack::{self, column, OpenStackRegion, OpenStackStack};
-use nordlys_tests::{bearer, NatsServer, Quota};
+use nordlys_tests::{bearer, NatsServer, Quota, OPERATOR_KEY};
 use nordlys_transport::{Identity, NatsChannel, Role};
 use serde_json::Value;
 use tonic::Code;
@@ -1002,6 +1003,122 @@ async fn a_create_while_neutron_is_down_is_incomplete_until_the_region_finishes_
             .unwrap_or_default();
         assert_eq!(usage.projects, 1, "{region}");
     }
+}
+
+#[tokio::test]
+async fn neutron_resources_of_a_project_deleted_in_keystone_are_found_and_removed() {
+    if !openstack::available("openstack strays") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    let stack = OpenStackStack::start_with(&[("NORDLYS_REMOVE_ORPHANS", "true")]).await;
+    let tenant = stack.tenant("acme").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    let sto1 = stack.region("sto1");
+    // Two projects with a network and an access rule each; one of them
+    // then goes from Keystone behind Nordlys's back.
+    for project in ["kept", "dropped"] {
+        stack
+            .create_project(key, project, &["sto1"])
+            .await
+            .expect("CreateProject");
+        NetworkServiceClient::new(stack.channel().await)
+            .create_network(bearer(
+                CreateNetworkRequest {
+                    parent: format!("projects/{project}"),
+                    network_id: "backend".into(),
+                    network: Some(Network {
+                        region: "sto1".into(),
+                        cidr: "10.9.0.0/24".into(),
+                        ..Default::default()
+                    }),
+                    request_id: format!("net-{project}"),
+                },
+                key,
+            ))
+            .await
+            .expect("CreateNetwork");
+        let mut rule = ssh_from_the_office();
+        rule.parent = format!("projects/{project}");
+        rule.request_id = format!("rule-{project}");
+        AccessRuleServiceClient::new(stack.channel().await)
+            .create_access_rule(bearer(rule, key))
+            .await
+            .expect("CreateAccessRule");
+    }
+    let kept = keystone_project(sto1, "acme", "kept");
+    let dropped = keystone_project(sto1, "acme", "dropped");
+    // Listed whole and matched by owner: `--project` needs the project to
+    // exist in Keystone.
+    let neutron_of = |project: &str| {
+        let nets = sto1.openstack(&["network", "list", "--long"]);
+        let groups = sto1.openstack(&["security", "group", "list"]);
+        let mut ids = Vec::new();
+        for (id, owner) in column(&nets, "ID")
+            .into_iter()
+            .zip(column(&nets, "Project"))
+        {
+            if owner == project {
+                ids.push(format!("regions/sto1/neutron/networks/{id}"));
+            }
+        }
+        let rows = column(&groups, "ID")
+            .into_iter()
+            .zip(column(&groups, "Name"))
+            .zip(column(&groups, "Project"));
+        for ((id, name), owner) in rows {
+            if owner == project && name == "nordlys" {
+                ids.push(format!("regions/sto1/neutron/security-groups/{id}"));
+            }
+        }
+        ids.sort();
+        ids
+    };
+    let left_behind = neutron_of(&dropped);
+    assert_eq!(
+        left_behind.len(),
+        2,
+        "a network and a group: {left_behind:?}"
+    );
+    let kept_before = neutron_of(&kept);
+    sto1.openstack_quiet(&["project", "delete", &dropped]);
+
+    // A run over every organization names what was left and removes it.
+    let mut request = bearer(ReconcileQuotasRequest::default(), OPERATOR_KEY);
+    request.set_timeout(Duration::from_secs(60));
+    let mut quotas = QuotaServiceClient::new(stack.channel().await);
+    let answer = quotas
+        .reconcile_quotas(request)
+        .await
+        .expect("ReconcileQuotas")
+        .into_inner();
+    let mut orphans = answer.orphans.clone();
+    orphans.sort();
+    assert_eq!(orphans, left_behind, "{answer:?}");
+    assert!(neutron_of(&dropped).is_empty(), "removed from Neutron");
+    assert_eq!(
+        neutron_of(&kept),
+        kept_before,
+        "the live project keeps its own"
+    );
+    // The project left the counts with Keystone: usage follows it.
+    let usage = stack
+        .quota(key, org, "sto1")
+        .await
+        .usage
+        .unwrap_or_default();
+    assert_eq!(
+        (usage.projects, usage.networks, usage.access_rules),
+        (1, 1, 1),
+        "{answer:?}"
+    );
+    let again = quotas
+        .reconcile_quotas(bearer(ReconcileQuotasRequest::default(), OPERATOR_KEY))
+        .await
+        .expect("ReconcileQuotas")
+        .into_inner();
+    assert!(again.orphans.is_empty(), "{again:?}");
+    assert!(again.drifts.is_empty(), "{again:?}");
 }
 
 /// `GET /metrics` of a regiond, as text.

@@ -361,6 +361,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Cloud resources this installation made whose owner no record knows
+    /// any more (a Keystone project deleted behind Nordlys's back leaves its
+    /// Neutron networks and security group): names the backend understands
+    /// in [`Backend::remove_stray`]. Region-wide, since such a resource can
+    /// no longer be told to belong to an organization. The default (a
+    /// backend whose records are its resources) has none.
+    async fn strays(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes a stray named by [`Backend::strays`].
+    async fn remove_stray(&self, name: &str) -> Result<()> {
+        Err(BackendError::Internal(format!(
+            "this backend has no stray resources (asked to remove {name:?})"
+        )))
+    }
+
     /// How many counted resources `organization` has here. The default
     /// pages through the lists, so it costs what the organization holds.
     async fn count_resources(&self, organization: &str) -> Result<ResourceCounts> {

@@ -31,7 +31,7 @@
 mod cloud;
 mod codec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -54,6 +54,9 @@ use crate::config::OpenStackConfig;
 
 /// The security group that holds a project's access rules.
 const SECURITY_GROUP: &str = "nordlys";
+/// How strays name a Neutron network and a security group (by id).
+const STRAY_NETWORK: &str = "neutron/networks/";
+const STRAY_GROUP: &str = "neutron/security-groups/";
 
 /// The test-only crash hook: `NORDLYS_TEST_CRASH_AFTER=keystone` aborts a
 /// project create after its Keystone step, `=network` a network create after
@@ -112,6 +115,13 @@ fn role_of(name: &str) -> Option<ProjectRole> {
         "reader" => Some(ProjectRole::Reader),
         _ => None,
     }
+}
+
+/// How a security group this installation made begins its description:
+/// it names the namespace, so a group whose project is gone is still known
+/// to be ours (and not another installation's on the same cloud).
+fn group_description_prefix(namespace: &str) -> String {
+    format!("Managed by Nordlys ({namespace}): the access rules of ")
 }
 
 /// The strongest of several roles (admin, then member, then reader).
@@ -406,6 +416,42 @@ impl OpenStackBackend {
         Ok(())
     }
 
+    /// Every Neutron network and security group this installation made,
+    /// as stray names with their owning Keystone project id.
+    async fn neutron_of_ours(&self) -> Result<Vec<(String, String)>> {
+        let mut ours: Vec<(String, String)> = self
+            .cloud
+            .networks(None, None, None)
+            .await?
+            .into_iter()
+            .filter(|n| self.tags.is_our_network(&n.description))
+            .map(|n| (format!("{STRAY_NETWORK}{}", n.id), n.tenant_id))
+            .collect();
+        let marker = group_description_prefix(self.tags.managed());
+        for group in self
+            .cloud
+            .security_groups(None, Some(SECURITY_GROUP))
+            .await?
+            .into_iter()
+            .filter(|g| g.name == SECURITY_GROUP)
+        {
+            // A group made before its description named the namespace is
+            // known by its rules' labels.
+            let mine = group
+                .description
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&marker))
+                || group
+                    .security_group_rules
+                    .iter()
+                    .any(|r| self.label(r).is_some());
+            if mine {
+                ours.push((format!("{STRAY_GROUP}{}", group.id), group.tenant_id));
+            }
+        }
+        Ok(ours)
+    }
+
     // -- security groups ---------------------------------------------------
 
     /// The project's security group, if it has one.
@@ -425,7 +471,8 @@ impl OpenStackBackend {
         let mut group = match self.security_group(project_id).await? {
             Some(group) => group,
             None => {
-                let description = format!("Managed by Nordlys: the access rules of {project}");
+                let description =
+                    format!("{}{project}", group_description_prefix(self.tags.managed()));
                 let made = self
                     .cloud
                     .create_security_group(project_id, SECURITY_GROUP, &description)
@@ -829,6 +876,58 @@ impl Backend for OpenStackBackend {
             self.cloud.delete_network(&net.id).await?;
             tracing::info!(%name, network = %net.id, "removed a network whose create stopped before its subnet");
         }
+        Ok(())
+    }
+
+    async fn strays(&self) -> Result<Vec<String>> {
+        // Neutron before Keystone: a project is made before anything of it
+        // in Neutron, so whatever is listed here had its project by then.
+        let candidates = self.neutron_of_ours().await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live: HashSet<String> = self
+            .cloud
+            .projects_tagged(self.tags.managed())
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        let ownerless: HashSet<String> = candidates
+            .into_iter()
+            .filter(|(_, owner)| !live.contains(owner))
+            .map(|(name, _)| name)
+            .collect();
+        if ownerless.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A project deleted by Nordlys in between took its Neutron side
+        // first: what is still there now was left behind.
+        let mut strays: Vec<String> = self
+            .neutron_of_ours()
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| ownerless.contains(name))
+            .collect();
+        strays.sort();
+        Ok(strays)
+    }
+
+    async fn remove_stray(&self, name: &str) -> Result<()> {
+        if let Some(id) = name.strip_prefix(STRAY_NETWORK) {
+            for subnet in self.cloud.subnets(None, Some(id)).await? {
+                self.cloud.delete_subnet(&subnet.id).await?;
+            }
+            self.cloud.delete_network(id).await?;
+        } else if let Some(id) = name.strip_prefix(STRAY_GROUP) {
+            self.cloud.delete_security_group(id).await?;
+        } else {
+            return Err(BackendError::Internal(format!(
+                "{name:?} names no stray Neutron resource"
+            )));
+        }
+        tracing::warn!(stray = %name, "removed a Neutron resource of a project that is gone");
         Ok(())
     }
 

@@ -689,6 +689,9 @@ impl RegiondService for Handlers {
             ));
         }
         let org = &request.get_ref().organization;
+        if org.is_empty() {
+            return Ok(Response::new(self.settle.strays().await?));
+        }
         nordlys_api::names::parse_field(org, &["organizations"], "organization")?;
         Ok(Response::new(self.settle.count(org).await?))
     }

@@ -977,6 +977,27 @@ impl Settle {
         }
     }
 
+    /// Cloud resources of this installation whose owner is gone, named
+    /// `regions/{region}/{what}`; removed first when the region removes
+    /// orphans. Nothing counted them (their project left the counts with
+    /// it), so nothing is given back.
+    pub(crate) async fn strays(&self) -> Result<CountResourcesResponse, Status> {
+        let strays = self.backend.strays().await?;
+        if self.remove_orphans {
+            for stray in &strays {
+                self.backend.remove_stray(stray).await?;
+            }
+        }
+        Ok(CountResourcesResponse {
+            existing: None,
+            pending: Vec::new(),
+            orphans: strays
+                .into_iter()
+                .map(|s| format!("regions/{}/{s}", self.region))
+                .collect(),
+        })
+    }
+
     /// What `organization` holds here, with the changes not yet settled,
     /// for the quota reconciler.
     pub(crate) async fn count(&self, organization: &str) -> Result<CountResourcesResponse, Status> {

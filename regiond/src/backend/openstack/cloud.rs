@@ -276,6 +276,8 @@ pub(crate) struct NGroup {
     pub(crate) name: String,
     pub(crate) tenant_id: String,
     #[serde(default)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
     pub(crate) security_group_rules: Vec<NRule>,
 }
 
