@@ -361,6 +361,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// The key under which a deleted resource's request id is remembered,
+    /// as this backend's deletes report it in [`Removed::request_key`].
+    fn request_key(&self, kind: ResourceKind, tenant: &Tenant, request_id: &str) -> String {
+        request_key(kind, tenant, request_id)
+    }
+
+    /// Whether the backend keeps the request id of a `kind` it made, so its
+    /// delete can report it. Where it cannot (a Keystone role assignment
+    /// has nowhere to keep one), the region keeps it beside the backend.
+    fn keeps_request_id(&self, _kind: ResourceKind) -> bool {
+        true
+    }
+
     /// Cloud resources this installation made whose owner no record knows
     /// any more (a Keystone project deleted behind Nordlys's back leaves its
     /// Neutron networks and security group): names the backend understands

@@ -143,6 +143,12 @@ fn remembered(kind: ResourceKind, kept: Option<&str>) -> String {
     super::request_key(kind, &tenant, request_id)
 }
 
+/// The settle layer's key for a deleted rule's request: the hash its label
+/// keeps, under a prefix of its own.
+fn rule_request_key(hash: &str) -> String {
+    format!("access-rule-request#{hash}")
+}
+
 /// A child's lookup whose project is missing reports the child missing;
 /// other errors (an unreachable Keystone) stay what they are.
 fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
@@ -879,6 +885,21 @@ impl Backend for OpenStackBackend {
         Ok(())
     }
 
+    fn request_key(&self, kind: ResourceKind, tenant: &Tenant, request_id: &str) -> String {
+        match kind {
+            // A rule keeps only a hash of its request key (see RuleLabel).
+            ResourceKind::AccessRule => rule_request_key(&RuleLabel::hash(&Tags::request_key(
+                tenant.key(),
+                request_id,
+            ))),
+            _ => super::request_key(kind, tenant, request_id),
+        }
+    }
+
+    fn keeps_request_id(&self, kind: ResourceKind) -> bool {
+        kind != ResourceKind::Membership
+    }
+
     async fn strays(&self) -> Result<Vec<String>> {
         // Neutron before Keystone: a project is made before anything of it
         // in Neutron, so whatever is listed here had its project by then.
@@ -1476,7 +1497,11 @@ impl Backend for OpenStackBackend {
             .ok_or_else(missing)?;
         self.cloud.delete_rule(&rule.id).await?;
         Ok(Removed {
-            request_key: String::new(),
+            request_key: self
+                .label(rule)
+                .and_then(|l| l.request)
+                .map(|hash| rule_request_key(&hash))
+                .unwrap_or_default(),
             organization: project.organization,
             freed: ResourceCounts {
                 access_rules: 1,

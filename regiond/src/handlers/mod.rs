@@ -400,7 +400,7 @@ impl Handlers {
         Fut: std::future::Future<Output = crate::backend::Result<T>> + Send + 'static,
     {
         self.settle
-            .check_request(kind, &caller.tenant, request_id)
+            .check_request(kind, &caller.tenant, request_id, name)
             .await?;
         let organization = if organization.is_empty() {
             self.owner(caller, kind, name).await?
@@ -410,6 +410,7 @@ impl Handlers {
         let settle = Arc::clone(&self.settle);
         let backend = Arc::clone(&self.backend);
         let tenant = caller.tenant.clone();
+        let tenant_of_call = tenant.clone();
         let (name, request_id) = (name.to_string(), request_id.to_string());
         let create_time = create_time.cloned();
         let region = self.region.clone();
@@ -450,6 +451,11 @@ impl Handlers {
                 )
                 .await;
             let made = made?;
+            if !replayed_other {
+                settle
+                    .remember_made(kind, &tenant_of_call, &request_id, &name)
+                    .await;
+            }
             if replayed_other {
                 return Err(nordlys_api::invalid(
                     "request_id",

@@ -266,25 +266,67 @@ impl Settle {
         }
     }
 
-    /// Refuses a request id whose resource was deleted: it named one
-    /// create, which happened.
+    /// Refuses a request id whose resource was deleted (it named one
+    /// create, which happened), or, where the region keeps request ids for
+    /// the backend, one that made another resource than `name`.
     pub(crate) async fn check_request(
         &self,
         kind: ResourceKind,
         tenant: &Tenant,
         request_id: &str,
+        name: &str,
     ) -> Result<(), Status> {
         if request_id.is_empty() {
             return Ok(());
         }
-        let key = crate::backend::request_key(kind, tenant, request_id);
+        let key = self.backend.request_key(kind, tenant, request_id);
         if let Some((name, _)) = self.gone.get(&hashed("g", &key)).await? {
             return Err(Status::already_exists(format!(
                 "request_id {request_id:?} already created {}, which has since been deleted; a new create needs a new request_id",
                 String::from_utf8_lossy(&name)
             )));
         }
+        if !self.backend.keeps_request_id(kind) {
+            if let Some((made, _)) = self.gone.get(&hashed("m", &key)).await? {
+                if made.as_ref() != name.as_bytes() {
+                    return Err(nordlys_api::invalid(
+                        "request_id",
+                        format!(
+                            "was already used for another create ({}); a request id names one create",
+                            String::from_utf8_lossy(&made)
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Keeps (for a day) what a backend cannot: which create a request id
+    /// made, and the other way round, so the id is refused for another
+    /// create and remembered when its resource is deleted.
+    pub(crate) async fn remember_made(
+        &self,
+        kind: ResourceKind,
+        tenant: &Tenant,
+        request_id: &str,
+        name: &str,
+    ) {
+        if request_id.is_empty() || self.backend.keeps_request_id(kind) {
+            return;
+        }
+        let key = self.backend.request_key(kind, tenant, request_id);
+        let made = self
+            .gone
+            .put(&hashed("m", &key), Bytes::from(name.to_string()))
+            .await;
+        let by_name = self
+            .gone
+            .put(&hashed("n", name), Bytes::from(key.clone()))
+            .await;
+        if let Err(e) = made.and(by_name) {
+            tracing::warn!(error = %e, %name, "could not keep a create's request id; a retry after a delete may create it again");
+        }
     }
 
     /// Whether an update with `request_id` was applied already (to `name`;
@@ -558,11 +600,23 @@ impl Settle {
             ResourceKind::AccessRule => b.delete_access_rule(tenant, name).await,
             ResourceKind::Membership => b.delete_membership(tenant, name).await,
         };
-        match removed {
-            Ok(r) => Ok(r.request_key),
-            Err(BackendError::NotFound { .. }) => Ok(String::new()),
-            Err(e) => Err(e),
+        let request_key = match removed {
+            Ok(r) => r.request_key,
+            Err(BackendError::NotFound { .. }) => return Ok(String::new()),
+            Err(e) => return Err(e),
+        };
+        if request_key.is_empty() && !b.keeps_request_id(kind) {
+            // The region kept it (see remember_made).
+            return Ok(match self.gone.get(&hashed("n", name)).await {
+                Ok(Some((key, _))) => String::from_utf8_lossy(&key).into_owned(),
+                Ok(None) => String::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, %name, "could not read a deleted resource's request id");
+                    String::new()
+                }
+            });
         }
+        Ok(request_key)
     }
 
     /// The counted resources a delete of `name` removes, with their
@@ -694,7 +748,12 @@ impl Settle {
         self.crash_point("remove-noted");
         let request_key = self.remove_in_backend(kind, tenant, name).await?;
         self.crash_point("removed");
-        if !request_key.is_empty() {
+        // The undo of a refused create (of a kind with no create note)
+        // forgets its request id, so the create can be retried.
+        let undone = undo_of.is_some_and(|id| {
+            !id.is_empty() && self.backend.request_key(kind, tenant, id) == request_key
+        });
+        if !request_key.is_empty() && !undone {
             if let Err(e) = self
                 .gone
                 .put(&hashed("g", &request_key), Bytes::from(name.to_string()))
