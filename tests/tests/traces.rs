@@ -377,8 +377,8 @@ async fn without_an_endpoint_nothing_is_exported() {
     assert!(spans.is_empty(), "spans exported:\n{}", dump(&spans));
 }
 
-/// One OpenStack region `sto1` behind regiond, quota and a gateway (route
-/// `nats`), every daemon given `env`. Fields drop in order: the gateway
+/// One OpenStack region `sto1` behind regiond, quota and a gateway (on
+/// `route`), every daemon given `env`. Fields drop in order: the gateway
 /// first, the cloud last.
 struct OpenStackSto1 {
     gateway: nordlys_tests::Gateway,
@@ -390,7 +390,7 @@ struct OpenStackSto1 {
 }
 
 impl OpenStackSto1 {
-    async fn start(env: &[(String, String)]) -> OpenStackSto1 {
+    async fn start(env: &[(String, String)], route: &str) -> OpenStackSto1 {
         use nordlys_tests::openstack::{self, OpenStackRegion};
         let region = OpenStackRegion::start("sto1");
         let nats = nordlys_tests::NatsServer::start();
@@ -401,7 +401,7 @@ impl OpenStackSto1 {
         let regiond = openstack::regiond(&nats, &region, config.path(), &env_refs);
         // osl1 stays absent: one region is enough here.
         let gateway_opts = nordlys_tests::GatewayOpts {
-            args: vec!["--route".to_owned(), "nats".to_owned()],
+            args: vec!["--route".to_owned(), route.to_owned()],
             ..Default::default()
         };
         let gateway = nordlys_tests::Gateway::start_at(&nats.url(), &gateway_opts, env);
@@ -418,9 +418,9 @@ impl OpenStackSto1 {
         }
     }
 
-    /// A project (Keystone) and a network in it (Neutron), both calls
-    /// sent with the caller's traceparent of `trace_id`.
-    async fn project_and_network(&self, trace_id: &str) {
+    /// A project (Keystone) and a network in it (Neutron), the calls sent
+    /// with the caller's traceparents of `trace_id` and `network_trace_id`.
+    async fn project_and_network(&self, trace_id: &str, network_trace_id: &str) {
         let tenant = self.gateway.tenant("acme").await;
         ProjectServiceClient::new(self.gateway.channel().await)
             .create_project(with_trace(
@@ -443,27 +443,26 @@ impl OpenStackSto1 {
                     request_id: String::new(),
                 },
                 &tenant.key,
-                trace_id,
+                network_trace_id,
             ))
             .await
             .expect("CreateNetwork");
     }
 }
 
-/// On a real OpenStack region: regiond's Keystone and Neutron requests are
-/// CLIENT spans under its server span, and carry their traceparent.
-#[tokio::test]
-async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
-    if !nordlys_tests::openstack::available(
-        "keystone_and_neutron_requests_are_client_spans_of_the_trace",
-    ) {
-        return;
-    }
+/// On a real OpenStack region, over `route`: one CreateProject is one
+/// trace, linked span by span from the caller to the cloud: the gateway's
+/// server span, its client span to the region, regiond's server span under
+/// that, and regiond's Keystone and Neutron requests as CLIENT spans under
+/// it, which the servers received as their traceparent.
+async fn a_create_is_one_trace_down_to_keystone_and_neutron(route: &str, trace_id: &str) {
     let collector = Collector::start().await;
-    let cloud = OpenStackSto1::start(&collector.env()).await;
+    let cloud = OpenStackSto1::start(&collector.env(), route).await;
     let region = &cloud.region;
-    let trace_id = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b";
-    cloud.project_and_network(trace_id).await;
+    // The network's call gets a trace of its own: this one is the
+    // project's alone.
+    let network_trace = "0123456789abcdef0123456789abcdef";
+    cloud.project_and_network(trace_id, network_trace).await;
 
     let keystone = region.auth_url();
     let neutron = region.neutron_url();
@@ -474,22 +473,28 @@ async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
     };
     let spans = collector
         .wait_trace(trace_id, WAIT, |spans| {
-            let calls = spans
-                .iter()
-                .filter(|s| s.service == GATEWAY && s.kind == SERVER)
-                .count();
-            calls == 2
+            complete(spans, 1)
                 && spans.iter().any(|s| is_to(s, &keystone))
                 && spans.iter().any(|s| is_to(s, &neutron))
                 && connected(spans)
         })
         .await;
     assert_connected(&spans);
-    let served: HashSet<&str> = spans
-        .iter()
+    let server = gateway_server(&spans, "CreateProject");
+    let calls: Vec<&Span> = spans.iter().filter(|s| is_regiond_call(s)).collect();
+    assert_eq!(calls.len(), 1, "one attempt, one region:\n{}", dump(&spans));
+    let call = calls[0];
+    assert_eq!(call.parent_span_id, server.span_id, "{}", dump(&spans));
+    match route {
+        "grpc" => assert_eq!(call.attr("rpc.system"), Some("grpc")),
+        _ => assert_eq!(call.attr("messaging.system"), Some("nats")),
+    }
+    let served: Vec<&Span> = children(&spans, call)
+        .into_iter()
         .filter(|s| s.service == REGIOND && s.kind == SERVER)
-        .map(|s| s.span_id.as_str())
         .collect();
+    assert_eq!(served.len(), 1, "{}", dump(&spans));
+    let served = served[0];
     let mut seen = (false, false);
     for span in spans
         .iter()
@@ -501,9 +506,10 @@ async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
         }
         seen.0 |= url.starts_with(&keystone);
         seen.1 |= url.starts_with(&neutron);
-        // Directly under regiond's server span of the call.
-        assert!(
-            served.contains(span.parent_span_id.as_str()),
+        // Directly under regiond's server span of this call.
+        assert_eq!(
+            span.parent_span_id,
+            served.span_id,
             "{span:?}\n{}",
             dump(&spans)
         );
@@ -519,6 +525,14 @@ async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
         seen,
         (true, true),
         "Keystone and Neutron spans:\n{}",
+        dump(&spans)
+    );
+    // No span of the network's call strayed into this trace.
+    assert!(
+        spans.iter().all(|s| s.service != GATEWAY
+            || s.kind != SERVER
+            || s.name == "nordlys.v1.ProjectService/CreateProject"),
+        "{}",
         dump(&spans)
     );
 
@@ -549,6 +563,24 @@ async fn keystone_and_neutron_requests_are_client_spans_of_the_trace() {
     }
 }
 
+#[tokio::test]
+async fn a_create_is_one_trace_down_to_keystone_and_neutron_over_nats() {
+    if !nordlys_tests::openstack::available("openstack trace over nats") {
+        return;
+    }
+    a_create_is_one_trace_down_to_keystone_and_neutron("nats", "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b")
+        .await;
+}
+
+#[tokio::test]
+async fn a_create_is_one_trace_down_to_keystone_and_neutron_over_direct_grpc() {
+    if !nordlys_tests::openstack::available("openstack trace over grpc") {
+        return;
+    }
+    a_create_is_one_trace_down_to_keystone_and_neutron("grpc", "7c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f")
+        .await;
+}
+
 /// Without export, the caller's traceparent reaches Keystone and Neutron
 /// unchanged.
 #[tokio::test]
@@ -558,9 +590,9 @@ async fn without_export_keystone_and_neutron_receive_the_callers_traceparent() {
     ) {
         return;
     }
-    let cloud = OpenStackSto1::start(&[]).await;
+    let cloud = OpenStackSto1::start(&[], "nats").await;
     let trace_id = "9a8b7c6d5e4f30211203f4e5d6c7b8a9";
-    cloud.project_and_network(trace_id).await;
+    cloud.project_and_network(trace_id, trace_id).await;
     let sent = traceparent(trace_id);
     for server in ["keystone", "neutron"] {
         let received = cloud.region.received_traceparents(server);
