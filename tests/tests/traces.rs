@@ -338,6 +338,57 @@ async fn the_http_port_and_failed_calls_have_their_attributes() {
     assert_ne!(server.status, 2, "NOT_FOUND is not a server error");
 }
 
+/// The standard variables: OTEL_SERVICE_NAME renames a daemon's service,
+/// OTEL_SDK_DISABLED turns its export off even with an endpoint set.
+#[tokio::test]
+async fn otel_service_name_and_sdk_disabled_are_honoured() {
+    let collector = Collector::start().await;
+    let mut opts = traced_stack("auto", &collector);
+    opts.gateway_env
+        .push(("OTEL_SERVICE_NAME".into(), "edge-gateway".into()));
+    opts.regiond_env
+        .push(("OTEL_SDK_DISABLED".into(), "true".into()));
+    let stack = Stack::start_with(opts).await;
+    let tenant = stack.tenant("acme").await;
+    let trace_id = "6a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    ProjectServiceClient::new(stack.channel().await)
+        .create_project(with_trace(
+            create_project("web", &["sto1", "osl1"]),
+            &tenant.key,
+            trace_id,
+        ))
+        .await
+        .expect("CreateProject");
+    let spans = collector
+        .wait_trace(trace_id, WAIT, |spans| {
+            spans
+                .iter()
+                .any(|s| s.service == "edge-gateway" && s.kind == SERVER)
+                && spans.iter().any(|s| s.service == QUOTA)
+        })
+        .await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.service == "edge-gateway" && s.kind == SERVER),
+        "{}",
+        dump(&spans)
+    );
+    assert!(
+        spans.iter().all(|s| s.service != GATEWAY),
+        "{}",
+        dump(&spans)
+    );
+    // Quota's spans arrived: wait a few of regiond's export delays more.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let spans = collector.spans();
+    assert!(
+        spans.iter().all(|s| s.service != REGIOND),
+        "regiond exported with the SDK disabled:\n{}",
+        dump(&spans)
+    );
+}
+
 #[tokio::test]
 async fn without_an_endpoint_nothing_is_exported() {
     // Receivers on the OTLP default port (localhost:4317, either family):
