@@ -8,8 +8,8 @@ use nordlys_proto::pb::nordlys::v1::{
     event_service_client::EventServiceClient, project_service_client::ProjectServiceClient,
     GetProjectRequest, ListEventsRequest,
 };
-use nordlys_tests::bearer;
 use nordlys_tests::cluster::{deploy_dir, ClusterStack, NatsCluster};
+use nordlys_tests::{bearer, free_port};
 use nordlys_transport::permissions;
 use tokio::sync::mpsc;
 
@@ -34,14 +34,23 @@ async fn client_as(
     cluster: &NatsCluster,
     seed: Option<String>,
 ) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
-    // Both rustls providers are in a workspace build: name one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut options = match seed {
+    let options = match seed {
         Some(seed) => async_nats::ConnectOptions::with_nkey(seed),
         None => async_nats::ConnectOptions::new(),
     };
-    options = options
+    connect(url, cluster, options).await
+}
+
+/// Like [`client_as`], logging in with `options`' credentials.
+async fn connect(
+    url: &str,
+    cluster: &NatsCluster,
+    options: async_nats::ConnectOptions,
+) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+    // Both rustls providers are in a workspace build: name one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let options = options
         .add_root_certificates(cluster.ca.ca.clone())
         .require_tls(true)
         .max_reconnects(Some(1))
@@ -64,6 +73,25 @@ fn seed_of(cluster: &NatsCluster, user: &str) -> String {
         .expect("seed")
         .trim()
         .to_string()
+}
+
+/// Waits for the server's refusal of `subject` among `events` (earlier
+/// refusals of other subjects may still be queued).
+async fn refused_on(events: &mut mpsc::UnboundedReceiver<String>, subject: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event))
+                if event.contains("Permissions Violation")
+                    && event.contains(&format!("\"{subject}\"")) =>
+            {
+                return
+            }
+            Ok(Some(event)) => seen.push(event),
+            _ => panic!("no permissions violation on {subject} for {what}; saw {seen:?}"),
+        }
+    }
 }
 
 /// Waits for the server's permission refusal among `events`.
@@ -134,10 +162,14 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
 
     // The forged call of a region's own daemon: osl1's key cannot ask sto1
     // as the gateway, nor listen to sto1's calls, nor read the quota bucket.
-    let (osl1, mut events) = client_as(
+    // With the inbox prefix its permissions allow, as the daemon has: what
+    // is refused below is refused for its subject.
+    let inbox = permissions::regiond("osl1", permissions::JetStreamApi::Domain("hub")).inbox_prefix;
+    let (osl1, mut events) = connect(
         &cluster.leaf_url("osl1"),
         cluster,
-        Some(seed_of(cluster, "regiond-osl1")),
+        async_nats::ConnectOptions::with_nkey(seed_of(cluster, "regiond-osl1"))
+            .custom_inbox_prefix(inbox),
     )
     .await
     .expect("osl1's daemon's key is let in");
@@ -169,6 +201,49 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
         !matches!(read, Ok(Ok(_))),
         "osl1's key opened the quota bucket"
     );
+    // Its own bucket opens: what follows is refused for the key, not for
+    // the route to the hub's JetStream.
+    js.get_key_value("nordlys-regiond-osl1")
+        .await
+        .expect("osl1's key opens osl1's bucket");
+    // Nor start quota's reservations (only the gateway reserves).
+    let _ = osl1
+        .publish("nordlys.quota.v1.QuotaController.Reserve", "x".into())
+        .await;
+    refused_on(
+        &mut events,
+        "nordlys.quota.v1.QuotaController.Reserve",
+        "osl1 reserving quota",
+    )
+    .await;
+    // Nor read sto1's records, through the bucket or a direct get.
+    let read = tokio::time::timeout(
+        Duration::from_secs(3),
+        js.get_key_value("nordlys-regiond-sto1"),
+    )
+    .await;
+    assert!(
+        !matches!(read, Ok(Ok(_))),
+        "osl1's key opened sto1's bucket"
+    );
+    refused_on(
+        &mut events,
+        "$JS.hub.API.STREAM.INFO.KV_nordlys-regiond-sto1",
+        "osl1 opening sto1's bucket",
+    )
+    .await;
+    let _ = osl1
+        .publish(
+            "$JS.hub.API.DIRECT.GET.KV_nordlys-regiond-sto1",
+            "{\"last_by_subj\":\"$KV.nordlys-regiond-sto1.x\"}".into(),
+        )
+        .await;
+    refused_on(
+        &mut events,
+        "$JS.hub.API.DIRECT.GET.KV_nordlys-regiond-sto1",
+        "osl1 reading sto1's bucket directly",
+    )
+    .await;
 
     // The quota service's key cannot call a region's methods other than
     // counting, and the gateway's cannot listen to calls.
@@ -199,6 +274,140 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
         !matches!(read, Ok(Ok(_))),
         "the gateway's key opened the quota bucket"
     );
+
+    // A password that is not the leaf's: no client login with it...
+    for url in [cluster.hub_url(), cluster.leaf_url("sto1")] {
+        let options = async_nats::ConnectOptions::with_user_and_password(
+            "leaf-sto1".to_string(),
+            "not-the-password".to_string(),
+        );
+        assert!(
+            connect(&url, cluster, options).await.is_err(),
+            "{url} let in a wrong password"
+        );
+    }
+    // ...and a leaf node that offers it is not linked to the hub.
+    let rogue = RogueLeaf::start(cluster, "sto1", "not-the-password");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        // The TLS connection is made ("Leafnode connection created"); the
+        // hub then refuses the login.
+        let log = std::fs::read_to_string(&rogue.log).unwrap_or_default();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("Leafnode Error") && l.contains("Authorization Violation"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub did not refuse the leaf's password within 10 s:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("the hub refused a leaf with a wrong password: {refusal}");
+    let linked: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let leafz = node.monitor("/leafz").expect("/leafz");
+            serde_json::from_str::<serde_json::Value>(&leafz).expect("JSON")["leafnodes"]
+                .as_u64()
+                .expect("a count")
+        })
+        .sum();
+    assert_eq!(linked, 2, "only sto1's and osl1's own leaves are linked");
+}
+
+/// A leaf node of `region` on the shipped leaf.conf, logging in to the
+/// hub's leaf ports with `password`.
+struct RogueLeaf {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RogueLeaf {
+    fn start(cluster: &NatsCluster, region: &str, password: &str) -> RogueLeaf {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let shipped = deploy_dir().join("nats");
+        std::fs::copy(shipped.join("leaf.conf"), dir.path().join("leaf.conf")).expect("leaf.conf");
+        std::fs::copy(
+            shipped.join(format!("leaf-accounts-{region}.conf")),
+            dir.path().join("leaf-accounts.conf"),
+        )
+        .expect("the region's leaf accounts");
+        let name = format!("rogue-{region}");
+        let (cert, key) = cluster.ca.issue(&name);
+        let daemon = permissions::regiond(region, permissions::JetStreamApi::Domain("hub"));
+        let mut env = vec![
+            ("NORDLYS_LEAF_NAME".to_string(), name),
+            (
+                "NORDLYS_LEAF_LISTEN".to_string(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "NORDLYS_LEAF_MONITOR".to_string(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            ("NORDLYS_LEAF_CERT".to_string(), cert.display().to_string()),
+            ("NORDLYS_LEAF_KEY".to_string(), key.display().to_string()),
+            (
+                "NORDLYS_NATS_CA".to_string(),
+                cluster.ca.ca.display().to_string(),
+            ),
+            (
+                daemon.nkey_variable(),
+                nkeys::KeyPair::new_user().public_key(),
+            ),
+        ];
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            // The node's leaf port, as its monitoring port reports it.
+            let varz = node.monitor("/varz").expect("/varz");
+            let port = serde_json::from_str::<serde_json::Value>(&varz).expect("JSON")["leaf"]
+                ["port"]
+                .as_u64()
+                .expect("a leaf port");
+            env.push((
+                format!("NORDLYS_HUB_URL_{}", i + 1),
+                format!("nats-leaf://leaf-{region}:{password}@127.0.0.1:{port}"),
+            ));
+        }
+        let log = dir.path().join("rogue.log");
+        let child = std::process::Command::new(nats_server())
+            .arg("-c")
+            .arg(dir.path().join("leaf.conf"))
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the log"))
+            .spawn()
+            .expect("nats-server starts");
+        RogueLeaf {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RogueLeaf {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats_server() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .expect("nats-server on PATH or in /usr/sbin")
 }
 
 /// Every variable the shipped server configurations read is set by the
