@@ -966,4 +966,37 @@ async fn mesh_tls_on_one_side_only_falls_back_to_nats_promptly() {
         |l| l.contains("direct gRPC connect failed") && l.contains("TLS handshake failed"),
     )
     .await;
+
+    // What runs without TLS or NATS credentials warns so in its log...
+    let warnings = [
+        (
+            stack.gateway.log_path(),
+            "the gRPC and HTTP listeners are PLAINTEXT",
+        ),
+        (
+            stack.gateway.log_path(),
+            "direct gRPC to regiond is PLAINTEXT",
+        ),
+        (stack.osl1.log_path(), "the direct gRPC port is PLAINTEXT"),
+        (
+            stack.osl1.log_path(),
+            "INSECURE: the NATS connection has no credentials",
+        ),
+        (
+            stack.quota.log_path(),
+            "INSECURE: the NATS connection has no credentials",
+        ),
+    ];
+    for (log, warning) in &warnings {
+        let line = wait_for_log(log, warning, |l| l.contains(warning)).await;
+        assert!(line.contains("WARN"), "not a warning: {line}");
+    }
+    // ...and what has mutual TLS on the direct route does not.
+    for (log, warning) in [
+        (with_mesh.log_path(), "direct gRPC to regiond is PLAINTEXT"),
+        (stack.sto1_a.log_path(), "the direct gRPC port is PLAINTEXT"),
+    ] {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!text.contains(warning), "{}: {warning}", log.display());
+    }
 }
