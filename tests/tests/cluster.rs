@@ -142,6 +142,24 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
     );
     let cluster = &stack.cluster;
 
+    // With nkeys and mesh TLS nothing warns of missing credentials or of a
+    // plaintext direct route (the public listeners have no [tls] here).
+    for (log, warnings) in [
+        (stack.quota.log_path(), &["INSECURE"][..]),
+        (stack.sto1.log_path(), &["INSECURE", "PLAINTEXT"][..]),
+        (stack.osl1.log_path(), &["INSECURE", "PLAINTEXT"][..]),
+        (
+            stack.gateway.log_path(),
+            &["INSECURE", "direct gRPC to regiond is PLAINTEXT"][..],
+        ),
+    ] {
+        let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains(" INFO "), "{}: not the log", log.display());
+        for warning in warnings {
+            assert!(!text.contains(warning), "{}: {warning}", log.display());
+        }
+    }
+
     // No credentials, or a key the servers do not know: not let in, on the
     // hub nor on a leaf.
     let stranger = nkeys::KeyPair::new_user().seed().expect("seed");
