@@ -335,6 +335,39 @@ mod tests {
         }
     }
 
+    /// The only calls the services may make to each other are the two
+    /// exceptions docs/deploying.md lists (Not covered yet): a new one
+    /// belongs there first.
+    #[test]
+    fn services_call_each_other_only_as_documented() {
+        let calls = |user: &User| -> Vec<String> {
+            user.publish
+                .iter()
+                .filter(|s| s.starts_with("nordlys."))
+                .cloned()
+                .collect()
+        };
+        for js in [JetStreamApi::Local, JetStreamApi::Domain("hub")] {
+            let user = regiond("sto1", js);
+            assert_eq!(
+                calls(&user),
+                [
+                    "nordlys.quota.v1.QuotaController.Commit",
+                    "nordlys.quota.v1.QuotaController.Release",
+                    "nordlys.quota.v1.QuotaController.Free",
+                ]
+            );
+            // Besides its inbox, only its own region's buckets.
+            for subject in user.publish.iter().filter(|s| s.starts_with('$')) {
+                assert!(subject.contains("-sto1"), "{subject}");
+            }
+        }
+        assert_eq!(
+            calls(&quota("nordlys-quota")),
+            ["nordlys.v1.*.RegiondService.CountResources"]
+        );
+    }
+
     #[test]
     fn renders_a_server_block() {
         let text = render_accounts("generated", &hub_users("nordlys-quota", &[]));
