@@ -2,7 +2,7 @@
 //! and the checksum a client sends back to make a change conditional.
 
 use base64::Engine;
-use nordlys_proto::pb::nordlys::v1::{Network, Project, User};
+use nordlys_proto::pb::nordlys::v1::{AccessRule, Network, Project, User};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
@@ -58,6 +58,21 @@ pub fn network_etag(n: &Network) -> String {
         n.gateway_ip.as_bytes(),
         n.dns_servers.join(",").as_bytes(),
         stamp(n.create_time.as_ref()).as_bytes(),
+    ])
+}
+
+/// An access rule's etag, likewise.
+pub fn access_rule_etag(r: &AccessRule) -> String {
+    etag_of(&[
+        r.name.as_bytes(),
+        r.region.as_bytes(),
+        &r.direction.to_be_bytes(),
+        &r.protocol.to_be_bytes(),
+        &r.port_range_min.to_be_bytes(),
+        &r.port_range_max.to_be_bytes(),
+        r.remote_cidr.as_bytes(),
+        r.description.as_bytes(),
+        stamp(r.create_time.as_ref()).as_bytes(),
     ])
 }
 
@@ -192,6 +207,28 @@ pub fn network_paths(
     check_etag(v, "network.etag", &network.etag);
     at_least_one(v, paths)
 }
+
+/// The fields an UpdateAccessRule changes: its description only (a rule
+/// that admits other traffic is another rule); at least one.
+pub fn access_rule_paths(
+    v: &mut Violations,
+    rule: &AccessRule,
+    mask: Option<&prost_types::FieldMask>,
+) -> Vec<&'static str> {
+    let paths = mask_paths(v, mask, &["description"], |_| !rule.description.is_empty());
+    check_text(
+        v,
+        "access_rule.description",
+        &rule.description,
+        MAX_RULE_DESCRIPTION,
+        false,
+    );
+    check_etag(v, "access_rule.etag", &rule.etag);
+    at_least_one(v, paths)
+}
+
+/// The longest access rule description.
+pub const MAX_RULE_DESCRIPTION: usize = 255;
 
 /// An etag is ours only if it is this long at most (ours are 16).
 pub const MAX_ETAG: usize = 64;

@@ -226,7 +226,13 @@ pub fn check_access_rule(v: &mut Violations, field: &str, rule: &AccessRule) {
     if let Err(e) = parse_cidr(&rule.remote_cidr) {
         v.add(f("remote_cidr"), e);
     }
-    check_text(v, &f("description"), &rule.description, 255, false);
+    check_text(
+        v,
+        &f("description"),
+        &rule.description,
+        crate::update::MAX_RULE_DESCRIPTION,
+        false,
+    );
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ pub async fn start(
         "CreateAccessRule" => create_access_rule,
         "GetAccessRule" => get_access_rule,
         "ListAccessRules" => list_access_rules,
+        "UpdateAccessRule" => update_access_rule,
         "DeleteAccessRule" => delete_access_rule,
         "CountResources" => count_resources,
     });

@@ -1,13 +1,17 @@
 //! Networks (IPv4 and IPv6, one region each) and access rules of a project.
 
+mod http_common;
+
+use http_common::Http;
 use nordlys_proto::pb::nordlys::v1::{
     access_rule_service_client::AccessRuleServiceClient,
     network_service_client::NetworkServiceClient, AccessRule, CreateAccessRuleRequest,
     CreateNetworkRequest, DeleteAccessRuleRequest, DeleteNetworkRequest, Direction,
     GetAccessRuleRequest, GetNetworkRequest, ListAccessRulesRequest, ListNetworksRequest, Network,
-    Protocol, UpdateNetworkRequest,
+    Protocol, UpdateAccessRuleRequest, UpdateNetworkRequest,
 };
 use nordlys_tests::{bearer, Stack};
+use serde_json::json;
 use tonic::Code;
 
 #[tokio::test]
@@ -315,4 +319,148 @@ async fn a_networks_dns_servers_change_in_place_under_its_etag() {
         .expect("cleared")
         .into_inner();
     assert!(cleared.dns_servers.is_empty(), "{cleared:?}");
+}
+
+#[tokio::test]
+async fn an_access_rules_description_changes_and_nothing_else_does() {
+    let stack = Stack::start().await;
+    // Names of their own: on OpenStack the suite shares a cloud.
+    let tenant = stack.tenant("stark").await;
+    let key = &tenant.key;
+    stack
+        .create_project(key, "firewall", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+    let mut rules = AccessRuleServiceClient::new(stack.channel().await);
+    let made = rules
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/firewall".into(),
+                access_rule: Some(AccessRule {
+                    region: "osl1".into(),
+                    direction: Direction::Ingress as i32,
+                    protocol: Protocol::Tcp as i32,
+                    port_range_min: 443,
+                    port_range_max: 443,
+                    remote_cidr: "0.0.0.0/0".into(),
+                    description: "HTTPS".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "https".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateAccessRule")
+        .into_inner();
+    assert!(!made.etag.is_empty());
+    let change = |description: &str, etag: &str, mask: Option<&str>, request_id: &str| {
+        bearer(
+            UpdateAccessRuleRequest {
+                access_rule: Some(AccessRule {
+                    name: made.name.clone(),
+                    description: description.into(),
+                    etag: etag.into(),
+                    ..Default::default()
+                }),
+                update_mask: mask.map(|m| prost_types::FieldMask {
+                    paths: vec![m.into()],
+                }),
+                request_id: request_id.into(),
+            },
+            key,
+        )
+    };
+    let changed = rules
+        .update_access_rule(change("HTTPS for everyone", &made.etag, None, "upd-1"))
+        .await
+        .expect("UpdateAccessRule")
+        .into_inner();
+    assert_eq!(changed.description, "HTTPS for everyone");
+    assert_eq!(
+        (
+            changed.port_range_min,
+            changed.remote_cidr.as_str(),
+            changed.region.as_str()
+        ),
+        (443, "0.0.0.0/0", "osl1")
+    );
+    assert_ne!(changed.etag, made.etag);
+    let got = rules
+        .get_access_rule(bearer(
+            GetAccessRuleRequest {
+                name: made.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetAccessRule")
+        .into_inner();
+    assert_eq!(got.description, changed.description);
+    assert_eq!(got.etag, changed.etag);
+    // The same request id again answers with the rule as it is, even
+    // though its etag is stale by now.
+    let replayed = rules
+        .update_access_rule(change("HTTPS for everyone", &made.etag, None, "upd-1"))
+        .await
+        .expect("a repeated update")
+        .into_inner();
+    assert_eq!(replayed.etag, changed.etag);
+
+    // A stale etag; a field that admits other traffic.
+    let stale = rules
+        .update_access_rule(change("again", &made.etag, None, ""))
+        .await
+        .expect_err("stale");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    for field in ["port_range_min", "remote_cidr", "region"] {
+        let fixed = rules
+            .update_access_rule(change("x", "", Some(field), ""))
+            .await
+            .expect_err("immutable");
+        assert_eq!(fixed.code(), Code::InvalidArgument, "{field}");
+        assert!(
+            fixed.message().contains("update_mask") && fixed.message().contains(field),
+            "{}",
+            fixed.message()
+        );
+    }
+
+    // Over HTTP: a PATCH with the body's fields as the mask, then a 409
+    // for the etag that PATCH made stale.
+    let http = Http::new(&stack.gateway.http_url()).with_key(key);
+    let patched = http
+        .patch(
+            &format!("/v1/{}", made.name),
+            json!({"description": "HTTPS (edge)", "etag": changed.etag}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(patched["description"], "HTTPS (edge)");
+    assert_eq!(patched["portRangeMin"], 443);
+    http.patch(
+        &format!("/v1/{}", made.name),
+        json!({"description": "late", "etag": changed.etag}),
+    )
+    .await
+    .expect_error(409, 10);
+    let listed = rules
+        .list_access_rules(bearer(
+            ListAccessRulesRequest {
+                parent: "projects/firewall".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListAccessRules")
+        .into_inner();
+    assert_eq!(listed.access_rules.len(), 1, "{listed:?}");
+    assert_eq!(listed.access_rules[0].description, "HTTPS (edge)");
+    assert_eq!(
+        listed.access_rules[0].etag,
+        patched["etag"].as_str().unwrap_or_default()
+    );
 }

@@ -281,7 +281,7 @@ async fn two_instances_share_the_load_and_announce_themselves() {
             .iter()
             .filter_map(|e| e["subject"].as_str())
             .collect();
-        assert_eq!(subjects.len(), 24, "{subjects:?}");
+        assert_eq!(subjects.len(), 25, "{subjects:?}");
         assert!(subjects.contains(&"nordlys.v1.sto1.RegiondService.CreateProject"));
     }
     let mut ids: Vec<&str> = infos.iter().filter_map(|i| i["id"].as_str()).collect();

@@ -1,14 +1,14 @@
 //! `nordlys.v1.AccessRuleService`.
 
-use nordlys_api::{ids, names, validate, Violations};
+use nordlys_api::{ids, names, update, validate, Violations};
 use nordlys_proto::pb::nordlys::v1::access_rule_service_server::AccessRuleService;
 use nordlys_proto::pb::nordlys::v1::{
     AccessRule, CreateAccessRuleRequest, DeleteAccessRuleRequest, DeleteAccessRuleResponse,
-    GetAccessRuleRequest, ListAccessRulesRequest, ListAccessRulesResponse,
+    GetAccessRuleRequest, ListAccessRulesRequest, ListAccessRulesResponse, UpdateAccessRuleRequest,
 };
 use tonic::{Request, Response, Status};
 
-use super::{first_success, Api, Fanout, Kind};
+use super::{first_success, spelled_out, Api, Fanout, Kind};
 use crate::events::Change;
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
@@ -105,6 +105,40 @@ impl AccessRuleService for Api {
             next_page_token,
             unreachable: page.unreachable,
         }))
+    }
+
+    async fn update_access_rule(
+        &self,
+        request: Request<UpdateAccessRuleRequest>,
+    ) -> Result<Response<AccessRule>, Status> {
+        let call = self.state.begin(&request).await?;
+        let mut req = request.into_inner();
+        let Some(rule) = req.access_rule.as_ref() else {
+            return Err(nordlys_api::invalid("access_rule", "is required"));
+        };
+        let name = rule.name.clone();
+        let ids = names::parse_field(&name, &["projects", "accessRules"], "access_rule.name")?;
+        let project = names::project(ids[0]);
+        self.require_write(&call, &name)?;
+        let mut v = Violations::new();
+        let paths = update::access_rule_paths(&mut v, rule, req.update_mask.as_ref());
+        validate::check_request_id(&mut v, "request_id", &req.request_id);
+        v.into_result()?;
+        let org = self.project_org(&call, &project).await?;
+        let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
+        req.update_mask = Some(update_mask);
+        req.request_id = request_id;
+        let (rule, _): (AccessRule, _) = self
+            .change_everywhere(&call, "UpdateAccessRule", req.clone(), &req.request_id)
+            .await
+            .map_err(|s| super::projects::not_found_as(s, &name))?;
+        self.changed(
+            &call,
+            Change::new("access_rule", "updated", &org, &rule.name)
+                .request_id(&req.request_id)
+                .data(Data::AccessRule(rule.clone())),
+        );
+        Ok(Response::new(rule))
     }
 
     async fn delete_access_rule(

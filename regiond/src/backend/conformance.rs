@@ -40,6 +40,7 @@ macro_rules! all_backends {
                 updates_change_what_they_name_if_the_etag_holds,
                 users_change_their_name_and_email,
                 networks_change_their_dns_servers_in_place,
+                access_rules_change_their_description_only,
             ]);
         )*
     };
@@ -323,6 +324,81 @@ mod suite {
             .await
             .expect_err("not theirs");
         assert!(matches!(err, BackendError::NotFound { .. }), "{err:?}");
+    }
+
+    pub(super) async fn access_rules_change_their_description_only(b: &dyn Backend) {
+        b.create_project(&acme(), "", project("web", ACME))
+            .await
+            .expect("project");
+        let mut ssh = rule("web", "ssh");
+        ssh.direction = 1;
+        ssh.protocol = 2;
+        ssh.port_range_min = 22;
+        ssh.port_range_max = 22;
+        ssh.remote_cidr = "10.0.0.0/8".into();
+        ssh.description = "SSH".into();
+        let made = b
+            .create_access_rule(&acme(), "rule-req", ssh)
+            .await
+            .expect("rule");
+        let change = AccessRuleChange {
+            description: Some("SSH from the office".into()),
+            etag: nordlys_api::update::access_rule_etag(&made),
+        };
+        let changed = b
+            .update_access_rule(&acme(), &made.name, &change)
+            .await
+            .expect("updated");
+        assert_eq!(changed.description, "SSH from the office");
+        assert_eq!(
+            (changed.port_range_min, changed.remote_cidr.as_str()),
+            (22, "10.0.0.0/8")
+        );
+        let got = b.get_access_rule(&acme(), &made.name).await.expect("get");
+        assert_eq!(got.description, "SSH from the office");
+        assert_eq!(got.create_time, made.create_time);
+        // The create's request id still replays to the same rule.
+        let mut again = rule("web", "ssh");
+        again.direction = 1;
+        again.protocol = 2;
+        again.port_range_min = 22;
+        again.port_range_max = 22;
+        again.remote_cidr = "10.0.0.0/8".into();
+        let replayed = b
+            .create_access_rule(&acme(), "rule-req", again)
+            .await
+            .expect("replay");
+        assert_eq!(replayed.name, made.name);
+        let err = b
+            .update_access_rule(&acme(), &made.name, &change)
+            .await
+            .expect_err("stale etag");
+        assert!(matches!(err, BackendError::EtagMismatch { .. }), "{err:?}");
+        let err = b
+            .update_access_rule(
+                &Tenant::Organization("organizations/b".into()),
+                &made.name,
+                &AccessRuleChange::default(),
+            )
+            .await
+            .expect_err("not theirs");
+        assert!(matches!(err, BackendError::NotFound { .. }), "{err:?}");
+        // Made again under the same id, a rule has its own description.
+        b.delete_access_rule(&acme(), &made.name)
+            .await
+            .expect("deleted");
+        let mut anew = rule("web", "ssh");
+        anew.direction = 1;
+        anew.protocol = 2;
+        anew.port_range_min = 2222;
+        anew.port_range_max = 2222;
+        anew.remote_cidr = "10.0.0.0/8".into();
+        anew.description = "fresh".into();
+        b.create_access_rule(&acme(), "rule-req-2", anew)
+            .await
+            .expect("made again");
+        let got = b.get_access_rule(&acme(), &made.name).await.expect("get");
+        assert_eq!(got.description, "fresh");
     }
 
     pub(super) async fn other_tenants_see_nothing(b: &dyn Backend) {

@@ -31,8 +31,8 @@ use prost::Message;
 
 use super::kv_index::Index;
 use super::{
-    top_level, Backend, BackendError, Change, Filter, NetworkChange, ProjectChange, Removed,
-    ResourceKind, Result, Tenant, UserChange,
+    top_level, AccessRuleChange, Backend, BackendError, Change, Filter, NetworkChange,
+    ProjectChange, Removed, ResourceKind, Result, Tenant, UserChange,
 };
 
 /// What is stored under a resource's key.
@@ -712,6 +712,16 @@ impl Backend for KvBackend {
 
     async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>> {
         self.list(ResourceKind::AccessRule, filter).await
+    }
+
+    async fn update_access_rule(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &AccessRuleChange,
+    ) -> Result<AccessRule> {
+        self.update(ResourceKind::AccessRule, tenant, name, change)
+            .await
     }
 
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

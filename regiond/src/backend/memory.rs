@@ -14,8 +14,8 @@ use nordlys_proto::pb::nordlys::v1::{
 use tokio::sync::RwLock;
 
 use super::{
-    top_level, Backend, BackendError, Change, Filter, NetworkChange, ProjectChange, Removed,
-    ResourceKind, Result, Tenant, UserChange,
+    top_level, AccessRuleChange, Backend, BackendError, Change, Filter, NetworkChange,
+    ProjectChange, Removed, ResourceKind, Result, Tenant, UserChange,
 };
 
 /// A region kept in memory: one sorted map per kind of resource, so lists
@@ -491,6 +491,19 @@ impl Backend for MemoryBackend {
 
     async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>> {
         Ok(self.state.read().await.access_rules.list(filter))
+    }
+
+    async fn update_access_rule(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &AccessRuleChange,
+    ) -> Result<AccessRule> {
+        self.state
+            .write()
+            .await
+            .access_rules
+            .update(tenant, name, &self.region, change)
     }
 
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -223,6 +223,34 @@ impl Change<Network> for NetworkChange {
     }
 }
 
+/// What an update of an access rule changes: its description (every other
+/// field of a rule is what it admits, which never changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRuleChange {
+    /// The new description.
+    pub description: Option<String>,
+    /// Change only if the rule's etag is this one (empty: whatever it is).
+    pub etag: String,
+}
+
+impl Change<AccessRule> for AccessRuleChange {
+    fn check(&self, current: &AccessRule, region: &str) -> Result<()> {
+        check_etag(
+            &self.etag,
+            || nordlys_api::update::access_rule_etag(current),
+            ResourceKind::AccessRule,
+            &current.name,
+            region,
+        )
+    }
+
+    fn apply(&self, rule: &mut AccessRule) {
+        if let Some(description) = &self.description {
+            rule.description.clone_from(description);
+        }
+    }
+}
+
 /// [`BackendError::EtagMismatch`] unless `want` is empty or the etag.
 fn check_etag(
     want: &str,
@@ -336,6 +364,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn get_access_rule(&self, tenant: &Tenant, name: &str) -> Result<AccessRule>;
     /// Lists access rules, sorted by name.
     async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>>;
+    /// Changes an access rule's description, unless its etag moved.
+    async fn update_access_rule(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &AccessRuleChange,
+    ) -> Result<AccessRule>;
     /// Deletes an access rule.
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed>;
 

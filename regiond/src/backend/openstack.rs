@@ -47,8 +47,8 @@ use self::cloud::{
 };
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use super::{
-    top_level, Backend, BackendError, Change, Filter, NetworkChange, ProjectChange, Refusal,
-    Removed, ResourceKind, Result, Tenant, UserChange,
+    top_level, AccessRuleChange, Backend, BackendError, Change, Filter, NetworkChange,
+    ProjectChange, Refusal, Removed, ResourceKind, Result, Tenant, UserChange,
 };
 use crate::config::OpenStackConfig;
 
@@ -539,16 +539,43 @@ impl OpenStackBackend {
             remote_cidr: rule.remote_ip_prefix.clone().unwrap_or_default(),
             description: label.description,
             create_time: timestamp(rule.created_at.as_deref()),
+            etag: String::new(),
         }
     }
 
-    /// The access rules of one project's group.
-    fn rules_of(&self, project: &str, group: &NGroup) -> Vec<AccessRule> {
+    /// The access rules of one project's group, with the descriptions
+    /// changed since their creation (kept on the Keystone project `ks`).
+    fn rules_of(&self, project: &str, ks: &KsProject, group: &NGroup) -> Vec<AccessRule> {
         group
             .security_group_rules
             .iter()
-            .filter_map(|r| Some(self.rule_from(project, r, self.label(r)?)))
+            .filter_map(|r| Some(self.described(ks, r, self.rule_from(project, r, self.label(r)?))))
             .collect()
+    }
+
+    /// The Keystone project attribute that holds the changed description of
+    /// access rule `id` (Nordlys's id). Neutron's ML2 plugin cannot change a
+    /// rule, not even its description, and replacing the rule would open a
+    /// gap in what it admits. One attribute per rule, so updates of two
+    /// rules never undo each other; named by the rule's id, so a project
+    /// holds at most one per rule id it ever used; the value names the
+    /// Neutron rule it describes, so a rule made again under the same id
+    /// starts from its own description.
+    fn description_key(&self, id: &str) -> String {
+        self.tags.tag("rule-description", id)
+    }
+
+    /// `rule` with its changed description, if it has one.
+    fn described(&self, ks: &KsProject, neutron: &NRule, mut rule: AccessRule) -> AccessRule {
+        let kept = ks.extra.get(&self.description_key(leaf(&rule.name)));
+        if let Some(Value::Object(kept)) = kept {
+            if kept.get("rule").and_then(Value::as_str) == Some(neutron.id.as_str()) {
+                if let Some(text) = kept.get("description").and_then(Value::as_str) {
+                    rule.description = text.to_string();
+                }
+            }
+        }
+        rule
     }
 
     // -- users -------------------------------------------------------------
@@ -989,7 +1016,7 @@ impl Backend for OpenStackBackend {
         // project's tags stay to find everything until the end.
         for group in self.cloud.security_groups(Some(&ks.id), None).await? {
             if group.name == SECURITY_GROUP {
-                freed.access_rules += self.rules_of(name, &group).len() as i64;
+                freed.access_rules += self.rules_of(name, &ks, &group).len() as i64;
             }
             self.cloud.delete_security_group(&group.id).await?;
         }
@@ -1404,7 +1431,7 @@ impl Backend for OpenStackBackend {
                 .iter()
                 .find(|(_, l)| l.request.as_ref() == Some(request))
             {
-                return Ok(self.rule_from(&project_name, r, label.clone()));
+                return Ok(self.described(&ks, r, self.rule_from(&project_name, r, label.clone())));
             }
         }
         if labeled.iter().any(|(_, l)| l.id == id) {
@@ -1454,7 +1481,7 @@ impl Backend for OpenStackBackend {
             .await
             .map_err(|e| absent_parent(e, missing()))?;
         let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
-        self.rules_of(project, &group)
+        self.rules_of(project, &ks, &group)
             .into_iter()
             .find(|r| r.name == name)
             .ok_or_else(missing)
@@ -1471,16 +1498,46 @@ impl Backend for OpenStackBackend {
             .await?;
         let mut out = Vec::new();
         for group in groups.iter().filter(|g| g.name == SECURITY_GROUP) {
-            let Some((_, project)) = projects.get(&group.tenant_id) else {
+            let Some((ks, project)) = projects.get(&group.tenant_id) else {
                 continue;
             };
             out.extend(
-                self.rules_of(&project.name, group)
+                self.rules_of(&project.name, ks, group)
                     .into_iter()
                     .filter(|r| filter.matches(&r.name, &project.organization)),
             );
         }
         Ok(page(out, filter, |r| &r.name))
+    }
+
+    async fn update_access_rule(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        change: &AccessRuleChange,
+    ) -> Result<AccessRule> {
+        // The etag against a fresh read; the new description goes to the
+        // Keystone project (see description_key), in one PATCH.
+        let missing = || self.not_found(ResourceKind::AccessRule, name);
+        let project = top_level(name);
+        let (ks, _) = self
+            .visible_project(tenant, project)
+            .await
+            .map_err(|e| absent_parent(e, missing()))?;
+        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
+        let (found, label) = group
+            .security_group_rules
+            .iter()
+            .find_map(|r| Some((r, self.label(r).filter(|l| l.id == leaf(name))?)))
+            .ok_or_else(missing)?;
+        let mut rule = self.described(&ks, found, self.rule_from(project, found, label.clone()));
+        change.make(&mut rule, &self.region)?;
+        let kept = serde_json::json!({ "rule": found.id, "description": rule.description });
+        let ks = self
+            .cloud
+            .set_project_extra(&ks.id, &self.description_key(leaf(name)), kept)
+            .await?;
+        Ok(self.described(&ks, found, self.rule_from(project, found, label)))
     }
 
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -1,12 +1,12 @@
 //! Access rules: traffic a project's machines admit, in this region.
 
-use crate::backend::ResourceKind;
+use crate::backend::{AccessRuleChange, ResourceKind};
 use nordlys_api::validate::{check_access_rule, check_id};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
 use nordlys_proto::pb::nordlys::v1::{
     AccessRule, CreateAccessRuleRequest, DeleteAccessRuleRequest, GetAccessRuleRequest,
-    ListAccessRulesResponse,
+    ListAccessRulesResponse, UpdateAccessRuleRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -54,7 +54,45 @@ pub(super) async fn create(
             },
         )
         .await?;
-    Ok(Response::new(rule))
+    Ok(Response::new(with_etag(rule)))
+}
+
+/// The rule with its etag (AIP-154).
+fn with_etag(mut rule: AccessRule) -> AccessRule {
+    rule.etag = nordlys_api::update::access_rule_etag(&rule);
+    rule
+}
+
+pub(super) async fn update(
+    h: &Handlers,
+    request: Request<UpdateAccessRuleRequest>,
+) -> Result<Response<AccessRule>, Status> {
+    let caller = Caller::writer(&request)?;
+    let (metadata, _, req) = request.into_parts();
+    let rule = req
+        .access_rule
+        .ok_or_else(|| invalid("access_rule", "is required"))?;
+    let mut v = Violations::new();
+    parse_into(&mut v, &rule.name, ACCESS_RULE, "access_rule.name");
+    nordlys_api::update::access_rule_paths(&mut v, &rule, req.update_mask.as_ref());
+    let request_id = request_id(&mut v, &req.request_id, &metadata);
+    v.into_result()?;
+    let tenant = &caller.tenant;
+    let change = AccessRuleChange {
+        description: Some(rule.description.clone()),
+        etag: rule.etag.clone(),
+    };
+    let updated = h
+        .update_once(
+            &caller,
+            ResourceKind::AccessRule,
+            &rule.name,
+            &request_id,
+            h.backend.get_access_rule(tenant, &rule.name),
+            h.backend.update_access_rule(tenant, &rule.name, &change),
+        )
+        .await?;
+    Ok(Response::new(with_etag(updated)))
 }
 
 pub(super) async fn get(
@@ -64,9 +102,9 @@ pub(super) async fn get(
     let caller = Caller::of(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, ACCESS_RULE, "name")?;
-    Ok(Response::new(
+    Ok(Response::new(with_etag(
         h.backend.get_access_rule(&caller.tenant, name).await?,
-    ))
+    )))
 }
 
 pub(super) async fn list(
@@ -76,7 +114,13 @@ pub(super) async fn list(
     let caller = Caller::of(&request)?;
     let filter = h.filter(&caller, request.get_ref(), &["projects"])?;
     Ok(Response::new(ListAccessRulesResponse {
-        access_rules: h.backend.list_access_rules(&filter).await?,
+        access_rules: h
+            .backend
+            .list_access_rules(&filter)
+            .await?
+            .into_iter()
+            .map(with_etag)
+            .collect(),
         ..Default::default()
     }))
 }

@@ -27,8 +27,8 @@ use nordlys_proto::pb::nordlys::v1::{
     DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest, GetAccessRuleRequest,
     GetMembershipRequest, GetNetworkRequest, GetProjectRequest, GetUserRequest,
     ListAccessRulesResponse, ListMembershipsResponse, ListNetworksResponse, ListProjectsResponse,
-    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateNetworkRequest,
-    UpdateProjectRequest, UpdateUserRequest, User,
+    ListUsersResponse, Membership, Network, Project, RegionStatus, UpdateAccessRuleRequest,
+    UpdateNetworkRequest, UpdateProjectRequest, UpdateUserRequest, User,
 };
 use nordlys_transport::{Identity, Role};
 use tonic::metadata::MetadataMap;
@@ -675,6 +675,13 @@ impl RegiondService for Handlers {
         request: Request<ListRequest>,
     ) -> Result<Response<ListAccessRulesResponse>, Status> {
         access_rules::list(self, request).await
+    }
+
+    async fn update_access_rule(
+        &self,
+        request: Request<UpdateAccessRuleRequest>,
+    ) -> Result<Response<AccessRule>, Status> {
+        access_rules::update(self, request).await
     }
 
     async fn delete_access_rule(

@@ -203,6 +203,49 @@ pub(crate) struct KsProject {
     pub(crate) description: Option<String>,
     #[serde(default)]
     pub(crate) tags: Vec<String>,
+    /// Extra attributes Keystone keeps as they were given (Nordlys keeps
+    /// access rules' changed descriptions there, see `set_project_extra`).
+    #[serde(flatten)]
+    pub(crate) extra: BTreeMap<String, Value>,
+}
+
+/// `PATCH /v3/projects/{id}` setting one extra attribute: the SDK's project
+/// builder takes only Keystone's own fields. Keystone merges extra
+/// attributes key by key, so two such patches of different keys never undo
+/// each other.
+struct ProjectExtra<'a> {
+    id: &'a str,
+    key: &'a str,
+    value: Value,
+}
+
+impl RestEndpoint for ProjectExtra<'_> {
+    fn method(&self) -> http::Method {
+        http::Method::PATCH
+    }
+
+    fn endpoint(&self) -> std::borrow::Cow<'static, str> {
+        format!("projects/{}", self.id).into()
+    }
+
+    fn body(&self) -> Result<Option<(&'static str, Vec<u8>)>, openstack_sdk::api::BodyError> {
+        let mut project = serde_json::Map::new();
+        project.insert(self.key.to_string(), self.value.clone());
+        let body = serde_json::json!({ "project": project });
+        Ok(Some(("application/json", serde_json::to_vec(&body)?)))
+    }
+
+    fn service_type(&self) -> ServiceType {
+        ServiceType::Identity
+    }
+
+    fn response_key(&self) -> Option<std::borrow::Cow<'static, str>> {
+        Some("project".into())
+    }
+
+    fn min_version(&self) -> Option<ApiVersion> {
+        Some(ApiVersion::new(3, 0))
+    }
 }
 
 /// A Keystone user; Nordlys keeps its own fields as extra attributes, which
@@ -654,6 +697,21 @@ impl Cloud {
             .project(project)
             .build()
             .map_err(build_error)?;
+        self.query("keystone", ep).await
+    }
+
+    /// Sets one extra attribute of a project.
+    pub(crate) async fn set_project_extra(
+        &self,
+        project_id: &str,
+        key: &str,
+        value: Value,
+    ) -> CallResult<KsProject> {
+        let ep = ProjectExtra {
+            id: project_id,
+            key,
+            value,
+        };
         self.query("keystone", ep).await
     }
 
