@@ -265,8 +265,30 @@ async fn killed_cluster_nodes_lose_no_call_and_never_over_allocate() {
         .await
         .expect_err("no quorum, no write");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    let read = get(&channel, &steady.key, "p0-0").await;
+    // One attempt, no retry: reads of what exists go on, over the direct
+    // route.
+    let before = regiond_calls(&stack.sto1, "GetProject").await;
+    let read = projects
+        .get_project(bearer(
+            GetProjectRequest {
+                name: "projects/p0-0".to_string(),
+            },
+            &steady.key,
+        ))
+        .await;
     assert!(read.is_ok(), "reads go on without quorum: {read:?}");
+    let after = regiond_calls(&stack.sto1, "GetProject").await;
+    let direct = |calls: &[(String, f64)]| {
+        calls
+            .iter()
+            .filter(|(route, _)| route == "grpc")
+            .map(|(_, n)| n)
+            .sum::<f64>()
+    };
+    assert!(
+        direct(&after) > direct(&before),
+        "the read went over the direct route: {before:?} then {after:?}"
+    );
 
     // Quorum back: nothing of the refused create was left behind.
     stack.cluster.restart_node(third);
@@ -284,8 +306,18 @@ async fn killed_cluster_nodes_lose_no_call_and_never_over_allocate() {
 }
 
 #[tokio::test]
-async fn a_cut_leaf_node_makes_only_its_region_unreachable() {
-    let mut stack = ClusterStack::start_with(&["--route", "nats"]).await;
+async fn a_cut_leaf_node_makes_only_its_region_unreachable_over_nats() {
+    a_cut_leaf_node_makes_only_its_region_unreachable("nats").await;
+}
+
+/// The default route: direct gRPC to the daemons, NATS to find them.
+#[tokio::test]
+async fn a_cut_leaf_node_makes_only_its_region_unreachable_over_the_direct_route() {
+    a_cut_leaf_node_makes_only_its_region_unreachable("auto").await;
+}
+
+async fn a_cut_leaf_node_makes_only_its_region_unreachable(route: &str) {
+    let mut stack = ClusterStack::start_with(&["--route", route]).await;
     let tenant = stack.gateway.tenant("acme").await;
     let channel = stack.gateway.channel().await;
     stack
@@ -356,4 +388,35 @@ async fn a_cut_leaf_node_makes_only_its_region_unreachable() {
         .create_project(&tenant.key, "osl1-again", &["osl1"])
         .await
         .expect("osl1 serves again");
+    // Served over the route the gateway was given.
+    let served = regiond_calls(&stack.osl1, "CreateProject").await;
+    let want = if route == "nats" { "nats" } else { "grpc" };
+    assert!(
+        served.iter().any(|(r, n)| r == want && *n >= 1.0),
+        "osl1's CreateProject calls by route: {served:?}"
+    );
+}
+
+/// osl1's count of `method` calls served, by route, from its `/metrics`.
+async fn regiond_calls(regiond: &nordlys_tests::Regiond, method: &str) -> Vec<(String, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(regiond.metrics_addr())
+        .await
+        .expect("connect to /metrics");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("nordlys_regiond_requests_total{")
+                && l.contains(&format!("method=\"{method}\""))
+        })
+        .filter_map(|l| {
+            let route = l.split("route=\"").nth(1)?.split('"').next()?.to_string();
+            let n = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((route, n))
+        })
+        .collect()
 }
