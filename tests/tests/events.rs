@@ -4,7 +4,10 @@
 //! organization never sees another's events; a watch resumes with no gap
 //! and no duplicate; a NATS outage loses none. A resource filter keeps one
 //! project and what is under it; an operator follows every organization;
-//! each kind of change, and a viewer's refused write, has its own type.
+//! each kind of change, and a viewer's refused write, has its own type. A
+//! member's removal names its keys too, a role change is an update, the
+//! quota service's refusals are recorded like the gateway's, and a
+//! reconciliation records each quota it corrected.
 
 mod http_common;
 
@@ -23,9 +26,11 @@ use nordlys_proto::pb::nordlys::v1::{
     CreateApiKeyRequest, CreateMemberRequest, CreateMembershipRequest, CreateNetworkRequest,
     CreateUserRequest, DeleteAccessRuleRequest, DeleteApiKeyRequest, DeleteMemberRequest,
     DeleteMembershipRequest, DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest,
-    Direction, Event, ListEventsRequest, Member, Membership, Network, OrganizationRole, Project,
-    ProjectRole, Protocol, Quota, ResourceCounts, UpdateNetworkRequest, UpdateProjectRequest,
-    UpdateQuotaRequest, UpdateUserRequest, User, WatchEventsRequest,
+    Direction, Event, GetOrganizationRequest, GetQuotaRequest, ListApiKeysRequest,
+    ListEventsRequest, ListMembersRequest, ListQuotasRequest, Member, Membership, Network,
+    OrganizationRole, Project, ProjectRole, Protocol, Quota, ReconcileQuotasRequest,
+    ResourceCounts, UpdateNetworkRequest, UpdateProjectRequest, UpdateQuotaRequest,
+    UpdateUserRequest, User, WatchEventsRequest,
 };
 use nordlys_tests::{bearer, instances, Gateway, GatewayOpts, Stack, StackOpts, OPERATOR_KEY};
 use prost::Message;
@@ -1425,7 +1430,6 @@ async fn every_kind_of_change_and_a_viewers_write_are_events_of_their_type() {
     .await
     .expect("DeleteMember");
 
-    const DENIED: &str = "io.nordlys.v1.authorization.denied";
     let expected = pairs(&[
         ("io.nordlys.v1.user.created", &user),
         ("io.nordlys.v1.user.updated", &user),
@@ -1572,4 +1576,462 @@ async fn every_kind_of_change_and_a_viewers_write_are_events_of_their_type() {
     )
     .await;
     assert_eq!(only, vec![seen[8].clone()]);
+}
+
+const DENIED: &str = "io.nordlys.v1.authorization.denied";
+
+fn add_member(
+    org: &str,
+    id: &str,
+    role: OrganizationRole,
+    key: &str,
+) -> tonic::Request<CreateMemberRequest> {
+    bearer(
+        CreateMemberRequest {
+            parent: org.to_owned(),
+            member: Some(Member {
+                role: role as i32,
+                ..Default::default()
+            }),
+            member_id: id.to_owned(),
+        },
+        key,
+    )
+}
+
+#[tokio::test]
+async fn a_members_keys_go_with_it_and_a_role_change_is_an_update() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let org = acme.organization.clone();
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    settled(
+        &mut events,
+        &acme.key,
+        "",
+        "io.nordlys.v1.api_key.created",
+        1,
+    )
+    .await;
+    let mut orgs = OrganizationServiceClient::new(channel.clone());
+    let mut live = watch(&mut events, &acme.key, WatchEventsRequest::default()).await;
+
+    let bob = "bob@acme.example";
+    let added = orgs
+        .create_member(add_member(&org, bob, OrganizationRole::Viewer, &acme.key))
+        .await
+        .expect("CreateMember")
+        .into_inner();
+    let member = added.name.clone();
+    // The same member again, with another role: its role changes.
+    let promoted = orgs
+        .create_member(add_member(&org, bob, OrganizationRole::Admin, &acme.key))
+        .await
+        .expect("CreateMember of an existing member")
+        .into_inner();
+    assert_eq!(promoted.create_time, added.create_time, "the same member");
+    assert_eq!(promoted.role, OrganizationRole::Admin as i32);
+    let mut keys = Vec::new();
+    for label in ["laptop", "ci"] {
+        let key = orgs
+            .create_api_key(bearer(
+                CreateApiKeyRequest {
+                    parent: org.clone(),
+                    api_key: Some(ApiKey {
+                        member: member.clone(),
+                        display_name: label.to_owned(),
+                        ..Default::default()
+                    }),
+                },
+                &acme.key,
+            ))
+            .await
+            .expect("CreateApiKey")
+            .into_inner()
+            .api_key
+            .expect("the key")
+            .name;
+        keys.push(key);
+    }
+    orgs.delete_member(bearer(
+        DeleteMemberRequest {
+            name: member.clone(),
+        },
+        &acme.key,
+    ))
+    .await
+    .expect("DeleteMember");
+    // Added again after its removal: a new member.
+    orgs.create_member(add_member(&org, bob, OrganizationRole::Member, &acme.key))
+        .await
+        .expect("CreateMember after DeleteMember");
+
+    let left = orgs
+        .list_api_keys(bearer(
+            ListApiKeysRequest {
+                parent: org.clone(),
+            },
+            &acme.key,
+        ))
+        .await
+        .expect("ListApiKeys")
+        .into_inner();
+    assert!(
+        left.api_keys.iter().all(|k| k.member != member),
+        "the member's keys went with it: {left:?}"
+    );
+
+    // The removed keys follow the member's removal, ordered by name.
+    let mut removed = keys.clone();
+    removed.sort();
+    let mut expected = vec![
+        ("io.nordlys.v1.member.created", member.as_str()),
+        ("io.nordlys.v1.member.updated", member.as_str()),
+        ("io.nordlys.v1.api_key.created", keys[0].as_str()),
+        ("io.nordlys.v1.api_key.created", keys[1].as_str()),
+        ("io.nordlys.v1.member.deleted", member.as_str()),
+    ];
+    expected.extend(
+        removed
+            .iter()
+            .map(|k| ("io.nordlys.v1.api_key.deleted", k.as_str())),
+    );
+    expected.push(("io.nordlys.v1.member.created", member.as_str()));
+    let seen = exactly(&mut live, expected.len()).await;
+    assert_eq!(kinds(&seen), pairs(&expected));
+
+    for event in &seen {
+        assert_eq!(event.organization, org, "{event:?}");
+        assert_eq!(event.outcome.clone().expect("outcome").code, 0);
+        let actor = event.actor.clone().expect("actor");
+        assert_eq!(actor.member, acme.member, "{event:?}");
+    }
+    let roles: Vec<(String, i32)> = seen
+        .iter()
+        .filter_map(|e| match &e.data {
+            Some(Data::Member(m)) => Some((e.r#type.clone(), m.role)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (
+                "io.nordlys.v1.member.created".to_owned(),
+                OrganizationRole::Viewer as i32
+            ),
+            (
+                "io.nordlys.v1.member.updated".to_owned(),
+                OrganizationRole::Admin as i32
+            ),
+            (
+                "io.nordlys.v1.member.created".to_owned(),
+                OrganizationRole::Member as i32
+            ),
+        ]
+    );
+    for deleted in seen
+        .iter()
+        .filter(|e| e.r#type == "io.nordlys.v1.api_key.deleted")
+    {
+        assert_eq!(deleted.data, None, "{deleted:?}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_by_the_quota_service_are_events_like_the_gateways() {
+    let stack = Stack::start_with(opts()).await;
+    let acme = stack.tenant("acme").await;
+    let globex = stack.tenant("globex").await;
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    settled(
+        &mut events,
+        OPERATOR_KEY,
+        "",
+        "io.nordlys.v1.api_key.created",
+        2,
+    )
+    .await;
+    let mut orgs = OrganizationServiceClient::new(channel.clone());
+    let mut quotas = QuotaServiceClient::new(channel.clone());
+    let mut acme_log = watch(&mut events, &acme.key, WatchEventsRequest::default()).await;
+    let mut globex_log = watch(&mut events, &globex.key, WatchEventsRequest::default()).await;
+    let theirs = globex.organization.clone();
+    let denied = |answer: Result<(), tonic::Status>, what: &str| {
+        let status = answer.expect_err(what);
+        assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
+    };
+
+    // Refused by the gateway, as before: a list in another organization.
+    denied(
+        ProjectServiceClient::new(channel.clone())
+            .list_projects(bearer(
+                nordlys_proto::pb::nordlys::v1::ListProjectsRequest {
+                    organization: theirs.clone(),
+                    ..Default::default()
+                },
+                &acme.key,
+            ))
+            .await
+            .map(|_| ()),
+        "ListProjects of another organization",
+    );
+    // Refused by the quota service.
+    denied(
+        orgs.get_organization(bearer(
+            GetOrganizationRequest {
+                name: theirs.clone(),
+            },
+            &acme.key,
+        ))
+        .await
+        .map(|_| ()),
+        "GetOrganization",
+    );
+    denied(
+        orgs.list_members(bearer(
+            ListMembersRequest {
+                parent: theirs.clone(),
+            },
+            &acme.key,
+        ))
+        .await
+        .map(|_| ()),
+        "ListMembers",
+    );
+    denied(
+        orgs.list_api_keys(bearer(
+            ListApiKeysRequest {
+                parent: theirs.clone(),
+            },
+            &acme.key,
+        ))
+        .await
+        .map(|_| ()),
+        "ListApiKeys",
+    );
+    let their_quota = format!("{theirs}/quotas/sto1");
+    denied(
+        quotas
+            .get_quota(bearer(
+                GetQuotaRequest {
+                    name: their_quota.clone(),
+                },
+                &acme.key,
+            ))
+            .await
+            .map(|_| ()),
+        "GetQuota",
+    );
+    denied(
+        quotas
+            .list_quotas(bearer(
+                ListQuotasRequest {
+                    parent: theirs.clone(),
+                },
+                &acme.key,
+            ))
+            .await
+            .map(|_| ()),
+        "ListQuotas",
+    );
+    // Operators only, even in the caller's own organization.
+    denied(
+        quotas
+            .reconcile_quotas(bearer(
+                ReconcileQuotasRequest {
+                    organization: acme.organization.clone(),
+                    validate_only: true,
+                },
+                &acme.key,
+            ))
+            .await
+            .map(|_| ()),
+        "ReconcileQuotas",
+    );
+    // A read that is allowed is no event.
+    orgs.list_api_keys(bearer(
+        ListApiKeysRequest {
+            parent: acme.organization.clone(),
+        },
+        &acme.key,
+    ))
+    .await
+    .expect("ListApiKeys of its own organization");
+
+    let seen = exactly(&mut acme_log, 7).await;
+    assert_eq!(
+        kinds(&seen),
+        pairs(&[
+            (DENIED, &theirs),
+            (DENIED, &theirs),
+            (DENIED, &theirs),
+            (DENIED, &theirs),
+            (DENIED, &their_quota),
+            (DENIED, &theirs),
+            (DENIED, &acme.organization),
+        ])
+    );
+    // Every refusal has the same attributes, whoever refused it.
+    let gateways = &seen[0];
+    for event in &seen {
+        assert_eq!(event.organization, acme.organization, "{event:?}");
+        assert_eq!(event.actor, gateways.actor, "{event:?}");
+        let origin = event.origin.clone().expect("origin");
+        assert_eq!(
+            origin.peer_address,
+            gateways.origin.clone().expect("origin").peer_address
+        );
+        let outcome = event.outcome.clone().expect("outcome");
+        assert_eq!(outcome.code, Code::PermissionDenied as i32, "{event:?}");
+        assert!(!outcome.message.is_empty(), "{event:?}");
+        assert_eq!(event.data, None);
+    }
+    let actor = gateways.actor.clone().expect("actor");
+    assert_eq!(
+        (actor.member, actor.role),
+        (acme.member.clone(), "owner".to_owned())
+    );
+    // The organization asked about learns nothing.
+    exactly(&mut globex_log, 0).await;
+}
+
+#[tokio::test]
+async fn a_reconciliation_records_each_quota_it_corrects() {
+    // The kv backend, so a record can go behind Nordlys's back.
+    let stack = Stack::start_with(StackOpts {
+        sto1_instances: 1,
+        ..StackOpts::default()
+    })
+    .await;
+    let acme = stack.tenant("acme").await;
+    let org = acme.organization.clone();
+    let channel = stack.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    stack
+        .create_project(&acme.key, "web", &["sto1"])
+        .await
+        .expect("CreateProject");
+    NetworkServiceClient::new(channel.clone())
+        .create_network(bearer(
+            network_in("projects/web", "backend", "10.3.0.0/24"),
+            &acme.key,
+        ))
+        .await
+        .expect("CreateNetwork");
+    settled(
+        &mut events,
+        &acme.key,
+        "",
+        "io.nordlys.v1.network.created",
+        1,
+    )
+    .await;
+    let mut live = watch(
+        &mut events,
+        OPERATOR_KEY,
+        WatchEventsRequest {
+            organization: org.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // The network goes behind Nordlys's back.
+    let nats = async_nats::connect(stack.nats.url()).await.expect("NATS");
+    async_nats::jetstream::new(nats)
+        .get_key_value("nordlys-regiond-sto1")
+        .await
+        .expect("the region's bucket")
+        .delete("n.projects/web/networks/backend")
+        .await
+        .expect("delete the record");
+
+    let mut quotas = QuotaServiceClient::new(channel.clone());
+    let reconcile = |validate_only: bool| {
+        let mut request = bearer(
+            ReconcileQuotasRequest {
+                organization: org.clone(),
+                validate_only,
+            },
+            OPERATOR_KEY,
+        );
+        request.set_timeout(Duration::from_secs(30));
+        request
+    };
+    // Reported only: nothing changed, nothing recorded.
+    let reported = quotas
+        .reconcile_quotas(reconcile(true))
+        .await
+        .expect("ReconcileQuotas, report only")
+        .into_inner();
+    assert_eq!(reported.drifts.len(), 1, "{reported:?}");
+    assert!(!reported.drifts[0].corrected);
+    let fixed = quotas
+        .reconcile_quotas(reconcile(false))
+        .await
+        .expect("ReconcileQuotas")
+        .into_inner();
+    assert_eq!(fixed.drifts.len(), 1, "{fixed:?}");
+    let drift = fixed.drifts[0].clone();
+    assert!(drift.corrected, "{fixed:?}");
+    let quota = format!("{org}/quotas/sto1");
+    assert_eq!(drift.quota, quota);
+    // Nothing left to correct: no further event.
+    let again = quotas
+        .reconcile_quotas(reconcile(false))
+        .await
+        .expect("ReconcileQuotas again")
+        .into_inner();
+    assert!(again.drifts.is_empty(), "{again:?}");
+
+    let seen = exactly(&mut live, 1).await;
+    let event = &seen[0];
+    assert_eq!(event.r#type, "io.nordlys.v1.quota.reconciled");
+    assert_eq!(event.subject, quota);
+    assert_eq!(event.organization, org);
+    let actor = event.actor.clone().expect("actor");
+    assert_eq!(
+        (actor.member.as_str(), actor.role.as_str()),
+        ("operator", "operator")
+    );
+    let (before, after) = (
+        drift.usage.unwrap_or_default(),
+        drift.existing.unwrap_or_default(),
+    );
+    assert_eq!((before.networks, after.networks), (1, 0));
+    match &event.data {
+        Some(Data::Quota(q)) => {
+            assert_eq!(q.name, quota);
+            assert_eq!(q.usage, Some(after), "the usage as corrected");
+        }
+        other => panic!("a quota.reconciled event carries {other:?}"),
+    }
+    let outcome = event.outcome.clone().expect("outcome");
+    assert_eq!(outcome.code, 0);
+    assert_eq!(
+        outcome.message,
+        format!(
+            "usage corrected from projects={} users={} networks=1 access_rules={} \
+             to projects={} users={} networks=0 access_rules={}",
+            before.projects,
+            before.users,
+            before.access_rules,
+            after.projects,
+            after.users,
+            after.access_rules
+        )
+    );
+    // The organization's own members see it too.
+    let theirs = list_all(
+        &mut events,
+        &acme.key,
+        "",
+        &["io.nordlys.v1.quota.reconciled"],
+        10,
+    )
+    .await;
+    assert_eq!(theirs, seen);
 }

@@ -180,6 +180,27 @@ impl Api {
         }
     }
 
+    /// Forwards a call to the quota service and records its refusal like
+    /// the gateway's own, about `target`; what an answer changed, if
+    /// anything, the caller records.
+    async fn forward_call<Req, Resp>(
+        &self,
+        call: &Call,
+        method: &str,
+        target: &str,
+        req: Req,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message + 'static,
+        Resp: prost::Message + Default + 'static,
+    {
+        self.state
+            .quota
+            .call::<Req, Resp>(method, call, req)
+            .await
+            .inspect_err(|status| self.state.events.refused(call, target, status))
+    }
+
     /// Checks a placement: at least one region, each known, none twice.
     fn check_placement(&self, v: &mut Violations, field: &str, regions: &[String]) {
         if regions.is_empty() {

@@ -8,23 +8,31 @@ use nordlys_proto::pb::nordlys::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::Api;
+use crate::call::Call;
 use crate::events::Change;
 
-/// Forwards one call to the quota service with the caller's identity.
+/// Forwards one call that changes nothing to the quota service with the
+/// caller's identity; a refusal is recorded about what was asked for: the
+/// request's field `$field`, or `$target`.
 macro_rules! forward {
-    ($self:ident, $name:literal, $request:ident) => {{
+    ($self:ident, $name:literal, $request:ident, $field:ident) => {{
+        let call = $self.state.begin(&$request).await?;
+        let req = $request.into_inner();
+        let target = req.$field.clone();
+        let answer = $self.forward_call(&call, $name, &target, req).await?;
+        Ok(Response::new(answer))
+    }};
+    ($self:ident, $name:literal, $request:ident, $target:literal) => {{
         let call = $self.state.begin(&$request).await?;
         let answer = $self
-            .state
-            .quota
-            .call($name, &call, $request.into_inner())
+            .forward_call(&call, $name, $target, $request.into_inner())
             .await?;
         Ok(Response::new(answer))
     }};
 }
 
 /// The organization (`organizations/{org}`) a name under one starts with.
-fn organization_of(name: &str) -> String {
+pub(super) fn organization_of(name: &str) -> String {
     let mut parts = name.splitn(3, '/');
     match (parts.next(), parts.next()) {
         (Some("organizations"), Some(org)) => format!("organizations/{org}"),
@@ -56,14 +64,14 @@ impl OrganizationService for Api {
         &self,
         request: Request<GetOrganizationRequest>,
     ) -> Result<Response<Organization>, Status> {
-        forward!(self, "GetOrganization", request)
+        forward!(self, "GetOrganization", request, name)
     }
 
     async fn list_organizations(
         &self,
         request: Request<ListOrganizationsRequest>,
     ) -> Result<Response<ListOrganizationsResponse>, Status> {
-        forward!(self, "ListOrganizations", request)
+        forward!(self, "ListOrganizations", request, "organizations")
     }
 
     async fn create_member(
@@ -73,14 +81,22 @@ impl OrganizationService for Api {
         let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         let parent = req.parent.clone();
+        let name = format!("{parent}/members/{}", req.member_id);
+        // CreateMember also sets an existing member's role, and its answer
+        // does not say which it did; the members as they were tell. A
+        // member that existed is the same one after the call when its
+        // create_time is unchanged (one removed and added again meanwhile
+        // is new). A member added by another call between this look and
+        // the create is taken for new: a race between two adds, both
+        // recorded as adds.
+        let before = self.member_before(&call, &parent, &name).await;
         self.forward_change(&call, "CreateMember", &parent, req, |member: &Member| {
-            Change::new(
-                "member",
-                "created",
-                &organization_of(&member.name),
-                &member.name,
-            )
-            .data(Data::Member(member.clone()))
+            let existed = before
+                .as_ref()
+                .is_some_and(|b| b.create_time == member.create_time);
+            let verb = if existed { "updated" } else { "created" };
+            Change::new("member", verb, &organization_of(&member.name), &member.name)
+                .data(Data::Member(member.clone()))
         })
         .await
     }
@@ -89,7 +105,7 @@ impl OrganizationService for Api {
         &self,
         request: Request<ListMembersRequest>,
     ) -> Result<Response<ListMembersResponse>, Status> {
-        forward!(self, "ListMembers", request)
+        forward!(self, "ListMembers", request, parent)
     }
 
     async fn delete_member(
@@ -99,16 +115,36 @@ impl OrganizationService for Api {
         let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         let name = req.name.clone();
-        self.forward_change(
-            &call,
-            "DeleteMember",
-            &name,
-            req,
-            |_: &DeleteMemberResponse| {
-                Change::new("member", "deleted", &organization_of(&name), &name)
-            },
-        )
-        .await
+        let organization = organization_of(&name);
+        // The quota service removes the member's keys with it, and its
+        // answer does not name them: the member's keys are listed before
+        // the delete and again after it, and each one gone is recorded. A
+        // key made for the member between the first listing and the delete
+        // goes unrecorded; one deleted by its own DeleteApiKey meanwhile is
+        // recorded twice. Both need a key change racing the member's
+        // removal.
+        let keys_before = self.member_keys(&call, &organization, &name).await;
+        let answer = self
+            .forward_change(
+                &call,
+                "DeleteMember",
+                &name,
+                req,
+                |_: &DeleteMemberResponse| Change::new("member", "deleted", &organization, &name),
+            )
+            .await?;
+        if let Some(before) = keys_before {
+            // When the second listing fails, every key is taken as gone:
+            // the quota service deletes them all unless its store fails.
+            let after = self
+                .member_keys(&call, &organization, &name)
+                .await
+                .unwrap_or_default();
+            for key in before.iter().filter(|k| !after.contains(k)) {
+                self.changed(&call, Change::new("api_key", "deleted", &organization, key));
+            }
+        }
+        Ok(answer)
     }
 
     async fn create_api_key(
@@ -138,7 +174,7 @@ impl OrganizationService for Api {
         &self,
         request: Request<ListApiKeysRequest>,
     ) -> Result<Response<ListApiKeysResponse>, Status> {
-        forward!(self, "ListApiKeys", request)
+        forward!(self, "ListApiKeys", request, parent)
     }
 
     async fn delete_api_key(
@@ -158,6 +194,62 @@ impl OrganizationService for Api {
             },
         )
         .await
+    }
+}
+
+impl Api {
+    /// `name`, a member of `parent`, as the quota service has it now;
+    /// `None` when it has no such member or cannot say.
+    async fn member_before(&self, call: &Call, parent: &str, name: &str) -> Option<Member> {
+        let listed: ListMembersResponse = self
+            .state
+            .quota
+            .call(
+                "ListMembers",
+                call,
+                ListMembersRequest {
+                    parent: parent.to_string(),
+                },
+            )
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "could not list members before a create"))
+            .ok()?;
+        listed.members.into_iter().find(|m| m.name == name)
+    }
+
+    /// The names of the API keys of `member` in `organization`; `None` when
+    /// the quota service cannot say (a refusal here is not recorded: the
+    /// delete that follows is refused and recorded alike).
+    async fn member_keys(
+        &self,
+        call: &Call,
+        organization: &str,
+        member: &str,
+    ) -> Option<Vec<String>> {
+        if organization.is_empty() {
+            return None;
+        }
+        let listed: ListApiKeysResponse = self
+            .state
+            .quota
+            .call(
+                "ListApiKeys",
+                call,
+                ListApiKeysRequest {
+                    parent: organization.to_string(),
+                },
+            )
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "could not list a member's API keys"))
+            .ok()?;
+        Some(
+            listed
+                .api_keys
+                .into_iter()
+                .filter(|k| k.member == member)
+                .map(|k| k.name)
+                .collect(),
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use nordlys_api::{names, Violations};
 use nordlys_proto::pb::nordlys::v1::quota_service_server::QuotaService;
 use nordlys_proto::pb::nordlys::v1::{
     GetQuotaRequest, ListQuotasRequest, ListQuotasResponse, Quota, ReconcileQuotasRequest,
-    ReconcileQuotasResponse, UpdateQuotaRequest,
+    ReconcileQuotasResponse, ResourceCounts, UpdateQuotaRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,11 +20,9 @@ impl QuotaService for Api {
         request: Request<GetQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
         let call = self.state.begin(&request).await?;
-        let answer: Quota = self
-            .state
-            .quota
-            .call("GetQuota", &call, request.into_inner())
-            .await?;
+        let req = request.into_inner();
+        let target = req.name.clone();
+        let answer: Quota = self.forward_call(&call, "GetQuota", &target, req).await?;
         Ok(Response::new(answer))
     }
 
@@ -33,11 +31,10 @@ impl QuotaService for Api {
         request: Request<ListQuotasRequest>,
     ) -> Result<Response<ListQuotasResponse>, Status> {
         let call = self.state.begin(&request).await?;
-        let answer: ListQuotasResponse = self
-            .state
-            .quota
-            .call("ListQuotas", &call, request.into_inner())
-            .await?;
+        let req = request.into_inner();
+        let target = req.parent.clone();
+        let answer: ListQuotasResponse =
+            self.forward_call(&call, "ListQuotas", &target, req).await?;
         Ok(Response::new(answer))
     }
 
@@ -65,7 +62,8 @@ impl QuotaService for Api {
     }
 
     /// Operators only: the quota service checks the role, as for
-    /// UpdateQuota, and asks the regions itself.
+    /// UpdateQuota, and asks the regions itself. Each usage it corrected is
+    /// a `quota.reconciled` event in the quota's organization.
     async fn reconcile_quotas(
         &self,
         request: Request<ReconcileQuotasRequest>,
@@ -75,8 +73,47 @@ impl QuotaService for Api {
         if !req.organization.is_empty() {
             names::parse_field(&req.organization, &["organizations"], "organization")?;
         }
-        let answer: ReconcileQuotasResponse =
-            self.state.quota.call("ReconcileQuotas", &call, req).await?;
+        let target = if req.organization.is_empty() {
+            "organizations".to_string()
+        } else {
+            req.organization.clone()
+        };
+        let answer: ReconcileQuotasResponse = self
+            .forward_call(&call, "ReconcileQuotas", &target, req)
+            .await?;
+        for drift in answer.drifts.iter().filter(|d| d.corrected) {
+            let organization = super::organizations::organization_of(&drift.quota);
+            let (usage, existing) = (
+                drift.usage.unwrap_or_default(),
+                drift.existing.unwrap_or_default(),
+            );
+            // The event's data is a Quota, which holds one usage: the
+            // corrected one. The usage before goes in the outcome's note,
+            // so the event shows the drift on its own.
+            let quota = Quota {
+                name: drift.quota.clone(),
+                usage: Some(existing),
+                ..Default::default()
+            };
+            self.changed(
+                &call,
+                Change::new("quota", "reconciled", &organization, &drift.quota)
+                    .data(Data::Quota(quota))
+                    .message(format!(
+                        "usage corrected from {} to {}",
+                        counts(&usage),
+                        counts(&existing)
+                    )),
+            );
+        }
         Ok(Response::new(answer))
     }
+}
+
+/// `projects=1 users=0 networks=2 access_rules=0`.
+fn counts(c: &ResourceCounts) -> String {
+    format!(
+        "projects={} users={} networks={} access_rules={}",
+        c.projects, c.users, c.networks, c.access_rules
+    )
 }

@@ -38,6 +38,8 @@ pub(crate) struct Change {
     subject: String,
     /// The create's request id, when it had one.
     request_id: String,
+    /// What the outcome says beside OK (empty for most changes).
+    message: String,
     data: Option<Data>,
 }
 
@@ -49,6 +51,7 @@ impl Change {
             organization: organization.to_string(),
             subject: subject.to_string(),
             request_id: String::new(),
+            message: String::new(),
             data: None,
         }
     }
@@ -62,6 +65,13 @@ impl Change {
     /// With the create's request id.
     pub(crate) fn request_id(mut self, request_id: &str) -> Change {
         self.request_id = request_id.to_string();
+        self
+    }
+
+    /// With a note in the outcome, for what the data cannot say (a
+    /// reconciliation's usage before it corrected it).
+    pub(crate) fn message(mut self, message: String) -> Change {
+        self.message = message;
         self
     }
 }
@@ -123,7 +133,7 @@ impl Events {
     pub(crate) fn changed(&self, call: &Call, change: Change) {
         let outcome = RpcStatus {
             code: 0,
-            message: String::new(),
+            message: change.message.clone(),
             details: Vec::new(),
         };
         self.record(call, change, outcome);
