@@ -2,7 +2,7 @@
 //! and the checksum a client sends back to make a change conditional.
 
 use base64::Engine;
-use nordlys_proto::pb::nordlys::v1::{AccessRule, Network, Project, User};
+use nordlys_proto::pb::nordlys::v1::{AccessRule, Membership, Network, Project, User};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
@@ -74,6 +74,12 @@ pub fn access_rule_etag(r: &AccessRule) -> String {
         r.description.as_bytes(),
         stamp(r.create_time.as_ref()).as_bytes(),
     ])
+}
+
+/// A membership's etag: its user and role (not its create time, which
+/// some clouds do not keep).
+pub fn membership_etag(m: &Membership) -> String {
+    etag_of(&[m.name.as_bytes(), m.user.as_bytes(), &m.role.to_be_bytes()])
 }
 
 fn stamp(t: Option<&prost_types::Timestamp>) -> String {

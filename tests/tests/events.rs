@@ -1323,6 +1323,7 @@ async fn every_kind_of_change_and_a_viewers_write_are_events_of_their_type() {
         .delete_membership(bearer(
             DeleteMembershipRequest {
                 name: membership.to_owned(),
+                ..Default::default()
             },
             &acme.key,
         ))
@@ -1332,6 +1333,7 @@ async fn every_kind_of_change_and_a_viewers_write_are_events_of_their_type() {
         .delete_access_rule(bearer(
             DeleteAccessRuleRequest {
                 name: rule.to_owned(),
+                ..Default::default()
             },
             &acme.key,
         ))
@@ -1341,13 +1343,20 @@ async fn every_kind_of_change_and_a_viewers_write_are_events_of_their_type() {
         .delete_network(bearer(
             DeleteNetworkRequest {
                 name: network.to_owned(),
+                ..Default::default()
             },
             &acme.key,
         ))
         .await
         .expect("DeleteNetwork");
     users
-        .delete_user(bearer(DeleteUserRequest { name: user.clone() }, &acme.key))
+        .delete_user(bearer(
+            DeleteUserRequest {
+                name: user.clone(),
+                ..Default::default()
+            },
+            &acme.key,
+        ))
         .await
         .expect("DeleteUser");
 

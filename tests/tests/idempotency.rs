@@ -116,6 +116,7 @@ async fn a_rules_and_a_memberships_request_id_name_one_create_even_after_a_delet
         .delete_access_rule(bearer(
             DeleteAccessRuleRequest {
                 name: first.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -181,6 +182,7 @@ async fn a_rules_and_a_memberships_request_id_name_one_create_even_after_a_delet
         .delete_membership(bearer(
             DeleteMembershipRequest {
                 name: granted.name.clone(),
+                ..Default::default()
             },
             key,
         ))

@@ -181,6 +181,7 @@ async fn networks_and_access_rules_lifecycle() {
         .delete_access_rule(bearer(
             DeleteAccessRuleRequest {
                 name: https.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -201,6 +202,7 @@ async fn networks_and_access_rules_lifecycle() {
         .delete_network(bearer(
             DeleteNetworkRequest {
                 name: v4.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -463,4 +465,115 @@ async fn an_access_rules_description_changes_and_nothing_else_does() {
         listed.access_rules[0].etag,
         patched["etag"].as_str().unwrap_or_default()
     );
+}
+
+#[tokio::test]
+async fn deletes_of_networks_and_rules_are_conditional_on_their_etags() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("wayne").await;
+    let key = &tenant.key;
+    stack
+        .create_project(key, "guarded", &["sto1"])
+        .await
+        .expect("CreateProject");
+    let network = NetworkServiceClient::new(stack.channel().await)
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/guarded".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.40.0.0/24".into(),
+                    ..Default::default()
+                }),
+                network_id: "backend".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork")
+        .into_inner();
+    let rule = AccessRuleServiceClient::new(stack.channel().await)
+        .create_access_rule(bearer(
+            CreateAccessRuleRequest {
+                parent: "projects/guarded".into(),
+                access_rule: Some(AccessRule {
+                    region: "sto1".into(),
+                    direction: Direction::Ingress as i32,
+                    protocol: Protocol::Tcp as i32,
+                    port_range_min: 22,
+                    port_range_max: 22,
+                    remote_cidr: "10.0.0.0/8".into(),
+                    ..Default::default()
+                }),
+                access_rule_id: "ssh".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateAccessRule")
+        .into_inner();
+    assert!(!rule.etag.is_empty());
+
+    // A rule changed since its etag was read stays, ABORTED.
+    let mut rules = AccessRuleServiceClient::new(stack.channel().await);
+    let changed = rules
+        .update_access_rule(bearer(
+            UpdateAccessRuleRequest {
+                access_rule: Some(AccessRule {
+                    name: rule.name.clone(),
+                    description: "SSH".into(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("UpdateAccessRule")
+        .into_inner();
+    let delete_rule = |etag: &str| {
+        bearer(
+            DeleteAccessRuleRequest {
+                name: rule.name.clone(),
+                etag: etag.into(),
+            },
+            key,
+        )
+    };
+    let stale = rules
+        .delete_access_rule(delete_rule(&rule.etag))
+        .await
+        .expect_err("stale etag");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let long = rules
+        .delete_access_rule(delete_rule(&"x".repeat(65)))
+        .await
+        .expect_err("not an etag");
+    assert_eq!(long.code(), Code::InvalidArgument, "{long:?}");
+    rules
+        .delete_access_rule(delete_rule(&changed.etag))
+        .await
+        .expect("deleted with its etag");
+
+    // Over HTTP: `?etag=` on the DELETE.
+    let http = Http::new(&stack.gateway.http_url()).with_key(key);
+    http.delete(&format!("/v1/{}?etag=stale", network.name))
+        .await
+        .expect_error(409, 10);
+    http.delete(&format!("/v1/{}?etag={}", network.name, network.etag))
+        .await
+        .expect(200);
+    let gone = NetworkServiceClient::new(stack.channel().await)
+        .get_network(bearer(
+            GetNetworkRequest {
+                name: network.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
 }

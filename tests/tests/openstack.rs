@@ -429,6 +429,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
         .delete_membership(bearer(
             DeleteMembershipRequest {
                 name: granted.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -495,6 +496,7 @@ async fn scenarios_through_the_gateway_show_up_in_keystone_and_neutron() {
         .delete_user(bearer(
             DeleteUserRequest {
                 name: ada.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -790,6 +792,7 @@ async fn a_project_being_deleted_shows_deleting_and_takes_no_children() {
         format!("{PREFIX}.DeleteNetwork"),
         call(nordlys_proto::pb::nordlys::v1::DeleteNetworkRequest {
             name: "projects/leaving/networks/brief".into(),
+            ..Default::default()
         }),
     )
     .await

@@ -164,6 +164,7 @@ async fn users_and_memberships_lifecycle() {
         .delete_membership(bearer(
             DeleteMembershipRequest {
                 name: bob_granted.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -199,6 +200,7 @@ async fn users_and_memberships_lifecycle() {
         .delete_membership(bearer(
             DeleteMembershipRequest {
                 name: granted.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -221,6 +223,7 @@ async fn users_and_memberships_lifecycle() {
         .delete_user(bearer(
             DeleteUserRequest {
                 name: alice.name.clone(),
+                ..Default::default()
             },
             key,
         ))
@@ -333,4 +336,113 @@ async fn a_users_name_and_email_change_everywhere_under_its_etag() {
         matches!(foreign.code(), Code::NotFound | Code::PermissionDenied),
         "{foreign:?}"
     );
+}
+
+#[tokio::test]
+async fn deletes_of_users_and_memberships_are_conditional_on_their_etags() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("tyrell").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    stack
+        .create_project(key, "nexus", &["sto1"])
+        .await
+        .expect("CreateProject");
+    let mut users = UserServiceClient::new(stack.channel().await);
+    let roy = users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(user("roy", &["sto1"])),
+                user_id: "roy".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser")
+        .into_inner();
+    let mut memberships = MembershipServiceClient::new(stack.channel().await);
+    let granted = memberships
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/nexus".into(),
+                membership: Some(Membership {
+                    user: roy.name.clone(),
+                    role: ProjectRole::Member as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateMembership")
+        .into_inner();
+    assert!(!granted.etag.is_empty());
+    let got = memberships
+        .get_membership(bearer(
+            GetMembershipRequest {
+                name: granted.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetMembership")
+        .into_inner();
+    assert_eq!(got.etag, granted.etag);
+
+    let revoke = |etag: &str| {
+        bearer(
+            DeleteMembershipRequest {
+                name: granted.name.clone(),
+                etag: etag.into(),
+            },
+            key,
+        )
+    };
+    let stale = memberships
+        .delete_membership(revoke("not-the-etag"))
+        .await
+        .expect_err("stale etag");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    memberships
+        .delete_membership(revoke(&granted.etag))
+        .await
+        .expect("revoked with its etag");
+
+    // A user renamed since its etag was read stays.
+    let renamed = users
+        .update_user(bearer(
+            UpdateUserRequest {
+                user: Some(User {
+                    name: roy.name.clone(),
+                    display_name: "Roy B.".into(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("UpdateUser")
+        .into_inner();
+    let remove = |etag: &str| {
+        bearer(
+            DeleteUserRequest {
+                name: roy.name.clone(),
+                etag: etag.into(),
+            },
+            key,
+        )
+    };
+    let stale = users
+        .delete_user(remove(&roy.etag))
+        .await
+        .expect_err("stale etag");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    users
+        .delete_user(remove(&renamed.etag))
+        .await
+        .expect("deleted with its etag");
 }

@@ -62,7 +62,10 @@ impl AccessRuleService for Api {
                     kind: Some(Kind::AccessRules),
                 },
                 req.clone(),
-                |name| DeleteAccessRuleRequest { name },
+                |name| DeleteAccessRuleRequest {
+                    name,
+                    ..Default::default()
+                },
             )
             .await?;
         let rule = first_success(answers)?.0;

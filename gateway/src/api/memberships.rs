@@ -86,7 +86,10 @@ impl Api {
                     kind: Some(Kind::Users),
                 },
                 req,
-                |name| DeleteUserRequest { name },
+                |name| DeleteUserRequest {
+                    name,
+                    ..Default::default()
+                },
             )
             .await?;
         first_success(answers).map(|_| ())
@@ -180,7 +183,10 @@ impl MembershipService for Api {
                     kind: None,
                 },
                 req.clone(),
-                |name| DeleteMembershipRequest { name },
+                |name| DeleteMembershipRequest {
+                    name,
+                    ..Default::default()
+                },
             )
             .await?;
         let (mut membership, statuses) = first_success(answers)?;

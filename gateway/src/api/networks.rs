@@ -65,7 +65,10 @@ impl NetworkService for Api {
                     kind: Some(Kind::Networks),
                 },
                 req.clone(),
-                |name| DeleteNetworkRequest { name },
+                |name| DeleteNetworkRequest {
+                    name,
+                    ..Default::default()
+                },
             )
             .await?;
         let network = first_success(answers)?.0;

@@ -72,7 +72,10 @@ impl UserService for Api {
                     kind: Some(Kind::Users),
                 },
                 req.clone(),
-                |name| DeleteUserRequest { name },
+                |name| DeleteUserRequest {
+                    name,
+                    ..Default::default()
+                },
             )
             .await?;
         let (mut user, statuses) = first_success(answers)?;

@@ -252,7 +252,7 @@ impl Change<AccessRule> for AccessRuleChange {
 }
 
 /// [`BackendError::EtagMismatch`] unless `want` is empty or the etag.
-fn check_etag(
+pub(crate) fn check_etag(
     want: &str,
     actual: impl FnOnce() -> String,
     kind: ResourceKind,

@@ -677,6 +677,7 @@ impl OpenStackBackend {
             region_status: self.ready(),
             // Keystone keeps no time for role assignments.
             create_time: None,
+            etag: String::new(),
         }
     }
 

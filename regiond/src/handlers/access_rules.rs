@@ -129,7 +129,16 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteAccessRuleRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let name = &request.get_ref().name;
+    let (name, etag) = (&request.get_ref().name, &request.get_ref().etag);
     names::parse_field(name, ACCESS_RULE, "name")?;
+    let caller = Caller::writer(&request)?;
+    h.check_delete_etag(
+        etag,
+        ResourceKind::AccessRule,
+        name,
+        h.backend.get_access_rule(&caller.tenant, name),
+        nordlys_api::update::access_rule_etag,
+    )
+    .await?;
     h.delete(&request, ResourceKind::AccessRule, name).await
 }

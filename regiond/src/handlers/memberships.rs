@@ -70,7 +70,13 @@ pub(super) async fn create(
             },
         )
         .await?;
-    Ok(Response::new(membership))
+    Ok(Response::new(with_etag(membership)))
+}
+
+/// The membership with its etag (AIP-154).
+fn with_etag(mut membership: Membership) -> Membership {
+    membership.etag = nordlys_api::update::membership_etag(&membership);
+    membership
 }
 
 pub(super) async fn get(
@@ -80,9 +86,9 @@ pub(super) async fn get(
     let caller = Caller::of(&request)?;
     let name = &request.get_ref().name;
     names::parse_field(name, MEMBERSHIP, "name")?;
-    Ok(Response::new(
+    Ok(Response::new(with_etag(
         h.backend.get_membership(&caller.tenant, name).await?,
-    ))
+    )))
 }
 
 pub(super) async fn list(
@@ -92,7 +98,13 @@ pub(super) async fn list(
     let caller = Caller::of(&request)?;
     let filter = h.filter(&caller, request.get_ref(), &["projects"])?;
     Ok(Response::new(ListMembershipsResponse {
-        memberships: h.backend.list_memberships(&filter).await?,
+        memberships: h
+            .backend
+            .list_memberships(&filter)
+            .await?
+            .into_iter()
+            .map(with_etag)
+            .collect(),
         ..Default::default()
     }))
 }
@@ -101,7 +113,16 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteMembershipRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let name = &request.get_ref().name;
+    let (name, etag) = (&request.get_ref().name, &request.get_ref().etag);
     names::parse_field(name, MEMBERSHIP, "name")?;
+    let caller = Caller::writer(&request)?;
+    h.check_delete_etag(
+        etag,
+        ResourceKind::Membership,
+        name,
+        h.backend.get_membership(&caller.tenant, name),
+        nordlys_api::update::membership_etag,
+    )
+    .await?;
     h.delete(&request, ResourceKind::Membership, name).await
 }

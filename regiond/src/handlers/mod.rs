@@ -504,6 +504,37 @@ impl Handlers {
         Ok(updated)
     }
 
+    /// A delete made conditional by `etag` (AIP-154): refused with ABORTED
+    /// unless the resource, read now, still has it. An empty etag, or a
+    /// resource already gone (the delete then finishes an earlier one or
+    /// answers NOT_FOUND), passes.
+    async fn check_delete_etag<T>(
+        &self,
+        etag: &str,
+        kind: ResourceKind,
+        name: &str,
+        current: impl std::future::Future<Output = crate::backend::Result<T>>,
+        etag_of: fn(&T) -> String,
+    ) -> Result<(), Status> {
+        if etag.is_empty() {
+            return Ok(());
+        }
+        let mut v = nordlys_api::Violations::new();
+        nordlys_api::update::check_etag(&mut v, "etag", etag);
+        v.into_result()?;
+        match current.await {
+            Ok(current) => Ok(crate::backend::check_etag(
+                etag,
+                || etag_of(&current),
+                kind,
+                name,
+                &self.region,
+            )?),
+            Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes through the settle notes: crash-safe, quota given back once.
     async fn delete<T>(
         &self,

@@ -138,7 +138,16 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteNetworkRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let name = &request.get_ref().name;
+    let (name, etag) = (&request.get_ref().name, &request.get_ref().etag);
     names::parse_field(name, NETWORK, "name")?;
+    let caller = Caller::writer(&request)?;
+    h.check_delete_etag(
+        etag,
+        ResourceKind::Network,
+        name,
+        h.backend.get_network(&caller.tenant, name),
+        nordlys_api::update::network_etag,
+    )
+    .await?;
     h.delete(&request, ResourceKind::Network, name).await
 }

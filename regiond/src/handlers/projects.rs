@@ -1,6 +1,6 @@
 //! Projects: the unit of tenancy, one per placement region.
 
-use crate::backend::{Change, ProjectChange, ResourceKind};
+use crate::backend::{ProjectChange, ResourceKind};
 use nordlys_api::validate::{check_id, check_text, MAX_DESCRIPTION, MAX_DISPLAY_NAME};
 use nordlys_api::{invalid, names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{DeleteResponse, ListRequest};
@@ -153,16 +153,14 @@ pub(super) async fn delete(
 ) -> Result<Response<DeleteResponse>, Status> {
     let name = &request.get_ref().name;
     names::parse_field(name, &["projects"], "name")?;
-    let etag = &request.get_ref().etag;
-    if !etag.is_empty() {
-        // Deleted only as the caller last saw it.
-        let caller = Caller::writer(&request)?;
-        let current = h.backend.get_project(&caller.tenant, name).await?;
-        ProjectChange {
-            etag: etag.clone(),
-            ..Default::default()
-        }
-        .check(&current, h.region())?;
-    }
+    let caller = Caller::writer(&request)?;
+    h.check_delete_etag(
+        &request.get_ref().etag,
+        ResourceKind::Project,
+        name,
+        h.backend.get_project(&caller.tenant, name),
+        nordlys_api::update::project_etag,
+    )
+    .await?;
     h.delete(&request, ResourceKind::Project, name).await
 }

@@ -511,6 +511,7 @@ async fn deletes_cascade_and_report_what_they_freed() {
             &acme(),
             DeleteNetworkRequest {
                 name: "projects/web/networks/net-b".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -552,6 +553,7 @@ async fn deletes_cascade_and_report_what_they_freed() {
             &acme(),
             DeleteUserRequest {
                 name: "organizations/acme/users/ada".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -564,6 +566,7 @@ async fn deletes_cascade_and_report_what_they_freed() {
             &acme(),
             DeleteAccessRuleRequest {
                 name: "projects/web/accessRules/ssh".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -614,6 +617,7 @@ async fn membership_deletes_free_nothing_and_users_list_by_org() {
             &acme(),
             DeleteMembershipRequest {
                 name: "projects/web/members/ada".into(),
+                ..Default::default()
             },
         ))
         .await

@@ -139,7 +139,16 @@ pub(super) async fn delete(
     h: &Handlers,
     request: Request<DeleteUserRequest>,
 ) -> Result<Response<DeleteResponse>, Status> {
-    let name = &request.get_ref().name;
+    let (name, etag) = (&request.get_ref().name, &request.get_ref().etag);
     names::parse_field(name, USER, "name")?;
+    let caller = Caller::writer(&request)?;
+    h.check_delete_etag(
+        etag,
+        ResourceKind::User,
+        name,
+        h.backend.get_user(&caller.tenant, name),
+        nordlys_api::update::user_etag,
+    )
+    .await?;
     h.delete(&request, ResourceKind::User, name).await
 }
