@@ -567,6 +567,34 @@ impl NatsCluster {
         detail
     }
 
+    /// Every stream hub node `index` knows, with its configured replicas
+    /// (`/jsz` with stream configs); empty when the node is down.
+    pub fn stream_replicas(&self, index: usize) -> Vec<(String, u64)> {
+        let Some(node) = self.nodes.get(index).filter(|n| n.is_running()) else {
+            return Vec::new();
+        };
+        let Ok(body) = node.monitor("/jsz?accounts=true&streams=true&config=true") else {
+            return Vec::new();
+        };
+        let jsz = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+        let mut streams: Vec<(String, u64)> = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|account| account["stream_detail"].as_array())
+            .flatten()
+            .filter_map(|detail| {
+                Some((
+                    detail["name"].as_str()?.to_string(),
+                    detail["config"]["num_replicas"].as_u64()?,
+                ))
+            })
+            .collect();
+        streams.sort();
+        streams.dedup();
+        streams
+    }
+
     /// Stream `stream`'s last sequence in hub node `index`'s own copy.
     pub fn last_seq(&self, index: usize, stream: &str) -> Option<u64> {
         self.stream_detail(index, stream)?["state"]["last_seq"].as_u64()

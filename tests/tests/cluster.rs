@@ -127,6 +127,30 @@ async fn services_work_through_the_cluster_and_strangers_cannot_reach_them() {
         .expect("read through the cluster")
         .into_inner();
     assert_eq!(project.regions.len(), 2, "{project:?}");
+    // Every bucket and stream of the services at three replicas, as the
+    // reference settings ask: quota's, each region's records, settle notes
+    // and deleted request ids, and the audit stream.
+    let streams = stack.cluster.stream_replicas(0);
+    for want in [
+        "KV_nordlys-quota",
+        "KV_nordlys-quota-ops",
+        "KV_nordlys-regiond-sto1",
+        "KV_nordlys-regiond-osl1",
+        "KV_nordlys-settle-sto1",
+        "KV_nordlys-settle-osl1",
+        "KV_nordlys-gone-sto1",
+        "KV_nordlys-gone-osl1",
+        "NORDLYS_EVENTS",
+    ] {
+        assert!(
+            streams.iter().any(|(name, _)| name == want),
+            "{want} missing: {streams:?}"
+        );
+    }
+    assert!(
+        streams.iter().all(|(_, replicas)| *replicas == 3),
+        "every stream at three replicas: {streams:?}"
+    );
     // The gateway's permissions cover the audit stream (three replicas).
     let events = EventServiceClient::new(stack.gateway.channel().await)
         .list_events(bearer(ListEventsRequest::default(), &tenant.key))

@@ -426,3 +426,25 @@ async fn kv_instances_share_one_region_and_survive_restarts() {
         .expect_err("deleted everywhere");
     assert_eq!(err.code(), Code::NotFound);
 }
+
+/// Without NATS credentials a region would take any client of that server
+/// for the gateway: regiond, and quota likewise, refuse to start so unless
+/// told `--insecure-dev`, and say why.
+#[test]
+fn without_nats_credentials_the_services_refuse_to_start() {
+    let nats = NatsServer::start();
+    for (binary, args) in [("regiond", vec!["--region", "sto1"]), ("quota", vec![])] {
+        let out = std::process::Command::new(nordlys_tests::bin_path(binary))
+            .args(["--nats-url", &nats.url()])
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the service");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{binary} started: {said}");
+        assert!(
+            said.contains("no credentials") && said.contains("--insecure-dev"),
+            "{binary} did not say why: {said}"
+        );
+    }
+}
