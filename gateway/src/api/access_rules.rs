@@ -8,7 +8,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{first_success, spelled_out, Api, Fanout, Kind};
+use super::{first_success, spelled_out, Api, ChildUpdate, Fanout, Kind};
 use crate::events::Change;
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
@@ -127,21 +127,18 @@ impl AccessRuleService for Api {
         let paths = update::access_rule_paths(&mut v, rule, req.update_mask.as_ref());
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
-        let org = self.project_org(&call, &project).await?;
         let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
         req.update_mask = Some(update_mask);
-        req.request_id = request_id;
-        let (rule, _): (AccessRule, _) = self
-            .change_everywhere(&call, "UpdateAccessRule", req.clone(), &req.request_id)
-            .await
-            .map_err(|s| super::projects::not_found_as(s, &name))?;
-        self.changed(
-            &call,
-            Change::new("access_rule", "updated", &org, &rule.name)
-                .request_id(&req.request_id)
-                .data(Data::AccessRule(rule.clone())),
-        );
-        Ok(Response::new(rule))
+        req.request_id = request_id.clone();
+        let update = ChildUpdate {
+            method: "UpdateAccessRule",
+            kind: "access_rule",
+            project: &project,
+            name: &name,
+            request_id: &request_id,
+            data: Data::AccessRule,
+        };
+        Ok(Response::new(self.update_child(&call, update, req).await?))
     }
 
     async fn delete_access_rule(

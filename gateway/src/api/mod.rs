@@ -746,6 +746,46 @@ fn nowhere(refusal: Option<Status>, unanswered: &[RegionStatus]) -> Status {
     }
 }
 
+/// An update of one of a project's children (a network, an access rule),
+/// checked by the caller: `name` names it (in `project`), `request_id` is
+/// the one every region gets, `kind` and `data` make its event.
+struct ChildUpdate<'a, Resp> {
+    method: &'a str,
+    kind: &'static str,
+    project: &'a str,
+    name: &'a str,
+    request_id: &'a str,
+    data: fn(Resp) -> nordlys_proto::pb::nordlys::v1::event::Data,
+}
+
+impl Api {
+    /// Sends a child's update to every region (the one holding it answers;
+    /// NOT_FOUND names it when none does) and records the change.
+    async fn update_child<Req, Resp>(
+        &self,
+        call: &Call,
+        update: ChildUpdate<'_, Resp>,
+        req: Req,
+    ) -> Result<Resp, Status>
+    where
+        Req: Message + Clone + 'static,
+        Resp: Message + Default + Clone + 'static,
+    {
+        let org = self.project_org(call, update.project).await?;
+        let (changed, _): (Resp, _) = self
+            .change_everywhere(call, update.method, req, update.request_id)
+            .await
+            .map_err(|s| projects::not_found_as(s, update.name))?;
+        self.changed(
+            call,
+            Change::new(update.kind, "updated", &org, update.name)
+                .request_id(update.request_id)
+                .data((update.data)(changed.clone())),
+        );
+        Ok(changed)
+    }
+}
+
 /// What every region of an update gets: the mask spelled out, and one
 /// request id (the caller's, or a new one), so each region applies the same
 /// change and a retried region changes nothing twice.

@@ -8,7 +8,7 @@ use nordlys_proto::pb::nordlys::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{first_success, spelled_out, Api, Fanout, Kind};
+use super::{first_success, spelled_out, Api, ChildUpdate, Fanout, Kind};
 use crate::events::Change;
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
@@ -130,21 +130,18 @@ impl NetworkService for Api {
         let paths = update::network_paths(&mut v, network, req.update_mask.as_ref());
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
-        let org = self.project_org(&call, &project).await?;
         let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
         req.update_mask = Some(update_mask);
-        req.request_id = request_id;
-        let (network, _): (Network, _) = self
-            .change_everywhere(&call, "UpdateNetwork", req.clone(), &req.request_id)
-            .await
-            .map_err(|s| super::projects::not_found_as(s, &name))?;
-        self.changed(
-            &call,
-            Change::new("network", "updated", &org, &network.name)
-                .request_id(&req.request_id)
-                .data(Data::Network(network.clone())),
-        );
-        Ok(Response::new(network))
+        req.request_id = request_id.clone();
+        let update = ChildUpdate {
+            method: "UpdateNetwork",
+            kind: "network",
+            project: &project,
+            name: &name,
+            request_id: &request_id,
+            data: Data::Network,
+        };
+        Ok(Response::new(self.update_child(&call, update, req).await?))
     }
 
     async fn delete_network(

@@ -460,6 +460,30 @@ impl OpenStackBackend {
 
     // -- security groups ---------------------------------------------------
 
+    /// Access rule `name` as the tenant may see it: its Keystone project,
+    /// the Nordlys project, the Neutron rule and its label.
+    async fn visible_rule(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<(KsProject, Project, NRule, RuleLabel)> {
+        let missing = || self.not_found(ResourceKind::AccessRule, name);
+        let (ks, project) = self
+            .visible_project(tenant, top_level(name))
+            .await
+            .map_err(|e| absent_parent(e, missing()))?;
+        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
+        let (rule, label) = group
+            .security_group_rules
+            .into_iter()
+            .find_map(|r| {
+                let label = self.label(&r).filter(|l| l.id == leaf(name))?;
+                Some((r, label))
+            })
+            .ok_or_else(missing)?;
+        Ok((ks, project, rule, label))
+    }
+
     /// The project's security group, if it has one.
     async fn security_group(&self, project_id: &str) -> Result<Option<NGroup>> {
         let mut groups = self
@@ -1475,17 +1499,8 @@ impl Backend for OpenStackBackend {
     }
 
     async fn get_access_rule(&self, tenant: &Tenant, name: &str) -> Result<AccessRule> {
-        let missing = || self.not_found(ResourceKind::AccessRule, name);
-        let project = top_level(name);
-        let (ks, _) = self
-            .visible_project(tenant, project)
-            .await
-            .map_err(|e| absent_parent(e, missing()))?;
-        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
-        self.rules_of(project, &ks, &group)
-            .into_iter()
-            .find(|r| r.name == name)
-            .ok_or_else(missing)
+        let (ks, project, rule, label) = self.visible_rule(tenant, name).await?;
+        Ok(self.described(&ks, &rule, self.rule_from(&project.name, &rule, label)))
     }
 
     async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>> {
@@ -1519,45 +1534,27 @@ impl Backend for OpenStackBackend {
     ) -> Result<AccessRule> {
         // The etag against a fresh read; the new description goes to the
         // Keystone project (see description_key), in one PATCH.
-        let missing = || self.not_found(ResourceKind::AccessRule, name);
-        let project = top_level(name);
-        let (ks, _) = self
-            .visible_project(tenant, project)
-            .await
-            .map_err(|e| absent_parent(e, missing()))?;
-        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
-        let (found, label) = group
-            .security_group_rules
-            .iter()
-            .find_map(|r| Some((r, self.label(r).filter(|l| l.id == leaf(name))?)))
-            .ok_or_else(missing)?;
-        let mut rule = self.described(&ks, found, self.rule_from(project, found, label.clone()));
+        let (ks, project, found, label) = self.visible_rule(tenant, name).await?;
+        let mut rule = self.described(
+            &ks,
+            &found,
+            self.rule_from(&project.name, &found, label.clone()),
+        );
         change.make(&mut rule, &self.region)?;
         let kept = serde_json::json!({ "rule": found.id, "description": rule.description });
         let ks = self
             .cloud
             .set_project_extra(&ks.id, &self.description_key(leaf(name)), kept)
             .await?;
-        Ok(self.described(&ks, found, self.rule_from(project, found, label)))
+        Ok(self.described(&ks, &found, self.rule_from(&project.name, &found, label)))
     }
 
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
-        let missing = || self.not_found(ResourceKind::AccessRule, name);
-        let (ks, project) = self
-            .visible_project(tenant, top_level(name))
-            .await
-            .map_err(|e| absent_parent(e, missing()))?;
-        let group = self.security_group(&ks.id).await?.ok_or_else(missing)?;
-        let rule = group
-            .security_group_rules
-            .iter()
-            .find(|r| self.label(r).is_some_and(|l| l.id == leaf(name)))
-            .ok_or_else(missing)?;
+        let (_, project, rule, label) = self.visible_rule(tenant, name).await?;
         self.cloud.delete_rule(&rule.id).await?;
         Ok(Removed {
-            request_key: self
-                .label(rule)
-                .and_then(|l| l.request)
+            request_key: label
+                .request
                 .map(|hash| rule_request_key(&hash))
                 .unwrap_or_default(),
             organization: project.organization,
