@@ -36,15 +36,15 @@ pub fn project_etag(p: &Project) -> String {
     ])
 }
 
-/// A user's etag, likewise.
+/// A user's etag: over its name, display name, e-mail and create time.
+/// Not its regions: a grant on a project in another region places the user
+/// there, so each region's record lists the regions it knew of, while the
+/// user is the same everywhere.
 pub fn user_etag(u: &User) -> String {
-    let mut regions = u.regions.clone();
-    regions.sort();
     etag_of(&[
         u.name.as_bytes(),
         u.display_name.as_bytes(),
         u.email.as_bytes(),
-        regions.join(",").as_bytes(),
         stamp(u.create_time.as_ref()).as_bytes(),
     ])
 }

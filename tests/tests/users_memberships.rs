@@ -446,3 +446,81 @@ async fn deletes_of_users_and_memberships_are_conditional_on_their_etags() {
         .await
         .expect("deleted with its etag");
 }
+
+#[tokio::test]
+async fn a_user_placed_by_a_grant_updates_under_the_etag_it_shows() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("cyberdyne").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    stack
+        .create_project(key, "skynet", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+    let mut users = UserServiceClient::new(stack.channel().await);
+    users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(user("miles", &["sto1"])),
+                user_id: "miles".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser");
+    // A role on a project in osl1 too places the user there.
+    MembershipServiceClient::new(stack.channel().await)
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/skynet".into(),
+                membership: Some(Membership {
+                    user: format!("{org}/users/miles"),
+                    role: ProjectRole::Member as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateMembership");
+    let shown = users
+        .get_user(bearer(
+            GetUserRequest {
+                name: format!("{org}/users/miles"),
+            },
+            key,
+        ))
+        .await
+        .expect("GetUser")
+        .into_inner();
+    // Both regions hold the same user: an update under the etag a get
+    // showed applies in each.
+    let updated = users
+        .update_user(bearer(
+            UpdateUserRequest {
+                user: Some(User {
+                    name: shown.name.clone(),
+                    display_name: "Miles Dyson".into(),
+                    etag: shown.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("the etag a get shows holds in every region")
+        .into_inner();
+    assert_eq!(updated.display_name, "Miles Dyson");
+    assert_eq!(updated.region_status.len(), 2, "{updated:?}");
+    assert!(
+        updated
+            .region_status
+            .iter()
+            .all(|s| s.state == State::Ready as i32),
+        "{updated:?}"
+    );
+}
