@@ -168,10 +168,16 @@ pub fn user_paths(
     user: &User,
     mask: Option<&prost_types::FieldMask>,
 ) -> Vec<&'static str> {
-    let paths = mask_paths(v, mask, &["display_name", "email"], |path| !match path {
-        "display_name" => user.display_name.is_empty(),
-        _ => user.email.is_empty(),
-    });
+    let paths = mask_paths(
+        v,
+        mask,
+        &["display_name", "email", "regions"],
+        |path| !match path {
+            "display_name" => user.display_name.is_empty(),
+            "email" => user.email.is_empty(),
+            _ => user.regions.is_empty(),
+        },
+    );
     for path in &paths {
         match *path {
             "display_name" => check_text(
@@ -181,7 +187,26 @@ pub fn user_paths(
                 MAX_DISPLAY_NAME,
                 true,
             ),
-            _ => check_email(v, "user.email", &user.email),
+            "email" => check_email(v, "user.email", &user.email),
+            _ => {
+                v.check(
+                    !user.regions.is_empty(),
+                    "user.regions",
+                    "is required: the regions the user is placed in",
+                );
+                for (i, region) in user.regions.iter().enumerate() {
+                    v.check(
+                        crate::validate::is_region(region),
+                        &format!("user.regions[{i}]"),
+                        "must be a region id such as sto1",
+                    );
+                    v.check(
+                        !user.regions[..i].contains(region),
+                        &format!("user.regions[{i}]"),
+                        "is named twice",
+                    );
+                }
+            }
         }
     }
     check_etag(v, "user.etag", &user.etag);

@@ -524,3 +524,100 @@ async fn a_user_placed_by_a_grant_updates_under_the_etag_it_shows() {
         "{updated:?}"
     );
 }
+
+#[tokio::test]
+async fn an_update_adding_a_region_places_the_user_there_under_quota() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("weyland").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    let mut users = UserServiceClient::new(stack.channel().await);
+    let made = users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(user("ripley", &["sto1"])),
+                user_id: "ripley".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser")
+        .into_inner();
+    let place = |regions: &[&str], etag: &str| {
+        bearer(
+            UpdateUserRequest {
+                user: Some(User {
+                    name: made.name.clone(),
+                    regions: regions.iter().map(|r| r.to_string()).collect(),
+                    etag: etag.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["regions".into()],
+                }),
+                request_id: String::new(),
+            },
+            key,
+        )
+    };
+    let placed = users
+        .update_user(place(&["sto1", "osl1"], &made.etag))
+        .await
+        .expect("placed in osl1")
+        .into_inner();
+    let mut ready: Vec<&str> = placed
+        .region_status
+        .iter()
+        .filter(|s| s.state == State::Ready as i32)
+        .map(|s| s.region.as_str())
+        .collect();
+    ready.sort();
+    assert_eq!(ready, ["osl1", "sto1"], "{placed:?}");
+    let got = users
+        .get_user(bearer(
+            GetUserRequest {
+                name: made.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetUser")
+        .into_inner();
+    let mut regions = got.regions.clone();
+    regions.sort();
+    assert_eq!(regions, ["osl1", "sto1"], "{got:?}");
+    assert_eq!(got.display_name, made.display_name);
+    assert_eq!(
+        stack
+            .quota(key, org, "osl1")
+            .await
+            .usage
+            .unwrap_or_default()
+            .users,
+        1,
+        "counted in osl1"
+    );
+
+    // A user leaves no region by an update; a region must be one.
+    let leave = users
+        .update_user(place(&["osl1"], ""))
+        .await
+        .expect_err("an update only adds regions");
+    assert_eq!(leave.code(), Code::FailedPrecondition, "{leave:?}");
+    assert!(leave.message().contains("sto1"), "{}", leave.message());
+    let bad = users
+        .update_user(place(&["sto1", "nowhere-1"], ""))
+        .await
+        .expect_err("not a region");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert_eq!(
+        stack
+            .quota(key, org, "sto1")
+            .await
+            .usage
+            .unwrap_or_default()
+            .users,
+        1
+    );
+}

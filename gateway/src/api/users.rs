@@ -4,13 +4,14 @@ use nordlys_api::validate::{self, MAX_DISPLAY_NAME};
 use nordlys_api::{ids, names, update, Violations};
 use nordlys_proto::pb::nordlys::v1::user_service_server::UserService;
 use nordlys_proto::pb::nordlys::v1::{
-    CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest, ListUsersRequest,
-    ListUsersResponse, UpdateUserRequest, User,
+    region_status::State, CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
+    ListUsersRequest, ListUsersResponse, UpdateUserRequest, User,
 };
 use tonic::{Request, Response, Status};
 
 use super::projects::not_found_as;
 use super::{first_success, spelled_out, Api, Fanout, Kind};
+use crate::call::Call;
 use crate::events::Change;
 use crate::scatter::mark_unreachable;
 use nordlys_proto::pb::nordlys::v1::event::Data;
@@ -150,11 +151,23 @@ impl UserService for Api {
         self.require_write(&call, &name)?;
         let mut v = Violations::new();
         let paths = update::user_paths(&mut v, user, req.update_mask.as_ref());
+        let placing = paths.contains(&"regions");
+        if placing {
+            self.check_placement(&mut v, "user.regions", &user.regions);
+        }
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
+        let wanted = user.regions.clone();
         let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
         req.update_mask = Some(update_mask);
         req.request_id = request_id;
+        if placing {
+            // New regions first: the user is created there (under the users
+            // quota) as a grant there would, then every region's record
+            // lists them all.
+            self.place_in_regions(&call, &org, &name, &wanted, &req.request_id)
+                .await?;
+        }
         let (mut user, statuses): (User, _) = self
             .change_everywhere(&call, "UpdateUser", req.clone(), &req.request_id)
             .await
@@ -184,5 +197,44 @@ impl UserService for Api {
             .map_err(|s| not_found_as(s, &req.name))?;
         self.changed(&call, Change::new("user", "deleted", &org, &req.name));
         Ok(Response::new(DeleteUserResponse { region_status }))
+    }
+}
+
+impl Api {
+    /// Places user `name` in the regions of `wanted` it is not in yet. A
+    /// user leaves no region by an update: a region it is in and `wanted`
+    /// leaves out is FAILED_PRECONDITION, and nothing changes.
+    async fn place_in_regions(
+        &self,
+        call: &Call,
+        org: &str,
+        name: &str,
+        wanted: &[String],
+        request_id: &str,
+    ) -> Result<(), Status> {
+        let (current, _): (User, _) = self
+            .gather_one(
+                call,
+                "GetUser",
+                GetUserRequest {
+                    name: name.to_string(),
+                },
+            )
+            .await
+            .map_err(|s| not_found_as(s, name))?;
+        let left: Vec<&str> = current
+            .region_status
+            .iter()
+            .filter(|s| s.state == State::Ready as i32)
+            .map(|s| s.region.as_str())
+            .filter(|r| !wanted.iter().any(|w| w == r))
+            .collect();
+        if !left.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "user.regions leaves out {}, where {name} is: an update only adds regions (delete the user to remove it)",
+                left.join(", ")
+            )));
+        }
+        self.place_user(call, org, name, wanted, request_id).await
     }
 }

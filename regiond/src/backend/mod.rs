@@ -170,6 +170,9 @@ pub struct UserChange {
     pub display_name: Option<String>,
     /// The new e-mail address.
     pub email: Option<String>,
+    /// The regions the user is now placed in (the gateway places it in the
+    /// new ones first).
+    pub regions: Option<Vec<String>>,
     /// Change only if the user's etag is this one (empty: whatever it is).
     pub etag: String,
 }
@@ -191,6 +194,9 @@ impl Change<User> for UserChange {
         }
         if let Some(email) = &self.email {
             user.email.clone_from(email);
+        }
+        if let Some(regions) = &self.regions {
+            user.regions.clone_from(regions);
         }
     }
 }

@@ -1183,6 +1183,9 @@ impl Backend for OpenStackBackend {
         if change.email.is_some() {
             attributes.insert("email".to_string(), Value::from(user.email.clone()));
         }
+        if change.regions.is_some() {
+            attributes.insert(ATTR_REGIONS.to_string(), Value::from(user.regions.clone()));
+        }
         let ks = self.cloud.update_user(&ks.id, attributes).await?;
         self.user_from(org_id(top_level(name)), &ks)
             .ok_or_else(|| self.not_found(ResourceKind::User, name))

@@ -35,8 +35,12 @@ pub(super) async fn update(
             .contains(&"display_name")
             .then(|| user.display_name.clone()),
         email: paths.contains(&"email").then(|| user.email.clone()),
+        regions: paths.contains(&"regions").then(|| user.regions.clone()),
         etag: user.etag.clone(),
     };
+    if paths.contains(&"regions") {
+        h.check_placement(&mut v, "user.regions", &user.regions);
+    }
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     let tenant = &caller.tenant;
