@@ -21,6 +21,31 @@ impl Api {
     /// project there: the user's record, gathered from the regions it is
     /// in, is created (under the `users` quota) in the project regions it
     /// is missing from.
+    /// User `name` as its regions have it, and the regions it is in.
+    pub(super) async fn user_placement(
+        &self,
+        call: &Call,
+        name: &str,
+    ) -> Result<(User, Vec<String>), Status> {
+        let (user, _): (User, _) = self
+            .gather_one(
+                call,
+                "GetUser",
+                GetUserRequest {
+                    name: name.to_string(),
+                },
+            )
+            .await
+            .map_err(|s| not_found_as(s, name))?;
+        let present = user
+            .region_status
+            .iter()
+            .filter(|s| s.state == State::Ready as i32)
+            .map(|s| s.region.clone())
+            .collect();
+        Ok((user, present))
+    }
+
     pub(super) async fn place_user(
         &self,
         call: &Call,
@@ -29,25 +54,10 @@ impl Api {
         regions: &[String],
         request_id: &str,
     ) -> Result<(), Status> {
-        let (user, _): (User, _) = self
-            .gather_one(
-                call,
-                "GetUser",
-                GetUserRequest {
-                    name: user_name.to_string(),
-                },
-            )
-            .await
-            .map_err(|s| not_found_as(s, user_name))?;
-        let present: Vec<&str> = user
-            .region_status
-            .iter()
-            .filter(|s| s.state == State::Ready as i32)
-            .map(|s| s.region.as_str())
-            .collect();
+        let (user, present) = self.user_placement(call, user_name).await?;
         let missing: Vec<String> = regions
             .iter()
-            .filter(|r| !present.contains(&r.as_str()))
+            .filter(|r| !present.contains(r))
             .cloned()
             .collect();
         if missing.is_empty() {

@@ -4,8 +4,8 @@ use nordlys_api::validate::{self, MAX_DISPLAY_NAME};
 use nordlys_api::{ids, names, update, Violations};
 use nordlys_proto::pb::nordlys::v1::user_service_server::UserService;
 use nordlys_proto::pb::nordlys::v1::{
-    region_status::State, CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
-    ListUsersRequest, ListUsersResponse, UpdateUserRequest, User,
+    CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest, ListUsersRequest,
+    ListUsersResponse, UpdateUserRequest, User,
 };
 use tonic::{Request, Response, Status};
 
@@ -212,21 +212,10 @@ impl Api {
         wanted: &[String],
         request_id: &str,
     ) -> Result<(), Status> {
-        let (current, _): (User, _) = self
-            .gather_one(
-                call,
-                "GetUser",
-                GetUserRequest {
-                    name: name.to_string(),
-                },
-            )
-            .await
-            .map_err(|s| not_found_as(s, name))?;
-        let left: Vec<&str> = current
-            .region_status
+        let (_, present) = self.user_placement(call, name).await?;
+        let left: Vec<&str> = present
             .iter()
-            .filter(|s| s.state == State::Ready as i32)
-            .map(|s| s.region.as_str())
+            .map(String::as_str)
             .filter(|r| !wanted.iter().any(|w| w == r))
             .collect();
         if !left.is_empty() {
