@@ -17,10 +17,6 @@ use crate::events::Change;
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
 impl Api {
-    /// A user is created in a region when it is first granted a role on a
-    /// project there: the user's record, gathered from the regions it is
-    /// in, is created (under the `users` quota) in the project regions it
-    /// is missing from.
     /// User `name` as its regions have it, and the regions it is in.
     pub(super) async fn user_placement(
         &self,
@@ -46,7 +42,11 @@ impl Api {
         Ok((user, present))
     }
 
-    pub(super) async fn place_user(
+    /// A user is created in a region when it is first granted a role on a
+    /// project there: the user's record, gathered from the regions it is
+    /// in, is created (under the `users` quota) in the project regions it
+    /// is missing from.
+    async fn place_user(
         &self,
         call: &Call,
         organization: &str,
@@ -55,6 +55,22 @@ impl Api {
         request_id: &str,
     ) -> Result<(), Status> {
         let (user, present) = self.user_placement(call, user_name).await?;
+        self.place_missing(call, organization, &user, &present, regions, request_id)
+            .await
+    }
+
+    /// Creates `user` (as [`Api::user_placement`] gave it, in `present`) in
+    /// the regions of `regions` it is missing from.
+    pub(super) async fn place_missing(
+        &self,
+        call: &Call,
+        organization: &str,
+        user: &User,
+        present: &[String],
+        regions: &[String],
+        request_id: &str,
+    ) -> Result<(), Status> {
+        let user_name = user.name.as_str();
         let missing: Vec<String> = regions
             .iter()
             .filter(|r| !present.contains(r))

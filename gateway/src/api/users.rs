@@ -212,7 +212,7 @@ impl Api {
         wanted: &[String],
         request_id: &str,
     ) -> Result<(), Status> {
-        let (_, present) = self.user_placement(call, name).await?;
+        let (user, present) = self.user_placement(call, name).await?;
         let left: Vec<&str> = present
             .iter()
             .map(String::as_str)
@@ -224,6 +224,7 @@ impl Api {
                 left.join(", ")
             )));
         }
-        self.place_user(call, org, name, wanted, request_id).await
+        self.place_missing(call, org, &user, &present, wanted, request_id)
+            .await
     }
 }

@@ -149,6 +149,11 @@ fn rule_request_key(hash: &str) -> String {
     format!("access-rule-request#{hash}")
 }
 
+/// What a rule's label keeps of the request that made it.
+fn rule_request_hash(tenant: &Tenant, request_id: &str) -> String {
+    RuleLabel::hash(&Tags::request_key(tenant.key(), request_id))
+}
+
 /// A child's lookup whose project is missing reports the child missing;
 /// other errors (an unreachable Keystone) stay what they are.
 fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
@@ -940,10 +945,7 @@ impl Backend for OpenStackBackend {
     fn request_key(&self, kind: ResourceKind, tenant: &Tenant, request_id: &str) -> String {
         match kind {
             // A rule keeps only a hash of its request key (see RuleLabel).
-            ResourceKind::AccessRule => rule_request_key(&RuleLabel::hash(&Tags::request_key(
-                tenant.key(),
-                request_id,
-            ))),
+            ResourceKind::AccessRule => rule_request_key(&rule_request_hash(tenant, request_id)),
             _ => super::request_key(kind, tenant, request_id),
         }
     }
@@ -1447,8 +1449,7 @@ impl Backend for OpenStackBackend {
         let (ks, _) = self.writable_project(tenant, &project_name).await?;
         let group = self.ensure_security_group(&ks.id, &project_name).await?;
         let id = leaf(&rule.name).to_string();
-        let request = (!request_id.is_empty())
-            .then(|| RuleLabel::hash(&Tags::request_key(tenant.key(), request_id)));
+        let request = (!request_id.is_empty()).then(|| rule_request_hash(tenant, request_id));
         let labeled: Vec<(NRule, RuleLabel)> = group
             .security_group_rules
             .iter()

@@ -451,11 +451,6 @@ impl Handlers {
                 )
                 .await;
             let made = made?;
-            if !replayed_other {
-                settle
-                    .remember_made(kind, &tenant_of_call, &request_id, &name)
-                    .await;
-            }
             if replayed_other {
                 return Err(nordlys_api::invalid(
                     "request_id",
@@ -465,6 +460,9 @@ impl Handlers {
                     ),
                 ));
             }
+            settle
+                .remember_made(kind, &tenant_of_call, &request_id, &name)
+                .await;
             Ok(made)
         };
         // The task stays in the call's trace, so the cloud's requests are
