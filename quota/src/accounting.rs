@@ -130,6 +130,16 @@ fn check_regions(v: &mut Violations, regions: &[String]) -> Vec<String> {
     out
 }
 
+/// What a reserve or commit of `id` needs from the ops bucket: whether `id`
+/// was applied, unless the document holds it pending or applied.
+fn unknown_unless_pending(id: &str) -> impl Fn(Option<&QuotaDoc>) -> Vec<String> + Send + 'static {
+    let id = id.to_string();
+    move |doc: Option<&QuotaDoc>| match doc {
+        Some(d) if d.reservations.contains_key(&id) || d.knows_applied(&id) => Vec::new(),
+        _ => vec![id.clone()],
+    }
+}
+
 impl Controller {
     pub(crate) async fn reserve_quota(
         &self,
@@ -203,32 +213,24 @@ impl Controller {
                     }
                 }
             }
+            let (rid, counts, spanned, expires) =
+                (id.to_string(), *counts, regions.clone(), now + ttl_ms);
             let outcome = self
-                .store
-                .modify_with(
-                    &key,
-                    |current: Option<&QuotaDoc>| {
-                        // A pending id was not applied: no need to ask.
-                        let pending = current.is_some_and(|d| d.reservations.contains_key(id));
-                        self.logged_among(org, region, current, (!pending).then_some(id))
-                    },
-                    |current: Option<QuotaDoc>, logged| {
+                .group
+                .modify(
+                    org,
+                    region,
+                    unknown_unless_pending(id),
+                    move |current: Option<QuotaDoc>, logged| {
                         let mut doc = current.unwrap_or_default();
-                        let result = doc.reserve(
-                            id,
-                            counts,
-                            &regions,
-                            now + ttl_ms,
-                            &defaults,
-                            now,
-                            &logged,
-                        );
+                        let result =
+                            doc.reserve(&rid, &counts, &spanned, expires, &defaults, now, logged);
                         let write = match result {
                             Ok(Reserved::New | Reserved::AlreadyPending) => Write::Put(doc),
                             Ok(Reserved::AlreadyCommitted) => Write::Settled,
                             Err(_) => Write::Keep,
                         };
-                        Ok::<_, Status>((write, result))
+                        Ok((write, result))
                     },
                 )
                 .await;
@@ -310,25 +312,24 @@ impl Controller {
         let mut lapsed = false;
         for (region, counts) in &targets {
             let now = now_ms();
+            let (rid, counts) = (id.to_string(), *counts);
             let (outcome, spill) = self
-                .store
-                .modify_with(
-                    &store::quota_key(org, region),
-                    |current: Option<&QuotaDoc>| {
-                        let pending = current.is_some_and(|d| d.reservations.contains_key(id));
-                        self.logged_among(org, region, current, (!pending).then_some(id))
-                    },
-                    |current: Option<QuotaDoc>, logged| {
+                .group
+                .modify(
+                    org,
+                    region,
+                    unknown_unless_pending(id),
+                    move |current: Option<QuotaDoc>, logged| {
                         let mut doc = current.unwrap_or_default();
                         let outcome = doc
-                            .commit(id, counts.as_ref(), &defaults, now, &logged)
+                            .commit(&rid, counts.as_ref(), &defaults, now, logged)
                             .map_err(|_| full())?;
                         let spill = doc.needs_spill();
                         let write = match outcome {
                             Committed::AlreadyCommitted => Write::Settled,
                             _ => Write::Put(doc),
                         };
-                        Ok::<_, Status>((write, (outcome, spill)))
+                        Ok((write, (outcome, spill)))
                     },
                 )
                 .await?;
@@ -427,16 +428,18 @@ impl Controller {
             &format!("free quota in {}", r.organization),
         )?;
         for (region, counts) in &items {
-            let now = now_ms();
-            self.store
+            let (now, counts) = (now_ms(), *counts);
+            self.group
                 .modify(
-                    &store::quota_key(org, region),
-                    |current: Option<QuotaDoc>| {
+                    org,
+                    region,
+                    |_: Option<&QuotaDoc>| Vec::new(),
+                    move |current: Option<QuotaDoc>, _| {
                         // Nothing was ever used in a region without a document.
                         let Some(mut doc) = current else {
-                            return Ok::<_, Status>((Write::Keep, ()));
+                            return Ok((Write::Keep, ()));
                         };
-                        doc.free(counts, now);
+                        doc.free(&counts, now);
                         Ok((Write::Put(doc), ()))
                     },
                 )
@@ -452,25 +455,33 @@ impl Controller {
         }
         for (region, list) in &by_region {
             let now = now_ms();
+            let list: Vec<(String, Counts)> = list
+                .iter()
+                .map(|(op, counts)| (op.to_string(), *counts))
+                .collect();
+            let ops: Vec<String> = list.iter().map(|(op, _)| op.clone()).collect();
+            let changes = list.len();
             let (applied, spill) = self
-                .store
-                .modify_with(
-                    &store::quota_key(org, region),
-                    |current: Option<&QuotaDoc>| {
-                        let ids = current.map(|_| list.iter().map(|(op, _)| *op));
-                        self.logged_among(org, region, current, ids.into_iter().flatten())
+                .group
+                .modify(
+                    org,
+                    region,
+                    move |current: Option<&QuotaDoc>| match current {
+                        Some(doc) => ops
+                            .iter()
+                            .filter(|op| !doc.knows_applied(op))
+                            .cloned()
+                            .collect(),
+                        None => Vec::new(),
                     },
-                    |current: Option<QuotaDoc>, logged| {
+                    move |current: Option<QuotaDoc>, logged| {
                         // Nothing was ever used in a region without a document.
                         let Some(mut doc) = current else {
-                            return Ok::<_, Status>((Write::Keep, (0usize, false)));
+                            return Ok((Write::Keep, (0usize, false)));
                         };
                         let mut applied = 0;
-                        for (op, counts) in list {
-                            if doc
-                                .free_once(op, counts, now, &logged)
-                                .map_err(|_| full())?
-                            {
+                        for (op, counts) in &list {
+                            if doc.free_once(op, counts, now, logged).map_err(|_| full())? {
                                 applied += 1;
                             }
                         }
@@ -487,22 +498,24 @@ impl Controller {
             if spill {
                 self.spill(org, region).await;
             }
-            tracing::debug!(organization = %org, region = %region, changes = list.len(), applied, "usage given back");
+            tracing::debug!(organization = %org, region = %region, changes, applied, "usage given back");
         }
         Ok(q::FreeResponse {})
     }
 
     /// Drops reservation `id` in one region (a no-op when it is not there).
     async fn release_in(&self, org: &str, region: &str, id: &str) -> Result<(), Status> {
-        let now = now_ms();
-        self.store
+        let (now, rid) = (now_ms(), id.to_string());
+        self.group
             .modify(
-                &store::quota_key(org, region),
-                |current: Option<QuotaDoc>| {
+                org,
+                region,
+                |_: Option<&QuotaDoc>| Vec::new(),
+                move |current: Option<QuotaDoc>, _| {
                     let Some(mut doc) = current else {
-                        return Ok::<_, Status>((Write::Keep, ()));
+                        return Ok((Write::Keep, ()));
                     };
-                    let write = match doc.release(id, now) {
+                    let write = match doc.release(&rid, now) {
                         Some(_) => Write::Put(doc),
                         None => Write::Keep,
                     };

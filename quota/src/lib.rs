@@ -13,7 +13,8 @@
 //! - [`Controller`] implements the tonic-generated `QuotaController` trait,
 //!   so the same handlers can be served over gRPC too.
 //! - [`reservation`] is the quota arithmetic, free of I/O.
-//! - [`store`] is the KV access with the compare-and-set loop.
+//! - [`store`] is the KV access with the compare-and-set loop; quota
+//!   documents' writes are grouped per document (`group_commit`).
 //! - [`ops`] remembers applied operation ids, so retries count once, while
 //!   every document stays small.
 //! - [`reconcile`] compares usage with what the regions hold and repairs
@@ -35,6 +36,7 @@ mod accounting;
 mod admin;
 mod auth;
 pub mod config;
+mod group_commit;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
@@ -62,6 +64,8 @@ use store::Store;
 pub struct Controller {
     store: Store,
     ops: OpsLog,
+    /// Reserves, commits, releases and give-backs, grouped per document.
+    group: group_commit::GroupCommit,
     /// Calls to the regions (CountResources, for the reconciler).
     regions: nordlys_transport::NatsChannel,
     config: Arc<Config>,
@@ -80,6 +84,7 @@ impl Controller {
     ) -> Controller {
         let timeout = config.reconcile_timeout();
         Controller {
+            group: group_commit::GroupCommit::new(store.clone(), ops.clone()),
             store,
             ops,
             regions: nordlys_transport::NatsChannel::new(client, timeout),

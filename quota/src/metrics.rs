@@ -1,6 +1,7 @@
 //! The quota service's Prometheus series, served at `GET /metrics` on
 //! `metrics_listen`: calls by method and code, reservations by outcome,
-//! compare-and-set conflicts of the store, reconciler corrections.
+//! compare-and-set conflicts of the store, reconciler corrections, group
+//! commit sizes.
 //!
 //! One set per process: the handlers, the store and the reconciler count
 //! into it without a handle threaded through each of them.
@@ -65,6 +66,7 @@ pub struct QuotaMetrics {
     conflicts: Counter,
     contention: Counter,
     corrections: Counter,
+    groups: Histogram,
 }
 
 /// This process's series.
@@ -79,6 +81,10 @@ impl QuotaMetrics {
         let reservations = Family::<Reservation, Counter>::default();
         let (conflicts, contention, corrections) =
             (Counter::default(), Counter::default(), Counter::default());
+        // 1, 2, 4 ... 512 operations per write.
+        let groups = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            1.0, 2.0, 10,
+        ));
         registry.register(
             "nordlys_quota_requests",
             "Calls served, by service, method, gRPC code and route (nats: the micro service endpoint)",
@@ -109,6 +115,11 @@ impl QuotaMetrics {
             "Usage corrected by the reconciler to what the regions hold",
             corrections.clone(),
         );
+        registry.register(
+            "nordlys_quota_group_commit_operations",
+            "Operations applied by one compare-and-set of a quota document (group commit)",
+            groups.clone(),
+        );
         QuotaMetrics {
             registry: Arc::new(registry),
             calls,
@@ -117,6 +128,7 @@ impl QuotaMetrics {
             conflicts,
             contention,
             corrections,
+            groups,
         }
     }
 
@@ -162,5 +174,9 @@ impl QuotaMetrics {
 
     pub(crate) fn correction(&self) {
         self.corrections.inc();
+    }
+
+    pub(crate) fn group(&self, operations: usize) {
+        self.groups.observe(operations as f64);
     }
 }

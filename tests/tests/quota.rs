@@ -331,6 +331,82 @@ async fn two_instances_never_over_allocate() {
     );
 }
 
+/// One sample's value from the Prometheus text at `addr`'s /metrics.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: quota\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("response");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_one_document_are_grouped_and_exact() {
+    let nats = NatsServer::start();
+    let quota = QuotaProcess::start(&nats);
+    let client = Client::connect(&nats).await;
+    client.create_org("grouped").await;
+    client.set_limit("grouped", "sto1", 120).await;
+    client.set_limit("grouped", "osl1", 120).await;
+    let caller = member_of("grouped", Role::Member);
+
+    // 300 two-region creates at once against one organization: every
+    // reserve and commit lands on the same two documents.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let client = client.clone();
+        let caller = caller.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("r-grouped-{i}");
+            client
+                .reserve(&caller, "grouped", &id, &[("sto1", 1), ("osl1", 1)], 0)
+                .await?;
+            // Half commit twice: the second changes nothing.
+            client
+                .commit(&caller, "grouped", &id, &["sto1", "osl1"])
+                .await?;
+            if i % 2 == 0 {
+                client
+                    .commit(&caller, "grouped", &id, &["sto1", "osl1"])
+                    .await?;
+            }
+            Ok::<_, Status>(())
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => ok += 1,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    assert_eq!(ok, 120, "exactly the limit succeeds");
+    for region in ["sto1", "osl1"] {
+        let q = client.quota("grouped", region).await;
+        assert_eq!(projects(&q.usage), 120, "{region}");
+        assert_eq!(projects(&q.reserved), 0, "{region}");
+    }
+
+    // And they were grouped: fewer document writes than operations.
+    let addr = quota.metrics_addr();
+    let operations = metric(addr, "nordlys_quota_group_commit_operations_sum").await;
+    let groups = metric(addr, "nordlys_quota_group_commit_operations_count").await;
+    assert!(
+        operations >= 600.0,
+        "{operations} operations in {groups} groups"
+    );
+    assert!(
+        groups < operations * 0.8,
+        "{operations} operations in {groups} groups"
+    );
+}
+
 #[tokio::test]
 async fn usage_and_keys_survive_a_restart() {
     let nats = NatsServer::start();
