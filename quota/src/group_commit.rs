@@ -86,14 +86,16 @@ where
     }
 }
 
+/// Per quota key, the operations waiting for its writer task.
+type Queues = HashMap<String, Vec<Box<dyn Queued>>>;
+
 /// The queues of quota documents being written by this instance.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
     store: Store,
     ops: OpsLog,
-    /// Per key, the operations waiting for its writer task. A key is here
-    /// exactly while its writer task runs.
-    queues: Arc<Mutex<HashMap<String, Vec<Box<dyn Queued>>>>>,
+    /// A key is here exactly while its writer task runs.
+    queues: Arc<Mutex<Queues>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
