@@ -134,10 +134,11 @@ pub fn project_paths(
     let paths = mask_paths(
         v,
         mask,
-        &["display_name", "description"],
+        &["display_name", "description", "regions"],
         |path| !match path {
             "display_name" => project.display_name.is_empty(),
-            _ => project.description.is_empty(),
+            "description" => project.description.is_empty(),
+            _ => project.regions.is_empty(),
         },
     );
     for path in &paths {
@@ -149,6 +150,7 @@ pub fn project_paths(
                 MAX_DISPLAY_NAME,
                 true,
             ),
+            "regions" => check_regions(v, "project.regions", &project.regions, "project"),
             _ => check_text(
                 v,
                 "project.description",
@@ -160,6 +162,28 @@ pub fn project_paths(
     }
     check_etag(v, "project.etag", &project.etag);
     at_least_one(v, paths)
+}
+
+/// A new placement: at least one region, each a region id, none twice
+/// (whether each is known is the gateway's to check).
+fn check_regions(v: &mut Violations, field: &str, regions: &[String], what: &str) {
+    v.check(
+        !regions.is_empty(),
+        field,
+        format!("is required: the regions the {what} is placed in"),
+    );
+    for (i, region) in regions.iter().enumerate() {
+        v.check(
+            crate::validate::is_region(region),
+            &format!("{field}[{i}]"),
+            "must be a region id such as sto1",
+        );
+        v.check(
+            !regions[..i].contains(region),
+            &format!("{field}[{i}]"),
+            "is named twice",
+        );
+    }
 }
 
 /// The fields an UpdateUser changes, each checked; at least one.
@@ -188,25 +212,7 @@ pub fn user_paths(
                 true,
             ),
             "email" => check_email(v, "user.email", &user.email),
-            _ => {
-                v.check(
-                    !user.regions.is_empty(),
-                    "user.regions",
-                    "is required: the regions the user is placed in",
-                );
-                for (i, region) in user.regions.iter().enumerate() {
-                    v.check(
-                        crate::validate::is_region(region),
-                        &format!("user.regions[{i}]"),
-                        "must be a region id such as sto1",
-                    );
-                    v.check(
-                        !user.regions[..i].contains(region),
-                        &format!("user.regions[{i}]"),
-                        "is named twice",
-                    );
-                }
-            }
+            _ => check_regions(v, "user.regions", &user.regions, "user"),
         }
     }
     check_etag(v, "user.etag", &user.etag);

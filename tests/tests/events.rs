@@ -940,7 +940,7 @@ fn describe(name: &str, description: &str) -> UpdateProjectRequest {
         update_mask: Some(prost_types::FieldMask {
             paths: vec!["description".to_owned()],
         }),
-        request_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -1,10 +1,16 @@
 //! Projects through the gateway: create in two regions (a status per region),
 //! get (scatter-gather), list (paged, filtered by region), update (field
-//! masks, etags, over gRPC and HTTP), delete.
+//! masks, etags, over gRPC and HTTP; regions added and removed), delete.
 
 mod http_common;
 
 use http_common::Http;
+use nordlys_proto::pb::nordlys::v1::{
+    membership_service_client::MembershipServiceClient,
+    network_service_client::NetworkServiceClient, user_service_client::UserServiceClient,
+    CreateMembershipRequest, CreateNetworkRequest, CreateUserRequest, GetNetworkRequest,
+    GetUserRequest, ListMembershipsRequest, Membership, Network, ProjectRole, ResourceCounts, User,
+};
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, region_status::State, DeleteProjectRequest,
     GetProjectRequest, ListProjectsRequest, Project, RegionStatus, UpdateProjectRequest,
@@ -12,6 +18,7 @@ use nordlys_proto::pb::nordlys::v1::{
 use nordlys_tests::{bearer, Stack};
 use serde_json::json;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 fn ready_in(statuses: &[RegionStatus]) -> Vec<&str> {
     let mut regions: Vec<&str> = statuses
@@ -207,6 +214,7 @@ fn update(project: Project, paths: &[&str], request_id: &str) -> UpdateProjectRe
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
         request_id: request_id.to_string(),
+        force: false,
     }
 }
 
@@ -306,7 +314,8 @@ async fn updates_change_the_masked_fields_everywhere_and_honour_etags() {
     // Bad masks name the field.
     for (paths, why) in [
         (&["name"][..], "cannot be updated"),
-        (&["regions"], "cannot be updated"),
+        (&["organization"], "cannot be updated"),
+        (&["regions"], "is required"),
         (&["*", "description"], "cannot be combined"),
     ] {
         let bad = projects
@@ -442,10 +451,334 @@ async fn a_patch_over_http_changes_only_what_its_body_holds() {
     // A field that cannot change is a 400 naming update_mask.
     let bad = http
         .patch(
-            &format!("/v1/{name}?updateMask=regions"),
-            json!({"regions": ["sto1"]}),
+            &format!("/v1/{name}?updateMask=organization"),
+            json!({"organization": "organizations/other"}),
         )
         .await
         .expect_error(400, 3);
     assert!(bad.to_string().contains("update_mask"), "{bad}");
+    // Regions change with the mask naming them; request id and force are
+    // query parameters.
+    let moved = http
+        .patch(
+            &format!("/v1/{name}?updateMask=regions&requestId=http-move-1&force=true"),
+            json!({"regions": ["sto1"]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(moved["regions"], json!(["sto1"]), "{moved}");
+}
+
+fn place(
+    project: &Project,
+    regions: &[&str],
+    request_id: &str,
+    force: bool,
+) -> UpdateProjectRequest {
+    let mut project = project.clone();
+    project.regions = regions.iter().map(|r| r.to_string()).collect();
+    UpdateProjectRequest {
+        force,
+        ..update(project, &["regions"], request_id)
+    }
+}
+
+/// A placement change with time for all of it: on OpenStack regions under a
+/// parallel test run, making a project (Keystone, its Neutron security group
+/// and quotas) and copying its memberships can take longer than the
+/// gateway's default deadline of 10 s.
+fn patient(req: UpdateProjectRequest, key: &str) -> tonic::Request<UpdateProjectRequest> {
+    let mut request = bearer(req, key);
+    request.set_timeout(std::time::Duration::from_secs(45));
+    request
+}
+
+fn sorted(regions: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = regions.iter().map(String::as_str).collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_they_hold() {
+    let stack = Stack::start().await;
+    let tenant = stack
+        .tenant_with_limits(
+            "movers",
+            ResourceCounts {
+                projects: 10,
+                users: 10,
+                networks: 10,
+                access_rules: 10,
+            },
+        )
+        .await;
+    let (key, org) = (&tenant.key, tenant.organization.clone());
+    let channel = stack.channel().await;
+    let mut projects = ProjectServiceClient::new(channel.clone());
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut memberships = MembershipServiceClient::new(channel.clone());
+    let mut networks = NetworkServiceClient::new(channel.clone());
+
+    // A project in sto1 with a member and a network there.
+    stack
+        .create_project(key, "mover", &["sto1"])
+        .await
+        .expect("CreateProject");
+    users
+        .create_user(bearer(
+            CreateUserRequest {
+                parent: org.clone(),
+                user: Some(User {
+                    display_name: "Dana".into(),
+                    email: "dana@movers.example".into(),
+                    regions: vec!["sto1".into()],
+                    ..Default::default()
+                }),
+                user_id: "dana".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateUser");
+    memberships
+        .create_membership(bearer(
+            CreateMembershipRequest {
+                parent: "projects/mover".into(),
+                membership: Some(Membership {
+                    user: format!("{org}/users/dana"),
+                    role: ProjectRole::Admin as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateMembership");
+    networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/mover".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.77.0.0/24".into(),
+                    ..Default::default()
+                }),
+                network_id: "mover-net".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork");
+    let before = get(&stack, key, "projects/mover").await;
+
+    // Bad placements are refused before anything happens.
+    for (regions, field) in [
+        (&[][..], "project.regions"),
+        (&["sto1", "nowhere9"][..], "project.regions[1]"),
+        (&["sto1", "sto1"][..], "project.regions[1]"),
+    ] {
+        let refused = projects
+            .update_project(patient(place(&before, regions, "", false), key))
+            .await
+            .expect_err("a bad placement");
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{regions:?}: {refused:?}"
+        );
+        let details = refused.get_error_details();
+        let fields: Vec<&str> = details
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| v.field.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(fields.contains(&field), "{regions:?}: {fields:?}");
+    }
+
+    // Adding osl1: the project is made there, counted there, with its
+    // member (placed in osl1 as a grant would), in one call.
+    let placed = projects
+        .update_project(patient(
+            place(&before, &["sto1", "osl1"], "move-1", false),
+            key,
+        ))
+        .await
+        .expect("osl1 added")
+        .into_inner();
+    assert_eq!(sorted(&placed.regions), ["osl1", "sto1"]);
+    assert_eq!(ready_in(&placed.region_status), ["osl1", "sto1"]);
+    assert_ne!(placed.etag, before.etag);
+    let got = get(&stack, key, "projects/mover").await;
+    assert_eq!(sorted(&got.regions), ["osl1", "sto1"]);
+    assert_eq!(ready_in(&got.region_status), ["osl1", "sto1"]);
+    assert_eq!(got.create_time, before.create_time);
+    assert_eq!(got.etag, placed.etag, "every region holds the same project");
+    let osl1 = stack.quota(key, &org, "osl1").await;
+    assert_eq!(osl1.usage.expect("usage").projects, 1);
+    // A list gives a slow region 2 s before naming it unreachable: ask
+    // until both answer (OpenStack regions under a parallel test run).
+    let mut members = Vec::new();
+    for _ in 0..10 {
+        let page = memberships
+            .list_memberships(bearer(
+                ListMembershipsRequest {
+                    parent: "projects/mover".into(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .expect("ListMemberships")
+            .into_inner();
+        if page.unreachable.is_empty() {
+            members = page.memberships;
+            break;
+        }
+    }
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0].role, ProjectRole::Admin as i32);
+    assert_eq!(ready_in(&members[0].region_status), ["osl1", "sto1"]);
+    let dana = users
+        .get_user(bearer(
+            GetUserRequest {
+                name: format!("{org}/users/dana"),
+            },
+            key,
+        ))
+        .await
+        .expect("GetUser")
+        .into_inner();
+    assert_eq!(ready_in(&dana.region_status), ["osl1", "sto1"]);
+
+    // The same request again changes nothing and counts nothing twice.
+    let again = projects
+        .update_project(patient(
+            place(&before, &["sto1", "osl1"], "move-1", false),
+            key,
+        ))
+        .await
+        .expect("a retry")
+        .into_inner();
+    assert_eq!(again.etag, placed.etag);
+    assert_eq!(
+        stack
+            .quota(key, &org, "osl1")
+            .await
+            .usage
+            .expect("usage")
+            .projects,
+        1
+    );
+
+    // A stale etag: ABORTED, nothing moves.
+    let mut stale = place(&got, &["osl1"], "", true);
+    if let Some(p) = stale.project.as_mut() {
+        p.etag = before.etag.clone();
+    }
+    let refused = projects
+        .update_project(patient(stale, key))
+        .await
+        .expect_err("stale etag");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(
+        ready_in(&get(&stack, key, "projects/mover").await.region_status),
+        ["osl1", "sto1"]
+    );
+
+    // Leaving sto1 while it holds the network: refused, naming it.
+    let refused = projects
+        .update_project(patient(place(&got, &["osl1"], "", false), key))
+        .await
+        .expect_err("sto1 holds a network");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("projects/mover/networks/mover-net in sto1"),
+        "{}",
+        refused.message()
+    );
+    let details = refused.get_error_details();
+    let violation = &details
+        .precondition_failure()
+        .expect("PreconditionFailure")
+        .violations[0];
+    assert_eq!(violation.r#type, "REGION_NOT_EMPTY");
+    assert_eq!(violation.subject, "regions/sto1");
+    assert_eq!(
+        ready_in(&get(&stack, key, "projects/mover").await.region_status),
+        ["osl1", "sto1"],
+        "nothing changed"
+    );
+
+    // With force, sto1 loses the project and its network; its quota is
+    // given back.
+    let moved = projects
+        .update_project(patient(place(&got, &["osl1"], "move-2", true), key))
+        .await
+        .expect("sto1 removed")
+        .into_inner();
+    assert_eq!(moved.regions, ["osl1"]);
+    assert_eq!(ready_in(&moved.region_status), ["osl1"]);
+    let got = get(&stack, key, "projects/mover").await;
+    assert_eq!(got.regions, ["osl1"]);
+    assert_eq!(ready_in(&got.region_status), ["osl1"]);
+    let gone = networks
+        .get_network(bearer(
+            GetNetworkRequest {
+                name: "projects/mover/networks/mover-net".into(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("the network went with the project");
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    let mut freed = false;
+    for _ in 0..50 {
+        let sto1 = stack.quota(key, &org, "sto1").await.usage.expect("usage");
+        if sto1.projects == 0 && sto1.networks == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "sto1's usage was given back");
+
+    // A region over its projects quota: RESOURCE_EXHAUSTED, nothing moves.
+    stack
+        .set_limits(
+            &org,
+            "sto1",
+            ResourceCounts {
+                projects: 1,
+                users: 10,
+                networks: 10,
+                access_rules: 10,
+            },
+        )
+        .await;
+    stack
+        .create_project(key, "filler", &["sto1"])
+        .await
+        .expect("the one project sto1 allows");
+    let refused = projects
+        .update_project(patient(place(&got, &["osl1", "sto1"], "", false), key))
+        .await
+        .expect_err("sto1 is full");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let after = get(&stack, key, "projects/mover").await;
+    assert_eq!(after.regions, ["osl1"]);
+    assert_eq!(after.etag, got.etag, "nothing changed");
+    let sto1 = stack.quota(key, &org, "sto1").await;
+    assert_eq!(sto1.usage.expect("usage").projects, 1);
+    assert_eq!(sto1.reserved.map(|r| r.projects).unwrap_or_default(), 0);
 }

@@ -46,7 +46,7 @@ impl Api {
     /// project there: the user's record, gathered from the regions it is
     /// in, is created (under the `users` quota) in the project regions it
     /// is missing from.
-    async fn place_user(
+    pub(super) async fn place_user(
         &self,
         call: &Call,
         organization: &str,

@@ -9,6 +9,7 @@ mod events;
 mod memberships;
 mod networks;
 mod organizations;
+mod placement;
 mod projects;
 mod quotas;
 mod regions;
@@ -240,32 +241,7 @@ impl Api {
         Undo: Message + Clone + Default + 'static,
     {
         let organization = spec.organization;
-        let reservation =
-            nordlys_api::ids::reservation(organization, spec.resource, spec.request_id);
-        if let Some(kind) = spec.kind {
-            let items = spec
-                .placement
-                .iter()
-                .map(|region| RegionCounts {
-                    region: region.clone(),
-                    counts: Some(kind.one()),
-                })
-                .collect();
-            let _: ReserveResponse = self
-                .state
-                .quota
-                .call(
-                    "Reserve",
-                    call,
-                    ReserveRequest {
-                        reservation_id: reservation.clone(),
-                        organization: organization.to_string(),
-                        items,
-                        ttl_seconds: RESERVATION_TTL_SECONDS,
-                    },
-                )
-                .await?;
-        }
+        let reservation = self.reserve(call, &spec).await?;
         let answers = scatter(spec.placement, |region| {
             let outgoing = call.outgoing_with_id(req.clone(), spec.request_id);
             async move {
@@ -334,6 +310,39 @@ impl Api {
             .await;
         }
         Ok(answers)
+    }
+
+    /// Reserves what `spec` creates (nothing when it counts against no
+    /// quota) and returns the reservation id. The id derives from the
+    /// request id, so reserving again for the same create changes nothing.
+    async fn reserve(&self, call: &Call, spec: &Fanout<'_>) -> Result<String, Status> {
+        let reservation =
+            nordlys_api::ids::reservation(spec.organization, spec.resource, spec.request_id);
+        if let Some(kind) = spec.kind {
+            let items = spec
+                .placement
+                .iter()
+                .map(|region| RegionCounts {
+                    region: region.clone(),
+                    counts: Some(kind.one()),
+                })
+                .collect();
+            let _: ReserveResponse = self
+                .state
+                .quota
+                .call(
+                    "Reserve",
+                    call,
+                    ReserveRequest {
+                        reservation_id: reservation.clone(),
+                        organization: spec.organization.to_string(),
+                        items,
+                        ttl_seconds: RESERVATION_TTL_SECONDS,
+                    },
+                )
+                .await?;
+        }
+        Ok(reservation)
     }
 
     /// Deletes what a refused create made in `regions`. The delete carries

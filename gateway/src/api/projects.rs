@@ -169,16 +169,25 @@ impl ProjectService for Api {
         self.require_write(&call, &name)?;
         let mut v = Violations::new();
         let paths = update::project_paths(&mut v, project, req.update_mask.as_ref());
+        let placing = paths.contains(&"regions");
+        if placing {
+            self.check_placement(&mut v, "project.regions", &project.regions);
+        }
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
         let (update_mask, request_id) = spelled_out(&paths, &req.request_id);
         req.update_mask = Some(update_mask);
         req.request_id = request_id;
-        let (mut project, statuses): (Project, _) = self
-            .change_everywhere(&call, "UpdateProject", req.clone(), &req.request_id)
-            .await
-            .map_err(|s| not_found_as(s, &name))?;
-        project.region_status = statuses;
+        let project = if placing {
+            self.update_placement(&call, req.clone()).await?
+        } else {
+            let (mut project, statuses): (Project, _) = self
+                .change_everywhere(&call, "UpdateProject", req.clone(), &req.request_id)
+                .await
+                .map_err(|s| not_found_as(s, &name))?;
+            project.region_status = statuses;
+            project
+        };
         let org = project.organization.clone();
         self.changed(
             &call,
@@ -223,7 +232,7 @@ pub(super) fn not_found_as(status: Status, name: &str) -> Status {
 
 /// A gathered project's statuses: READY where found, UNREACHABLE where the
 /// region did not answer, FAILED where a region of its placement lacks it.
-fn complete_statuses(project: &mut Project, unreachable: &[String]) {
+pub(super) fn complete_statuses(project: &mut Project, unreachable: &[String]) {
     let placement = project.regions.clone();
     mark_unreachable(&mut project.region_status, &placement, unreachable);
     for region in &placement {

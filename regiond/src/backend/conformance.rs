@@ -236,6 +236,30 @@ mod suite {
                 .description,
             ""
         );
+        // A new placement is recorded as given, and changes the etag.
+        let before = b.get_project(&acme(), "projects/web").await.expect("get");
+        let mut regions = before.regions.clone();
+        regions.push("zz9".into());
+        let placed = b
+            .update_project(
+                &acme(),
+                "projects/web",
+                &ProjectChange {
+                    regions: Some(regions.clone()),
+                    etag: nordlys_api::update::project_etag(&before),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("placed");
+        assert_eq!(placed.regions, regions);
+        let got = b.get_project(&acme(), "projects/web").await.expect("get");
+        assert_eq!(got.regions, regions);
+        assert_eq!(got.display_name, "Web shop");
+        assert_ne!(
+            nordlys_api::update::project_etag(&got),
+            nordlys_api::update::project_etag(&before)
+        );
         let err = b
             .update_project(
                 &Tenant::Organization("organizations/b".into()),

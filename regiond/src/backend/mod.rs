@@ -137,6 +137,9 @@ pub struct ProjectChange {
     pub display_name: Option<String>,
     /// The new description.
     pub description: Option<String>,
+    /// The regions the project is now placed in (the gateway creates it in
+    /// the new ones and deletes it from the ones left out).
+    pub regions: Option<Vec<String>>,
     /// Change only if the project's etag is this one (empty: whatever it
     /// is).
     pub etag: String,
@@ -159,6 +162,9 @@ impl Change<Project> for ProjectChange {
         }
         if let Some(description) = &self.description {
             project.description.clone_from(description);
+        }
+        if let Some(regions) = &self.regions {
+            project.regions.clone_from(regions);
         }
     }
 }

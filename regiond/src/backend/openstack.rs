@@ -892,16 +892,17 @@ impl Backend for OpenStackBackend {
         // fresh read, and description and tags change in one PATCH.
         let (ks, mut project) = self.writable_project(tenant, name).await?;
         change.make(&mut project, &self.region)?;
-        let name_tag = self.tags.tag("name", "");
+        let (name_tag, regions_tag) = (self.tags.tag("name", ""), self.tags.tag("regions", ""));
         let mut tags: Vec<String> = ks
             .tags
             .iter()
-            .filter(|t| !t.starts_with(&name_tag))
+            .filter(|t| !t.starts_with(&name_tag) && !t.starts_with(&regions_tag))
             .cloned()
             .collect();
         if !project.display_name.is_empty() {
             tags.push(self.tags.tag("name", &escape(&project.display_name)));
         }
+        tags.push(self.tags.tag("regions", &project.regions.join("+")));
         let ks = self
             .cloud
             .update_project(&ks.id, &project.description, tags)

@@ -99,8 +99,12 @@ pub(super) async fn update(
         description: paths
             .contains(&"description")
             .then(|| project.description.clone()),
+        regions: paths.contains(&"regions").then(|| project.regions.clone()),
         etag: project.etag.clone(),
     };
+    if paths.contains(&"regions") {
+        h.check_placement(&mut v, "project.regions", &project.regions);
+    }
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     let tenant = &caller.tenant;
