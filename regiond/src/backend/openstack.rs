@@ -33,6 +33,8 @@
 mod cloud;
 mod codec;
 mod quota_sets;
+#[cfg(test)]
+mod quota_tests;
 
 pub use self::quota_sets::{ProjectQuotaUsage, QuotaUse};
 
