@@ -937,18 +937,40 @@ security_group = 10
 security_group_rule = 200
 "#;
 
+/// Tiers that size Nova and Cinder as well as Neutron (one table each;
+/// regiond sorts the names by service), for regions started with
+/// [`OpenStackRegion::start_with_compute`]: a regiond with these refuses to
+/// start on a region without `compute` and `volumev3` in its catalog.
+pub const COMPUTE_TIERS_TOML: &str = r#"
+[openstack]
+default_tier = "standard"
+
+[openstack.tiers.standard]
+network = 3
+security_group = 5
+instances = 5
+cores = 8
+ram = 16384
+volumes = 7
+gigabytes = 200
+snapshots = 3
+"#;
+
 /// A regiond config file with [`TIERS_TOML`] (and `extra` TOML appended to
 /// the `[openstack]` table's siblings), in its own temp dir.
 pub fn regiond_config(extra: &str) -> TempDir {
+    regiond_config_with_tiers(extra, TIERS_TOML)
+}
+
+/// [`regiond_config`] with other tiers (a `[openstack]` table and its
+/// `tiers`), such as [`COMPUTE_TIERS_TOML`].
+pub fn regiond_config_with_tiers(extra: &str, tiers: &str) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("nordlys-regiond-config-")
         .tempdir()
         .unwrap_or_else(|e| panic!("config dir: {e}"));
-    fs::write(
-        dir.path().join("regiond.toml"),
-        format!("{extra}\n{TIERS_TOML}"),
-    )
-    .unwrap_or_else(|e| panic!("regiond.toml: {e}"));
+    fs::write(dir.path().join("regiond.toml"), format!("{extra}\n{tiers}"))
+        .unwrap_or_else(|e| panic!("regiond.toml: {e}"));
     dir
 }
 

@@ -18,7 +18,7 @@ use nordlys_proto::pb::nordlys::v1::{
     ReconcileQuotasRequest, User,
 };
 use nordlys_tests::openstack::{self, column, OpenStackRegion, OpenStackStack};
-use nordlys_tests::{bearer, NatsServer, Quota, OPERATOR_KEY};
+use nordlys_tests::{bearer, Gateway, GatewayOpts, NatsServer, Quota, OPERATOR_KEY};
 use nordlys_transport::{Identity, NatsChannel, Role};
 use serde_json::Value;
 use tonic::Code;
@@ -1136,4 +1136,63 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     text.split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
+}
+
+/// A tier sizes Nova (instances, cores, RAM) and Cinder (volumes,
+/// gigabytes, snapshots) as well as Neutron: a project created through the
+/// gateway gets all of them, as the real `openstack` CLI reads them back.
+#[tokio::test]
+async fn a_tier_sizes_nova_and_cinder_as_well_as_neutron() {
+    if !openstack::available_with_compute("openstack compute tiers") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    let started = Instant::now();
+    let (nats, region) = {
+        let starting = std::thread::spawn(|| OpenStackRegion::start_with_compute("sto1"));
+        let nats = NatsServer::start();
+        (nats, starting.join().expect("region starts"))
+    };
+    eprintln!(
+        "an OpenStack region with Nova and Cinder up in {:?}",
+        started.elapsed()
+    );
+    let _quota = Quota::start(&nats);
+    let config = openstack::regiond_config_with_tiers("", openstack::COMPUTE_TIERS_TOML);
+    let _regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let gateway = Gateway::start(&nats, &GatewayOpts::default());
+    gateway
+        .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
+        .await;
+    let tenant = gateway.tenant("computeco").await;
+    gateway
+        .create_project(&tenant.key, "sized-web", &["sto1"])
+        .await
+        .expect("CreateProject");
+
+    let id = keystone_project(&region, "computeco", "sized-web");
+    // Compute and volume quotas merged (and network: the catalog has it).
+    let shown = region.openstack(&["quota", "show", &id]);
+    for (name, want) in [
+        ("instances", 5),
+        ("cores", 8),
+        ("ram", 16384),
+        ("volumes", 7),
+        ("gigabytes", 200),
+        ("snapshots", 3),
+        ("networks", 3),
+        ("secgroups", 5),
+    ] {
+        assert_eq!(shown[name].as_i64(), Some(want), "{name} in {shown}");
+    }
+    // Nova's own view, with usage.
+    let detail = region.openstack(&["quota", "list", "--compute", "--detail", "--project", &id]);
+    let limit = |resource: &str| {
+        detail
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["Resource"] == resource))
+            .map(|r| (r["Limit"].as_i64(), r["In Use"].as_i64()))
+    };
+    assert_eq!(limit("cores"), Some((Some(8), Some(0))), "{detail}");
+    assert_eq!(limit("instances"), Some((Some(5), Some(0))), "{detail}");
 }
