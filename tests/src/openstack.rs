@@ -148,7 +148,10 @@ fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let root = std::env::temp_dir();
-        let dir = root.join(format!("nordlys-keystone-template-{}", package_version("keystone")));
+        let dir = root.join(format!(
+            "nordlys-keystone-template-{}",
+            package_version("keystone")
+        ));
         if dir.join("ready").is_file() {
             return dir;
         }
@@ -790,12 +793,7 @@ impl OpenStackRegion {
         let (server, ready) = Server::spawn(
             "keystone",
             &d.join("keystone_serve.py"),
-            &keystone_args(
-                d,
-                self.keystone_port,
-                self.neutron_port,
-                self.compute_ports,
-            ),
+            &keystone_args(d, self.keystone_port, self.neutron_port, self.compute_ports),
             &d.join("keystone.stderr"),
         );
         self.servers.get_mut().unwrap_or_else(|e| e.into_inner())[0] = server;

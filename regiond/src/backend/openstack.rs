@@ -1117,6 +1117,12 @@ impl Backend for OpenStackBackend {
             self.cloud.delete_network(&net.id).await?;
         }
         self.cloud.reset_quota(&ks.id).await?;
+        // Nova and Cinder keep a deleted project's quotas otherwise.
+        for service in [QuotaSetService::Compute, QuotaSetService::Volume] {
+            if self.cloud.has(service) {
+                self.cloud.reset_quota_set(service, &ks.id).await?;
+            }
+        }
         for a in self.cloud.assignments(Some(&ks.id), None).await? {
             if let Some(user) = &a.user {
                 self.cloud.revoke(&ks.id, &user.id, &a.role.id).await?;

@@ -299,6 +299,24 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_deployment_tiers_size_every_service() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/nordlys/regiond-sto1.toml");
+        let config = crate::config::Config::load(Some(&file), &crate::config::Overrides::default())
+            .expect("deploy/nordlys/regiond-sto1.toml loads");
+        assert_eq!(config.openstack.tier_of("bigcorp"), "large");
+        for (tier, values) in &config.openstack.tiers {
+            let quotas = TierQuotas::split(tier, values).expect("known names");
+            assert!(
+                !quotas.network.is_empty()
+                    && quotas.compute.contains_key("instances")
+                    && quotas.volume.contains_key("gigabytes"),
+                "{tier}: {quotas:?}"
+            );
+        }
+    }
+
+    #[test]
     fn no_name_belongs_to_two_services() {
         for name in NOVA_NAMES.iter().chain(CINDER_NAMES) {
             assert!(!NEUTRON_NAMES.contains(name), "{name}");
@@ -316,8 +334,7 @@ mod tests {
             e.contains("instances") && e.contains("gigabytes") && e.contains("network"),
             "{e}"
         );
-        let e =
-            TierQuotas::split("small", &tier(&[("security_groups", 4)])).expect_err("retired");
+        let e = TierQuotas::split("small", &tier(&[("security_groups", 4)])).expect_err("retired");
         assert!(e.contains("use security_group"), "{e}");
     }
 

@@ -34,10 +34,9 @@ async fn tiers_set_nova_and_cinder_quotas_and_usage_reads_them() {
     if !openstack::available_with_compute("openstack quota sets") {
         return;
     }
-    let region =
-        tokio::task::spawn_blocking(|| OpenStackRegion::start_with_compute("quotasets"))
-            .await
-            .expect("region");
+    let region = tokio::task::spawn_blocking(|| OpenStackRegion::start_with_compute("quotasets"))
+        .await
+        .expect("region");
     let tier = [
         ("network", 3),
         ("instances", 4),
@@ -99,6 +98,25 @@ async fn tiers_set_nova_and_cinder_quotas_and_usage_reads_them() {
         backend.project_quota_usage(&other, "projects/sized").await,
         Err(BackendError::NotFound { .. })
     ));
+
+    // A delete puts the project's Nova and Cinder quotas back too (a
+    // second project keeps its own).
+    backend
+        .create_project(
+            &acme,
+            "req-quota-2",
+            Project {
+                name: "projects/gone".into(),
+                organization: "organizations/acme".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creates");
+    backend
+        .delete_project(&acme, "projects/gone")
+        .await
+        .expect("deletes with its quotas");
 
     // Without Nova in the catalog a tier sizing it stops regiond at start.
     tokio::task::block_in_place(|| region.openstack_quiet(&["service", "delete", "nova"]));
