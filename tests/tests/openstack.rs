@@ -1165,10 +1165,39 @@ async fn a_tier_sizes_nova_and_cinder_as_well_as_neutron() {
         .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
         .await;
     let tenant = gateway.tenant("computeco").await;
-    gateway
-        .create_project(&tenant.key, "sized-web", &["sto1"])
+    // With a caller's trace context, which the quota-set calls carry on
+    // (nothing is exported here, so it arrives unchanged).
+    let trace_id = "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
+    let traceparent = format!("00-{trace_id}-1a2b3c4d5e6f7a8b-01");
+    let mut create = bearer(
+        CreateProjectRequest {
+            project: Some(Project {
+                display_name: "Sized web".into(),
+                regions: vec!["sto1".into()],
+                ..Default::default()
+            }),
+            project_id: "sized-web".into(),
+            request_id: "create-sized-web".into(),
+        },
+        &tenant.key,
+    );
+    create.metadata_mut().insert(
+        "traceparent",
+        traceparent.parse().expect("ascii traceparent"),
+    );
+    ProjectServiceClient::new(gateway.channel().await)
+        .create_project(create)
         .await
         .expect("CreateProject");
+    for server in ["nova", "cinder"] {
+        let received = region.received_traceparents(server);
+        assert!(
+            received.iter().any(|(method, path, tp)| method == "PUT"
+                && path.contains("/os-quota-sets/")
+                && tp.contains(trace_id)),
+            "{server} got no quota-set PUT in the caller's trace: {received:?}"
+        );
+    }
 
     let id = keystone_project(&region, "computeco", "sized-web");
     // Compute and volume quotas merged (and network: the catalog has it).
