@@ -1159,7 +1159,7 @@ async fn a_tier_sizes_nova_and_cinder_as_well_as_neutron() {
     );
     let _quota = Quota::start(&nats);
     let config = openstack::regiond_config_with_tiers("", openstack::COMPUTE_TIERS_TOML);
-    let _regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let regiond = openstack::regiond(&nats, &region, config.path(), &[]);
     let gateway = Gateway::start(&nats, &GatewayOpts::default());
     gateway
         .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
@@ -1224,4 +1224,53 @@ async fn a_tier_sizes_nova_and_cinder_as_well_as_neutron() {
     };
     assert_eq!(limit("cores"), Some((Some(8), Some(0))), "{detail}");
     assert_eq!(limit("instances"), Some((Some(5), Some(0))), "{detail}");
+
+    // The operator moves the organization to a bigger tier: regiond's next
+    // start sets every service's quotas, then the tier tag.
+    drop(regiond);
+    std::fs::write(
+        config.path().join("regiond.toml"),
+        format!(
+            "{}\n[openstack.organization_tiers]\ncomputeco = \"bigger\"\n\
+             [openstack.tiers.bigger]\nnetwork = 4\ninstances = 9\ncores = 16\nram = 32768\n\
+             volumes = 11\ngigabytes = 400\nsnapshots = 6\n",
+            openstack::COMPUTE_TIERS_TOML
+        ),
+    )
+    .expect("regiond.toml");
+    let _regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tags = loop {
+        let shown =
+            region.openstack_many(&[cmd(&["project", "show", &id]), cmd(&["quota", "show", &id])]);
+        let tags = strings(&shown[0]["tags"]);
+        if tags.contains(&"nordlys-tier:bigger".to_string()) {
+            for (name, want) in [
+                ("instances", 9),
+                ("cores", 16),
+                ("ram", 32768),
+                ("volumes", 11),
+                ("gigabytes", 400),
+                ("snapshots", 6),
+                ("networks", 4),
+            ] {
+                assert_eq!(
+                    shown[1][name].as_i64(),
+                    Some(want),
+                    "{name} in {}",
+                    shown[1]
+                );
+            }
+            break tags;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bigger tier was not applied: {tags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        !tags.contains(&"nordlys-tier:standard".to_string()),
+        "{tags:?}"
+    );
 }
