@@ -1,7 +1,9 @@
 //! Real OpenStack regions on loopback: Keystone and Neutron from Debian's
 //! packages (`python3-keystone`, `python3-neutron`), each on SQLite, served
 //! by the system Python's threaded wsgiref, Neutron with ML2 and no agents
-//! (the recipe in shared/recipes/openstack-on-loopback.md).
+//! (the recipe in shared/recipes/openstack-on-loopback.md). A region may
+//! also run the Nova API and the Cinder API, for quota sets
+//! ([`OpenStackRegion::start_with_compute`], `openstack/nova_cinder.rs`).
 //!
 //! ```no_run
 //! use nordlys_tests::openstack::{self, OpenStackRegion};
