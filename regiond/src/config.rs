@@ -102,11 +102,17 @@ pub struct Config {
 /// [openstack.organization_tiers]
 /// acme = "large"
 /// [openstack.tiers.small]
-/// network = 5
+/// network = 5                         # Neutron
 /// subnet = 5
 /// security_group = 4
 /// security_group_rule = 50
 /// port = 50
+/// instances = 10                      # Nova
+/// cores = 20
+/// ram = 51200                         # MB
+/// volumes = 10                        # Cinder
+/// gigabytes = 500
+/// snapshots = 10
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -125,13 +131,16 @@ pub struct OpenStackConfig {
     /// unavailable.
     pub timeout_secs: u64,
     /// The quota tier of organizations not named in `organization_tiers`;
-    /// empty leaves Neutron's default quotas.
+    /// empty leaves the services' default quotas.
     pub default_tier: String,
     /// Tiers by organization id.
     pub organization_tiers: BTreeMap<String, String>,
-    /// Neutron quota values per tier (`network`, `subnet`, `port`,
-    /// `security_group`, `security_group_rule`, `router`, `floatingip`, ...),
-    /// as OpenStack Adjutant defines its quota sizes.
+    /// Quota values per tier, as OpenStack Adjutant defines its quota
+    /// sizes, in one table: Neutron's (`network`, `subnet`, `port`,
+    /// `security_group`, `security_group_rule`, `router`, `floatingip`,
+    /// ...), Nova's (`instances`, `cores`, `ram` in MB, ...) and Cinder's
+    /// (`volumes`, `gigabytes`, `snapshots`, ...). Each name belongs to one
+    /// service; the backend refuses unknown names at start.
     pub tiers: BTreeMap<String, BTreeMap<String, i64>>,
 }
 

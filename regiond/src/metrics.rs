@@ -183,8 +183,9 @@ impl RegiondMetrics {
         }))
     }
 
-    /// One OpenStack HTTP call to `service` (`keystone` or `neutron`, named
-    /// here by the service type: identity, network).
+    /// One OpenStack HTTP call to `service` (`keystone`, `neutron`, `nova`
+    /// or `cinder`, named here by the service type: identity, network,
+    /// compute, volume).
     #[cfg_attr(not(feature = "openstack"), allow(dead_code))]
     pub(crate) fn openstack(
         &self,

@@ -1,7 +1,9 @@
 //! Real OpenStack regions on loopback: Keystone and Neutron from Debian's
 //! packages (`python3-keystone`, `python3-neutron`), each on SQLite, served
 //! by the system Python's threaded wsgiref, Neutron with ML2 and no agents
-//! (the recipe in shared/recipes/openstack-on-loopback.md).
+//! (the recipe in shared/recipes/openstack-on-loopback.md). A region may
+//! also run the Nova API and the Cinder API, for quota sets
+//! ([`OpenStackRegion::start_with_compute`], `openstack/nova_cinder.rs`).
 //!
 //! ```no_run
 //! use nordlys_tests::openstack::{self, OpenStackRegion};
@@ -35,6 +37,8 @@ use std::{
 
 use serde_json::Value;
 use tempfile::TempDir;
+
+mod nova_cinder;
 
 /// Set (to anything) to make tests that need OpenStack fail instead of skip
 /// when the Debian packages are missing; CI sets it.
@@ -72,6 +76,29 @@ pub fn available(test: &str) -> bool {
     false
 }
 
+/// Whether the Nova and Cinder APIs can run here besides Keystone and
+/// Neutron (for [`OpenStackRegion::start_with_compute`]).
+pub fn compute_installed() -> bool {
+    installed() && nova_cinder::installed()
+}
+
+/// [`available`] for tests that also need the Nova and Cinder APIs: skips
+/// without them, or panics when [`REQUIRE_ENV`] is set.
+pub fn available_with_compute(test: &str) -> bool {
+    if !available(test) {
+        return false;
+    }
+    if nova_cinder::installed() {
+        return true;
+    }
+    let hint = nova_cinder::HINT;
+    if std::env::var_os(REQUIRE_ENV).is_some() {
+        panic!("{test}: {REQUIRE_ENV} is set but Nova/Cinder are not installed ({hint})");
+    }
+    eprintln!("SKIPPED {test}: Nova/Cinder are not installed ({hint}; set {REQUIRE_ENV}=1 to fail instead)");
+    false
+}
+
 fn run(command: &mut Command, what: &str) {
     let out = command
         .output()
@@ -84,18 +111,19 @@ fn run(command: &mut Command, what: &str) {
     );
 }
 
-/// The installed Keystone's version, so a package upgrade gets a new
-/// template.
-fn keystone_version() -> String {
+/// An installed Python package's version (`keystone`, `nova`, ...), so a
+/// package upgrade gets a new template.
+fn package_version(package: &str) -> String {
+    let prefix = format!("{package}-");
     fs::read_dir(DIST)
         .ok()
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .find(|n| n.starts_with("keystone-") && n.ends_with("-info"))
+        .find(|n| n.starts_with(&prefix) && n.ends_with("-info"))
         .map(|n| {
-            n.trim_start_matches("keystone-")
+            n.trim_start_matches(&prefix)
                 .split(".egg")
                 .next()
                 .unwrap_or_default()
@@ -122,7 +150,10 @@ fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let root = std::env::temp_dir();
-        let dir = root.join(format!("nordlys-keystone-template-{}", keystone_version()));
+        let dir = root.join(format!(
+            "nordlys-keystone-template-{}",
+            package_version("keystone")
+        ));
         if dir.join("ready").is_file() {
             return dir;
         }
@@ -198,9 +229,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Serves a Keystone made from a template copy: fresh keys, this port in
-/// the catalog, and a `network` service pointing at the paired Neutron.
+/// the catalog, and a `network` service pointing at the paired Neutron
+/// (and, given their ports, `compute` and `volumev3` at Nova and Cinder).
 const KEYSTONE_SERVE: &str = r#"
-import base64, faulthandler, os, sqlite3, sys, threading, time, uuid
+import base64, faulthandler, json, os, sqlite3, sys, threading, time, uuid
 # A crash of the interpreter leaves its stack in the log, not silence.
 faulthandler.enable()
 d, port, nport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -222,16 +254,21 @@ for repo in ('fernet-keys', 'credential-keys'):
 db = sqlite3.connect(os.path.join(d, 'keystone.db'))
 db.execute('PRAGMA journal_mode=WAL')
 kurl = 'http://127.0.0.1:%d/v3' % port
-nurl = 'http://127.0.0.1:%d' % nport
 db.execute("UPDATE endpoint SET url=? WHERE service_id IN (SELECT id FROM service WHERE type='identity')", (kurl,))
-row = db.execute("SELECT id FROM service WHERE type='network'").fetchone()
-if row is None:
-    sid = uuid.uuid4().hex
-    db.execute("INSERT INTO service (id, type, enabled, extra) VALUES (?, 'network', 1, '{\"name\": \"neutron\"}')", (sid,))
-    for iface in ('public', 'internal', 'admin'):
-        db.execute("INSERT INTO endpoint (id, interface, service_id, url, extra, enabled, region_id) VALUES (?, ?, ?, ?, '{}', 1, 'RegionOne')", (uuid.uuid4().hex, iface, sid, nurl))
-else:
-    db.execute("UPDATE endpoint SET url=? WHERE service_id=?", (nurl, row[0]))
+def service(kind, name, url):
+    row = db.execute("SELECT id FROM service WHERE type=?", (kind,)).fetchone()
+    if row is None:
+        sid = uuid.uuid4().hex
+        db.execute("INSERT INTO service (id, type, enabled, extra) VALUES (?, ?, 1, ?)", (sid, kind, json.dumps({'name': name})))
+        for iface in ('public', 'internal', 'admin'):
+            db.execute("INSERT INTO endpoint (id, interface, service_id, url, extra, enabled, region_id) VALUES (?, ?, ?, ?, '{}', 1, 'RegionOne')", (uuid.uuid4().hex, iface, sid, url))
+    else:
+        db.execute("UPDATE endpoint SET url=? WHERE service_id=?", (url, row[0]))
+service('network', 'neutron', 'http://127.0.0.1:%d' % nport)
+if len(sys.argv) > 5:
+    service('compute', 'nova', 'http://127.0.0.1:%d/v2.1' % int(sys.argv[4]))
+    # Cinder's URL names the caller's project; Keystone fills it in.
+    service('volumev3', 'cinderv3', 'http://127.0.0.1:%d/v3/%%(project_id)s' % int(sys.argv[5]))
 db.commit()
 db.close()
 from wsgiref.simple_server import make_server, WSGIServer, WSGIRequestHandler
@@ -401,15 +438,22 @@ impl Server {
     }
 }
 
-/// One OpenStack region: a Keystone and a Neutron of its own, a
-/// `clouds.yaml` entry named after the region, cleaned up on drop.
+/// The servers of a region, in the order of its `servers`.
+const SERVERS: [&str; 4] = ["keystone", "neutron", "nova", "cinder"];
+
+/// One OpenStack region: a Keystone and a Neutron of its own (and maybe a
+/// Nova API and a Cinder API), a `clouds.yaml` entry named after the
+/// region, cleaned up on drop.
 #[derive(Debug)]
 pub struct OpenStackRegion {
     name: String,
     keystone_port: u16,
     neutron_port: u16,
-    /// Keystone, then Neutron; behind a lock so a shared region's Neutron
-    /// can be restarted by a test that holds it only by reference.
+    /// The Nova API's and the Cinder API's ports, when the region has them.
+    compute_ports: Option<(u16, u16)>,
+    /// Keystone, Neutron, then Nova and Cinder if started; behind a lock so
+    /// a shared region's Neutron can be restarted by a test that holds it
+    /// only by reference.
     servers: std::sync::Mutex<Vec<Server>>,
     dir: TempDir,
 }
@@ -417,7 +461,21 @@ pub struct OpenStackRegion {
 impl OpenStackRegion {
     /// Starts a region and waits until Keystone and Neutron answer.
     pub fn start(name: &str) -> OpenStackRegion {
+        OpenStackRegion::start_region(name, false)
+    }
+
+    /// Starts a region with a Nova API and a Cinder API too (`compute` and
+    /// `volumev3` in its catalog), for quota sets; see
+    /// [`compute_installed`].
+    pub fn start_with_compute(name: &str) -> OpenStackRegion {
+        OpenStackRegion::start_region(name, true)
+    }
+
+    fn start_region(name: &str, compute: bool) -> OpenStackRegion {
         let template = template();
+        if compute {
+            nova_cinder::prepare();
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("nordlys-openstack-{name}-"))
             .tempdir()
@@ -432,6 +490,7 @@ impl OpenStackRegion {
         );
         fs::create_dir_all(d.join("lock")).unwrap_or_else(|e| panic!("lock dir: {e}"));
         let (keystone_port, neutron_port) = (crate::free_port(), crate::free_port());
+        let compute_ports = compute.then(|| (crate::free_port(), crate::free_port()));
         let write = |file: &str, text: &str| {
             fs::write(d.join(file), text).unwrap_or_else(|e| panic!("{file}: {e}"))
         };
@@ -453,28 +512,46 @@ impl OpenStackRegion {
         let (keystone, keystone_ready) = Server::spawn(
             "keystone",
             &d.join("keystone_serve.py"),
-            &[
-                dir_arg.clone(),
-                keystone_port.to_string(),
-                neutron_port.to_string(),
-            ],
+            &keystone_args(d, keystone_port, neutron_port, compute_ports),
             &d.join("keystone.stderr"),
         );
         let (neutron, neutron_ready) = Server::spawn(
             "neutron",
             &d.join("neutron_serve.py"),
-            &[dir_arg, neutron_port.to_string()],
+            &[dir_arg.clone(), neutron_port.to_string()],
             &d.join("neutron.stderr"),
         );
+        let mut servers = vec![keystone, neutron];
+        let mut readiness = vec![("keystone", keystone_ready), ("neutron", neutron_ready)];
+        if let Some((nova_port, cinder_port)) = compute_ports {
+            nova_cinder::set_up(d, keystone_port);
+            for (server, port) in [("nova", nova_port), ("cinder", cinder_port)] {
+                let script = d.join(format!("{server}_serve.py"));
+                let body = match server {
+                    "nova" => nova_cinder::NOVA_SERVE,
+                    _ => nova_cinder::CINDER_SERVE,
+                };
+                write(&format!("{server}_serve.py"), &nova_cinder::script(body));
+                let (child, ready) = Server::spawn(
+                    server,
+                    &script,
+                    &[dir_arg.clone(), port.to_string()],
+                    &d.join(format!("{server}.stderr")),
+                );
+                servers.push(child);
+                readiness.push((server, ready));
+            }
+        }
         let region = OpenStackRegion {
             name: name.to_string(),
             keystone_port,
             neutron_port,
-            servers: std::sync::Mutex::new(vec![keystone, neutron]),
+            compute_ports,
+            servers: std::sync::Mutex::new(servers),
             dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        for (server, ready) in [("keystone", keystone_ready), ("neutron", neutron_ready)] {
+        for (server, ready) in readiness {
             let left = deadline.saturating_duration_since(Instant::now());
             match ready.recv_timeout(left) {
                 Ok(line) if line.ends_with("ready") => {}
@@ -533,6 +610,25 @@ impl OpenStackRegion {
         format!("http://127.0.0.1:{}", self.neutron_port)
     }
 
+    /// The Nova API's URL (as in the catalog), if the region has one.
+    pub fn compute_url(&self) -> Option<String> {
+        self.compute_ports
+            .map(|(nova, _)| format!("http://127.0.0.1:{nova}/v2.1"))
+    }
+
+    /// Adds a live instance (`vcpus`, `memory_mb`) of a Keystone project to
+    /// the Nova API's cell0 database, so the project's compute usage counts
+    /// it (nothing here can boot a server). Needs
+    /// [`OpenStackRegion::start_with_compute`].
+    pub fn add_instance(&self, project_id: &str, vcpus: u32, memory_mb: u32) {
+        assert!(
+            self.compute_ports.is_some(),
+            "region {} has no Nova",
+            self.name
+        );
+        nova_cinder::add_instance(self.dir.path(), project_id, vcpus, memory_mb);
+    }
+
     /// The environment that points OpenStack clients (regiond included) at
     /// this region: `OS_CLOUD` and `OS_CLIENT_CONFIG_FILE`.
     pub fn env(&self) -> Vec<(String, String)> {
@@ -566,7 +662,7 @@ impl OpenStackRegion {
     /// a refused connection is then either a dead server or a wrong port.
     fn states(&self) -> String {
         let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        ["keystone", "neutron"]
+        SERVERS
             .iter()
             .zip(servers.iter())
             .map(|(name, server)| format!("{name} {}", server.state()))
@@ -699,11 +795,7 @@ impl OpenStackRegion {
         let (server, ready) = Server::spawn(
             "keystone",
             &d.join("keystone_serve.py"),
-            &[
-                d.display().to_string(),
-                self.keystone_port.to_string(),
-                self.neutron_port.to_string(),
-            ],
+            &keystone_args(d, self.keystone_port, self.neutron_port, self.compute_ports),
             &d.join("keystone.stderr"),
         );
         self.servers.get_mut().unwrap_or_else(|e| e.into_inner())[0] = server;
@@ -717,7 +809,7 @@ impl OpenStackRegion {
         }
     }
 
-    /// Stops Keystone and Neutron now (a region outage).
+    /// Stops every server of the region now (a region outage).
     pub fn stop(&mut self) {
         for server in self.servers.get_mut().unwrap_or_else(|e| e.into_inner()) {
             server.kill();
@@ -762,7 +854,12 @@ impl OpenStackRegion {
 impl Drop for OpenStackRegion {
     fn drop(&mut self) {
         if thread::panicking() {
-            for server in ["keystone", "neutron"] {
+            let started = self
+                .servers
+                .get_mut()
+                .map(|s| s.len())
+                .unwrap_or(SERVERS.len());
+            for server in &SERVERS[..started.min(SERVERS.len())] {
                 eprintln!(
                     "=== {} of region {}:\n{}",
                     server,
@@ -775,6 +872,25 @@ impl Drop for OpenStackRegion {
             server.kill();
         }
     }
+}
+
+/// The arguments of KEYSTONE_SERVE: dir, ports of Keystone, Neutron (and
+/// Nova and Cinder, for the catalog).
+fn keystone_args(
+    d: &Path,
+    keystone_port: u16,
+    neutron_port: u16,
+    compute_ports: Option<(u16, u16)>,
+) -> Vec<String> {
+    let mut args = vec![
+        d.display().to_string(),
+        keystone_port.to_string(),
+        neutron_port.to_string(),
+    ];
+    if let Some((nova, cinder)) = compute_ports {
+        args.extend([nova.to_string(), cinder.to_string()]);
+    }
+    args
 }
 
 /// The names of a JSON list's items under `key` (`Name`, `Tags`, ...).
@@ -821,18 +937,40 @@ security_group = 10
 security_group_rule = 200
 "#;
 
+/// Tiers that size Nova and Cinder as well as Neutron (one table each;
+/// regiond sorts the names by service), for regions started with
+/// [`OpenStackRegion::start_with_compute`]: a regiond with these refuses to
+/// start on a region without `compute` and `volumev3` in its catalog.
+pub const COMPUTE_TIERS_TOML: &str = r#"
+[openstack]
+default_tier = "standard"
+
+[openstack.tiers.standard]
+network = 3
+security_group = 5
+instances = 5
+cores = 8
+ram = 16384
+volumes = 7
+gigabytes = 200
+snapshots = 3
+"#;
+
 /// A regiond config file with [`TIERS_TOML`] (and `extra` TOML appended to
 /// the `[openstack]` table's siblings), in its own temp dir.
 pub fn regiond_config(extra: &str) -> TempDir {
+    regiond_config_with_tiers(extra, TIERS_TOML)
+}
+
+/// [`regiond_config`] with other tiers (a `[openstack]` table and its
+/// `tiers`), such as [`COMPUTE_TIERS_TOML`].
+pub fn regiond_config_with_tiers(extra: &str, tiers: &str) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("nordlys-regiond-config-")
         .tempdir()
         .unwrap_or_else(|e| panic!("config dir: {e}"));
-    fs::write(
-        dir.path().join("regiond.toml"),
-        format!("{extra}\n{TIERS_TOML}"),
-    )
-    .unwrap_or_else(|e| panic!("regiond.toml: {e}"));
+    fs::write(dir.path().join("regiond.toml"), format!("{extra}\n{tiers}"))
+        .unwrap_or_else(|e| panic!("regiond.toml: {e}"));
     dir
 }
 

@@ -18,7 +18,7 @@ use nordlys_proto::pb::nordlys::v1::{
     ReconcileQuotasRequest, User,
 };
 use nordlys_tests::openstack::{self, column, OpenStackRegion, OpenStackStack};
-use nordlys_tests::{bearer, NatsServer, Quota, OPERATOR_KEY};
+use nordlys_tests::{bearer, Gateway, GatewayOpts, NatsServer, Quota, OPERATOR_KEY};
 use nordlys_transport::{Identity, NatsChannel, Role};
 use serde_json::Value;
 use tonic::Code;
@@ -1136,4 +1136,141 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     text.split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
+}
+
+/// A tier sizes Nova (instances, cores, RAM) and Cinder (volumes,
+/// gigabytes, snapshots) as well as Neutron: a project created through the
+/// gateway gets all of them, as the real `openstack` CLI reads them back.
+#[tokio::test]
+async fn a_tier_sizes_nova_and_cinder_as_well_as_neutron() {
+    if !openstack::available_with_compute("openstack compute tiers") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    let started = Instant::now();
+    let (nats, region) = {
+        let starting = std::thread::spawn(|| OpenStackRegion::start_with_compute("sto1"));
+        let nats = NatsServer::start();
+        (nats, starting.join().expect("region starts"))
+    };
+    eprintln!(
+        "an OpenStack region with Nova and Cinder up in {:?}",
+        started.elapsed()
+    );
+    let _quota = Quota::start(&nats);
+    let config = openstack::regiond_config_with_tiers("", openstack::COMPUTE_TIERS_TOML);
+    let regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let gateway = Gateway::start(&nats, &GatewayOpts::default());
+    gateway
+        .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
+        .await;
+    let tenant = gateway.tenant("computeco").await;
+    // With a caller's trace context, which the quota-set calls carry on
+    // (nothing is exported here, so it arrives unchanged).
+    let trace_id = "5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
+    let traceparent = format!("00-{trace_id}-1a2b3c4d5e6f7a8b-01");
+    let mut create = bearer(
+        CreateProjectRequest {
+            project: Some(Project {
+                display_name: "Sized web".into(),
+                regions: vec!["sto1".into()],
+                ..Default::default()
+            }),
+            project_id: "sized-web".into(),
+            request_id: "create-sized-web".into(),
+        },
+        &tenant.key,
+    );
+    create.metadata_mut().insert(
+        "traceparent",
+        traceparent.parse().expect("ascii traceparent"),
+    );
+    ProjectServiceClient::new(gateway.channel().await)
+        .create_project(create)
+        .await
+        .expect("CreateProject");
+    for server in ["nova", "cinder"] {
+        let received = region.received_traceparents(server);
+        assert!(
+            received.iter().any(|(method, path, tp)| method == "PUT"
+                && path.contains("/os-quota-sets/")
+                && tp.contains(trace_id)),
+            "{server} got no quota-set PUT in the caller's trace: {received:?}"
+        );
+    }
+
+    let id = keystone_project(&region, "computeco", "sized-web");
+    // Compute and volume quotas merged (and network: the catalog has it).
+    let shown = region.openstack(&["quota", "show", &id]);
+    for (name, want) in [
+        ("instances", 5),
+        ("cores", 8),
+        ("ram", 16384),
+        ("volumes", 7),
+        ("gigabytes", 200),
+        ("snapshots", 3),
+        ("networks", 3),
+        ("secgroups", 5),
+    ] {
+        assert_eq!(shown[name].as_i64(), Some(want), "{name} in {shown}");
+    }
+    // Nova's own view, with usage.
+    let detail = region.openstack(&["quota", "list", "--compute", "--detail", "--project", &id]);
+    let limit = |resource: &str| {
+        detail
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["Resource"] == resource))
+            .map(|r| (r["Limit"].as_i64(), r["In Use"].as_i64()))
+    };
+    assert_eq!(limit("cores"), Some((Some(8), Some(0))), "{detail}");
+    assert_eq!(limit("instances"), Some((Some(5), Some(0))), "{detail}");
+
+    // The operator moves the organization to a bigger tier: regiond's next
+    // start sets every service's quotas, then the tier tag.
+    drop(regiond);
+    std::fs::write(
+        config.path().join("regiond.toml"),
+        format!(
+            "{}\n[openstack.organization_tiers]\ncomputeco = \"bigger\"\n\
+             [openstack.tiers.bigger]\nnetwork = 4\ninstances = 9\ncores = 16\nram = 32768\n\
+             volumes = 11\ngigabytes = 400\nsnapshots = 6\n",
+            openstack::COMPUTE_TIERS_TOML
+        ),
+    )
+    .expect("regiond.toml");
+    let _regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tags = loop {
+        let shown =
+            region.openstack_many(&[cmd(&["project", "show", &id]), cmd(&["quota", "show", &id])]);
+        let tags = strings(&shown[0]["tags"]);
+        if tags.contains(&"nordlys-tier:bigger".to_string()) {
+            for (name, want) in [
+                ("instances", 9),
+                ("cores", 16),
+                ("ram", 32768),
+                ("volumes", 11),
+                ("gigabytes", 400),
+                ("snapshots", 6),
+                ("networks", 4),
+            ] {
+                assert_eq!(
+                    shown[1][name].as_i64(),
+                    Some(want),
+                    "{name} in {}",
+                    shown[1]
+                );
+            }
+            break tags;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bigger tier was not applied: {tags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        !tags.contains(&"nordlys-tier:standard".to_string()),
+        "{tags:?}"
+    );
 }

@@ -24,7 +24,7 @@ pub use error::{BackendError, Refusal, ResourceKind};
 pub use kv::KvBackend;
 pub use memory::MemoryBackend;
 #[cfg(feature = "openstack")]
-pub use openstack::{OpenStackBackend, CRASH_AFTER_ENV};
+pub use openstack::{OpenStackBackend, ProjectQuotaUsage, QuotaUse, CRASH_AFTER_ENV};
 
 /// Whose resources a call may see and change.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! The OpenStack backend: a region's resources in its Keystone and Neutron.
+//! The OpenStack backend: a region's resources in its Keystone and Neutron
+//! (and the quotas of its Nova and Cinder).
 //!
 //! Mapping (also in the README's architecture section):
 //! - organization `organizations/acme` → Keystone domain `nordlys-acme`
@@ -18,9 +19,10 @@
 //! - access rule → a rule of the project's security group `nordlys`, whose
 //!   rules are exactly the project's access rules (Neutron's default egress
 //!   rules are removed); the rule's description carries its id;
-//! - quota tier → the Neutron quotas of the organization's tier, set when the
-//!   project is created and again at start-up when the configured tier
-//!   changed.
+//! - quota tier → the Neutron, Nova and Cinder quotas of the organization's
+//!   tier (one table; each name belongs to one service, see `quota_sets`),
+//!   set when the project is created and again at start-up when the
+//!   configured tier changed; the tier tag is written once all are set.
 //!
 //! Every create looks up before it creates, and request ids are kept in the
 //! cloud (a project tag, a user attribute, a network or rule description),
@@ -30,6 +32,11 @@
 
 mod cloud;
 mod codec;
+mod quota_sets;
+#[cfg(test)]
+mod quota_tests;
+
+pub use self::quota_sets::{ProjectQuotaUsage, QuotaUse};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
@@ -46,6 +53,7 @@ use self::cloud::{
     Cloud, KsProject, KsUser, NGroup, NNetwork, NRule, NSubnet, RuleSpec, SubnetSpec,
 };
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
+use self::quota_sets::{QuotaSetService, TierQuotas};
 use super::{
     top_level, AccessRuleChange, Backend, BackendError, Change, Filter, NetworkChange,
     ProjectChange, Refusal, Removed, ResourceKind, Result, Tenant, UserChange,
@@ -83,6 +91,8 @@ pub struct OpenStackBackend {
     cloud: Cloud,
     tags: Tags,
     config: OpenStackConfig,
+    /// The configured tiers' quotas, sorted by service.
+    tiers: BTreeMap<String, TierQuotas>,
     /// Keystone role ids by name, read once.
     roles: OnceCell<HashMap<String, String>>,
     crash_after: Option<String>,
@@ -183,20 +193,30 @@ fn page<T>(mut items: Vec<T>, filter: &Filter, name: impl Fn(&T) -> &str) -> Vec
 }
 
 impl OpenStackBackend {
-    /// Connects to the cloud `config` names and checks the quota tiers.
+    /// Connects to the cloud `config` names and checks the quota tiers:
+    /// every name known to a service, and that service in the catalog.
     pub async fn connect(region: &str, config: &OpenStackConfig) -> Result<OpenStackBackend> {
+        let mut tiers = BTreeMap::new();
         for (tier, values) in &config.tiers {
-            if let Some(unknown) = values
-                .keys()
-                .find(|k| !cloud::QUOTA_NAMES.contains(&k.as_str()))
-            {
-                return Err(BackendError::Internal(format!(
-                    "quota tier {tier}: {unknown} is not a Neutron quota (known: {})",
-                    cloud::QUOTA_NAMES.join(", ")
-                )));
-            }
+            let quotas = TierQuotas::split(tier, values).map_err(BackendError::Internal)?;
+            tiers.insert(tier.clone(), quotas);
         }
         let cloud = Cloud::connect(config).await?;
+        for (tier, quotas) in &tiers {
+            for (service, values, catalog) in [
+                (QuotaSetService::Compute, &quotas.compute, "compute"),
+                (QuotaSetService::Volume, &quotas.volume, "volumev3"),
+            ] {
+                if !values.is_empty() && !cloud.has(service) {
+                    return Err(BackendError::Internal(format!(
+                        "quota tier {tier} sets {} quotas ({}) but the cloud's catalog has no \
+                         {catalog} endpoint in its region",
+                        service.name(),
+                        values.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
         let crash_after = std::env::var(CRASH_AFTER_ENV)
             .ok()
             .filter(|s| !s.is_empty());
@@ -211,6 +231,7 @@ impl OpenStackBackend {
             cloud,
             tags: Tags::new(&config.namespace),
             config: config.clone(),
+            tiers,
             roles: OnceCell::new(),
             crash_after,
         })
@@ -402,14 +423,33 @@ impl OpenStackBackend {
         Ok(project)
     }
 
-    /// Sets the Neutron quotas of the organization's tier and records the
-    /// tier in a tag (no tier: Neutron's defaults).
+    /// Sets the Neutron, Nova and Cinder quotas of the organization's tier
+    /// and then records the tier in a tag, so a failure half way leaves the
+    /// old tag and the next try (a retried create, the start-up
+    /// reconciliation) sets them all again. No tier: the services'
+    /// defaults.
     async fn apply_tier(&self, ks: &KsProject, org: &str) -> Result<()> {
         let want = self.config.tier_of(org);
         let have = self.tags.find(&ks.tags, "tier").unwrap_or_default();
-        match self.config.tiers.get(want) {
-            Some(values) => self.cloud.set_quota(&ks.id, values).await?,
-            None if !have.is_empty() => self.cloud.reset_quota(&ks.id).await?,
+        let services = [QuotaSetService::Compute, QuotaSetService::Volume];
+        match self.tiers.get(want) {
+            Some(quotas) => {
+                if !quotas.network.is_empty() {
+                    self.cloud.set_quota(&ks.id, &quotas.network).await?;
+                }
+                for (service, values) in services.into_iter().zip([&quotas.compute, &quotas.volume])
+                {
+                    if !values.is_empty() {
+                        self.cloud.set_quota_set(service, &ks.id, values).await?;
+                    }
+                }
+            }
+            None if !have.is_empty() => {
+                self.cloud.reset_quota(&ks.id).await?;
+                for service in services.into_iter().filter(|s| self.cloud.has(*s)) {
+                    self.cloud.reset_quota_set(service, &ks.id).await?;
+                }
+            }
             None => {}
         }
         if want != have {
@@ -425,6 +465,26 @@ impl OpenStackBackend {
             }
         }
         Ok(())
+    }
+
+    /// A project's Nova and Cinder limits and what it uses of them (for the
+    /// gateway to show); a service not in the region's catalog is `None`.
+    pub async fn project_quota_usage(
+        &self,
+        tenant: &Tenant,
+        project: &str,
+    ) -> Result<ProjectQuotaUsage> {
+        let (ks, _) = self.visible_project(tenant, project).await?;
+        let mut usage = ProjectQuotaUsage::default();
+        for (service, slot) in [
+            (QuotaSetService::Compute, &mut usage.compute),
+            (QuotaSetService::Volume, &mut usage.volume),
+        ] {
+            if self.cloud.has(service) {
+                *slot = Some(self.cloud.quota_usage(service, &ks.id).await?);
+            }
+        }
+        Ok(usage)
     }
 
     /// Every Neutron network and security group this installation made,
@@ -1058,6 +1118,12 @@ impl Backend for OpenStackBackend {
             self.cloud.delete_network(&net.id).await?;
         }
         self.cloud.reset_quota(&ks.id).await?;
+        // Nova and Cinder keep a deleted project's quotas otherwise.
+        for service in [QuotaSetService::Compute, QuotaSetService::Volume] {
+            if self.cloud.has(service) {
+                self.cloud.reset_quota_set(service, &ks.id).await?;
+            }
+        }
         for a in self.cloud.assignments(Some(&ks.id), None).await? {
             if let Some(user) = &a.user {
                 self.cloud.revoke(&ks.id, &user.id, &a.role.id).await?;

@@ -1,4 +1,4 @@
-//! The Keystone and Neutron calls regiond makes, typed, through
+//! The Keystone, Neutron, Nova and Cinder calls regiond makes, typed, through
 //! openstack_sdk's async client. The client keeps the token in memory,
 //! renews it ahead of expiry in the background, and on a 401 re-authenticates
 //! once and repeats the call, so none of that shows here.
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::quota_sets::{parse_usage, QuotaSet, QuotaSetCall, QuotaSetService, QuotaUse};
 use crate::backend::{BackendError, Refusal};
 use crate::config::OpenStackConfig;
 
@@ -44,10 +45,10 @@ pub(crate) const QUOTA_NAMES: &[&str] = &[
 /// How long before a token expires the background task renews it.
 const RENEW_MARGIN_MINUTES: i64 = 5;
 
-/// A call Keystone or Neutron did not do.
+/// A call Keystone, Neutron, Nova or Cinder did not do.
 #[derive(Debug, Clone)]
 pub(crate) struct CallError {
-    /// `keystone` or `neutron`.
+    /// `keystone`, `neutron`, `nova` or `cinder`.
     pub(crate) service: &'static str,
     /// The HTTP status, when the service answered.
     pub(crate) status: Option<u16>,
@@ -60,18 +61,29 @@ pub(crate) struct CallError {
 }
 
 /// The `message` (and Neutron's `type`) of an OpenStack error body:
-/// `{"NeutronError": {"type", "message"}}`, `{"error": {"message"}}` or
-/// `{"message"}`.
+/// `{"NeutronError": {"type", "message"}}`, `{"error": {"message"}}`,
+/// `{"message"}`, or Nova's and Cinder's `{"badRequest": {"message"}}`
+/// (one key naming the fault; the SDK may hand it over under `error`).
 fn error_text(body: &Value) -> (String, String) {
     let kind = body
         .pointer("/NeutronError/type")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let fault = |v: &Value| {
+        v.as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.values().next())
+            .and_then(|f| f.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let message = ["/NeutronError/message", "/error/message", "/message"]
         .iter()
         .find_map(|p| body.pointer(p).and_then(Value::as_str))
         .map(str::to_string)
+        .or_else(|| body.get("error").and_then(fault))
+        .or_else(|| fault(body))
         .unwrap_or_else(|| body.to_string());
     (kind, message)
 }
@@ -147,7 +159,7 @@ impl CallError {
     }
 }
 
-/// Keystone/Neutron 400 → INVALID_ARGUMENT, 404 → NOT_FOUND, 409 →
+/// Keystone/Neutron/Nova/Cinder 400 → INVALID_ARGUMENT, 404 → NOT_FOUND, 409 →
 /// ALREADY_EXISTS (OverQuota → RESOURCE_EXHAUSTED), 401/403 (after the
 /// client's one re-authentication) → PERMISSION_DENIED, 5xx, timeouts and
 /// refused connections → UNAVAILABLE.
@@ -464,10 +476,15 @@ impl<'a> AsyncClient for Traced<'a> {
     }
 }
 
-/// One region's Keystone and Neutron.
+/// One region's Keystone and Neutron, and its Nova and Cinder if the
+/// catalog has them.
 pub(crate) struct Cloud {
     client: AsyncOpenStack,
     _renew: RenewHandle,
+    /// Whether the catalog has a compute endpoint in the cloud's region.
+    compute: bool,
+    /// Whether the catalog has a volumev3 (block-storage) endpoint there.
+    volume: bool,
 }
 
 impl std::fmt::Debug for Cloud {
@@ -475,6 +492,8 @@ impl std::fmt::Debug for Cloud {
         // The client's Debug shows the catalog, never the credentials.
         f.debug_struct("Cloud")
             .field("client", &self.client)
+            .field("compute", &self.compute)
+            .field("volume", &self.volume)
             .finish()
     }
 }
@@ -522,11 +541,33 @@ impl Cloud {
             .discover_service_endpoint(&ServiceType::Network)
             .await
             .map_err(|e| BackendError::Unavailable(format!("cannot reach Neutron: {e}")))?;
+        // Nova's and Cinder's catalog URLs carry their version (and
+        // Cinder's the project), so unlike Neutron they need no discovery;
+        // their presence decides whether tiers may size them.
+        let traced = Traced(&client);
+        let compute = traced
+            .get_service_endpoint(&ServiceType::Compute, None)
+            .await
+            .is_ok();
+        let volume = traced
+            .get_service_endpoint(&ServiceType::BlockStorage, None)
+            .await
+            .is_ok();
         let renew = client.enable_auto_renew(chrono::TimeDelta::minutes(RENEW_MARGIN_MINUTES));
         Ok(Cloud {
             client,
             _renew: renew,
+            compute,
+            volume,
         })
+    }
+
+    /// Whether the region's catalog has `service`.
+    pub(crate) fn has(&self, service: QuotaSetService) -> bool {
+        match service {
+            QuotaSetService::Compute => self.compute,
+            QuotaSetService::Volume => self.volume,
+        }
     }
 
     /// Whether a Neutron call met a routing 404 (no Neutron error type):
@@ -1103,6 +1144,49 @@ impl Cloud {
             .map_err(build_error)?;
         self.remove("neutron", ep).await
     }
+
+    // -- Nova and Cinder ---------------------------------------------------
+
+    /// Sets a project's Nova or Cinder quotas (names from
+    /// `quota_sets::NOVA_NAMES`/`CINDER_NAMES`). Cinder takes any project
+    /// id without asking Keystone, so callers pass ids Keystone gave.
+    pub(crate) async fn set_quota_set(
+        &self,
+        service: QuotaSetService,
+        project_id: &str,
+        values: &BTreeMap<String, i64>,
+    ) -> CallResult<()> {
+        let ep = QuotaSet::new(service, project_id, QuotaSetCall::Set(values));
+        let _: Value = self.query(service.name(), ep).await?;
+        Ok(())
+    }
+
+    /// Puts a project's Nova or Cinder quotas back to the defaults.
+    pub(crate) async fn reset_quota_set(
+        &self,
+        service: QuotaSetService,
+        project_id: &str,
+    ) -> CallResult<()> {
+        let ep = QuotaSet::new(service, project_id, QuotaSetCall::Reset);
+        self.remove(service.name(), ep).await
+    }
+
+    /// A project's Nova or Cinder limits and what it uses of them.
+    pub(crate) async fn quota_usage(
+        &self,
+        service: QuotaSetService,
+        project_id: &str,
+    ) -> CallResult<BTreeMap<String, QuotaUse>> {
+        let ep = QuotaSet::new(service, project_id, QuotaSetCall::Usage);
+        let quota_set: Value = self.query(service.name(), ep).await?;
+        parse_usage(&quota_set).map_err(|message| CallError {
+            service: service.name(),
+            status: None,
+            kind: String::new(),
+            message,
+            undecodable: true,
+        })
+    }
 }
 
 /// Runs one OpenStack HTTP call, counted in the metrics by service and
@@ -1161,6 +1245,13 @@ mod tests {
         assert!(message.starts_with("Quota exceeded"));
         let keystone = serde_json::json!({"error": {"code": 409, "message": "Conflict occurred", "title": "Conflict"}});
         assert_eq!(error_text(&keystone).1, "Conflict occurred");
+        // Nova's fault as the SDK hands it over (under `error`), and bare.
+        let nova = serde_json::json!({"badRequest": {"code": 400, "message": "Project ID x is not a valid project."}});
+        assert_eq!(
+            error_text(&serde_json::json!({ "error": nova })).1,
+            "Project ID x is not a valid project."
+        );
+        assert_eq!(error_text(&nova).1, "Project ID x is not a valid project.");
     }
 
     #[test]
