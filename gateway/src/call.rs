@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nordlys_transport::metadata::{set_timeout, timeout_of, CALLER, REQUEST_ID};
+use nordlys_transport::metadata::{set_timeout, timeout_of, CALLER, REQUEST_ID, TIER};
 use nordlys_transport::{append_nats_header, append_nats_timeout};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
@@ -94,6 +94,7 @@ impl Call {
             message,
             timeout,
             request_id: None,
+            tier: None,
         })
     }
 
@@ -135,15 +136,26 @@ pub(crate) struct Outgoing<'c, T> {
     /// The time the daemon gets.
     pub(crate) timeout: Duration,
     request_id: Option<AsciiMetadataValue>,
+    tier: Option<AsciiMetadataValue>,
 }
 
 impl<T> Outgoing<'_, T> {
+    /// With the organization's quota tier, for a create the region sizes
+    /// with it (nothing when empty or not ASCII: the region's own default).
+    pub(crate) fn with_tier(mut self, tier: &str) -> Self {
+        if !tier.is_empty() {
+            self.tier = AsciiMetadataValue::try_from(tier).ok();
+        }
+        self
+    }
+
     /// Everything that travels beside the message but the deadline and
     /// the trace context.
     fn entries(&self) -> impl Iterator<Item = (&'static str, &AsciiMetadataValue)> {
         [
             Some((CALLER, self.call.caller.header())),
             self.request_id.as_ref().map(|id| (REQUEST_ID, id)),
+            self.tier.as_ref().map(|tier| (TIER, tier)),
         ]
         .into_iter()
         .flatten()

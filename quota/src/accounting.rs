@@ -166,7 +166,7 @@ impl Controller {
             Role::Member,
             &format!("reserve quota in {}", r.organization),
         )?;
-        self.org_exists_for_quota(org).await?;
+        let tier = self.org_exists_for_quota(org).await?;
 
         let id = r.reservation_id.as_str();
         let ttl_ms = if r.ttl_seconds == 0 {
@@ -265,6 +265,7 @@ impl Controller {
             tracing::debug!(organization = %org, reservation = %id, "reservation was already committed");
             return Ok(q::ReserveResponse {
                 already_committed: true,
+                tier,
             });
         }
         if !exceeded.is_empty() {
@@ -275,6 +276,7 @@ impl Controller {
         METRICS.reservation(Outcome::reserved);
         Ok(q::ReserveResponse {
             already_committed: false,
+            tier,
         })
     }
 
@@ -542,14 +544,15 @@ impl Controller {
     }
 
     /// NOT_FOUND unless the organization exists: quota is only reserved for
-    /// organizations, never for a typo.
-    async fn org_exists_for_quota(&self, org: &str) -> Result<(), Status> {
+    /// organizations, never for a typo. Its quota tier otherwise, which the
+    /// regions size what they create with.
+    async fn org_exists_for_quota(&self, org: &str) -> Result<String, Status> {
         match self
             .store
             .get::<crate::OrgDoc>(&store::org_key(org))
             .await?
         {
-            Some(_) => Ok(()),
+            Some(doc) => Ok(self.tier_of(&doc.value)),
             None => Err(crate::status::not_found(&names::organization(org))),
         }
     }

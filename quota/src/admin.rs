@@ -24,6 +24,19 @@ pub struct OrgDoc {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub create_time: OffsetDateTime,
+    /// Its quota tier (empty: the configured default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tier: String,
+    /// When its tier last changed (unix milliseconds; 0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tier_change_ms: i64,
+    /// A tier change asked for and waiting for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_tier: Option<crate::tiers::PendingTier>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A role as stored.
@@ -177,7 +190,7 @@ fn unauthenticated() -> Status {
 }
 
 impl Controller {
-    async fn org_exists(&self, org: &str) -> Result<OrgDoc, Status> {
+    pub(crate) async fn org_exists(&self, org: &str) -> Result<OrgDoc, Status> {
         self.store
             .get::<OrgDoc>(&store::org_key(org))
             .await?
@@ -185,7 +198,13 @@ impl Controller {
             .ok_or_else(|| not_found(&names::organization(org)))
     }
 
-    fn quota_proto(&self, org: &str, region: &str, doc: &QuotaDoc, now: i64) -> api::Quota {
+    pub(crate) fn quota_proto(
+        &self,
+        org: &str,
+        region: &str,
+        doc: &QuotaDoc,
+        now: i64,
+    ) -> api::Quota {
         api::Quota {
             name: names::quota(org, region),
             limits: Some(counts_proto(
@@ -193,6 +212,7 @@ impl Controller {
             )),
             usage: Some(counts_proto(&doc.usage)),
             reserved: Some(counts_proto(&doc.reserved(now))),
+            ..Default::default()
         }
     }
 
@@ -248,6 +268,9 @@ impl Controller {
         let doc = OrgDoc {
             display_name: org.display_name,
             create_time: OffsetDateTime::now_utc(),
+            tier: String::new(),
+            tier_change_ms: 0,
+            pending_tier: None,
         };
         let id = r.organization_id;
         self.store
@@ -615,7 +638,7 @@ impl Controller {
         let ids = names::parse_field(&name, &["organizations", "quotas"], "name")?;
         let (org, region) = (ids[0], ids[1]);
         require_role(&caller, org, Role::Viewer, &format!("read {name}"))?;
-        self.org_exists(org).await?;
+        let org_doc = self.org_exists(org).await?;
         // A region never used has the default limits and nothing in use.
         let doc = self
             .store
@@ -623,7 +646,9 @@ impl Controller {
             .await?
             .map(|v| v.value)
             .unwrap_or_default();
-        Ok(self.quota_proto(org, region, &doc, now_ms()))
+        let mut quota = self.quota_proto(org, region, &doc, now_ms());
+        self.show_tier(&mut quota, org, &org_doc);
+        Ok(quota)
     }
 
     pub(crate) async fn read_quotas(
@@ -635,7 +660,7 @@ impl Controller {
         let ids = names::parse_field(&parent, &["organizations"], "parent")?;
         let org = ids[0];
         require_role(&caller, org, Role::Viewer, &format!("read {parent}"))?;
-        self.org_exists(org).await?;
+        let org_doc = self.org_exists(org).await?;
         let prefix = store::quota_prefix(org);
         let now = now_ms();
         let mut quotas: Vec<api::Quota> = self
@@ -646,6 +671,9 @@ impl Controller {
             .filter_map(|(k, doc)| Some(self.quota_proto(org, k.strip_prefix(&prefix)?, doc, now)))
             .collect();
         quotas.sort_by(|a, b| a.name.cmp(&b.name));
+        for quota in &mut quotas {
+            self.show_tier(quota, org, &org_doc);
+        }
         Ok(api::ListQuotasResponse { quotas })
     }
 
@@ -660,6 +688,12 @@ impl Controller {
         let caller = identity(&request)?;
         require_operator(&caller, "set quota limits")?;
         let r = request.into_inner();
+        if r.update_mask
+            .as_ref()
+            .is_some_and(|m| m.paths.iter().any(|p| p == "tier"))
+        {
+            return self.set_tier(r).await;
+        }
         let mut v = Violations::new();
         let quota = r.quota.unwrap_or_default();
         let ids = parse_name(
@@ -681,7 +715,7 @@ impl Controller {
                     None => v.add(
                         "update_mask",
                         format!(
-                            "unknown path {p:?}: use limits, limits.projects, limits.users, limits.networks or limits.access_rules"
+                            "unknown path {p:?}: use limits, limits.projects, limits.users, limits.networks, limits.access_rules or tier"
                         ),
                     ),
                 },
@@ -703,7 +737,7 @@ impl Controller {
         let (Some(org), Some(region)) = (ids.first().copied(), ids.get(1).copied()) else {
             return Err(Status::internal("validation let a bad request through"));
         };
-        self.org_exists(org).await?;
+        let org_doc = self.org_exists(org).await?;
         let now = now_ms();
         let doc = self
             .store
@@ -720,7 +754,9 @@ impl Controller {
             )
             .await?;
         tracing::info!(organization = %org, region = %region, limits = ?doc.limits, "limits set");
-        Ok(self.quota_proto(org, region, &doc, now))
+        let mut quota = self.quota_proto(org, region, &doc, now);
+        self.show_tier(&mut quota, org, &org_doc);
+        Ok(quota)
     }
 }
 

@@ -64,6 +64,16 @@ pub struct Config {
     /// Where `GET /metrics` (Prometheus text) is served; port 0 picks a
     /// free port; `off` (the default) serves none.
     pub metrics_listen: String,
+    /// The quota tiers organizations may have, smallest first (each
+    /// region's `[openstack.tiers.*]` says what they size there). Empty: no
+    /// tier can be set or asked for.
+    pub tiers: Vec<String>,
+    /// The tier of organizations never given one (one of `tiers`, or empty:
+    /// below them all, so the first tier is the next one up).
+    pub default_tier: String,
+    /// Days after a tier change during which a customer's next request
+    /// waits for an operator instead of being granted at once.
+    pub tier_change_days: u32,
 }
 
 impl Default for Config {
@@ -85,6 +95,9 @@ impl Default for Config {
             reconcile_confirm_ms: 1000,
             reconcile_timeout_ms: 5000,
             metrics_listen: "off".to_string(),
+            tiers: Vec::new(),
+            default_tier: String::new(),
+            tier_change_days: 30,
         }
     }
 }
@@ -194,6 +207,20 @@ impl Config {
                 "reconcile_timeout_ms must be at least 1".to_string(),
             ));
         }
+        for (i, tier) in self.tiers.iter().enumerate() {
+            if tier.is_empty() || self.tiers[..i].contains(tier) {
+                return Err(ConfigError::Invalid(format!(
+                    "tiers must be distinct names, smallest first; {tier:?} is not"
+                )));
+            }
+        }
+        if !self.default_tier.is_empty() && !self.tiers.contains(&self.default_tier) {
+            return Err(ConfigError::Invalid(format!(
+                "default_tier {:?} is not one of tiers ({})",
+                self.default_tier,
+                self.tiers.join(", ")
+            )));
+        }
         Ok(self)
     }
 
@@ -230,6 +257,28 @@ mod tests {
             .expect("deploy/nordlys/quota.toml loads");
         assert_eq!(config.nats.replicas, 3);
         assert!(config.nats.has_credentials());
+        assert_eq!(config.tiers, ["small", "large"]);
+        assert_eq!(config.default_tier, "small");
+    }
+
+    #[test]
+    fn tiers_are_distinct_and_hold_the_default() {
+        let load = |toml: &str| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = dir.path().join("quota.toml");
+            std::fs::write(&file, toml).expect("write");
+            let dev = Overrides {
+                insecure_dev: true,
+                ..Overrides::default()
+            };
+            Config::load(Some(&file), &dev)
+        };
+        let ok = load("tiers = [\"s\", \"m\"]\ndefault_tier = \"s\"\n").expect("loads");
+        assert_eq!(ok.tiers, ["s", "m"]);
+        let twice = load("tiers = [\"s\", \"s\"]\n").expect_err("twice");
+        assert!(twice.to_string().contains("distinct"), "{twice}");
+        let stray = load("tiers = [\"s\"]\ndefault_tier = \"xl\"\n").expect_err("stray default");
+        assert!(stray.to_string().contains("default_tier"), "{stray}");
     }
 
     #[test]

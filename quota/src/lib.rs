@@ -45,6 +45,7 @@ pub mod reservation;
 pub mod service;
 mod status;
 pub mod store;
+pub mod tiers;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -209,5 +210,19 @@ impl QuotaController for Controller {
         request: Request<api::ReconcileQuotasRequest>,
     ) -> Rpc<api::ReconcileQuotasResponse> {
         self.reconcile(request).await.map(Response::new)
+    }
+
+    async fn request_tier_change(
+        &self,
+        request: Request<api::RequestTierChangeRequest>,
+    ) -> Rpc<api::TierChange> {
+        self.request_tier(request).await.map(Response::new)
+    }
+
+    async fn approve_tier_change(
+        &self,
+        request: Request<api::ApproveTierChangeRequest>,
+    ) -> Rpc<api::TierChange> {
+        self.approve_tier(request).await.map(Response::new)
     }
 }

@@ -107,6 +107,8 @@ pub async fn run_until(
         "ListQuotas" => list_quotas,
         "UpdateQuota" => update_quota,
         "ReconcileQuotas" => reconcile_quotas,
+        "RequestTierChange" => request_tier_change,
+        "ApproveTierChange" => approve_tier_change,
     )
     // Returns once the server has the subscriptions: ready means reachable.
     .start()

@@ -82,6 +82,7 @@ pub async fn start(
         "UpdateAccessRule" => update_access_rule,
         "DeleteAccessRule" => delete_access_rule,
         "CountResources" => count_resources,
+        "ApplyTier" => apply_tier,
     });
     builder.start().await
 }

@@ -75,6 +75,7 @@ impl From<BackendError> for Status {
                     Refusal::NotFound => Code::NotFound,
                     Refusal::AlreadyExists => Code::AlreadyExists,
                     Refusal::ResourceExhausted => Code::ResourceExhausted,
+                    Refusal::FailedPrecondition => Code::FailedPrecondition,
                     Refusal::PermissionDenied => {
                         tracing::warn!(%service, reason = %region_message, "the region denied the call");
                         Code::PermissionDenied

@@ -16,6 +16,9 @@ pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 pub const CALLER: &str = "nordlys-caller";
 /// The idempotency key of a create, when the caller gave one.
 pub const REQUEST_ID: &str = "nordlys-request-id";
+/// The organization's quota tier as the quota service gave it with the
+/// reservation of a create, for the region to size the cloud's quotas.
+pub const TIER: &str = "nordlys-tier";
 /// The W3C trace context, as gRPC metadata names.
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C trace context's vendor part.

@@ -241,9 +241,11 @@ impl Api {
         Undo: Message + Clone + Default + 'static,
     {
         let organization = spec.organization;
-        let reservation = self.reserve(call, &spec).await?;
+        let (reservation, tier) = self.reserve(call, &spec).await?;
         let answers = scatter(spec.placement, |region| {
-            let outgoing = call.outgoing_with_id(req.clone(), spec.request_id);
+            let outgoing = call
+                .outgoing_with_id(req.clone(), spec.request_id)
+                .map(|o| o.with_tier(&tier));
             async move {
                 self.state
                     .regions
@@ -313,9 +315,10 @@ impl Api {
     }
 
     /// Reserves what `spec` creates (nothing when it counts against no
-    /// quota) and returns the reservation id. The id derives from the
-    /// request id, so reserving again for the same create changes nothing.
-    async fn reserve(&self, call: &Call, spec: &Fanout<'_>) -> Result<String, Status> {
+    /// quota) and returns the reservation id, with the organization's quota
+    /// tier. The id derives from the request id, so reserving again for the
+    /// same create changes nothing.
+    async fn reserve(&self, call: &Call, spec: &Fanout<'_>) -> Result<(String, String), Status> {
         let reservation =
             nordlys_api::ids::reservation(spec.organization, spec.resource, spec.request_id);
         if let Some(kind) = spec.kind {
@@ -327,7 +330,7 @@ impl Api {
                     counts: Some(kind.one()),
                 })
                 .collect();
-            let _: ReserveResponse = self
+            let reserved: ReserveResponse = self
                 .state
                 .quota
                 .call(
@@ -341,8 +344,9 @@ impl Api {
                     },
                 )
                 .await?;
+            return Ok((reservation, reserved.tier));
         }
-        Ok(reservation)
+        Ok((reservation, String::new()))
     }
 
     /// Deletes what a refused create made in `regions`. The delete carries

@@ -116,7 +116,7 @@ impl Api {
         let reservation = if added.is_empty() {
             None
         } else {
-            Some(self.reserve(call, &fanout).await?)
+            Some(self.reserve(call, &fanout).await?.0)
         };
 
         // 2. The regions that have it.

@@ -2,15 +2,19 @@
 //! the quota service. Limits may name only known regions.
 
 use nordlys_api::{names, Violations};
+use nordlys_proto::pb::nordlys::regiond::v1::{ApplyTierRequest, ApplyTierResponse};
 use nordlys_proto::pb::nordlys::v1::quota_service_server::QuotaService;
 use nordlys_proto::pb::nordlys::v1::{
-    GetQuotaRequest, ListQuotasRequest, ListQuotasResponse, Quota, ReconcileQuotasRequest,
-    ReconcileQuotasResponse, ResourceCounts, UpdateQuotaRequest,
+    tier_change, ApproveTierChangeRequest, GetQuotaRequest, ListQuotasRequest, ListQuotasResponse,
+    Quota, ReconcileQuotasRequest, ReconcileQuotasResponse, RegionStatus, RequestTierChangeRequest,
+    ResourceCounts, TierChange, UpdateQuotaRequest,
 };
 use tonic::{Request, Response, Status};
 
 use super::Api;
+use crate::call::Call;
 use crate::events::Change;
+use crate::scatter::{region_status, scatter, sort_by_region};
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
@@ -55,10 +59,66 @@ impl QuotaService for Api {
         v.into_result()?;
         let target = name.to_string();
         let org = nordlys_api::names::organization(ids[0]);
-        self.forward_change(&call, "UpdateQuota", &target, req, |quota: &Quota| {
-            Change::new("quota", "updated", &org, &quota.name).data(Data::Quota(quota.clone()))
-        })
-        .await
+        let tier = req
+            .update_mask
+            .as_ref()
+            .is_some_and(|m| m.paths.iter().any(|p| p == "tier"));
+        if !tier {
+            return self
+                .forward_change(&call, "UpdateQuota", &target, req, |quota: &Quota| {
+                    Change::new("quota", "updated", &org, &quota.name)
+                        .data(Data::Quota(quota.clone()))
+                })
+                .await;
+        }
+        let mut quota: Quota = self
+            .forward_call(&call, "UpdateQuota", &target, req)
+            .await?;
+        quota.tier_status = self.apply_tier_everywhere(&call, &org, &quota.tier).await;
+        self.changed(
+            &call,
+            Change::new("quota", "tier_changed", &org, &org)
+                .data(Data::Quota(quota.clone()))
+                .message(format!("tier set to {:?} by an operator", quota.tier)),
+        );
+        Ok(Response::new(quota))
+    }
+
+    async fn request_tier_change(
+        &self,
+        request: Request<RequestTierChangeRequest>,
+    ) -> Result<Response<TierChange>, Status> {
+        let call = self.state.begin(&request).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.organization, &["organizations"], "organization")?;
+        let target = req.organization.clone();
+        let mut change: TierChange = self
+            .forward_call(&call, "RequestTierChange", &target, req)
+            .await?;
+        self.changed(
+            &call,
+            Change::new("quota", "tier_change_requested", &target, &target).message(format!(
+                "tier {:?} asked for: {}",
+                change.tier, change.reason
+            )),
+        );
+        self.granted(&call, &mut change).await;
+        Ok(Response::new(change))
+    }
+
+    async fn approve_tier_change(
+        &self,
+        request: Request<ApproveTierChangeRequest>,
+    ) -> Result<Response<TierChange>, Status> {
+        let call = self.state.begin(&request).await?;
+        let req = request.into_inner();
+        names::parse_field(&req.organization, &["organizations"], "organization")?;
+        let target = req.organization.clone();
+        let mut change: TierChange = self
+            .forward_call(&call, "ApproveTierChange", &target, req)
+            .await?;
+        self.granted(&call, &mut change).await;
+        Ok(Response::new(change))
     }
 
     /// Operators only: the quota service checks the role, as for
@@ -107,6 +167,64 @@ impl QuotaService for Api {
             );
         }
         Ok(Response::new(answer))
+    }
+}
+
+impl Api {
+    /// Applies a tier the quota service granted in every region, with the
+    /// outcome in the change, and records it.
+    async fn granted(&self, call: &Call, change: &mut TierChange) {
+        if change.state != tier_change::State::Approved as i32 {
+            return;
+        }
+        change.region_status = self
+            .apply_tier_everywhere(call, &change.organization, &change.tier)
+            .await;
+        self.changed(
+            call,
+            Change::new(
+                "quota",
+                "tier_changed",
+                &change.organization,
+                &change.organization,
+            )
+            .message(format!(
+                "tier set to {:?} (was {:?}): {}",
+                change.tier, change.previous_tier, change.reason
+            )),
+        );
+    }
+
+    /// Asks every known region to size `organization`'s projects with
+    /// `tier`; a status per region. A region that did not answer keeps the
+    /// tier it had: the same change made again reaches it.
+    async fn apply_tier_everywhere(
+        &self,
+        call: &Call,
+        organization: &str,
+        tier: &str,
+    ) -> Vec<RegionStatus> {
+        let regions = self.state.discovery.known();
+        let req = ApplyTierRequest {
+            organization: organization.to_string(),
+            tier: tier.to_string(),
+        };
+        let answers = scatter(&regions, |region| {
+            let outgoing = call.outgoing(req.clone(), None);
+            async move {
+                self.state
+                    .regions
+                    .call::<ApplyTierRequest, ApplyTierResponse>(&region, "ApplyTier", outgoing?)
+                    .await
+            }
+        })
+        .await;
+        let mut statuses: Vec<RegionStatus> = answers
+            .iter()
+            .map(|(region, answer)| region_status(region, answer))
+            .collect();
+        sort_by_region(&mut statuses);
+        statuses
     }
 }
 

@@ -67,6 +67,8 @@ pub enum Refusal {
     /// The region does not let Nordlys do this, even after a fresh token
     /// (HTTP 401 or 403).
     PermissionDenied,
+    /// The region is not set up for this (a quota tier it does not define).
+    FailedPrecondition,
 }
 
 /// A backend call that did not happen. Callers branch on the variant; the

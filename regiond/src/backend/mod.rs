@@ -431,6 +431,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(Vec::new())
     }
 
+    /// Sizes the cloud's quotas of every project of `organization` here
+    /// with quota tier `tier` (empty: this region's default), as the quota
+    /// service granted it; how many projects were sized. The default (a
+    /// backend with no cloud quotas) sizes nothing.
+    async fn apply_tier(&self, _organization: &str, _tier: &str) -> Result<u32> {
+        Ok(0)
+    }
+
+    /// The quota tier the quota service gives `organization` now, carried
+    /// by a create: the projects it makes from now on get it. The default
+    /// has nothing to size.
+    fn tier_hint(&self, _organization: &str, _tier: &str) {}
+
     /// Removes a stray named by [`Backend::strays`].
     async fn remove_stray(&self, name: &str) -> Result<()> {
         Err(BackendError::Internal(format!(

@@ -73,6 +73,9 @@ pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
 
 /// The tag key of a project whose Neutron side is not finished.
 const INCOMPLETE_KEY: &str = "incomplete";
+/// Tag key marking a project sized by the tier the quota service granted,
+/// which this region's `organization_tiers` no longer overrides.
+const GRANTED_KEY: &str = "tier-granted";
 /// The Keystone tag of a project whose delete has begun: gets and lists
 /// show it DELETING, and nothing new is made under it.
 const DELETING_KEY: &str = "deleting";
@@ -95,6 +98,9 @@ pub struct OpenStackBackend {
     tiers: BTreeMap<String, TierQuotas>,
     /// Keystone role ids by name, read once.
     roles: OnceCell<HashMap<String, String>>,
+    /// Organizations' tiers as the quota service last gave them (with a
+    /// create, or ApplyTier); they win over `organization_tiers`.
+    granted_tiers: std::sync::Mutex<HashMap<String, String>>,
     crash_after: Option<String>,
 }
 
@@ -233,6 +239,7 @@ impl OpenStackBackend {
             config: config.clone(),
             tiers,
             roles: OnceCell::new(),
+            granted_tiers: std::sync::Mutex::default(),
             crash_after,
         })
     }
@@ -246,6 +253,10 @@ impl OpenStackBackend {
             let Some(org) = self.tags.find(&ks.tags, "org") else {
                 continue;
             };
+            // The quota service's tier wins over this configuration's.
+            if self.tags.find(&ks.tags, GRANTED_KEY).is_some() {
+                continue;
+            }
             let want = self.config.tier_of(org);
             if self.tags.find(&ks.tags, "tier").unwrap_or_default() != want {
                 self.apply_tier(ks, org).await?;
@@ -428,8 +439,24 @@ impl OpenStackBackend {
     /// old tag and the next try (a retried create, the start-up
     /// reconciliation) sets them all again. No tier: the services'
     /// defaults.
+    /// The tier `org`'s projects get: the one the quota service granted
+    /// (when this region defines it), else this configuration's.
+    fn wanted_tier(&self, org: &str) -> (String, bool) {
+        let granted = self
+            .granted_tiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(org)
+            .cloned();
+        match granted {
+            Some(tier) if tier.is_empty() || self.tiers.contains_key(&tier) => (tier, true),
+            _ => (self.config.tier_of(org).to_string(), false),
+        }
+    }
+
     async fn apply_tier(&self, ks: &KsProject, org: &str) -> Result<()> {
-        let want = self.config.tier_of(org);
+        let (want, granted) = self.wanted_tier(org);
+        let want = want.as_str();
         let have = self.tags.find(&ks.tags, "tier").unwrap_or_default();
         let services = [QuotaSetService::Compute, QuotaSetService::Volume];
         match self.tiers.get(want) {
@@ -463,6 +490,12 @@ impl OpenStackBackend {
                     .remove_project_tag(&ks.id, &self.tags.tag("tier", have))
                     .await?;
             }
+        }
+        let marked = self.tags.find(&ks.tags, GRANTED_KEY).is_some();
+        if granted && !marked {
+            self.cloud
+                .add_project_tag(&ks.id, &self.tags.tag(GRANTED_KEY, "quota"))
+                .await?;
         }
         Ok(())
     }
@@ -1013,6 +1046,37 @@ impl Backend for OpenStackBackend {
 
     fn keeps_request_id(&self, kind: ResourceKind) -> bool {
         kind != ResourceKind::Membership
+    }
+
+    async fn apply_tier(&self, organization: &str, tier: &str) -> Result<u32> {
+        let org = org_id(organization);
+        if !tier.is_empty() && !self.tiers.contains_key(tier) {
+            return Err(BackendError::Refused {
+                reason: Refusal::FailedPrecondition,
+                service: "regiond".to_string(),
+                message: format!(
+                    "quota tier {tier:?} is not defined in region {} (its [openstack.tiers])",
+                    self.region
+                ),
+            });
+        }
+        self.tier_hint(organization, tier);
+        let tags = [self.tags.tag("org", org)];
+        let projects = self.cloud.projects_tagged(&self.tags.all_of(&tags)).await?;
+        let mut sized = 0u32;
+        for ks in &projects {
+            self.apply_tier(ks, org).await?;
+            sized = sized.saturating_add(1);
+        }
+        tracing::info!(organization = %org, %tier, projects = sized, "quota tier applied");
+        Ok(sized)
+    }
+
+    fn tier_hint(&self, organization: &str, tier: &str) {
+        self.granted_tiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(org_id(organization).to_string(), tier.to_string());
     }
 
     async fn strays(&self) -> Result<Vec<String>> {

@@ -18,7 +18,8 @@ use nordlys_api::validate::{check_request_id, is_region};
 use nordlys_api::Violations;
 use nordlys_proto::pb::nordlys::regiond::v1::regiond_service_server::RegiondService;
 use nordlys_proto::pb::nordlys::regiond::v1::{
-    CountResourcesRequest, CountResourcesResponse, DeleteResponse, ListRequest,
+    ApplyTierRequest, ApplyTierResponse, CountResourcesRequest, CountResourcesResponse,
+    DeleteResponse, ListRequest,
 };
 use nordlys_proto::pb::nordlys::v1::region_status::State;
 use nordlys_proto::pb::nordlys::v1::{
@@ -736,6 +737,27 @@ impl RegiondService for Handlers {
         }
         nordlys_api::names::parse_field(org, &["organizations"], "organization")?;
         Ok(Response::new(self.settle.count(org).await?))
+    }
+
+    async fn apply_tier(
+        &self,
+        request: Request<ApplyTierRequest>,
+    ) -> Result<Response<ApplyTierResponse>, Status> {
+        // The gateway calls this once the quota service granted the tier:
+        // for an operator, or for the organization's admin whose request
+        // was granted at once.
+        let caller = Caller::writer(&request)?;
+        let req = request.into_inner();
+        nordlys_api::names::parse_field(&req.organization, &["organizations"], "organization")?;
+        caller.owns(&req.organization)?;
+        let projects = self
+            .backend
+            .apply_tier(&req.organization, &req.tier)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(ApplyTierResponse {
+            projects: i32::try_from(projects).unwrap_or(i32::MAX),
+        }))
     }
 }
 

@@ -53,6 +53,14 @@ pub(super) async fn create(
     let request_id = request_id(&mut v, &req.request_id, &metadata);
     v.into_result()?;
     caller.owns(&project.organization)?;
+    // The tier the quota service gives the organization, as the gateway
+    // had it from the reservation: what this project's cloud quotas get.
+    if let Some(tier) = metadata
+        .get(nordlys_transport::metadata::TIER)
+        .and_then(|v| v.to_str().ok())
+    {
+        h.backend.tier_hint(&project.organization, tier);
+    }
     project.region_status = h.ready();
     project.create_time.get_or_insert_with(nordlys_api::now);
     let name = project.name.clone();
