@@ -64,8 +64,7 @@ pub async fn open_backend(
             let reconciling = Arc::clone(&backend);
             tokio::spawn(async move {
                 match reconciling.reconcile_tiers().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(projects = n, "applied changed quota tiers"),
+                    Ok(n) => tracing::info!(projects = n, "quota tiers checked"),
                     Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
                 }
             });

@@ -1274,3 +1274,134 @@ async fn a_tier_sizes_nova_and_cinder_as_well_as_neutron() {
         "{tags:?}"
     );
 }
+
+/// A tier the quota service grants (a customer's request for the next one
+/// up) resizes every project of the organization in Neutron, Nova and
+/// Cinder; projects made afterwards get it too; and regiond's own
+/// `organization_tiers` no longer overrides it at its next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_granted_through_the_api_resizes_the_projects_in_the_cloud() {
+    if !openstack::available_with_compute("openstack granted tiers") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    let (nats, region) = {
+        let starting = std::thread::spawn(|| OpenStackRegion::start_with_compute("sto1"));
+        let nats = NatsServer::start();
+        (nats, starting.join().expect("region starts"))
+    };
+    let _quota = Quota::start_env(
+        &nats,
+        &[] as &[&str],
+        &[
+            ("NORDLYS_TIERS".into(), "[standard, bigger]".into()),
+            ("NORDLYS_DEFAULT_TIER".into(), "standard".into()),
+        ],
+    );
+    let bigger = "[openstack.tiers.bigger]\nnetwork = 4\ninstances = 9\ncores = 16\nram = 32768\n\
+                  volumes = 11\ngigabytes = 400\nsnapshots = 6\n";
+    let config = openstack::regiond_config_with_tiers(
+        "",
+        &format!("{}\n{bigger}", openstack::COMPUTE_TIERS_TOML),
+    );
+    let regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let gateway = Gateway::start(&nats, &GatewayOpts::default());
+    gateway
+        .wait_for_regions(|r| nordlys_tests::instances(r, "sto1") == 1)
+        .await;
+    let tenant = gateway.tenant("growco").await;
+    let create = |id: &str| {
+        bearer(
+            CreateProjectRequest {
+                project: Some(Project {
+                    display_name: format!("Project {id}"),
+                    regions: vec!["sto1".into()],
+                    ..Default::default()
+                }),
+                project_id: id.into(),
+                request_id: format!("create-{id}"),
+            },
+            &tenant.key,
+        )
+    };
+    let mut projects = ProjectServiceClient::new(gateway.channel().await);
+    projects
+        .create_project(create("grow-one"))
+        .await
+        .expect("CreateProject");
+    let one = keystone_project(&region, "growco", "grow-one");
+    let sized = |id: &str| region.openstack(&["quota", "show", id]);
+    assert_eq!(sized(&one)["cores"].as_i64(), Some(8), "the default tier");
+
+    // The owner asks for the next tier up: granted, and applied in sto1.
+    let mut request = bearer(
+        nordlys_proto::pb::nordlys::v1::RequestTierChangeRequest {
+            organization: tenant.organization.clone(),
+            tier: "bigger".into(),
+        },
+        &tenant.key,
+    );
+    request.set_timeout(Duration::from_secs(60));
+    let change = QuotaServiceClient::new(gateway.channel().await)
+        .request_tier_change(request)
+        .await
+        .expect("RequestTierChange")
+        .into_inner();
+    assert_eq!(
+        change.state,
+        nordlys_proto::pb::nordlys::v1::tier_change::State::Approved as i32,
+        "{change:?}"
+    );
+    // sto1 applied it; the gateway also knows osl1, which runs nothing here
+    // and is named UNREACHABLE.
+    let status = |region: &str| {
+        change
+            .region_status
+            .iter()
+            .find(|s| s.region == region)
+            .map(|s| s.code)
+    };
+    assert_eq!(status("sto1"), Some(0), "{change:?}");
+    assert_eq!(status("osl1"), Some(Code::Unavailable as i32), "{change:?}");
+    let want = [
+        ("instances", 9),
+        ("cores", 16),
+        ("ram", 32768),
+        ("volumes", 11),
+        ("gigabytes", 400),
+        ("snapshots", 6),
+        ("networks", 4),
+    ];
+    let check = |id: &str, what: &str| {
+        let shown = sized(id);
+        for (name, value) in want {
+            assert_eq!(shown[name].as_i64(), Some(value), "{what}: {name} in {shown}");
+        }
+    };
+    check(&one, "the project made before");
+    let tags = strings(&region.openstack(&["project", "show", &one])["tags"]);
+    assert!(tags.contains(&"nordlys-tier:bigger".to_string()), "{tags:?}");
+
+    // A project made now gets the granted tier from its reservation.
+    projects
+        .create_project(create("grow-two"))
+        .await
+        .expect("CreateProject");
+    let two = keystone_project(&region, "growco", "grow-two");
+    check(&two, "the project made after");
+
+    // regiond's next start leaves the granted tier alone (its own
+    // configuration would say "standard").
+    drop(regiond);
+    let regiond = openstack::regiond(&nats, &region, config.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nordlys_tests::log_tail(&regiond.log_path()).contains("quota tiers checked") {
+        assert!(
+            Instant::now() < deadline,
+            "regiond never checked the tiers: {}",
+            nordlys_tests::log_tail(&regiond.log_path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check(&one, "after regiond checked its tiers");
+}
