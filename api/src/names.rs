@@ -30,6 +30,15 @@ pub fn parse<'a>(name: &'a str, collections: &[&str]) -> Option<Vec<&'a str>> {
     Some(ids)
 }
 
+/// The project a `projects/{project}/quota` singleton belongs to
+/// (`projects/{project}`), or INVALID_ARGUMENT naming `field`.
+pub fn project_of_quota(name: &str, field: &str) -> Result<String, tonic::Status> {
+    name.strip_suffix("/quota")
+        .and_then(|p| parse(p, &["projects"]))
+        .map(|ids| project(ids[0]))
+        .ok_or_else(|| crate::invalid(field, "must be of the form projects/{id}/quota"))
+}
+
 /// Like [`parse`], as a field violation on `field` when it does not fit.
 pub fn parse_field<'a>(
     name: &'a str,

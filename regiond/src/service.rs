@@ -83,6 +83,7 @@ pub async fn start(
         "DeleteAccessRule" => delete_access_rule,
         "CountResources" => count_resources,
         "ApplyTier" => apply_tier,
+        "GetCloudQuota" => get_cloud_quota,
     });
     builder.start().await
 }

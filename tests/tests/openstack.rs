@@ -1375,12 +1375,56 @@ async fn a_tier_granted_through_the_api_resizes_the_projects_in_the_cloud() {
     let check = |id: &str, what: &str| {
         let shown = sized(id);
         for (name, value) in want {
-            assert_eq!(shown[name].as_i64(), Some(value), "{what}: {name} in {shown}");
+            assert_eq!(
+                shown[name].as_i64(),
+                Some(value),
+                "{what}: {name} in {shown}"
+            );
         }
     };
     check(&one, "the project made before");
     let tags = strings(&region.openstack(&["project", "show", &one])["tags"]);
-    assert!(tags.contains(&"nordlys-tier:bigger".to_string()), "{tags:?}");
+    assert!(
+        tags.contains(&"nordlys-tier:bigger".to_string()),
+        "{tags:?}"
+    );
+
+    // The customer reads how full the project is: the limits as Nova,
+    // Cinder and Neutron hold them, and the use they count.
+    let quota = QuotaServiceClient::new(gateway.channel().await)
+        .get_project_quota(bearer(
+            nordlys_proto::pb::nordlys::v1::GetProjectQuotaRequest {
+                name: "projects/grow-one/quota".into(),
+            },
+            &tenant.key,
+        ))
+        .await
+        .expect("GetProjectQuota")
+        .into_inner();
+    assert_eq!(quota.regions.len(), 1, "{quota:?}");
+    let sto1 = &quota.regions[0];
+    assert_eq!(
+        (sto1.region.as_str(), sto1.tier.as_str()),
+        ("sto1", "bigger")
+    );
+    let (limits, usage) = (sto1.limits.expect("limits"), sto1.usage.expect("usage"));
+    assert_eq!(
+        (limits.instances, limits.cores, limits.ram_mb),
+        (9, 16, 32768),
+        "{limits:?}"
+    );
+    assert_eq!(
+        (limits.volumes, limits.volume_gigabytes, limits.snapshots),
+        (11, 400, 6),
+        "{limits:?}"
+    );
+    assert_eq!(
+        limits.security_groups, 5,
+        "the standard tier's, kept: {limits:?}"
+    );
+    assert_eq!((usage.instances, usage.cores), (0, 0), "{usage:?}");
+    // Neutron's own `default` group and the project's `nordlys` one.
+    assert_eq!(usage.security_groups, 2, "{usage:?}");
 
     // A project made now gets the granted tier from its reservation.
     projects

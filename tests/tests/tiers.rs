@@ -9,8 +9,8 @@ mod http_common;
 use http_common::Http;
 use nordlys_proto::pb::nordlys::v1::{
     quota_service_client::QuotaServiceClient, region_status::State, tier_change,
-    ApproveTierChangeRequest, GetQuotaRequest, Quota, RegionStatus, RequestTierChangeRequest,
-    UpdateQuotaRequest,
+    ApproveTierChangeRequest, GetProjectQuotaRequest, GetQuotaRequest, Quota, RegionStatus,
+    RequestTierChangeRequest, UpdateQuotaRequest,
 };
 use nordlys_tests::{bearer, Stack, StackOpts, OPERATOR_KEY};
 use serde_json::json;
@@ -247,4 +247,58 @@ async fn tier_changes_are_granted_or_wait_and_reach_every_region() {
     http.post(&format!("/v1/{org}/quotas:approveTierChange"), json!({}))
         .await
         .expect_error(403, 7);
+}
+
+#[tokio::test]
+async fn a_projects_cloud_quota_is_read_per_region() {
+    let stack = tiered_stack().await;
+    let tenant = stack.tenant("clouded").await;
+    let other = stack.tenant("clouded-other").await;
+    stack
+        .create_project(&tenant.key, "clouded-web", &["sto1", "osl1"])
+        .await
+        .expect("CreateProject");
+    let mut quotas = QuotaServiceClient::new(stack.channel().await);
+    let read = |name: &str, key: &str| {
+        bearer(
+            GetProjectQuotaRequest {
+                name: name.to_string(),
+            },
+            key,
+        )
+    };
+    let quota = quotas
+        .get_project_quota(read("projects/clouded-web/quota", &tenant.key))
+        .await
+        .expect("GetProjectQuota")
+        .into_inner();
+    let regions: Vec<&str> = quota.regions.iter().map(|r| r.region.as_str()).collect();
+    assert_eq!(regions, ["osl1", "sto1"]);
+    // These regions' backends keep no cloud quotas: neither limits nor use.
+    assert!(
+        quota
+            .regions
+            .iter()
+            .all(|r| r.limits.is_none() && r.usage.is_none()),
+        "{quota:?}"
+    );
+    // Another organization's project is not found; a bad name is named.
+    let hidden = quotas
+        .get_project_quota(read("projects/clouded-web/quota", &other.key))
+        .await
+        .expect_err("not theirs");
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    let bad = quotas
+        .get_project_quota(read("projects/clouded-web", &tenant.key))
+        .await
+        .expect_err("not a quota name");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    // Over HTTP, at the name's path.
+    let http = Http::new(&stack.gateway.http_url()).with_key(&tenant.key);
+    let body = http
+        .get("/v1/projects/clouded-web/quota")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(body["regions"][0]["region"], "osl1", "{body}");
 }

@@ -5,9 +5,10 @@ use nordlys_api::{names, Violations};
 use nordlys_proto::pb::nordlys::regiond::v1::{ApplyTierRequest, ApplyTierResponse};
 use nordlys_proto::pb::nordlys::v1::quota_service_server::QuotaService;
 use nordlys_proto::pb::nordlys::v1::{
-    tier_change, ApproveTierChangeRequest, GetQuotaRequest, ListQuotasRequest, ListQuotasResponse,
-    Quota, ReconcileQuotasRequest, ReconcileQuotasResponse, RegionStatus, RequestTierChangeRequest,
-    ResourceCounts, TierChange, UpdateQuotaRequest,
+    tier_change, ApproveTierChangeRequest, CloudQuota, GetProjectQuotaRequest, GetQuotaRequest,
+    ListQuotasRequest, ListQuotasResponse, ProjectQuota, Quota, ReconcileQuotasRequest,
+    ReconcileQuotasResponse, RegionStatus, RequestTierChangeRequest, ResourceCounts, TierChange,
+    UpdateQuotaRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -104,6 +105,55 @@ impl QuotaService for Api {
         );
         self.granted(&call, &mut change).await;
         Ok(Response::new(change))
+    }
+
+    async fn get_project_quota(
+        &self,
+        request: Request<GetProjectQuotaRequest>,
+    ) -> Result<Response<ProjectQuota>, Status> {
+        let call = self.state.begin(&request).await?;
+        let req = request.into_inner();
+        let project = names::project_of_quota(&req.name, "name")?;
+        let regions = self.state.discovery.known();
+        let answers = scatter(&regions, |region| {
+            let outgoing = call.outgoing(req.clone(), None);
+            async move {
+                self.state
+                    .regions
+                    .call::<GetProjectQuotaRequest, CloudQuota>(&region, "GetCloudQuota", outgoing?)
+                    .await
+            }
+        })
+        .await;
+        let mut answer = ProjectQuota {
+            name: req.name.clone(),
+            ..Default::default()
+        };
+        let mut refusal = None;
+        for (region, result) in answers {
+            match result {
+                Ok(quota) => answer.regions.push(quota),
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) if crate::scatter::is_unreachable(&s) => answer.unreachable.push(region),
+                Err(s) => {
+                    refusal.get_or_insert(s);
+                }
+            }
+        }
+        if answer.regions.is_empty() {
+            return Err(refusal.unwrap_or_else(|| {
+                if answer.unreachable.is_empty() {
+                    Status::not_found(format!("{project} not found"))
+                } else {
+                    Status::unavailable(format!(
+                        "{project} not found in the regions that answered; unreachable: {}",
+                        answer.unreachable.join(", ")
+                    ))
+                }
+            }));
+        }
+        answer.regions.sort_by(|a, b| a.region.cmp(&b.region));
+        Ok(Response::new(answer))
     }
 
     async fn approve_tier_change(

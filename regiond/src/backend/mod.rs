@@ -439,6 +439,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(0)
     }
 
+    /// Project `name`'s cloud quotas here (limits and use), as `tenant`
+    /// may see it; `None` when this backend has no cloud quotas. NOT_FOUND
+    /// when the project is not here.
+    async fn cloud_quota(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<nordlys_proto::pb::nordlys::v1::CloudQuota>> {
+        self.get_project(tenant, name).await?;
+        Ok(None)
+    }
+
     /// The quota tier the quota service gives `organization` now, carried
     /// by a create: the projects it makes from now on get it. The default
     /// has nothing to size.

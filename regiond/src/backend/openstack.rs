@@ -1072,6 +1072,27 @@ impl Backend for OpenStackBackend {
         Ok(sized)
     }
 
+    async fn cloud_quota(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<nordlys_proto::pb::nordlys::v1::CloudQuota>> {
+        let (ks, _) = self.visible_project(tenant, name).await?;
+        let usage = self.project_quota_usage(tenant, name).await?;
+        let neutron = self.cloud.neutron_quota_usage(&ks.id).await?;
+        let (limits, used) = quota_sets::cloud_resources(&usage, &neutron);
+        Ok(Some(nordlys_proto::pb::nordlys::v1::CloudQuota {
+            region: self.region.clone(),
+            tier: self
+                .tags
+                .find(&ks.tags, "tier")
+                .unwrap_or_default()
+                .to_string(),
+            limits: Some(limits),
+            usage: Some(used),
+        }))
+    }
+
     fn tier_hint(&self, organization: &str, tier: &str) {
         self.granted_tiers
             .lock()

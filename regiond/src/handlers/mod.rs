@@ -739,6 +739,23 @@ impl RegiondService for Handlers {
         Ok(Response::new(self.settle.count(org).await?))
     }
 
+    async fn get_cloud_quota(
+        &self,
+        request: Request<nordlys_proto::pb::nordlys::v1::GetProjectQuotaRequest>,
+    ) -> Result<Response<nordlys_proto::pb::nordlys::v1::CloudQuota>, Status> {
+        let caller = Caller::of(&request)?;
+        let name = &request.get_ref().name;
+        let project = nordlys_api::names::project_of_quota(name, "name")?;
+        let quota = self
+            .backend
+            .cloud_quota(&caller.tenant, &project)
+            .await
+            .map_err(Status::from)?;
+        let mut quota = quota.unwrap_or_default();
+        quota.region.clone_from(&self.region);
+        Ok(Response::new(quota))
+    }
+
     async fn apply_tier(
         &self,
         request: Request<ApplyTierRequest>,

@@ -1136,6 +1136,28 @@ impl Cloud {
         Ok(())
     }
 
+    /// A project's Neutron limits and use, by quota name (`network`,
+    /// `floatingip`, `security_group`, ...).
+    pub(crate) async fn neutron_quota_usage(
+        &self,
+        project_id: &str,
+    ) -> CallResult<BTreeMap<String, QuotaUse>> {
+        let ep = nw::quota::details::Request::builder()
+            .id(project_id)
+            .build()
+            .map_err(build_error)?;
+        let quota: Value = self.query("neutron", ep).await?;
+        crate::backend::openstack::quota_sets::parse_neutron_usage(&quota).map_err(|message| {
+            CallError {
+                service: "neutron",
+                status: None,
+                kind: String::new(),
+                message,
+                undecodable: true,
+            }
+        })
+    }
+
     /// Puts a project's Neutron quotas back to the defaults.
     pub(crate) async fn reset_quota(&self, project_id: &str) -> CallResult<()> {
         let ep = nw::quota::delete::Request::builder()

@@ -12,6 +12,7 @@
 //! [`RestEndpoint`]s sent through the same client as the Keystone and
 //! Neutron calls (same token, renewal, retry on 401 and trace context).
 
+use nordlys_proto::pb::nordlys::v1::CloudResources;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -260,9 +261,92 @@ pub(crate) fn parse_usage(quota_set: &Value) -> Result<BTreeMap<String, QuotaUse
     Ok(usage)
 }
 
+/// Reads Neutron's quota details: each quota is `{"limit", "used",
+/// "reserved"}`.
+pub(crate) fn parse_neutron_usage(quota: &Value) -> Result<BTreeMap<String, QuotaUse>, String> {
+    let Some(fields) = quota.as_object() else {
+        return Err(format!("quota is not an object: {quota}"));
+    };
+    let mut usage = BTreeMap::new();
+    for (name, value) in fields {
+        let Some(entry) = value.as_object() else {
+            continue;
+        };
+        let limit = entry
+            .get("limit")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| format!("quota {name} has no numeric limit: {value}"))?;
+        let in_use = entry.get("used").and_then(Value::as_i64).unwrap_or(0);
+        usage.insert(name.clone(), QuotaUse { limit, in_use });
+    }
+    Ok(usage)
+}
+
+/// One field of [`CloudResources`].
+type Field = fn(&mut CloudResources) -> &mut i64;
+/// Where one of those fields comes from: a service's quotas and a name.
+type Source<'a> = (Option<&'a BTreeMap<String, QuotaUse>>, &'static str, Field);
+
+/// A project's cloud quotas in the API's terms, from Nova's, Cinder's and
+/// Neutron's own (a service the region lacks leaves its fields at 0).
+pub(crate) fn cloud_resources(
+    usage: &ProjectQuotaUsage,
+    neutron: &BTreeMap<String, QuotaUse>,
+) -> (CloudResources, CloudResources) {
+    let mut limits = CloudResources::default();
+    let mut used = CloudResources::default();
+    let sources: [Source<'_>; 8] = [
+        (usage.compute.as_ref(), "instances", |c| &mut c.instances),
+        (usage.compute.as_ref(), "cores", |c| &mut c.cores),
+        (usage.compute.as_ref(), "ram", |c| &mut c.ram_mb),
+        (usage.volume.as_ref(), "volumes", |c| &mut c.volumes),
+        (usage.volume.as_ref(), "gigabytes", |c| {
+            &mut c.volume_gigabytes
+        }),
+        (usage.volume.as_ref(), "snapshots", |c| &mut c.snapshots),
+        (Some(neutron), "floatingip", |c| &mut c.floating_ips),
+        (Some(neutron), "security_group", |c| &mut c.security_groups),
+    ];
+    for (source, name, field) in sources {
+        if let Some(q) = source.and_then(|m| m.get(name)) {
+            *field(&mut limits) = q.limit;
+            *field(&mut used) = q.in_use;
+        }
+    }
+    (limits, used)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_resources_take_each_name_from_its_service() {
+        let quota = serde_json::json!({
+            "network": {"limit": 10, "used": 1, "reserved": 0},
+            "floatingip": {"limit": 4, "used": 2, "reserved": 0},
+            "security_group": {"limit": 5, "used": 1, "reserved": 0}
+        });
+        let neutron = parse_neutron_usage(&quota).expect("parses");
+        let nova = serde_json::json!({
+            "id": "p",
+            "cores": {"limit": 8, "in_use": 2, "reserved": 0},
+            "ram": {"limit": 16384, "in_use": 2048, "reserved": 0},
+            "instances": {"limit": 5, "in_use": 1, "reserved": 0}
+        });
+        let usage = ProjectQuotaUsage {
+            compute: Some(parse_usage(&nova).expect("parses")),
+            volume: None,
+        };
+        let (limits, used) = cloud_resources(&usage, &neutron);
+        assert_eq!((limits.cores, used.cores), (8, 2));
+        assert_eq!((limits.ram_mb, used.ram_mb), (16384, 2048));
+        assert_eq!((limits.instances, used.instances), (5, 1));
+        assert_eq!((limits.floating_ips, used.floating_ips), (4, 2));
+        assert_eq!((limits.security_groups, used.security_groups), (5, 1));
+        assert_eq!((limits.volumes, used.volumes), (0, 0), "no Cinder here");
+        assert!(parse_neutron_usage(&serde_json::json!({"network": {"used": 1}})).is_err());
+    }
 
     fn tier(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
