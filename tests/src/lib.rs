@@ -24,6 +24,7 @@
 //! the daemons said.
 
 pub mod cluster;
+pub mod demo;
 pub mod openstack;
 
 use std::{

@@ -3,120 +3,14 @@
 //! the calls it prints with the key it prints, and stops everything on
 //! Ctrl-C (SIGINT).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest, Project,
 };
-use nordlys_tests::{bearer, bin_path, free_port};
-
-/// How long the demo may take to come up (the cluster makes certificates
-/// and keys and starts five nats-servers first).
-const READY: Duration = Duration::from_secs(180);
-
-struct Demo {
-    child: Child,
-    key: String,
-    listen: String,
-    http_listen: String,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        // A failed test still stops the demo's processes.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-fn start(args: &[&str]) -> Demo {
-    let state = tempfile::Builder::new()
-        .prefix("nordlys-demo-")
-        .tempdir()
-        .expect("state dir");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let http_listen = format!("127.0.0.1:{}", free_port());
-    let bin_dir = bin_path("gateway")
-        .parent()
-        .expect("the binaries' directory")
-        .to_path_buf();
-    let mut child = Command::new(repo_root().join("scripts/demo"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("NORDLYS_LISTEN", &listen)
-        .env("NORDLYS_HTTP_LISTEN", &http_listen)
-        .env("NORDLYS_DEMO_BIN_DIR", &bin_dir)
-        .env("CARGO_TARGET_DIR", state.path())
-        .env(
-            "PATH",
-            format!("{}:/usr/sbin", std::env::var("PATH").unwrap_or_default()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/demo");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let stderr = child.stderr.take().expect("stderr");
-    let (etx, erx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let text: Vec<String> = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect();
-        let _ = etx.send(text.join("\n"));
-    });
-    let deadline = std::time::Instant::now() + READY;
-    let mut key = None;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(k) = line.trim().strip_prefix("export KEY=") {
-                    key = Some(k.to_string());
-                }
-                if line.starts_with("Press Ctrl-C to stop.") {
-                    break;
-                }
-            }
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-INT", &child.id().to_string()])
-                    .status();
-                let _ = child.wait();
-                let said = erx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-                panic!("scripts/demo {args:?} did not come up:\n{said}");
-            }
-        }
-    }
-    Demo {
-        child,
-        key: key.expect("the demo printed the owner's key"),
-        listen,
-        http_listen,
-        _state: state,
-    }
-}
+use nordlys_tests::bearer;
+use nordlys_tests::demo::{self, Demo};
 
 /// What the printed commands do: a project over gRPC with the printed key,
 /// read back over HTTP; then Ctrl-C stops everything.
@@ -137,7 +31,7 @@ async fn the_printed_calls_work(mut demo: Demo) {
                     ..Default::default()
                 }),
             },
-            &demo.key,
+            demo.key(),
         ))
         .await
         .expect("CreateProject with the printed key")
@@ -148,7 +42,7 @@ async fn the_printed_calls_work(mut demo: Demo) {
             GetProjectRequest {
                 name: "projects/demo-web".into(),
             },
-            &demo.key,
+            demo.key(),
         ))
         .await
         .expect("GetProject")
@@ -158,7 +52,7 @@ async fn the_printed_calls_work(mut demo: Demo) {
         .args([
             "-sf",
             "-H",
-            &format!("authorization: Bearer {}", demo.key),
+            &format!("authorization: Bearer {}", demo.key()),
             &format!("http://{}/v1/projects/demo-web", demo.http_listen),
         ])
         .output()
@@ -188,6 +82,6 @@ async fn the_printed_calls_work(mut demo: Demo) {
 // One test: the two runs share the demo's fixed cluster ports.
 #[tokio::test]
 async fn the_demo_and_the_cluster_demo_serve_what_they_print() {
-    the_printed_calls_work(start(&[])).await;
-    the_printed_calls_work(start(&["--cluster"])).await;
+    the_printed_calls_work(demo::start(&[], &[])).await;
+    the_printed_calls_work(demo::start(&["--cluster"], &[])).await;
 }

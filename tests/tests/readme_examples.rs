@@ -10,23 +10,21 @@
 //! passes, unless `NORDLYS_REQUIRE_TOOLS=1`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest, Project,
 };
-use nordlys_tests::{bearer, bin_path, free_port};
+use nordlys_tests::bearer;
+use nordlys_tests::demo::{self, repo_root, Demo};
 use serde_json::Value;
 
-/// How long the demo may take to come up.
-const READY: Duration = Duration::from_secs(180);
 /// How long one example may take (the creates wait for both regions).
 const CALL: Duration = Duration::from_secs(30);
 /// How long a stream that follows events live runs before its Ctrl-C.
@@ -68,107 +66,6 @@ fn have(tool: &str, what: &str) -> bool {
 
 // ---------------------------------------------------------------------------
 // The demo
-
-struct Demo {
-    child: Child,
-    /// What the demo tells the user to export (`export NAME=value` lines).
-    exports: HashMap<String, String>,
-    listen: String,
-    http_listen: String,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        // SIGTERM: the demo stops its processes in order, even after a
-        // failed test.
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-/// Starts `scripts/demo` on free ports with `env` added, and waits until it
-/// has printed what to try.
-fn start_demo(env: &[(&str, &str)]) -> Demo {
-    let state = tempfile::Builder::new()
-        .prefix("nordlys-readme-")
-        .tempdir()
-        .expect("state dir");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let http_listen = format!("127.0.0.1:{}", free_port());
-    let bin_dir = bin_path("gateway")
-        .parent()
-        .expect("the binaries' directory")
-        .to_path_buf();
-    let mut child = Command::new(repo_root().join("scripts/demo"))
-        .current_dir(repo_root())
-        .env("NORDLYS_LISTEN", &listen)
-        .env("NORDLYS_HTTP_LISTEN", &http_listen)
-        .env("NORDLYS_DEMO_BIN_DIR", &bin_dir)
-        .env("CARGO_TARGET_DIR", state.path())
-        .env(
-            "PATH",
-            format!("{}:/usr/sbin", std::env::var("PATH").unwrap_or_default()),
-        )
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/demo");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let stderr = child.stderr.take().expect("stderr");
-    let (etx, erx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        let _ = etx.send(text);
-    });
-    let deadline = Instant::now() + READY;
-    let mut exports = HashMap::new();
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                if let Some((name, value)) = line
-                    .trim()
-                    .strip_prefix("export ")
-                    .and_then(|a| a.split_once('='))
-                {
-                    exports.insert(name.to_string(), value.to_string());
-                }
-                if line.starts_with("Press Ctrl-C to stop.") {
-                    break;
-                }
-            }
-            Err(_) => {
-                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-                let _ = child.wait();
-                let said = erx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-                panic!("scripts/demo did not come up:\n{said}");
-            }
-        }
-    }
-    Demo {
-        child,
-        exports,
-        listen,
-        http_listen,
-        _state: state,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // README's code blocks
@@ -525,7 +422,7 @@ fn readme_examples_run_in_order_on_a_fresh_demo() {
 
     let with_buf = have("buf", "README's `buf curl` examples");
     let with_nats = have("nats", "README's nats examples");
-    let demo = start_demo(&[]);
+    let demo = demo::start(&[], &[]);
     let work = tempfile::tempdir().expect("a working directory");
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let (mut ran, mut skipped, mut streamed_events) = (0, Vec::new(), 0);
@@ -664,7 +561,7 @@ async fn nats_cli_shows_the_demo_micro_services_and_their_requests() {
     // The NATS route (the gateway's `route`, here from its environment), so
     // regiond's micro endpoints take the calls; on the default route they
     // take what direct gRPC cannot.
-    let demo = start_demo(&[("NORDLYS_ROUTE", "nats")]);
+    let demo = demo::start(&[], &[("NORDLYS_ROUTE", "nats")]);
 
     // `nats micro ls`: every instance with its endpoints.
     let listed = nats_json(&demo, &["micro", "ls"]);

@@ -91,10 +91,9 @@ impl QuotaService for Api {
     ) -> Result<Response<TierChange>, Status> {
         let call = self.state.begin(&request).await?;
         let req = request.into_inner();
-        names::parse_field(&req.organization, &["organizations"], "organization")?;
         let target = req.organization.clone();
-        let mut change: TierChange = self
-            .forward_call(&call, "RequestTierChange", &target, req)
+        let mut change = self
+            .forward_tier(&call, "RequestTierChange", &target, req)
             .await?;
         self.changed(
             &call,
@@ -162,10 +161,9 @@ impl QuotaService for Api {
     ) -> Result<Response<TierChange>, Status> {
         let call = self.state.begin(&request).await?;
         let req = request.into_inner();
-        names::parse_field(&req.organization, &["organizations"], "organization")?;
         let target = req.organization.clone();
-        let mut change: TierChange = self
-            .forward_call(&call, "ApproveTierChange", &target, req)
+        let mut change = self
+            .forward_tier(&call, "ApproveTierChange", &target, req)
             .await?;
         self.granted(&call, &mut change).await;
         Ok(Response::new(change))
@@ -221,6 +219,18 @@ impl QuotaService for Api {
 }
 
 impl Api {
+    /// A tier change call about `organization`, to the quota service.
+    async fn forward_tier<Req: prost::Message + 'static>(
+        &self,
+        call: &Call,
+        method: &str,
+        organization: &str,
+        req: Req,
+    ) -> Result<TierChange, Status> {
+        names::parse_field(organization, &["organizations"], "organization")?;
+        self.forward_call(call, method, organization, req).await
+    }
+
     /// Applies a tier the quota service granted in every region, with the
     /// outcome in the change, and records it.
     async fn granted(&self, call: &Call, change: &mut TierChange) {

@@ -243,8 +243,14 @@ pub struct ProjectQuotaUsage {
 /// each quota is `{"limit", "in_use", "reserved"}`; the `id` and anything
 /// else not shaped so is skipped, and a quota must have a numeric limit.
 pub(crate) fn parse_usage(quota_set: &Value) -> Result<BTreeMap<String, QuotaUse>, String> {
-    let Some(fields) = quota_set.as_object() else {
-        return Err(format!("quota_set is not an object: {quota_set}"));
+    parse_limits(quota_set, "in_use")
+}
+
+/// Each `{"limit": .., <used>: ..}` of a quota document, by name; the rest
+/// (an `id`) skipped. A quota without a numeric limit is an error.
+fn parse_limits(quotas: &Value, used: &str) -> Result<BTreeMap<String, QuotaUse>, String> {
+    let Some(fields) = quotas.as_object() else {
+        return Err(format!("quotas are not an object: {quotas}"));
     };
     let mut usage = BTreeMap::new();
     for (name, value) in fields {
@@ -255,7 +261,7 @@ pub(crate) fn parse_usage(quota_set: &Value) -> Result<BTreeMap<String, QuotaUse
             .get("limit")
             .and_then(Value::as_i64)
             .ok_or_else(|| format!("quota {name} has no numeric limit: {value}"))?;
-        let in_use = entry.get("in_use").and_then(Value::as_i64).unwrap_or(0);
+        let in_use = entry.get(used).and_then(Value::as_i64).unwrap_or(0);
         usage.insert(name.clone(), QuotaUse { limit, in_use });
     }
     Ok(usage)
@@ -264,22 +270,7 @@ pub(crate) fn parse_usage(quota_set: &Value) -> Result<BTreeMap<String, QuotaUse
 /// Reads Neutron's quota details: each quota is `{"limit", "used",
 /// "reserved"}`.
 pub(crate) fn parse_neutron_usage(quota: &Value) -> Result<BTreeMap<String, QuotaUse>, String> {
-    let Some(fields) = quota.as_object() else {
-        return Err(format!("quota is not an object: {quota}"));
-    };
-    let mut usage = BTreeMap::new();
-    for (name, value) in fields {
-        let Some(entry) = value.as_object() else {
-            continue;
-        };
-        let limit = entry
-            .get("limit")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| format!("quota {name} has no numeric limit: {value}"))?;
-        let in_use = entry.get("used").and_then(Value::as_i64).unwrap_or(0);
-        usage.insert(name.clone(), QuotaUse { limit, in_use });
-    }
-    Ok(usage)
+    parse_limits(quota, "used")
 }
 
 /// One field of [`CloudResources`].
