@@ -48,6 +48,7 @@ pub fn removal(
     region: &str,
     resource: &str,
     create_time: Option<&prost_types::Timestamp>,
+    incarnation: &str,
 ) -> String {
     let mut h = Sha256::new();
     h.update(region.as_bytes());
@@ -57,6 +58,13 @@ pub fn removal(
     if let Some(t) = create_time {
         h.update(t.seconds.to_be_bytes());
         h.update(t.nanos.to_be_bytes());
+    }
+    // What tells a resource from an earlier one of the same name and create
+    // time in the region (a project moved out and back): without it, the
+    // second removal would be taken for a retry of the first.
+    if !incarnation.is_empty() {
+        h.update([0]);
+        h.update(incarnation.as_bytes());
     }
     format!("rm-{}", hex::encode(&h.finalize()[..12]))
 }
@@ -86,10 +94,17 @@ mod tests {
             seconds: 1,
             nanos: 3,
         };
-        let a = removal("sto1", "projects/web", Some(&t1));
-        assert_eq!(a, removal("sto1", "projects/web", Some(&t1)));
-        assert_ne!(a, removal("sto1", "projects/web", Some(&t2)));
-        assert_ne!(a, removal("osl1", "projects/web", Some(&t1)));
+        let a = removal("sto1", "projects/web", Some(&t1), "");
+        assert_eq!(a, removal("sto1", "projects/web", Some(&t1), ""));
+        assert_ne!(a, removal("sto1", "projects/web", Some(&t2), ""));
+        assert_ne!(a, removal("osl1", "projects/web", Some(&t1), ""));
+        // The same project moved out of the region and back.
+        let again = removal("sto1", "projects/web", Some(&t1), "request-2");
+        assert_ne!(a, again);
+        assert_eq!(
+            again,
+            removal("sto1", "projects/web", Some(&t1), "request-2")
+        );
         assert!(a.len() <= 64);
     }
 }

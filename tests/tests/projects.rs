@@ -782,3 +782,131 @@ async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_th
     assert_eq!(sto1.usage.expect("usage").projects, 1);
     assert_eq!(sto1.reserved.map(|r| r.projects).unwrap_or_default(), 0);
 }
+
+/// A project moved in and out of a region again and again while other calls
+/// keep creating, reading and deleting in both regions: every call answers
+/// cleanly (never INTERNAL or UNKNOWN), and afterwards the project is where
+/// its record says, once, and each region's usage equals what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_added_and_removed_under_load_leave_usage_equal_to_what_exists() {
+    let stack = Stack::start().await;
+    let tenant = stack
+        .tenant_with_limits(
+            "shifting",
+            ResourceCounts {
+                projects: 100,
+                users: 10,
+                networks: 100,
+                access_rules: 10,
+            },
+        )
+        .await;
+    let (key, org) = (tenant.key.clone(), tenant.organization.clone());
+    stack
+        .create_project(&key, "shifter", &["sto1"])
+        .await
+        .expect("CreateProject");
+    let channel = stack.channel().await;
+
+    // The load: creates and deletes of other projects in both regions, and
+    // reads of the moving one, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (channel, key, stop) = (channel.clone(), key.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut projects = ProjectServiceClient::new(channel.clone());
+            let mut bad = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = format!("load-{worker}-{n}");
+                let made =
+                    nordlys_tests::create_project(&channel, &key, &id, &["sto1", "osl1"]).await;
+                let got = projects
+                    .get_project(bearer(
+                        GetProjectRequest {
+                            name: "projects/shifter".into(),
+                        },
+                        &key,
+                    ))
+                    .await;
+                let gone = projects
+                    .delete_project(bearer(
+                        DeleteProjectRequest {
+                            name: format!("projects/{id}"),
+                            ..Default::default()
+                        },
+                        &key,
+                    ))
+                    .await;
+                for status in [made.err(), got.err(), gone.err()].into_iter().flatten() {
+                    if matches!(status.code(), Code::Internal | Code::Unknown) {
+                        bad.push(status);
+                    }
+                }
+            }
+            bad
+        }));
+    }
+
+    let mut projects = ProjectServiceClient::new(channel.clone());
+    // Fewer rounds against real Keystone and Neutron, where each move makes
+    // and removes a Keystone project with its Neutron side.
+    let openstack = std::env::var("NORDLYS_TEST_BACKEND").is_ok_and(|b| b == "openstack");
+    let rounds = if openstack { 2 } else { 5 };
+    for round in 0..rounds {
+        let current = get(&stack, &key, "projects/shifter").await;
+        let added = projects
+            .update_project(patient(
+                place(&current, &["sto1", "osl1"], &format!("in-{round}"), false),
+                &key,
+            ))
+            .await
+            .expect("osl1 added")
+            .into_inner();
+        assert_eq!(
+            ready_in(&added.region_status),
+            ["osl1", "sto1"],
+            "round {round}"
+        );
+        let current = get(&stack, &key, "projects/shifter").await;
+        let removed = projects
+            .update_project(patient(
+                place(&current, &["sto1"], &format!("out-{round}"), true),
+                &key,
+            ))
+            .await
+            .expect("osl1 removed")
+            .into_inner();
+        assert_eq!(ready_in(&removed.region_status), ["sto1"], "round {round}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let bad = task.await.expect("load task");
+        assert!(bad.is_empty(), "calls that failed oddly: {bad:?}");
+    }
+
+    let got = get(&stack, &key, "projects/shifter").await;
+    assert_eq!(got.regions, ["sto1"]);
+    assert_eq!(ready_in(&got.region_status), ["sto1"]);
+    // Usage is given back durably, so it may trail the last delete a
+    // little: wait until it equals what each region lists.
+    for region in ["sto1", "osl1"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(70);
+        loop {
+            let listed = stack.projects_in(&key, region).await.projects.len() as i64;
+            let quota = stack.quota(&key, &org, region).await;
+            let used = quota.usage.map(|u| u.projects).unwrap_or_default();
+            let reserved = quota.reserved.map(|r| r.projects).unwrap_or_default();
+            if used == listed && reserved == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{region}: usage {used} (reserved {reserved}) against {listed} projects"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -527,6 +527,14 @@ impl Backend for KvBackend {
             .await
     }
 
+    async fn incarnation(&self, tenant: &Tenant, name: &str) -> Result<String> {
+        let kind = ResourceKind::Project;
+        self.visible(kind, tenant, name)
+            .await?
+            .map(|record| record.request)
+            .ok_or_else(|| self.not_found(kind, name))
+    }
+
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let kind = ResourceKind::Project;
         let record = self

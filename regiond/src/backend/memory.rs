@@ -261,6 +261,15 @@ impl Backend for MemoryBackend {
             .update(tenant, name, &self.region, change)
     }
 
+    async fn incarnation(&self, tenant: &Tenant, name: &str) -> Result<String> {
+        let state = self.state.read().await;
+        state
+            .projects
+            .visible(tenant, name)
+            .map(|row| row.request_key.clone())
+            .ok_or_else(|| not_found(ResourceKind::Project, name, &self.region))
+    }
+
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let mut state = self.state.write().await;
         let organization = self.project_org(&state, tenant, name)?;

@@ -439,6 +439,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(0)
     }
 
+    /// What tells this region's project `name` from an earlier one of the
+    /// same name and create time (a project moved out of the region and
+    /// back keeps its create time): the key of the request that made it
+    /// here, or the cloud's own id. Empty when the backend has nothing to
+    /// tell them apart.
+    async fn incarnation(&self, _tenant: &Tenant, _name: &str) -> Result<String> {
+        Ok(String::new())
+    }
+
     /// Project `name`'s cloud quotas here (limits and use), as `tenant`
     /// may see it; `None` when this backend has no cloud quotas. NOT_FOUND
     /// when the project is not here.

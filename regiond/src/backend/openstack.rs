@@ -1179,6 +1179,12 @@ impl Backend for OpenStackBackend {
         Ok(page(matching, filter, |p| &p.name))
     }
 
+    async fn incarnation(&self, tenant: &Tenant, name: &str) -> Result<String> {
+        // Keystone gives every project it makes an id of its own.
+        let (ks, _) = self.visible_project(tenant, name).await?;
+        Ok(ks.id)
+    }
+
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let (ks, project) = self.visible_project(tenant, name).await?;
         let mut freed = ResourceCounts {

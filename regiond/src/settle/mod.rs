@@ -167,6 +167,8 @@ fn stamp(t: Option<&prost_types::Timestamp>) -> Option<(i64, i32)> {
 struct Life {
     organization: String,
     create_time: Option<prost_types::Timestamp>,
+    /// See [`Backend::incarnation`](crate::backend::Backend::incarnation).
+    incarnation: String,
 }
 
 /// A create under way, from [`Settle::begin_create`] to
@@ -545,25 +547,33 @@ impl Settle {
     ) -> Result<Option<Life>, BackendError> {
         let b = &self.backend;
         let found = match kind {
-            ResourceKind::Project => b.get_project(tenant, name).await.map(|p| Life {
-                organization: p.organization,
-                create_time: p.create_time,
-            }),
+            ResourceKind::Project => match b.get_project(tenant, name).await {
+                Ok(p) => b.incarnation(tenant, name).await.map(|incarnation| Life {
+                    organization: p.organization,
+                    create_time: p.create_time,
+                    incarnation,
+                }),
+                Err(e) => Err(e),
+            },
             ResourceKind::User => b.get_user(tenant, name).await.map(|u| Life {
                 organization: top_level(name).to_string(),
                 create_time: u.create_time,
+                incarnation: String::new(),
             }),
             ResourceKind::Network => b.get_network(tenant, name).await.map(|n| Life {
                 organization: String::new(),
                 create_time: n.create_time,
+                incarnation: String::new(),
             }),
             ResourceKind::AccessRule => b.get_access_rule(tenant, name).await.map(|r| Life {
                 organization: String::new(),
                 create_time: r.create_time,
+                incarnation: String::new(),
             }),
             ResourceKind::Membership => b.get_membership(tenant, name).await.map(|m| Life {
                 organization: String::new(),
                 create_time: m.create_time,
+                incarnation: String::new(),
             }),
         };
         let mut life = match found {
@@ -634,6 +644,7 @@ impl Settle {
                     &self.region,
                     name,
                     life.create_time.as_ref(),
+                    &life.incarnation,
                 ),
                 name: name.to_string(),
             });
@@ -664,7 +675,7 @@ impl Settle {
                 .chain(rules.iter().map(|r| (&r.name, r.create_time.as_ref())));
             for (child, created) in children {
                 changes.push(Change {
-                    operation_id: nordlys_api::ids::removal(&self.region, child, created),
+                    operation_id: nordlys_api::ids::removal(&self.region, child, created, ""),
                     name: child.clone(),
                 });
             }
