@@ -202,19 +202,25 @@ fn template() -> &'static Path {
             "--bootstrap-region-id",
             "RegionOne",
         ]);
-        fs::write(b.join("ready"), "").unwrap_or_else(|e| panic!("template marker: {e}"));
-        let build = build.keep();
-        // Another test process may have won the race: use its template.
-        if fs::rename(&build, &dir).is_err() {
-            let _ = fs::remove_dir_all(&build);
-        }
-        assert!(
-            dir.join("ready").is_file(),
-            "no Keystone template in {}",
-            dir.display()
-        );
-        dir
+        publish_template(build, dir, "Keystone")
     })
+}
+
+/// Marks a template built in `build` ready and moves it to `dir`, where
+/// test processes look for it; when another process got there first, its
+/// template is used and this one dropped.
+pub(crate) fn publish_template(build: TempDir, dir: PathBuf, what: &str) -> PathBuf {
+    fs::write(build.path().join("ready"), "").unwrap_or_else(|e| panic!("template marker: {e}"));
+    let build = build.keep();
+    if fs::rename(&build, &dir).is_err() {
+        let _ = fs::remove_dir_all(&build);
+    }
+    assert!(
+        dir.join("ready").is_file(),
+        "no {what} template in {}",
+        dir.display()
+    );
+    dir
 }
 
 fn copy_dir(from: &Path, to: &Path) {

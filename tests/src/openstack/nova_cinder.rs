@@ -185,18 +185,7 @@ fn template() -> &'static Path {
                 .args(&files),
             "WAL on the nova and cinder databases",
         );
-        fs::write(b.join("ready"), "").unwrap_or_else(|e| panic!("template marker: {e}"));
-        let build = build.keep();
-        // Another test process may have won the race: use its template.
-        if fs::rename(&build, &dir).is_err() {
-            let _ = fs::remove_dir_all(&build);
-        }
-        assert!(
-            dir.join("ready").is_file(),
-            "no Nova/Cinder template in {}",
-            dir.display()
-        );
-        dir
+        super::publish_template(build, dir, "Nova/Cinder")
     })
 }
 
@@ -250,36 +239,26 @@ sys.argv = sys.argv[:1]
 # Nova first: it patches eventlet in, and a wsgiref imported before keeps
 # a blocking select() under which every Keystone token check hangs.
 from nova.api.openstack.compute.wsgi import init_application
-from wsgiref.simple_server import make_server, WSGIServer, WSGIRequestHandler
-from socketserver import ThreadingMixIn
-app = init_application()
-# SQLite fails concurrent writers: one request at a time in the app.
-lock = threading.Lock()
-def serial(environ, start_response):
-    with lock:
-        note_traceparent('nova', environ)
-        return list(app(environ, start_response))
-class Threaded(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-class Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-server = make_server('127.0.0.1', port, serial, server_class=Threaded, handler_class=Quiet)
-print('nova ready', flush=True)
-server.serve_forever()
+service, app = 'nova', init_application()
 "#;
 
 /// Serves Cinder's API on the copied database.
 pub(super) const CINDER_SERVE: &str = r#"
 sys.argv = ['cinder-api', '--config-file', os.path.join(d, 'cinder', 'cinder.conf')]
 from cinder.wsgi.wsgi import initialize_application
+service, app = 'cinder', initialize_application()
+"#;
+
+/// Serves `app` as `service`, after the service's own part made them.
+/// wsgiref comes in only now: Nova must have patched eventlet in first.
+const SERVE: &str = r#"
 from wsgiref.simple_server import make_server, WSGIServer, WSGIRequestHandler
 from socketserver import ThreadingMixIn
-app = initialize_application()
+# SQLite fails concurrent writers: one request at a time in the app.
 lock = threading.Lock()
 def serial(environ, start_response):
     with lock:
-        note_traceparent('cinder', environ)
+        note_traceparent(service, environ)
         return list(app(environ, start_response))
 class Threaded(ThreadingMixIn, WSGIServer):
     daemon_threads = True
@@ -287,13 +266,13 @@ class Quiet(WSGIRequestHandler):
     def log_message(self, *args):
         pass
 server = make_server('127.0.0.1', port, serial, server_class=Threaded, handler_class=Quiet)
-print('cinder ready', flush=True)
+print(service + ' ready', flush=True)
 server.serve_forever()
 "#;
 
 /// A server script: the shared head, then the service's own part.
 pub(super) fn script(body: &str) -> String {
-    format!("{COMMON}{body}")
+    format!("{COMMON}{body}{SERVE}")
 }
 
 /// Adds a live instance row to the region's cell0 database, which Nova
