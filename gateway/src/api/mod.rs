@@ -463,6 +463,31 @@ impl Api {
         tokio::spawn(nordlys_telemetry::instrument(retrying, span, context));
     }
 
+    /// Sends `req` to every known region at once; each region's answer.
+    async fn ask_every_region<Req, Resp>(
+        &self,
+        call: &Call,
+        method: &str,
+        req: Req,
+        request_id: &str,
+    ) -> Vec<(String, Result<Resp, Status>)>
+    where
+        Req: Message + Clone + 'static,
+        Resp: Message + Default + 'static,
+    {
+        let regions = self.state.discovery.known();
+        scatter(&regions, |region| {
+            let outgoing = call.outgoing_with_id(req.clone(), request_id);
+            async move {
+                self.state
+                    .regions
+                    .call::<Req, Resp>(&region, method, outgoing?)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Asks every known region for one resource and merges what they have.
     /// NOT_FOUND when no region has it; UNAVAILABLE when none has it but
     /// some did not answer.
@@ -476,17 +501,9 @@ impl Api {
         Req: Message + Clone + 'static,
         Resp: Message + Default + 'static + Listed,
     {
-        let regions = self.state.discovery.known();
-        let answers = scatter(&regions, |region| {
-            let outgoing = call.outgoing(req.clone(), None);
-            async move {
-                self.state
-                    .regions
-                    .call::<Req, Resp>(&region, method, outgoing?)
-                    .await
-            }
-        })
-        .await;
+        let answers = self
+            .ask_every_region::<Req, Resp>(call, method, req, "")
+            .await;
         let mut found: Option<Resp> = None;
         let mut unreachable = Vec::new();
         for (region, answer) in answers {
@@ -578,17 +595,9 @@ impl Api {
         Req: Message + Clone + 'static,
         Resp: Message + Default + 'static,
     {
-        let regions = self.state.discovery.known();
-        let answers = scatter(&regions, |region| {
-            let outgoing = call.outgoing_with_id(req.clone(), request_id);
-            async move {
-                self.state
-                    .regions
-                    .call::<Req, Resp>(&region, method, outgoing?)
-                    .await
-            }
-        })
-        .await;
+        let answers = self
+            .ask_every_region::<Req, Resp>(call, method, req, request_id)
+            .await;
         let mut statuses = Vec::new();
         let mut changed = None;
         let mut refusal = None;

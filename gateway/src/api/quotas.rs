@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::Api;
 use crate::call::Call;
 use crate::events::Change;
-use crate::scatter::{region_status, scatter, sort_by_region};
+use crate::scatter::{region_status, sort_by_region};
 use nordlys_proto::pb::nordlys::v1::event::Data;
 
 #[tonic::async_trait]
@@ -113,17 +113,9 @@ impl QuotaService for Api {
         let call = self.state.begin(&request).await?;
         let req = request.into_inner();
         let project = names::project_of_quota(&req.name, "name")?;
-        let regions = self.state.discovery.known();
-        let answers = scatter(&regions, |region| {
-            let outgoing = call.outgoing(req.clone(), None);
-            async move {
-                self.state
-                    .regions
-                    .call::<GetProjectQuotaRequest, CloudQuota>(&region, "GetCloudQuota", outgoing?)
-                    .await
-            }
-        })
-        .await;
+        let answers = self
+            .ask_every_region::<_, CloudQuota>(&call, "GetCloudQuota", req.clone(), "")
+            .await;
         let mut answer = ProjectQuota {
             name: req.name.clone(),
             ..Default::default()
@@ -264,21 +256,13 @@ impl Api {
         organization: &str,
         tier: &str,
     ) -> Vec<RegionStatus> {
-        let regions = self.state.discovery.known();
         let req = ApplyTierRequest {
             organization: organization.to_string(),
             tier: tier.to_string(),
         };
-        let answers = scatter(&regions, |region| {
-            let outgoing = call.outgoing(req.clone(), None);
-            async move {
-                self.state
-                    .regions
-                    .call::<ApplyTierRequest, ApplyTierResponse>(&region, "ApplyTier", outgoing?)
-                    .await
-            }
-        })
-        .await;
+        let answers = self
+            .ask_every_region::<_, ApplyTierResponse>(call, "ApplyTier", req, "")
+            .await;
         let mut statuses: Vec<RegionStatus> = answers
             .iter()
             .map(|(region, answer)| region_status(region, answer))
