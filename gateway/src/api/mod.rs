@@ -202,6 +202,17 @@ impl Api {
             .inspect_err(|status| self.state.events.refused(call, target, status))
     }
 
+    /// Checks that each well-formed region of an update's new placement is
+    /// known here; the update's own field checks (nordlys_api::update) have
+    /// said the rest (at least one, each a region id, none twice).
+    fn check_known(&self, v: &mut Violations, field: &str, regions: &[String]) {
+        for (i, region) in regions.iter().enumerate() {
+            if nordlys_api::validate::is_region(region) {
+                self.state.check_region(v, &format!("{field}[{i}]"), region);
+            }
+        }
+    }
+
     /// Checks a placement: at least one region, each known, none twice.
     fn check_placement(&self, v: &mut Violations, field: &str, regions: &[String]) {
         if regions.is_empty() {

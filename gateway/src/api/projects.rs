@@ -171,7 +171,7 @@ impl ProjectService for Api {
         let paths = update::project_paths(&mut v, project, req.update_mask.as_ref());
         let placing = paths.contains(&"regions");
         if placing {
-            self.check_placement(&mut v, "project.regions", &project.regions);
+            self.check_known(&mut v, "project.regions", &project.regions);
         }
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;

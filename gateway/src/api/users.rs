@@ -153,7 +153,7 @@ impl UserService for Api {
         let paths = update::user_paths(&mut v, user, req.update_mask.as_ref());
         let placing = paths.contains(&"regions");
         if placing {
-            self.check_placement(&mut v, "user.regions", &user.regions);
+            self.check_known(&mut v, "user.regions", &user.regions);
         }
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         v.into_result()?;
