@@ -26,6 +26,9 @@ pub struct Instance {
     pub backend: String,
     /// Direct gRPC endpoint, if it serves one.
     pub grpc_endpoint: String,
+    /// The resource collections it serves (`projects`, `networks`, ...);
+    /// empty from a regiond too old to say.
+    pub resources: Vec<String>,
 }
 
 /// The regions the gateway knows of.
@@ -76,6 +79,11 @@ impl Discovery {
                         version: info.version.clone(),
                         backend: meta("backend"),
                         grpc_endpoint: meta("grpc_endpoint"),
+                        resources: meta("resources")
+                            .split(',')
+                            .filter(|r| !r.is_empty())
+                            .map(str::to_string)
+                            .collect(),
                     });
                 }
                 Ok(None) | Err(_) => break,
@@ -108,6 +116,16 @@ impl Discovery {
             .read()
             .map(|r| r.contains_key(region))
             .unwrap_or(false)
+    }
+
+    /// The kind of cloud behind `region` (its instances' backend) when it
+    /// says it does not serve `collection` (`networks`); `None` when it
+    /// does, or no instance says.
+    pub fn lacks(&self, region: &str, collection: &str) -> Option<String> {
+        let regions = self.regions.read().ok()?;
+        let instance = regions.get(region)?.first()?;
+        (!instance.resources.is_empty() && !instance.resources.iter().any(|r| r == collection))
+            .then(|| instance.backend.clone())
     }
 
     /// Every known region with the instances that answered last time.

@@ -22,6 +22,10 @@ pub enum BackendKind {
     /// A real OpenStack region: Keystone and Neutron, reached with a
     /// `clouds.yaml` entry (see [`OpenStackConfig`]).
     Openstack,
+    /// A Kubernetes or OKD cluster: namespaces, role bindings, network
+    /// policies and resource quotas, reached with a kubeconfig (see
+    /// [`KubeConfig`]).
+    Kube,
 }
 
 impl BackendKind {
@@ -31,6 +35,7 @@ impl BackendKind {
             BackendKind::Memory => "memory",
             BackendKind::Kv => "kv",
             BackendKind::Openstack => "openstack",
+            BackendKind::Kube => "kube",
         }
     }
 }
@@ -71,6 +76,9 @@ pub struct Config {
     /// The OpenStack backend's settings (`[openstack]`, or
     /// `NORDLYS_OPENSTACK__CLOUD` and the like).
     pub openstack: OpenStackConfig,
+    /// The Kubernetes backend's settings (`[kube]`, or
+    /// `NORDLYS_KUBE__KUBECONFIG` and the like).
+    pub kube: KubeConfig,
     /// How old an unsettled quota change must be before the sweeper takes it
     /// over from the call that made it, in milliseconds
     /// (`NORDLYS_SETTLE_GRACE_MS`). Longer than a gateway takes to commit a
@@ -193,6 +201,139 @@ impl OpenStackConfig {
     }
 }
 
+/// How regiond reaches and shapes a Kubernetes or OKD region.
+///
+/// ```toml
+/// [kube]
+/// kubeconfig = "/etc/nordlys/kubeconfig"    # default: KUBECONFIG, ~/.kube/config, in-cluster
+/// context = "osl1"
+/// subject = "oidc:{email}"                  # how the cluster's identity provider names a user
+/// default_tier = "small"
+/// [kube.organization_tiers]
+/// acme = "large"
+/// [kube.tiers.small.quota]                  # the namespace's ResourceQuota
+/// "requests.cpu" = "4"
+/// "requests.memory" = "8Gi"
+/// pods = "20"
+/// services = "10"
+/// persistentvolumeclaims = "5"
+/// [kube.tiers.small.default_limits]         # its LimitRange: a container's default limits
+/// cpu = "500m"
+/// memory = "512Mi"
+/// [kube.tiers.small.default_requests]       # and default requests
+/// cpu = "100m"
+/// memory = "128Mi"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KubeConfig {
+    /// The kubeconfig file; none: `KUBECONFIG`, `~/.kube/config`, or the
+    /// in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; empty: its current context.
+    pub context: String,
+    /// Names this installation in the cluster: project namespaces are
+    /// `{namespace}-{project}`, users live in namespace `{namespace}`, and
+    /// everything is labelled `nordlys.io/installation={namespace}`.
+    pub namespace: String,
+    /// Seconds a Kubernetes call may take before the region counts as
+    /// unavailable; also how long a project delete waits for its namespace
+    /// to go.
+    pub timeout_secs: u64,
+    /// The subject name a user's RoleBindings name, as the cluster's
+    /// identity provider knows the user: `{organization}`, `{user}` and
+    /// `{email}` are replaced (like kube-apiserver's
+    /// `--oidc-username-prefix`, add a prefix when the provider does).
+    /// It must tell organizations apart: the default is
+    /// `{organization}:{user}`.
+    pub subject: String,
+    /// The quota tier of organizations not named in `organization_tiers`;
+    /// empty: no ResourceQuota.
+    pub default_tier: String,
+    /// Tiers by organization id.
+    pub organization_tiers: BTreeMap<String, String>,
+    /// The tiers: each a namespace's ResourceQuota and LimitRange.
+    pub tiers: BTreeMap<String, KubeTier>,
+}
+
+/// A quota tier of a Kubernetes region.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubeTier {
+    /// The ResourceQuota's `hard` limits by resource name (`pods`,
+    /// `requests.cpu`, `limits.memory`, `persistentvolumeclaims`, ...), as
+    /// Kubernetes quantities.
+    pub quota: BTreeMap<String, String>,
+    /// A container's default limits (LimitRange `default`).
+    pub default_limits: BTreeMap<String, String>,
+    /// A container's default requests (LimitRange `defaultRequest`).
+    pub default_requests: BTreeMap<String, String>,
+}
+
+impl Default for KubeConfig {
+    fn default() -> KubeConfig {
+        KubeConfig {
+            kubeconfig: None,
+            context: String::new(),
+            namespace: "nordlys".to_string(),
+            timeout_secs: 30,
+            subject: "{organization}:{user}".to_string(),
+            default_tier: String::new(),
+            organization_tiers: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+        }
+    }
+}
+
+impl KubeConfig {
+    /// The tier an organization's projects get (empty: none).
+    pub fn tier_of(&self, organization_id: &str) -> &str {
+        self.organization_tiers
+            .get(organization_id)
+            .unwrap_or(&self.default_tier)
+    }
+
+    /// Checks the namespace, the subject template and the tiers used.
+    fn validate(&self) -> Result<(), ConfigError> {
+        // The namespace prefixes namespace names (DNS labels of at most 63).
+        let namespace_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 20
+            && self.namespace.starts_with(|c: char| c.is_ascii_lowercase())
+            && !self.namespace.ends_with('-')
+            && self
+                .namespace
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+        if !namespace_ok {
+            return Err(ConfigError::Kube(format!(
+                "namespace {:?} must be 1 to 20 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen",
+                self.namespace
+            )));
+        }
+        if !self.subject.contains("{user}") && !self.subject.contains("{email}") {
+            return Err(ConfigError::Kube(format!(
+                "subject {:?} must contain {{user}} or {{email}}: otherwise every user is the same subject",
+                self.subject
+            )));
+        }
+        if self.subject.contains("{user}") && !self.subject.contains("{organization}") {
+            return Err(ConfigError::Kube(format!(
+                "subject {:?} names {{user}} without {{organization}}: users of two organizations may share an id, and would share their access",
+                self.subject
+            )));
+        }
+        let tiers = std::iter::once(&self.default_tier).chain(self.organization_tiers.values());
+        for tier in tiers {
+            if !tier.is_empty() && !self.tiers.contains_key(tier) {
+                return Err(ConfigError::Kube(format!(
+                    "quota tier {tier:?} is used but not defined under [kube.tiers]"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -206,6 +347,7 @@ impl Default for Config {
             grpc_advertise: String::new(),
             metrics_listen: "off".to_string(),
             openstack: OpenStackConfig::default(),
+            kube: KubeConfig::default(),
             settle_grace_ms: 30_000,
             settle_interval_ms: 5_000,
             remove_orphans: false,
@@ -255,6 +397,9 @@ pub enum ConfigError {
     /// The region is missing or not a region id.
     #[error("region {0:?} is not a region id (1 to 32 lowercase letters, digits and hyphens, starting with a letter); set --region, NORDLYS_REGION or `region` in the config file")]
     Region(String),
+    /// The Kubernetes settings do not hold together.
+    #[error("kube: {0}")]
+    Kube(String),
     /// The NATS settings do not hold together.
     #[error("{0}")]
     Nats(String),
@@ -308,7 +453,8 @@ impl Config {
         if !self.nats.has_credentials() && !self.insecure_dev {
             return Err(ConfigError::NoCredentials);
         }
-        self.openstack.validate()
+        self.openstack.validate()?;
+        self.kube.validate()
     }
 
     /// The direct gRPC listen address, unless turned off.

@@ -43,7 +43,7 @@ use nordlys_transport::BoxError;
 
 pub use config::{BackendKind, Config};
 pub use handlers::{Handlers, SettleOptions, DEFAULT_LIST_LIMIT};
-pub use status::{BEING_DELETED, REGION_REFUSED, USER_NOT_IN_REGION};
+pub use status::{BEING_DELETED, REGION_REFUSED, UNSUPPORTED_IN_REGION, USER_NOT_IN_REGION};
 
 /// Builds the configured backend.
 pub async fn open_backend(
@@ -74,6 +74,22 @@ pub async fn open_backend(
         BackendKind::Openstack => {
             return Err("this regiond was built without the `openstack` feature".into())
         }
+        #[cfg(feature = "kube")]
+        BackendKind::Kube => {
+            let backend =
+                Arc::new(backend::KubeBackend::connect(&config.region, &config.kube).await?);
+            // A changed tier in the config reaches existing namespaces here.
+            let reconciling = Arc::clone(&backend);
+            tokio::spawn(async move {
+                match reconciling.reconcile_tiers().await {
+                    Ok(n) => tracing::info!(projects = n, "quota tiers checked"),
+                    Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
+                }
+            });
+            backend
+        }
+        #[cfg(not(feature = "kube"))]
+        BackendKind::Kube => return Err("this regiond was built without the `kube` feature".into()),
     })
 }
 

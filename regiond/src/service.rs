@@ -54,6 +54,7 @@ pub async fn start(
     .description("Nordlys regional daemon: a region's projects, users, memberships, networks and access rules")
     .metadata("region", handlers.region())
     .metadata("backend", handlers.backend_kind())
+    .metadata("resources", handlers.resources())
     .metadata("grpc_endpoint", grpc_endpoint)
     .observer(crate::metrics::METRICS.nats_observer());
     let builder = endpoints!(builder, handlers, {

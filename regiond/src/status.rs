@@ -15,6 +15,10 @@ pub const REGION_REFUSED: &str = "REGION_REFUSED";
 /// The precondition failure type of a create under a parent being deleted.
 pub const BEING_DELETED: &str = "BEING_DELETED";
 
+/// The precondition failure type of a call for a resource the region's
+/// kind of cloud does not have (a network in a Kubernetes region).
+pub const UNSUPPORTED_IN_REGION: &str = "UNSUPPORTED_IN_REGION";
+
 /// The reason of an update or delete refused for a stale etag.
 pub(crate) const ETAG_MISMATCH: &str = "ETAG_MISMATCH";
 
@@ -60,6 +64,15 @@ impl From<BackendError> for Status {
                         ("resource".to_string(), name),
                         ("type".to_string(), kind.type_name().to_string()),
                     ],
+                ),
+            ),
+            BackendError::Unsupported { region, .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message.clone(),
+                ErrorDetails::with_precondition_failure_violation(
+                    UNSUPPORTED_IN_REGION,
+                    format!("regions/{region}"),
+                    message,
                 ),
             ),
             BackendError::UserOfOtherOrganization { .. } => {

@@ -25,6 +25,7 @@
 
 pub mod cluster;
 pub mod demo;
+pub mod kube;
 pub mod openstack;
 
 use std::{
@@ -638,6 +639,10 @@ impl Regiond {
     ) -> Regiond {
         // NORDLYS_TEST_BACKEND=openstack: the same tests on local OpenStack regions.
         if let Some(regiond) = openstack::regiond_from_env(nats, region, args, env) {
+            return regiond;
+        }
+        // NORDLYS_TEST_BACKEND=kube: the same tests on Kubernetes regions.
+        if let Some(regiond) = kube::regiond_from_env(nats, region, args, env) {
             return regiond;
         }
         let mut all = vec!["--insecure-dev".to_owned()];

@@ -1407,7 +1407,10 @@ async fn a_tier_granted_through_the_api_resizes_the_projects_in_the_cloud() {
         (sto1.region.as_str(), sto1.tier.as_str()),
         ("sto1", "bigger")
     );
-    let (limits, usage) = (sto1.limits.expect("limits"), sto1.usage.expect("usage"));
+    let (limits, usage) = (
+        sto1.limits.clone().expect("limits"),
+        sto1.usage.clone().expect("usage"),
+    );
     assert_eq!(
         (limits.instances, limits.cores, limits.ram_mb),
         (9, 16, 32768),

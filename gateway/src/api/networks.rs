@@ -33,6 +33,24 @@ impl NetworkService for Api {
         }
         validate::check_request_id(&mut v, "request_id", &req.request_id);
         let org = self.project_org(&call, &req.parent).await?;
+        // Refused before any quota is reserved: the region says it has no
+        // networks (a Kubernetes region).
+        if let Some(kind) = self.state.discovery.lacks(&network.region, "networks") {
+            // Only a Kubernetes region lacks networks today.
+            let message = format!(
+                "region {} (backend {kind}) has no networks: Kubernetes has no tenant networks",
+                network.region
+            );
+            return Err(<Status as tonic_types::StatusExt>::with_error_details(
+                tonic::Code::FailedPrecondition,
+                message.clone(),
+                tonic_types::ErrorDetails::with_precondition_failure_violation(
+                    "UNSUPPORTED_IN_REGION",
+                    format!("regions/{}", network.region),
+                    message,
+                ),
+            ));
+        }
         if req.network_id.is_empty() {
             req.network_id = ids::derive("net", &org, &req.request_id);
         } else {

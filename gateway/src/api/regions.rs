@@ -20,17 +20,28 @@ impl RegionService for Api {
             .discovery
             .snapshot()
             .into_iter()
-            .map(|(region, instances)| Region {
-                name: nordlys_api::names::region(&region),
-                up: !instances.is_empty(),
-                instances: instances
-                    .into_iter()
-                    .map(|i| RegionInstance {
-                        id: i.id,
-                        version: i.version,
-                        backend: i.backend,
-                    })
-                    .collect(),
+            .map(|(region, instances)| {
+                // Instances of one region drive one cloud; the first to
+                // answer speaks for it.
+                let (kind, resources) = instances
+                    .first()
+                    .map(|i| (i.backend.clone(), i.resources.clone()))
+                    .unwrap_or_default();
+                Region {
+                    name: nordlys_api::names::region(&region),
+                    up: !instances.is_empty(),
+                    instances: instances
+                        .into_iter()
+                        .map(|i| RegionInstance {
+                            id: i.id,
+                            version: i.version,
+                            backend: i.backend,
+                            resources: i.resources,
+                        })
+                        .collect(),
+                    kind,
+                    resources,
+                }
             })
             .collect();
         Ok(Response::new(ListRegionsResponse { regions }))

@@ -29,6 +29,26 @@ impl ResourceKind {
         }
     }
 
+    /// Every kind, in the API's order.
+    pub const ALL: [ResourceKind; 5] = [
+        ResourceKind::Project,
+        ResourceKind::User,
+        ResourceKind::Membership,
+        ResourceKind::Network,
+        ResourceKind::AccessRule,
+    ];
+
+    /// The collection's name in resource names (`accessRules`).
+    pub fn collection(self) -> &'static str {
+        match self {
+            ResourceKind::Project => "projects",
+            ResourceKind::User => "users",
+            ResourceKind::Membership => "memberships",
+            ResourceKind::Network => "networks",
+            ResourceKind::AccessRule => "accessRules",
+        }
+    }
+
     /// The protobuf message name, for google.rpc.ResourceInfo.
     pub fn type_name(self) -> &'static str {
         match self {
@@ -143,6 +163,17 @@ pub enum BackendError {
         name: String,
         /// This region.
         region: String,
+    },
+    /// This region's kind of cloud has no such resource (a Kubernetes
+    /// region has no tenant networks).
+    #[error("region {region} is a {region_kind} region, which has no {kind}s")]
+    Unsupported {
+        /// What it lacks.
+        kind: ResourceKind,
+        /// This region.
+        region: String,
+        /// What kind of region it is, as people call it (`Kubernetes`).
+        region_kind: String,
     },
     /// The region's infrastructure did not answer (real backends).
     #[error("backend unavailable: {0}")]

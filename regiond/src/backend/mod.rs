@@ -1,7 +1,7 @@
 //! Where a region's resources really live. The handlers decide what a call
 //! may do; a [`Backend`] does it against the region's infrastructure
 //! (memory, a JetStream KV bucket, or an OpenStack region's Keystone and
-//! Neutron; OKD later).
+//! Neutron, or a Kubernetes/OKD cluster).
 //!
 //! A backend answers a create atomically: it returns the resource first
 //! created with the same request id (per tenant), refuses a name that exists,
@@ -9,6 +9,8 @@
 //! step, so two racing creates never both win.
 
 mod error;
+#[cfg(feature = "kube")]
+mod kube;
 mod kv;
 mod kv_index;
 mod memory;
@@ -20,11 +22,19 @@ use nordlys_proto::pb::nordlys::v1::{
     AccessRule, Membership, Network, Project, ResourceCounts, User,
 };
 
+#[cfg(feature = "kube")]
+pub use self::kube::KubeBackend;
 pub use error::{BackendError, Refusal, ResourceKind};
 pub use kv::KvBackend;
 pub use memory::MemoryBackend;
 #[cfg(feature = "openstack")]
-pub use openstack::{OpenStackBackend, ProjectQuotaUsage, QuotaUse, CRASH_AFTER_ENV};
+pub use openstack::{OpenStackBackend, ProjectQuotaUsage, QuotaUse};
+
+/// The test-only crash hook of the cloud backends: `NORDLYS_TEST_CRASH_AFTER`
+/// names a step of a create (OpenStack's `keystone` or `network`,
+/// Kubernetes' `namespace`) after which regiond aborts, so tests can prove
+/// a retry finishes the job.
+pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
 
 /// Whose resources a call may see and change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,6 +304,13 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The backend's name as service metadata shows it (`memory`).
     fn kind(&self) -> &'static str;
+
+    /// The kinds of resource this region's cloud has no place for: calls
+    /// for them answer [`BackendError::Unsupported`], and discovery tells
+    /// clients. The default supports everything.
+    fn unsupported(&self) -> &'static [ResourceKind] {
+        &[]
+    }
 
     /// Creates a project of `project.organization`.
     async fn create_project(
@@ -592,6 +609,43 @@ where
     Fut: std::future::Future<Output = Result<Vec<T>>>,
 {
     Ok(all_pages(filter, list, name).await?.len() as i64)
+}
+
+/// The id of an organization name (`acme` of `organizations/acme`).
+pub(crate) fn org_id(organization: &str) -> &str {
+    organization
+        .strip_prefix("organizations/")
+        .unwrap_or(organization)
+}
+
+/// The last segment of a resource name.
+pub(crate) fn leaf(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// A child's lookup whose project is missing reports the child missing;
+/// other errors (an unreachable cloud) stay what they are.
+pub(crate) fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
+    match error {
+        BackendError::NotFound { .. } => child,
+        other => other,
+    }
+}
+
+/// An RFC 3339 time as kept in a cloud's tags or annotations.
+pub(crate) fn timestamp(text: Option<&str>) -> Option<prost_types::Timestamp> {
+    text.and_then(|t| <prost_types::Timestamp as std::str::FromStr>::from_str(t).ok())
+}
+
+/// Sorts by name, then applies the filter's `after` and limit.
+pub(crate) fn page<T>(mut items: Vec<T>, filter: &Filter, name: impl Fn(&T) -> &str) -> Vec<T> {
+    items.sort_by(|a, b| name(a).cmp(name(b)));
+    items.dedup_by(|a, b| name(a) == name(b));
+    items
+        .into_iter()
+        .filter(|item| name(item) > filter.after.as_str())
+        .take(filter.limit)
+        .collect()
 }
 
 /// The top-level resource a name starts with: `projects/{p}` for

@@ -39,7 +39,6 @@ mod quota_tests;
 pub use self::quota_sets::{ProjectQuotaUsage, QuotaUse};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use nordlys_proto::pb::nordlys::v1::{
@@ -55,8 +54,9 @@ use self::cloud::{
 use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use self::quota_sets::{QuotaSetService, TierQuotas};
 use super::{
-    top_level, AccessRuleChange, Backend, BackendError, Change, Filter, NetworkChange,
-    ProjectChange, Refusal, Removed, ResourceKind, Result, Tenant, UserChange,
+    absent_parent, leaf, org_id, page, timestamp, top_level, AccessRuleChange, Backend,
+    BackendError, Change, Filter, NetworkChange, ProjectChange, Refusal, Removed, ResourceKind,
+    Result, Tenant, UserChange, CRASH_AFTER_ENV,
 };
 use crate::config::OpenStackConfig;
 
@@ -65,11 +65,6 @@ const SECURITY_GROUP: &str = "nordlys";
 /// How strays name a Neutron network and a security group (by id).
 const STRAY_NETWORK: &str = "neutron/networks/";
 const STRAY_GROUP: &str = "neutron/security-groups/";
-
-/// The test-only crash hook: `NORDLYS_TEST_CRASH_AFTER=keystone` aborts a
-/// project create after its Keystone step, `=network` a network create after
-/// its Neutron network step, so tests can prove a retry finishes the job.
-pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
 
 /// The tag key of a project whose Neutron side is not finished.
 const INCOMPLETE_KEY: &str = "incomplete";
@@ -102,17 +97,6 @@ pub struct OpenStackBackend {
     /// create, or ApplyTier); they win over `organization_tiers`.
     granted_tiers: std::sync::Mutex<HashMap<String, String>>,
     crash_after: Option<String>,
-}
-
-fn org_id(organization: &str) -> &str {
-    organization
-        .strip_prefix("organizations/")
-        .unwrap_or(organization)
-}
-
-/// The last segment of a resource name.
-fn leaf(name: &str) -> &str {
-    name.rsplit('/').next().unwrap_or(name)
 }
 
 fn role_name(role: i32) -> Option<&'static str> {
@@ -170,32 +154,8 @@ fn rule_request_hash(tenant: &Tenant, request_id: &str) -> String {
     RuleLabel::hash(&Tags::request_key(tenant.key(), request_id))
 }
 
-/// A child's lookup whose project is missing reports the child missing;
-/// other errors (an unreachable Keystone) stay what they are.
-fn absent_parent(error: BackendError, child: BackendError) -> BackendError {
-    match error {
-        BackendError::NotFound { .. } => child,
-        other => other,
-    }
-}
-
-fn timestamp(text: Option<&str>) -> Option<prost_types::Timestamp> {
-    text.and_then(|t| prost_types::Timestamp::from_str(t).ok())
-}
-
 fn is_ipv6(cidr: &str) -> bool {
     cidr.contains(':')
-}
-
-/// Sorts by name, then applies the filter's `after` and limit.
-fn page<T>(mut items: Vec<T>, filter: &Filter, name: impl Fn(&T) -> &str) -> Vec<T> {
-    items.sort_by(|a, b| name(a).cmp(name(b)));
-    items.dedup_by(|a, b| name(a) == name(b));
-    items
-        .into_iter()
-        .filter(|item| name(item) > filter.after.as_str())
-        .take(filter.limit)
-        .collect()
 }
 
 impl OpenStackBackend {

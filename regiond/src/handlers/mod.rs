@@ -152,6 +152,18 @@ impl Handlers {
         self.backend.kind()
     }
 
+    /// The collections this region serves, comma-separated (discovery
+    /// metadata `resources`).
+    pub fn resources(&self) -> String {
+        let unsupported = self.backend.unsupported();
+        ResourceKind::ALL
+            .iter()
+            .filter(|kind| !unsupported.contains(kind))
+            .map(|kind| kind.collection())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The region status of a resource that exists here.
     fn ready(&self) -> Vec<RegionStatus> {
         vec![RegionStatus {

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
+use crate::backend::CRASH_AFTER_ENV;
 use crate::backend::{all_pages, top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
 use quota::QuotaClient;
 use store::{MemoryStore, Store, StoreError};
@@ -206,8 +207,6 @@ pub(crate) struct Settle {
     slow_create: Option<Duration>,
 }
 
-/// The test-only crash hook's environment variable.
-const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
 /// The test-only slow-cloud hook's environment variable.
 const SLOW_CREATE_ENV: &str = "NORDLYS_TEST_SLOW_CREATE_MS";
 
