@@ -667,6 +667,13 @@ fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether the regions tests run have networks: not with
+/// `NORDLYS_TEST_BACKEND=kube` (Kubernetes has no tenant networks), so
+/// scenarios hold an access rule where they would hold a network.
+pub fn regions_have_networks() -> bool {
+    std::env::var(crate::openstack::BACKEND_ENV).as_deref() != Ok("kube")
+}
+
 /// With `NORDLYS_TEST_BACKEND=kube`, a regiond on the shared cluster, in
 /// an installation namespace of its NATS server (each test's stack) and
 /// region: the scenario tests written for the simulated backends then run

@@ -6,10 +6,12 @@ mod http_common;
 
 use http_common::Http;
 use nordlys_proto::pb::nordlys::v1::{
+    access_rule_service_client::AccessRuleServiceClient,
     membership_service_client::MembershipServiceClient,
     network_service_client::NetworkServiceClient, user_service_client::UserServiceClient,
-    CreateMembershipRequest, CreateNetworkRequest, CreateUserRequest, GetNetworkRequest,
-    GetUserRequest, ListMembershipsRequest, Membership, Network, ProjectRole, ResourceCounts, User,
+    AccessRule, CreateAccessRuleRequest, CreateMembershipRequest, CreateNetworkRequest,
+    CreateUserRequest, Direction, GetAccessRuleRequest, GetNetworkRequest, GetUserRequest,
+    ListMembershipsRequest, Membership, Network, ProjectRole, Protocol, ResourceCounts, User,
 };
 use nordlys_proto::pb::nordlys::v1::{
     project_service_client::ProjectServiceClient, region_status::State, DeleteProjectRequest,
@@ -520,6 +522,7 @@ async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_th
     let mut users = UserServiceClient::new(channel.clone());
     let mut memberships = MembershipServiceClient::new(channel.clone());
     let mut networks = NetworkServiceClient::new(channel.clone());
+    let mut rules = AccessRuleServiceClient::new(channel.clone());
 
     // A project in sto1 with a member and a network there.
     stack
@@ -558,22 +561,52 @@ async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_th
         ))
         .await
         .expect("CreateMembership");
-    networks
-        .create_network(bearer(
-            CreateNetworkRequest {
-                parent: "projects/mover".into(),
-                network: Some(Network {
-                    region: "sto1".into(),
-                    cidr: "10.77.0.0/24".into(),
-                    ..Default::default()
-                }),
-                network_id: "mover-net".into(),
-                request_id: String::new(),
-            },
-            key,
-        ))
-        .await
-        .expect("CreateNetwork");
+    // What sto1 holds of the project: a network, or an access rule where
+    // regions have no networks (Kubernetes).
+    let networked = nordlys_tests::kube::regions_have_networks();
+    let held = if networked {
+        networks
+            .create_network(bearer(
+                CreateNetworkRequest {
+                    parent: "projects/mover".into(),
+                    network: Some(Network {
+                        region: "sto1".into(),
+                        cidr: "10.77.0.0/24".into(),
+                        ..Default::default()
+                    }),
+                    network_id: "mover-net".into(),
+                    request_id: String::new(),
+                },
+                key,
+            ))
+            .await
+            .expect("CreateNetwork")
+            .into_inner()
+            .name
+    } else {
+        rules
+            .create_access_rule(bearer(
+                CreateAccessRuleRequest {
+                    parent: "projects/mover".into(),
+                    access_rule: Some(AccessRule {
+                        region: "sto1".into(),
+                        direction: Direction::Ingress as i32,
+                        protocol: Protocol::Tcp as i32,
+                        port_range_min: 22,
+                        port_range_max: 22,
+                        remote_cidr: "10.77.0.0/24".into(),
+                        ..Default::default()
+                    }),
+                    access_rule_id: "mover-rule".into(),
+                    request_id: String::new(),
+                },
+                key,
+            ))
+            .await
+            .expect("CreateAccessRule")
+            .into_inner()
+            .name
+    };
     let before = get(&stack, key, "projects/mover").await;
 
     // Bad placements are refused before anything happens.
@@ -701,9 +734,7 @@ async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_th
         .expect_err("sto1 holds a network");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(
-        refused
-            .message()
-            .contains("projects/mover/networks/mover-net in sto1"),
+        refused.message().contains(&format!("{held} in sto1")),
         "{}",
         refused.message()
     );
@@ -732,20 +763,23 @@ async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_th
     let got = get(&stack, key, "projects/mover").await;
     assert_eq!(got.regions, ["osl1"]);
     assert_eq!(ready_in(&got.region_status), ["osl1"]);
-    let gone = networks
-        .get_network(bearer(
-            GetNetworkRequest {
-                name: "projects/mover/networks/mover-net".into(),
-            },
-            key,
-        ))
-        .await
-        .expect_err("the network went with the project");
+    let gone = if networked {
+        networks
+            .get_network(bearer(GetNetworkRequest { name: held.clone() }, key))
+            .await
+            .map(|_| ())
+    } else {
+        rules
+            .get_access_rule(bearer(GetAccessRuleRequest { name: held.clone() }, key))
+            .await
+            .map(|_| ())
+    }
+    .expect_err("what sto1 held went with the project");
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
     let mut freed = false;
     for _ in 0..50 {
         let sto1 = stack.quota(key, &org, "sto1").await.usage.expect("usage");
-        if sto1.projects == 0 && sto1.networks == 0 {
+        if sto1.projects == 0 && sto1.networks == 0 && sto1.access_rules == 0 {
             freed = true;
             break;
         }

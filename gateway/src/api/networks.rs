@@ -36,6 +36,18 @@ impl NetworkService for Api {
         // Refused before any quota is reserved: the region says it has no
         // networks (a Kubernetes region).
         if let Some(kind) = self.state.discovery.lacks(&network.region, "networks") {
+            // A project the caller cannot see is NOT_FOUND first, as it
+            // would be in any region (a rare path: the extra read is fine).
+            let _: (nordlys_proto::pb::nordlys::v1::Project, _) = self
+                .gather_one(
+                    &call,
+                    "GetProject",
+                    nordlys_proto::pb::nordlys::v1::GetProjectRequest {
+                        name: req.parent.clone(),
+                    },
+                )
+                .await
+                .map_err(|s| super::projects::not_found_as(s, &req.parent))?;
             // Only a Kubernetes region lacks networks today.
             let message = format!(
                 "region {} (backend {kind}) has no networks: Kubernetes has no tenant networks",

@@ -1356,10 +1356,13 @@ impl Backend for KubeBackend {
 
     async fn create_network(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         _request_id: &str,
-        _network: Network,
+        network: Network,
     ) -> Result<Network> {
+        // A project the tenant cannot see is NOT_FOUND, as anywhere.
+        self.visible_project(tenant, top_level(&network.name))
+            .await?;
         Err(self.unsupported(ResourceKind::Network))
     }
 
