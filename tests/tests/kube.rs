@@ -19,6 +19,7 @@ use nordlys_proto::pb::nordlys::v1::{
     UpdateAccessRuleRequest, User,
 };
 use nordlys_tests::kube::{self, KubeCluster};
+use nordlys_tests::openstack;
 use nordlys_tests::{bearer, Gateway, GatewayOpts, NatsServer, Quota, Regiond, OPERATOR_KEY};
 use serde_json::Value;
 use tonic::Code;
@@ -611,5 +612,154 @@ async fn a_stopped_apiserver_answers_unavailable_and_the_region_recovers() {
         }
         assert!(Instant::now() < deadline, "osl1 back: {web:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One project over an OpenStack region (`sto1`, real Keystone and
+/// Neutron) and a Kubernetes one (`osl1`): each region answers for itself,
+/// and each cloud holds its own form of the same project, member and rule.
+#[tokio::test]
+async fn a_project_spanning_an_openstack_and_a_kube_region_answers_per_region() {
+    if !kube::available("kube and openstack") || !openstack::available("kube and openstack") {
+        return;
+    }
+    let (nats, sto1_cloud) = {
+        let starting = std::thread::spawn(|| openstack::OpenStackRegion::start("sto1"));
+        let nats = NatsServer::start();
+        (nats, starting.join().expect("sto1 starts"))
+    };
+    let cluster = tokio::task::spawn_blocking(kube::shared)
+        .await
+        .expect("cluster");
+    let _quota = Quota::start(&nats);
+    let config = openstack::regiond_config("");
+    let _sto1 = openstack::regiond(&nats, &sto1_cloud, config.path(), &[]);
+    let installation = format!("m{}", nats.port());
+    let _osl1 = kube::regiond(&nats.url(), cluster, "osl1", &installation, TIERS, &[]);
+    let gateway = Gateway::start(&nats, &GatewayOpts::default());
+    gateway
+        .wait_for_regions(|r| {
+            nordlys_tests::instances(r, "sto1") == 1 && nordlys_tests::instances(r, "osl1") == 1
+        })
+        .await;
+    let tenant = gateway.tenant("mixed").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    let channel = gateway.channel().await;
+    let mut projects = ProjectServiceClient::new(channel.clone());
+    let mut rules = AccessRuleServiceClient::new(channel.clone());
+
+    let both = projects
+        .create_project(bearer(project("both", &["sto1", "osl1"], "req-both"), key))
+        .await
+        .expect("CreateProject")
+        .into_inner();
+    assert_eq!(state_in(&both, "sto1"), Some((1, 0)), "{both:?}");
+    assert_eq!(state_in(&both, "osl1"), Some((1, 0)), "{both:?}");
+    // Keystone has a tagged project in the organization's domain; the
+    // cluster a labelled namespace.
+    let tagged = sto1_cloud.openstack(&["project", "list", "--tags", "nordlys-project:both"]);
+    assert_eq!(openstack::column(&tagged, "Name"), ["both"], "{tagged}");
+    let ns_name = format!("{installation}-both");
+    let ns = json(cluster, &["get", "namespace", &ns_name]);
+    assert_eq!(ns["metadata"]["labels"]["nordlys.io/organization"], "mixed");
+
+    // A rule in each region: a Neutron security group rule and a
+    // NetworkPolicy; both read back the same through the API.
+    for region in ["sto1", "osl1"] {
+        let made = rules
+            .create_access_rule(bearer(
+                CreateAccessRuleRequest {
+                    parent: "projects/both".into(),
+                    access_rule: Some(AccessRule {
+                        region: region.into(),
+                        direction: Direction::Ingress as i32,
+                        protocol: Protocol::Tcp as i32,
+                        port_range_min: 443,
+                        port_range_max: 443,
+                        remote_cidr: "192.0.2.0/24".into(),
+                        description: format!("HTTPS in {region}"),
+                        ..Default::default()
+                    }),
+                    access_rule_id: format!("https-{region}"),
+                    request_id: format!("req-https-{region}"),
+                },
+                key,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("CreateAccessRule in {region}: {e:?}"))
+            .into_inner();
+        assert_eq!(made.region, region);
+        assert_eq!((made.port_range_min, made.port_range_max), (443, 443));
+        assert_eq!(made.remote_cidr, "192.0.2.0/24");
+    }
+    let np = json(
+        cluster,
+        &["get", "networkpolicy", "rule-https-osl1", "-n", &ns_name],
+    );
+    assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 443, "{np}");
+    let project_id = openstack::column(&tagged, "ID").remove(0);
+    let groups = sto1_cloud.openstack(&["security", "group", "list", "--project", &project_id]);
+    let names = openstack::column(&groups, "Name");
+    let ids = openstack::column(&groups, "ID");
+    let group = names
+        .iter()
+        .position(|n| n == "nordlys")
+        .map(|i| ids[i].clone())
+        .unwrap_or_else(|| panic!("no nordlys group: {groups}"));
+    let neutron = sto1_cloud.openstack(&["security", "group", "rule", "list", &group, "--long"]);
+    assert!(
+        neutron.to_string().contains("192.0.2.0/24"),
+        "the sto1 rule is in Neutron: {neutron}"
+    );
+
+    // A network: made in sto1, refused in osl1; the project answers for
+    // both regions still.
+    let mut networks = NetworkServiceClient::new(channel.clone());
+    let network = |region: &str| CreateNetworkRequest {
+        parent: "projects/both".into(),
+        network: Some(Network {
+            region: region.into(),
+            cidr: "10.44.0.0/24".into(),
+            ..Default::default()
+        }),
+        network_id: format!("net-{region}"),
+        request_id: format!("req-net-{region}"),
+    };
+    networks
+        .create_network(bearer(network("sto1"), key))
+        .await
+        .expect("a network in OpenStack");
+    let refused = networks
+        .create_network(bearer(network("osl1"), key))
+        .await
+        .expect_err("none in Kubernetes");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // Deleting the project removes both clouds' forms and frees both
+    // regions' quota.
+    projects
+        .delete_project(bearer(
+            DeleteProjectRequest {
+                name: "projects/both".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteProject");
+    assert!(!exists(cluster, &["namespace", &ns_name]));
+    let tagged = sto1_cloud.openstack(&["project", "list", "--tags", "nordlys-project:both"]);
+    assert!(openstack::column(&tagged, "Name").is_empty(), "{tagged}");
+    for region in ["sto1", "osl1"] {
+        let usage = gateway
+            .quota(key, org, region)
+            .await
+            .usage
+            .unwrap_or_default();
+        assert_eq!(
+            (usage.projects, usage.networks, usage.access_rules),
+            (0, 0, 0),
+            "{region}: {usage:?}"
+        );
     }
 }
