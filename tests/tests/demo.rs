@@ -1,5 +1,5 @@
 //! The README's quick start: `scripts/demo` (and `scripts/demo --cluster`,
-//! the reference deployment) comes up, bootstraps its organization, serves
+//! the reference deployment, and `--kube`, osl1 on Kubernetes) comes up, bootstraps its organization, serves
 //! the calls it prints with the key it prints, and stops everything on
 //! Ctrl-C (SIGINT).
 
@@ -7,19 +7,32 @@ use std::process::Command;
 use std::time::Duration;
 
 use nordlys_proto::pb::nordlys::v1::{
-    project_service_client::ProjectServiceClient, CreateProjectRequest, GetProjectRequest, Project,
+    project_service_client::ProjectServiceClient, region_service_client::RegionServiceClient,
+    CreateProjectRequest, GetProjectRequest, ListRegionsRequest, Project,
 };
 use nordlys_tests::bearer;
 use nordlys_tests::demo::{self, Demo};
 
 /// What the printed commands do: a project over gRPC with the printed key,
-/// read back over HTTP; then Ctrl-C stops everything.
-async fn the_printed_calls_work(mut demo: Demo) {
+/// read back over HTTP; then Ctrl-C stops everything. `osl1` is the kind
+/// of region ListRegions must show for osl1.
+async fn the_printed_calls_work(mut demo: Demo, osl1: &str) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", demo.listen))
         .expect("endpoint")
         .connect()
         .await
         .expect("connect to the demo's gateway");
+    let regions = RegionServiceClient::new(channel.clone())
+        .list_regions(bearer(ListRegionsRequest {}, demo.key()))
+        .await
+        .expect("ListRegions")
+        .into_inner()
+        .regions;
+    let kind = regions
+        .iter()
+        .find(|r| r.name == "regions/osl1")
+        .map(|r| r.kind.as_str());
+    assert_eq!(kind, Some(osl1), "{regions:?}");
     let made = ProjectServiceClient::new(channel.clone())
         .create_project(bearer(
             CreateProjectRequest {
@@ -82,6 +95,14 @@ async fn the_printed_calls_work(mut demo: Demo) {
 // One test: the two runs share the demo's fixed cluster ports.
 #[tokio::test]
 async fn the_demo_and_the_cluster_demo_serve_what_they_print() {
-    the_printed_calls_work(demo::start(&[], &[])).await;
-    the_printed_calls_work(demo::start(&["--cluster"], &[])).await;
+    the_printed_calls_work(demo::start(&[], &[]), "kv").await;
+    the_printed_calls_work(demo::start(&["--cluster"], &[]), "kv").await;
+}
+
+#[tokio::test]
+async fn the_kube_demo_puts_osl1_on_kubernetes() {
+    if !nordlys_tests::kube::available("scripts/demo --kube") {
+        return;
+    }
+    the_printed_calls_work(demo::start(&["--kube"], &[]), "kube").await;
 }
