@@ -627,6 +627,48 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_kube_region_loads() {
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nordlys/regiond-osl1.toml");
+        let config = Config::load(Some(&file), &Overrides::default())
+            .expect("deploy/nordlys/regiond-osl1.toml loads");
+        assert_eq!(config.backend, BackendKind::Kube);
+        assert_eq!(config.kube.subject, "oidc:{email}");
+        assert_eq!(config.kube.tier_of("bigcorp"), "large");
+        assert_eq!(
+            config.kube.tiers["small"].quota["requests.cpu"],
+            "4".to_string()
+        );
+    }
+
+    #[test]
+    fn kube_settings_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("regiond.toml");
+        for (kube, says) in [
+            ("namespace = \"Nordlys\"", "namespace"),
+            ("namespace = \"a-very-long-installation-name\"", "namespace"),
+            // Users of two organizations may share an id.
+            ("subject = \"{user}\"", "{organization}"),
+            ("subject = \"admin\"", "{user} or {email}"),
+            ("default_tier = \"gold\"", "gold"),
+        ] {
+            std::fs::write(&file, format!("region = \"osl1\"\n[kube]\n{kube}\n")).expect("write");
+            let err = Config::load(Some(&file), &dev()).expect_err(kube);
+            assert!(matches!(err, ConfigError::Kube(_)), "{kube}: {err}");
+            assert!(err.to_string().contains(says), "{kube}: {err}");
+        }
+        // A tier with a field it does not have is named.
+        std::fs::write(
+            &file,
+            "region = \"osl1\"\n[kube.tiers.small]\nquotas = { pods = \"1\" }\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&file), &dev()).expect_err("unknown field");
+        assert!(err.to_string().contains("quotas"), "{err}");
+    }
+
+    #[test]
     fn refuses_a_nats_connection_without_credentials_unless_insecure_dev() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("regiond.toml");
