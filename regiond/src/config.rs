@@ -166,38 +166,66 @@ impl Default for OpenStackConfig {
     }
 }
 
+/// The tier `organization_id` gets of a region's configuration (empty: none).
+fn tier_of<'a>(
+    organization_tiers: &'a BTreeMap<String, String>,
+    default_tier: &'a str,
+    organization_id: &str,
+) -> &'a str {
+    organization_tiers
+        .get(organization_id)
+        .map_or(default_tier, String::as_str)
+}
+
+/// The first tier `default_tier` or `organization_tiers` use that
+/// `defined` does not know, if any.
+fn undefined_tier<'a>(
+    default_tier: &'a str,
+    organization_tiers: &'a BTreeMap<String, String>,
+    defined: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
+    std::iter::once(default_tier)
+        .chain(organization_tiers.values().map(String::as_str))
+        .find(|tier| !tier.is_empty() && !defined(tier))
+}
+
+/// Whether a namespace is 1 to `max` lowercase letters, digits and hyphens,
+/// starting with a letter.
+fn is_namespace(namespace: &str, max: usize) -> bool {
+    !namespace.is_empty()
+        && namespace.len() <= max
+        && namespace.starts_with(|c: char| c.is_ascii_lowercase())
+        && namespace
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
 impl OpenStackConfig {
     /// The tier an organization's projects get (empty: none).
     pub fn tier_of(&self, organization_id: &str) -> &str {
-        self.organization_tiers
-            .get(organization_id)
-            .unwrap_or(&self.default_tier)
+        tier_of(
+            &self.organization_tiers,
+            &self.default_tier,
+            organization_id,
+        )
     }
 
     /// Checks the namespace and that every tier used is defined.
     fn validate(&self) -> Result<(), ConfigError> {
-        let namespace_ok = !self.namespace.is_empty()
-            && self.namespace.len() <= 32
-            && self.namespace.starts_with(|c: char| c.is_ascii_lowercase())
-            && self
-                .namespace
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-        if !namespace_ok {
+        if !is_namespace(&self.namespace, 32) {
             return Err(ConfigError::OpenStack(format!(
                 "namespace {:?} must be 1 to 32 lowercase letters, digits and hyphens, starting with a letter",
                 self.namespace
             )));
         }
-        let tiers = std::iter::once(&self.default_tier).chain(self.organization_tiers.values());
-        for tier in tiers {
-            if !tier.is_empty() && !self.tiers.contains_key(tier) {
-                return Err(ConfigError::OpenStack(format!(
-                    "quota tier {tier:?} is used but not defined under [openstack.tiers]"
-                )));
-            }
+        match undefined_tier(&self.default_tier, &self.organization_tiers, |t| {
+            self.tiers.contains_key(t)
+        }) {
+            Some(tier) => Err(ConfigError::OpenStack(format!(
+                "quota tier {tier:?} is used but not defined under [openstack.tiers]"
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -288,23 +316,17 @@ impl Default for KubeConfig {
 impl KubeConfig {
     /// The tier an organization's projects get (empty: none).
     pub fn tier_of(&self, organization_id: &str) -> &str {
-        self.organization_tiers
-            .get(organization_id)
-            .unwrap_or(&self.default_tier)
+        tier_of(
+            &self.organization_tiers,
+            &self.default_tier,
+            organization_id,
+        )
     }
 
     /// Checks the namespace, the subject template and the tiers used.
     fn validate(&self) -> Result<(), ConfigError> {
         // The namespace prefixes namespace names (DNS labels of at most 63).
-        let namespace_ok = !self.namespace.is_empty()
-            && self.namespace.len() <= 20
-            && self.namespace.starts_with(|c: char| c.is_ascii_lowercase())
-            && !self.namespace.ends_with('-')
-            && self
-                .namespace
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-        if !namespace_ok {
+        if !is_namespace(&self.namespace, 20) || self.namespace.ends_with('-') {
             return Err(ConfigError::Kube(format!(
                 "namespace {:?} must be 1 to 20 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen",
                 self.namespace
@@ -322,15 +344,14 @@ impl KubeConfig {
                 self.subject
             )));
         }
-        let tiers = std::iter::once(&self.default_tier).chain(self.organization_tiers.values());
-        for tier in tiers {
-            if !tier.is_empty() && !self.tiers.contains_key(tier) {
-                return Err(ConfigError::Kube(format!(
-                    "quota tier {tier:?} is used but not defined under [kube.tiers]"
-                )));
-            }
+        match undefined_tier(&self.default_tier, &self.organization_tiers, |t| {
+            self.tiers.contains_key(t)
+        }) {
+            Some(tier) => Err(ConfigError::Kube(format!(
+                "quota tier {tier:?} is used but not defined under [kube.tiers]"
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -50,25 +50,14 @@ pub async fn open_backend(
     config: &Config,
     buckets: &nordlys_transport::Buckets,
 ) -> Result<Arc<dyn backend::Backend>, BoxError> {
-    Ok(match config.backend {
+    let backend: Arc<dyn backend::Backend> = match config.backend {
         BackendKind::Memory => Arc::new(backend::MemoryBackend::new(&config.region)),
         BackendKind::Kv => {
             Arc::new(backend::KvBackend::open(buckets.clone(), &config.region).await?)
         }
         #[cfg(feature = "openstack")]
         BackendKind::Openstack => {
-            let backend = Arc::new(
-                backend::OpenStackBackend::connect(&config.region, &config.openstack).await?,
-            );
-            // A changed tier in the config reaches existing projects here.
-            let reconciling = Arc::clone(&backend);
-            tokio::spawn(async move {
-                match reconciling.reconcile_tiers().await {
-                    Ok(n) => tracing::info!(projects = n, "quota tiers checked"),
-                    Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
-                }
-            });
-            backend
+            Arc::new(backend::OpenStackBackend::connect(&config.region, &config.openstack).await?)
         }
         #[cfg(not(feature = "openstack"))]
         BackendKind::Openstack => {
@@ -76,21 +65,21 @@ pub async fn open_backend(
         }
         #[cfg(feature = "kube")]
         BackendKind::Kube => {
-            let backend =
-                Arc::new(backend::KubeBackend::connect(&config.region, &config.kube).await?);
-            // A changed tier in the config reaches existing namespaces here.
-            let reconciling = Arc::clone(&backend);
-            tokio::spawn(async move {
-                match reconciling.reconcile_tiers().await {
-                    Ok(n) => tracing::info!(projects = n, "quota tiers checked"),
-                    Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
-                }
-            });
-            backend
+            Arc::new(backend::KubeBackend::connect(&config.region, &config.kube).await?)
         }
         #[cfg(not(feature = "kube"))]
         BackendKind::Kube => return Err("this regiond was built without the `kube` feature".into()),
-    })
+    };
+    // A tier changed in the config reaches the existing projects here.
+    let reconciling = Arc::clone(&backend);
+    tokio::spawn(async move {
+        match reconciling.reconcile_tiers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(projects = n, "quota tiers applied"),
+            Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
+        }
+    });
+    Ok(backend)
 }
 
 /// Serves until SIGINT or SIGTERM, then drains calls in flight. Prints the

@@ -53,8 +53,8 @@ use self::objects::{annotation, label, Names};
 use self::policy::Admits;
 use super::{
     absent_parent, leaf, org_id, page, timestamp, top_level, AccessRuleChange, Backend,
-    BackendError, Change, Filter, NetworkChange, ProjectChange, Refusal, Removed, ResourceKind,
-    Result, Tenant, UserChange, CRASH_AFTER_ENV,
+    BackendError, Change, CrashHook, Filter, NetworkChange, ProjectChange, Refusal, Region,
+    Removed, ResourceKind, Result, Tenant, UserChange,
 };
 use crate::config::KubeConfig;
 
@@ -70,7 +70,7 @@ const REPLACE_TRIES: usize = 5;
 
 /// A region backed by a Kubernetes or OKD cluster. See the module docs.
 pub struct KubeBackend {
-    region: String,
+    region: Region,
     client: kube::Client,
     config: KubeConfig,
     names: Names,
@@ -80,7 +80,7 @@ pub struct KubeBackend {
     flavor: &'static str,
     /// Organizations' tiers as the quota service last gave them.
     granted_tiers: std::sync::Mutex<HashMap<String, String>>,
-    crash_after: Option<String>,
+    crash: CrashHook,
 }
 
 impl std::fmt::Debug for KubeBackend {
@@ -154,6 +154,23 @@ fn mark_request(meta: &mut ObjectMeta, key: Option<&str>) {
     );
 }
 
+/// The labels that narrow a list of a project's children to `filter`'s
+/// organization and project.
+fn scope(filter: &Filter) -> Vec<(&'static str, &str)> {
+    let mut more = Vec::new();
+    if let Some(org) = &filter.organization {
+        more.push((objects::ORGANIZATION, org_id(org)));
+    }
+    if let Some(project) = filter
+        .parent
+        .as_deref()
+        .and_then(|p| p.strip_prefix("projects/"))
+    {
+        more.push((objects::PROJECT, project));
+    }
+    more
+}
+
 fn time_text(time: &Option<prost_types::Timestamp>) -> String {
     time.as_ref().map(ToString::to_string).unwrap_or_default()
 }
@@ -191,17 +208,8 @@ impl KubeBackend {
         client_config.read_timeout = Some(timeout);
         client_config.connect_timeout = Some(timeout);
         let client = kube::Client::try_from(client_config).map_err(|e| setup(&e))?;
-        let crash_after = std::env::var(CRASH_AFTER_ENV)
-            .ok()
-            .filter(|s| !s.is_empty());
-        if let Some(step) = &crash_after {
-            tracing::warn!(
-                step,
-                "{CRASH_AFTER_ENV} is set: this regiond will abort on purpose"
-            );
-        }
         let mut backend = KubeBackend {
-            region: region.to_string(),
+            region: Region::new(region),
             client,
             config: config.clone(),
             names: Names {
@@ -210,7 +218,7 @@ impl KubeBackend {
             timeout,
             flavor: "Kubernetes",
             granted_tiers: std::sync::Mutex::default(),
-            crash_after,
+            crash: CrashHook::from_env(),
         };
         let groups = backend.call(backend.client.list_api_groups()).await??;
         if groups
@@ -343,61 +351,10 @@ impl KubeBackend {
         Ok(())
     }
 
-    /// Applies the configured tier to every namespace whose tier label
-    /// differs (the operator changed an organization's tier); run at start.
-    pub async fn reconcile_tiers(&self) -> Result<usize> {
-        let mut changed = 0;
-        for ns in self.list_all::<Namespace>("project", &[]).await? {
-            let Some(org) = label(&ns.metadata, objects::ORGANIZATION).map(str::to_string) else {
-                continue;
-            };
-            if annotation(&ns.metadata, objects::TIER_GRANTED).is_some() {
-                continue;
-            }
-            let have = label(&ns.metadata, objects::TIER).unwrap_or_default();
-            if have != self.config.tier_of(&org) {
-                self.apply_tier_to(&ns, &org).await?;
-                changed += 1;
-            }
-        }
-        Ok(changed)
-    }
-
-    fn crash_point(&self, step: &str) {
-        if self.crash_after.as_deref() == Some(step) {
-            tracing::error!(step, "{CRASH_AFTER_ENV}: aborting on purpose");
-            std::process::abort();
-        }
-    }
-
-    fn ready(&self) -> Vec<RegionStatus> {
-        vec![RegionStatus {
-            region: self.region.clone(),
-            state: State::Ready as i32,
-            ..Default::default()
-        }]
-    }
-
-    fn not_found(&self, kind: ResourceKind, name: &str) -> BackendError {
-        BackendError::NotFound {
-            kind,
-            name: name.to_string(),
-            region: self.region.clone(),
-        }
-    }
-
-    fn exists(&self, kind: ResourceKind, name: &str) -> BackendError {
-        BackendError::AlreadyExists {
-            kind,
-            name: name.to_string(),
-            region: self.region.clone(),
-        }
-    }
-
     fn unsupported(&self, kind: ResourceKind) -> BackendError {
         BackendError::Unsupported {
             kind,
-            region: self.region.clone(),
+            region: self.region.to_string(),
             region_kind: self.flavor.to_string(),
         }
     }
@@ -426,14 +383,14 @@ impl KubeBackend {
             meta.deletion_timestamp.is_some() || annotation(meta, objects::DELETING).is_some();
         let region_status = if deleting {
             vec![RegionStatus {
-                region: self.region.clone(),
+                region: self.region.to_string(),
                 state: State::Deleting as i32,
                 code: 0,
                 message: "being deleted; a repeated delete finishes it".to_string(),
             }]
         } else if annotation(meta, objects::INCOMPLETE).is_some() {
             vec![RegionStatus {
-                region: self.region.clone(),
+                region: self.region.to_string(),
                 state: State::Incomplete as i32,
                 code: tonic::Code::Unavailable as i32,
                 message: "its namespace is made; its default-deny policy and quota tier are \
@@ -441,7 +398,7 @@ impl KubeBackend {
                     .to_string(),
             }]
         } else {
-            self.ready()
+            self.region.ready()
         };
         Some(Project {
             name: format!("projects/{id}"),
@@ -476,7 +433,7 @@ impl KubeBackend {
     async fn visible_project(&self, tenant: &Tenant, name: &str) -> Result<(Namespace, Project)> {
         match self.find_project(leaf(name)).await? {
             Some((ns, project)) if tenant.allows(&project.organization) => Ok((ns, project)),
-            _ => Err(self.not_found(ResourceKind::Project, name)),
+            _ => Err(self.region.not_found(ResourceKind::Project, name)),
         }
     }
 
@@ -488,11 +445,7 @@ impl KubeBackend {
             .iter()
             .any(|s| s.state == State::Deleting as i32)
         {
-            return Err(BackendError::BeingDeleted {
-                kind: ResourceKind::Project,
-                name: name.to_string(),
-                region: self.region.clone(),
-            });
+            return Err(self.region.being_deleted(ResourceKind::Project, name));
         }
         Ok((ns, project))
     }
@@ -509,11 +462,7 @@ impl KubeBackend {
         let same_request = key.is_some() && annotation(&ns.metadata, objects::REQUEST) == key;
         if ours && same_request {
             if ns.metadata.deletion_timestamp.is_some() {
-                return Err(BackendError::BeingDeleted {
-                    kind: ResourceKind::Project,
-                    name: name.to_string(),
-                    region: self.region.clone(),
-                });
+                return Err(self.region.being_deleted(ResourceKind::Project, name));
             }
             return self.finish_project(&ns).await;
         }
@@ -524,7 +473,7 @@ impl KubeBackend {
                 "the namespace of an earlier {name} is still being removed; try again shortly"
             )));
         }
-        Err(self.exists(ResourceKind::Project, name))
+        Err(self.region.exists(ResourceKind::Project, name))
     }
 
     /// The namespace's default-deny policy and tier, then the incomplete
@@ -547,7 +496,7 @@ impl KubeBackend {
         if annotation(&ns.metadata, objects::INCOMPLETE).is_none() {
             return self
                 .project_from(&ns)
-                .ok_or_else(|| self.not_found(ResourceKind::Project, &project.name));
+                .ok_or_else(|| self.region.not_found(ResourceKind::Project, &project.name));
         }
         let done = serde_json::json!({"metadata": {"annotations": {objects::INCOMPLETE: null}}});
         let ns = self
@@ -558,7 +507,7 @@ impl KubeBackend {
             ))
             .await??;
         self.project_from(&ns)
-            .ok_or_else(|| self.not_found(ResourceKind::Project, &project.name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::Project, &project.name))
     }
 
     /// The tier `org`'s projects get: the one the quota service granted
@@ -683,7 +632,7 @@ impl KubeBackend {
                         .collect()
                 })
                 .unwrap_or_default(),
-            region_status: self.ready(),
+            region_status: self.region.ready(),
             create_time: timestamp(annotation(&cm.metadata, objects::CREATE_TIME)),
             etag: String::new(),
         })
@@ -717,7 +666,7 @@ impl KubeBackend {
             name: format!("{project}/members/{user}"),
             user: format!("{org}/users/{user}"),
             role: role as i32,
-            region_status: self.ready(),
+            region_status: self.region.ready(),
             create_time: timestamp(annotation(&rb.metadata, objects::CREATE_TIME)),
             etag: String::new(),
         })
@@ -729,7 +678,7 @@ impl KubeBackend {
         tenant: &Tenant,
         name: &str,
     ) -> Result<(Namespace, Project, RoleBinding, Membership)> {
-        let missing = || self.not_found(ResourceKind::Membership, name);
+        let missing = || self.region.not_found(ResourceKind::Membership, name);
         let (ns, project) = self
             .visible_project(tenant, top_level(name))
             .await
@@ -758,7 +707,7 @@ impl KubeBackend {
         let admits = policy::decode(np.spec.as_ref()?)?;
         Some(AccessRule {
             name: format!("{project}/accessRules/{id}"),
-            region: self.region.clone(),
+            region: self.region.to_string(),
             direction: admits.direction as i32,
             protocol: admits.protocol as i32,
             port_range_min: admits.port_range_min,
@@ -778,7 +727,7 @@ impl KubeBackend {
         tenant: &Tenant,
         name: &str,
     ) -> Result<(String, Project, NetworkPolicy, AccessRule)> {
-        let missing = || self.not_found(ResourceKind::AccessRule, name);
+        let missing = || self.region.not_found(ResourceKind::AccessRule, name);
         let (ns, project) = self
             .visible_project(tenant, top_level(name))
             .await
@@ -826,6 +775,26 @@ impl Backend for KubeBackend {
         "kube"
     }
 
+    /// Applies the configured tier to every namespace whose tier label
+    /// differs (the operator changed an organization's tier); run at start.
+    async fn reconcile_tiers(&self) -> Result<usize> {
+        let mut changed = 0;
+        for ns in self.list_all::<Namespace>("project", &[]).await? {
+            let Some(org) = label(&ns.metadata, objects::ORGANIZATION).map(str::to_string) else {
+                continue;
+            };
+            if annotation(&ns.metadata, objects::TIER_GRANTED).is_some() {
+                continue;
+            }
+            let have = label(&ns.metadata, objects::TIER).unwrap_or_default();
+            if have != self.config.tier_of(&org) {
+                self.apply_tier_to(&ns, &org).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
     fn unsupported(&self) -> &'static [ResourceKind] {
         &[ResourceKind::Network]
     }
@@ -867,14 +836,14 @@ impl Backend for KubeBackend {
             .await?
         {
             Ok(ns) => {
-                self.crash_point("namespace");
+                self.crash.point("namespace");
                 self.finish_project(&ns).await
             }
             Err(e) if is_status(&e, 409) => {
                 // A racing create won the name: the same request's, or not.
                 match self.call(self.namespaces().get_opt(&name)).await?? {
                     Some(ns) => self.replay_project(ns, key.as_deref(), &project.name).await,
-                    None => Err(self.exists(ResourceKind::Project, &project.name)),
+                    None => Err(self.region.exists(ResourceKind::Project, &project.name)),
                 }
             }
             Err(e) => Err(e.into()),
@@ -908,13 +877,13 @@ impl Backend for KubeBackend {
     ) -> Result<Project> {
         let (ns, _) = self.writable_project(tenant, name).await?;
         let namespace = ns.metadata.name.clone().unwrap_or_default();
-        let region = self.region.clone();
+        let region = self.region.to_string();
         let ns = self
             .replace_with(&self.namespaces(), &namespace, |ns: &mut Namespace| {
                 let mut project = self
                     .project_from(ns)
                     .filter(|p| tenant.allows(&p.organization))
-                    .ok_or_else(|| self.not_found(ResourceKind::Project, name))?;
+                    .ok_or_else(|| self.region.not_found(ResourceKind::Project, name))?;
                 change.make(&mut project, &region)?;
                 let kept = ns.metadata.annotations.get_or_insert_with(BTreeMap::new);
                 for (key, value) in [
@@ -935,11 +904,11 @@ impl Backend for KubeBackend {
                 BackendError::Refused {
                     reason: Refusal::NotFound,
                     ..
-                } => self.not_found(ResourceKind::Project, name),
+                } => self.region.not_found(ResourceKind::Project, name),
                 other => other,
             })?;
         self.project_from(&ns)
-            .ok_or_else(|| self.not_found(ResourceKind::Project, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::Project, name))
     }
 
     async fn delete_project(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
@@ -1065,7 +1034,7 @@ impl Backend for KubeBackend {
             .and_then(|s| s.hard.as_ref())
             .or_else(|| quota.as_ref()?.spec.as_ref()?.hard.as_ref());
         Ok(Some(CloudQuota {
-            region: self.region.clone(),
+            region: self.region.to_string(),
             tier: label(&ns.metadata, objects::TIER)
                 .unwrap_or_default()
                 .to_string(),
@@ -1091,7 +1060,7 @@ impl Backend for KubeBackend {
                 key.is_some() && annotation(&cm.metadata, objects::REQUEST) == key.as_deref();
             match self.user_from(&cm) {
                 Some(first) if same => Ok(first),
-                _ => Err(self.exists(ResourceKind::User, &user.name)),
+                _ => Err(self.region.exists(ResourceKind::User, &user.name)),
             }
         };
         if let Some(key) = &key {
@@ -1127,7 +1096,7 @@ impl Backend for KubeBackend {
             Err(e) if is_status(&e, 409) => {
                 match self.call(self.users().get_opt(&cm_name)).await?? {
                     Some(cm) => replay(cm),
-                    None => Err(self.exists(ResourceKind::User, &user.name)),
+                    None => Err(self.region.exists(ResourceKind::User, &user.name)),
                 }
             }
             Err(e) => Err(e.into()),
@@ -1138,7 +1107,7 @@ impl Backend for KubeBackend {
         self.visible_user(tenant, name)
             .await?
             .map(|(_, user)| user)
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))
     }
 
     async fn list_users(&self, filter: &Filter) -> Result<Vec<User>> {
@@ -1167,14 +1136,14 @@ impl Backend for KubeBackend {
         let (cm, _) = self
             .visible_user(tenant, name)
             .await?
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))?;
         let cm_name = cm.metadata.name.clone().unwrap_or_default();
-        let region = self.region.clone();
+        let region = self.region.to_string();
         let cm = self
             .replace_with(&self.users(), &cm_name, |cm: &mut ConfigMap| {
                 let mut user = self
                     .user_from(cm)
-                    .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+                    .ok_or_else(|| self.region.not_found(ResourceKind::User, name))?;
                 change.make(&mut user, &region)?;
                 let data = cm.data.get_or_insert_with(BTreeMap::new);
                 data.insert(USER_DISPLAY_NAME.to_string(), user.display_name);
@@ -1187,18 +1156,18 @@ impl Backend for KubeBackend {
                 BackendError::Refused {
                     reason: Refusal::NotFound,
                     ..
-                } => self.not_found(ResourceKind::User, name),
+                } => self.region.not_found(ResourceKind::User, name),
                 other => other,
             })?;
         self.user_from(&cm)
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let (cm, _) = self
             .visible_user(tenant, name)
             .await?
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))?;
         let (org, id) = (org_id(top_level(name)), leaf(name));
         // Its RoleBindings first: a user left half-deleted still shows.
         for rb in self
@@ -1248,7 +1217,7 @@ impl Backend for KubeBackend {
         let Some((_, user)) = self.visible_user(tenant, &membership.user).await? else {
             return Err(BackendError::UserNotInRegion {
                 user: membership.user,
-                region: self.region.clone(),
+                region: self.region.to_string(),
             });
         };
         let cluster_role = objects::cluster_role(membership.role)
@@ -1274,7 +1243,9 @@ impl Backend for KubeBackend {
                 key.is_some() && annotation(&rb.metadata, objects::REQUEST) == key.as_deref();
             match self.membership_from(&project.name, &project.organization, &rb) {
                 Some(first) if same => Ok(first),
-                _ => Err(self.exists(ResourceKind::Membership, &membership.name)),
+                _ => Err(self
+                    .region
+                    .exists(ResourceKind::Membership, &membership.name)),
             }
         };
         if let Some(key) = &key {
@@ -1300,7 +1271,9 @@ impl Backend for KubeBackend {
                 }),
             Err(e) if is_status(&e, 409) => match self.call(api.get_opt(&rb_name)).await?? {
                 Some(rb) => replay(rb),
-                None => Err(self.exists(ResourceKind::Membership, &membership.name)),
+                None => Err(self
+                    .region
+                    .exists(ResourceKind::Membership, &membership.name)),
             },
             Err(e) => Err(e.into()),
         }
@@ -1311,17 +1284,7 @@ impl Backend for KubeBackend {
     }
 
     async fn list_memberships(&self, filter: &Filter) -> Result<Vec<Membership>> {
-        let mut more = Vec::new();
-        if let Some(org) = &filter.organization {
-            more.push((objects::ORGANIZATION, org_id(org)));
-        }
-        if let Some(project) = filter
-            .parent
-            .as_deref()
-            .and_then(|p| p.strip_prefix("projects/"))
-        {
-            more.push((objects::PROJECT, project));
-        }
+        let more = scope(filter);
         let memberships = self
             .list_all::<RoleBinding>("membership", &more)
             .await?
@@ -1367,7 +1330,7 @@ impl Backend for KubeBackend {
     }
 
     async fn get_network(&self, _tenant: &Tenant, name: &str) -> Result<Network> {
-        Err(self.not_found(ResourceKind::Network, name))
+        Err(self.region.not_found(ResourceKind::Network, name))
     }
 
     async fn list_networks(&self, _filter: &Filter) -> Result<Vec<Network>> {
@@ -1381,11 +1344,11 @@ impl Backend for KubeBackend {
         name: &str,
         _change: &NetworkChange,
     ) -> Result<Network> {
-        Err(self.not_found(ResourceKind::Network, name))
+        Err(self.region.not_found(ResourceKind::Network, name))
     }
 
     async fn delete_network(&self, _tenant: &Tenant, name: &str) -> Result<Removed> {
-        Err(self.not_found(ResourceKind::Network, name))
+        Err(self.region.not_found(ResourceKind::Network, name))
     }
 
     async fn create_access_rule(
@@ -1408,11 +1371,11 @@ impl Backend for KubeBackend {
             if let Some(first) = self.made_by(&api, "access-rule", key).await? {
                 return self
                     .rule_from(&project.name, &first)
-                    .ok_or_else(|| self.exists(ResourceKind::AccessRule, &rule.name));
+                    .ok_or_else(|| self.region.exists(ResourceKind::AccessRule, &rule.name));
             }
         }
         if self.call(api.get_opt(&np_name)).await??.is_some() {
-            return Err(self.exists(ResourceKind::AccessRule, &rule.name));
+            return Err(self.region.exists(ResourceKind::AccessRule, &rule.name));
         }
         let admits = Admits {
             direction: Direction::try_from(rule.direction).unwrap_or(Direction::Ingress),
@@ -1447,8 +1410,8 @@ impl Backend for KubeBackend {
             Err(e) if is_status(&e, 409) => match self.call(api.get_opt(&np_name)).await?? {
                 Some(np) if same(&np) => self
                     .rule_from(&project.name, &np)
-                    .ok_or_else(|| self.exists(ResourceKind::AccessRule, &rule.name)),
-                _ => Err(self.exists(ResourceKind::AccessRule, &rule.name)),
+                    .ok_or_else(|| self.region.exists(ResourceKind::AccessRule, &rule.name)),
+                _ => Err(self.region.exists(ResourceKind::AccessRule, &rule.name)),
             },
             Err(e) => Err(e.into()),
         }
@@ -1459,17 +1422,7 @@ impl Backend for KubeBackend {
     }
 
     async fn list_access_rules(&self, filter: &Filter) -> Result<Vec<AccessRule>> {
-        let mut more = Vec::new();
-        if let Some(org) = &filter.organization {
-            more.push((objects::ORGANIZATION, org_id(org)));
-        }
-        if let Some(project) = filter
-            .parent
-            .as_deref()
-            .and_then(|p| p.strip_prefix("projects/"))
-        {
-            more.push((objects::PROJECT, project));
-        }
+        let more = scope(filter);
         let rules = self
             .list_all::<NetworkPolicy>("access-rule", &more)
             .await?
@@ -1495,7 +1448,7 @@ impl Backend for KubeBackend {
     ) -> Result<AccessRule> {
         let (namespace, project, np, _) = self.visible_rule(tenant, name).await?;
         let np_name = np.metadata.name.clone().unwrap_or_default();
-        let region = self.region.clone();
+        let region = self.region.to_string();
         let np = self
             .replace_with(
                 &self.in_namespace::<NetworkPolicy>(&namespace),
@@ -1503,7 +1456,7 @@ impl Backend for KubeBackend {
                 |np: &mut NetworkPolicy| {
                     let mut rule = self
                         .rule_from(&project.name, np)
-                        .ok_or_else(|| self.not_found(ResourceKind::AccessRule, name))?;
+                        .ok_or_else(|| self.region.not_found(ResourceKind::AccessRule, name))?;
                     change.make(&mut rule, &region)?;
                     let kept = np.metadata.annotations.get_or_insert_with(BTreeMap::new);
                     if rule.description.is_empty() {
@@ -1519,11 +1472,11 @@ impl Backend for KubeBackend {
                 BackendError::Refused {
                     reason: Refusal::NotFound,
                     ..
-                } => self.not_found(ResourceKind::AccessRule, name),
+                } => self.region.not_found(ResourceKind::AccessRule, name),
                 other => other,
             })?;
         self.rule_from(&project.name, &np)
-            .ok_or_else(|| self.not_found(ResourceKind::AccessRule, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::AccessRule, name))
     }
 
     async fn delete_access_rule(&self, tenant: &Tenant, name: &str) -> Result<Removed> {

@@ -16,6 +16,7 @@ mod kv_index;
 mod memory;
 #[cfg(feature = "openstack")]
 mod openstack;
+mod region;
 
 use async_trait::async_trait;
 use nordlys_proto::pb::nordlys::v1::{
@@ -29,12 +30,8 @@ pub use kv::KvBackend;
 pub use memory::MemoryBackend;
 #[cfg(feature = "openstack")]
 pub use openstack::{OpenStackBackend, ProjectQuotaUsage, QuotaUse};
-
-/// The test-only crash hook of the cloud backends: `NORDLYS_TEST_CRASH_AFTER`
-/// names a step of a create (OpenStack's `keystone` or `network`,
-/// Kubernetes' `namespace`) after which regiond aborts, so tests can prove
-/// a retry finishes the job.
-pub const CRASH_AFTER_ENV: &str = "NORDLYS_TEST_CRASH_AFTER";
+pub use region::CRASH_AFTER_ENV;
+pub(crate) use region::{CrashHook, Region};
 
 /// Whose resources a call may see and change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,6 +472,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<nordlys_proto::pb::nordlys::v1::CloudQuota>> {
         self.get_project(tenant, name).await?;
         Ok(None)
+    }
+
+    /// Sizes again every project whose tier differs from what this region's
+    /// configuration now gives its organization (the operator changed it),
+    /// leaving those sized by a tier the quota service granted; run at
+    /// start. How many it sized. The default has no tiers.
+    async fn reconcile_tiers(&self) -> Result<usize> {
+        Ok(0)
     }
 
     /// The quota tier the quota service gives `organization` now, carried

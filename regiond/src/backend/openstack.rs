@@ -55,8 +55,8 @@ use self::codec::{escape, unescape, RuleLabel, Tags, MAX_NEUTRON_DESCRIPTION};
 use self::quota_sets::{QuotaSetService, TierQuotas};
 use super::{
     absent_parent, leaf, org_id, page, timestamp, top_level, AccessRuleChange, Backend,
-    BackendError, Change, Filter, NetworkChange, ProjectChange, Refusal, Removed, ResourceKind,
-    Result, Tenant, UserChange, CRASH_AFTER_ENV,
+    BackendError, Change, CrashHook, Filter, NetworkChange, ProjectChange, Refusal, Region,
+    Removed, ResourceKind, Result, Tenant, UserChange,
 };
 use crate::config::OpenStackConfig;
 
@@ -85,7 +85,7 @@ const ATTR_REQUEST: &str = "nordlys_request";
 /// A region backed by OpenStack. See the module docs for the mapping.
 #[derive(Debug)]
 pub struct OpenStackBackend {
-    region: String,
+    region: Region,
     cloud: Cloud,
     tags: Tags,
     config: OpenStackConfig,
@@ -96,7 +96,7 @@ pub struct OpenStackBackend {
     /// Organizations' tiers as the quota service last gave them (with a
     /// create, or ApplyTier); they win over `organization_tiers`.
     granted_tiers: std::sync::Mutex<HashMap<String, String>>,
-    crash_after: Option<String>,
+    crash: CrashHook,
 }
 
 fn role_name(role: i32) -> Option<&'static str> {
@@ -183,79 +183,16 @@ impl OpenStackBackend {
                 }
             }
         }
-        let crash_after = std::env::var(CRASH_AFTER_ENV)
-            .ok()
-            .filter(|s| !s.is_empty());
-        if let Some(step) = &crash_after {
-            tracing::warn!(
-                step,
-                "{CRASH_AFTER_ENV} is set: this regiond will abort on purpose"
-            );
-        }
         Ok(OpenStackBackend {
-            region: region.to_string(),
+            region: Region::new(region),
             cloud,
             tags: Tags::new(&config.namespace),
             config: config.clone(),
             tiers,
             roles: OnceCell::new(),
             granted_tiers: std::sync::Mutex::default(),
-            crash_after,
+            crash: CrashHook::from_env(),
         })
-    }
-
-    /// Applies the configured quota tier to every project whose tier tag
-    /// differs (the operator changed the organization's tier); run at start.
-    pub async fn reconcile_tiers(&self) -> Result<usize> {
-        let projects = self.cloud.projects_tagged(self.tags.managed()).await?;
-        let mut changed = 0;
-        for ks in &projects {
-            let Some(org) = self.tags.find(&ks.tags, "org") else {
-                continue;
-            };
-            // The quota service's tier wins over this configuration's.
-            if self.tags.find(&ks.tags, GRANTED_KEY).is_some() {
-                continue;
-            }
-            let want = self.config.tier_of(org);
-            if self.tags.find(&ks.tags, "tier").unwrap_or_default() != want {
-                self.apply_tier(ks, org).await?;
-                changed += 1;
-            }
-        }
-        Ok(changed)
-    }
-
-    /// Aborts the process at `step` when the test hook asks for it.
-    fn crash_point(&self, step: &str) {
-        if self.crash_after.as_deref() == Some(step) {
-            tracing::error!(step, "{CRASH_AFTER_ENV}: aborting on purpose");
-            std::process::abort();
-        }
-    }
-
-    fn ready(&self) -> Vec<RegionStatus> {
-        vec![RegionStatus {
-            region: self.region.clone(),
-            state: State::Ready as i32,
-            ..Default::default()
-        }]
-    }
-
-    fn not_found(&self, kind: ResourceKind, name: &str) -> BackendError {
-        BackendError::NotFound {
-            kind,
-            name: name.to_string(),
-            region: self.region.clone(),
-        }
-    }
-
-    fn exists(&self, kind: ResourceKind, name: &str) -> BackendError {
-        BackendError::AlreadyExists {
-            kind,
-            name: name.to_string(),
-            region: self.region.clone(),
-        }
     }
 
     // -- organizations -----------------------------------------------------
@@ -309,20 +246,20 @@ impl OpenStackBackend {
                 .unwrap_or_default(),
             region_status: match t.find(&ks.tags, INCOMPLETE_KEY) {
                 _ if t.find(&ks.tags, DELETING_KEY).is_some() => vec![RegionStatus {
-                    region: self.region.clone(),
+                    region: self.region.to_string(),
                     state: State::Deleting as i32,
                     code: 0,
                     message: "being deleted; a repeated delete finishes it".to_string(),
                 }],
                 Some(_) => vec![RegionStatus {
-                    region: self.region.clone(),
+                    region: self.region.to_string(),
                     state: State::Incomplete as i32,
                     code: tonic::Code::Unavailable as i32,
                     message: "made in Keystone; its Neutron security group and quota tier are \
                               not set yet (a retried create, or this region shortly, sets them)"
                         .to_string(),
                 }],
-                None => self.ready(),
+                None => self.region.ready(),
             },
             create_time: timestamp(t.find(&ks.tags, "created")),
             etag: String::new(),
@@ -333,11 +270,7 @@ impl OpenStackBackend {
     async fn writable_project(&self, tenant: &Tenant, name: &str) -> Result<(KsProject, Project)> {
         let (ks, project) = self.visible_project(tenant, name).await?;
         if self.tags.find(&ks.tags, DELETING_KEY).is_some() {
-            return Err(BackendError::BeingDeleted {
-                kind: ResourceKind::Project,
-                name: name.to_string(),
-                region: self.region.clone(),
-            });
+            return Err(self.region.being_deleted(ResourceKind::Project, name));
         }
         Ok((ks, project))
     }
@@ -352,7 +285,7 @@ impl OpenStackBackend {
                 }
             }
         }
-        Err(self.not_found(ResourceKind::Project, name))
+        Err(self.region.not_found(ResourceKind::Project, name))
     }
 
     /// The Keystone projects a filter can match, by their Keystone id.
@@ -390,7 +323,7 @@ impl OpenStackBackend {
         if ks.tags.contains(&incomplete) {
             self.cloud.remove_project_tag(&ks.id, &incomplete).await?;
         }
-        project.region_status = self.ready();
+        project.region_status = self.region.ready();
         Ok(project)
     }
 
@@ -525,7 +458,7 @@ impl OpenStackBackend {
         tenant: &Tenant,
         name: &str,
     ) -> Result<(KsProject, Project, NRule, RuleLabel)> {
-        let missing = || self.not_found(ResourceKind::AccessRule, name);
+        let missing = || self.region.not_found(ResourceKind::AccessRule, name);
         let (ks, project) = self
             .visible_project(tenant, top_level(name))
             .await
@@ -613,7 +546,7 @@ impl OpenStackBackend {
     fn rule_from(&self, project: &str, rule: &NRule, label: RuleLabel) -> AccessRule {
         AccessRule {
             name: format!("{project}/accessRules/{}", label.id),
-            region: self.region.clone(),
+            region: self.region.to_string(),
             direction: codec::direction_from(&rule.direction) as i32,
             protocol: codec::protocol_from(rule.protocol.as_deref()) as i32,
             port_range_min: rule.port_range_min.unwrap_or(0),
@@ -688,7 +621,7 @@ impl OpenStackBackend {
                         .collect()
                 })
                 .unwrap_or_default(),
-            region_status: self.ready(),
+            region_status: self.region.ready(),
             create_time: timestamp(Some(&text(ATTR_CREATED))),
             etag: String::new(),
         })
@@ -756,7 +689,7 @@ impl OpenStackBackend {
             name: format!("{project}/members/{}", leaf(user)),
             user: user.to_string(),
             role: role as i32,
-            region_status: self.ready(),
+            region_status: self.region.ready(),
             // Keystone keeps no time for role assignments.
             create_time: None,
             etag: String::new(),
@@ -769,7 +702,7 @@ impl OpenStackBackend {
         tenant: &Tenant,
         name: &str,
     ) -> Result<(KsProject, Project, KsUser, String, ProjectRole)> {
-        let missing = || self.not_found(ResourceKind::Membership, name);
+        let missing = || self.region.not_found(ResourceKind::Membership, name);
         let (ks, project) = self
             .visible_project(tenant, top_level(name))
             .await
@@ -788,7 +721,7 @@ impl OpenStackBackend {
     fn network_from(&self, project: &str, net: &NNetwork, subnet: &NSubnet) -> Network {
         Network {
             name: format!("{project}/networks/{}", net.name),
-            region: self.region.clone(),
+            region: self.region.to_string(),
             cidr: subnet.cidr.clone(),
             gateway_ip: subnet.gateway_ip.clone().unwrap_or_default(),
             dns_servers: subnet.dns_nameservers.clone(),
@@ -799,7 +732,7 @@ impl OpenStackBackend {
 
     /// A network the tenant may see: its Neutron network and subnet.
     async fn network_parts(&self, tenant: &Tenant, name: &str) -> Result<(NNetwork, NSubnet)> {
-        let missing = || self.not_found(ResourceKind::Network, name);
+        let missing = || self.region.not_found(ResourceKind::Network, name);
         let (ks, _) = self
             .visible_project(tenant, top_level(name))
             .await
@@ -869,6 +802,28 @@ impl Backend for OpenStackBackend {
         "openstack"
     }
 
+    /// Applies the configured quota tier to every project whose tier tag
+    /// differs (the operator changed the organization's tier); run at start.
+    async fn reconcile_tiers(&self) -> Result<usize> {
+        let projects = self.cloud.projects_tagged(self.tags.managed()).await?;
+        let mut changed = 0;
+        for ks in &projects {
+            let Some(org) = self.tags.find(&ks.tags, "org") else {
+                continue;
+            };
+            // The quota service's tier wins over this configuration's.
+            if self.tags.find(&ks.tags, GRANTED_KEY).is_some() {
+                continue;
+            }
+            let want = self.config.tier_of(org);
+            if self.tags.find(&ks.tags, "tier").unwrap_or_default() != want {
+                self.apply_tier(ks, org).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
     async fn create_project(
         &self,
         tenant: &Tenant,
@@ -889,7 +844,7 @@ impl Backend for OpenStackBackend {
             }
         }
         if self.find_project(&id).await?.is_some() {
-            return Err(self.exists(ResourceKind::Project, &project.name));
+            return Err(self.region.exists(ResourceKind::Project, &project.name));
         }
         let domain = self.ensure_domain(&org).await?;
         let t = &self.tags;
@@ -923,11 +878,11 @@ impl Backend for OpenStackBackend {
                         return self.finish_project(&ks).await;
                     }
                 }
-                return Err(self.exists(ResourceKind::Project, &project.name));
+                return Err(self.region.exists(ResourceKind::Project, &project.name));
             }
             Err(e) => return Err(e.into()),
         };
-        self.crash_point("keystone");
+        self.crash.point("keystone");
         self.finish_project(&ks).await
     }
 
@@ -961,7 +916,7 @@ impl Backend for OpenStackBackend {
             .update_project(&ks.id, &project.description, tags)
             .await?;
         self.project_from(&ks)
-            .ok_or_else(|| self.not_found(ResourceKind::Project, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::Project, name))
     }
 
     async fn finish(&self, kind: ResourceKind, name: &str) -> Result<()> {
@@ -1042,7 +997,7 @@ impl Backend for OpenStackBackend {
         let neutron = self.cloud.neutron_quota_usage(&ks.id).await?;
         let (limits, used) = quota_sets::cloud_resources(&usage, &neutron);
         Ok(Some(nordlys_proto::pb::nordlys::v1::CloudQuota {
-            region: self.region.clone(),
+            region: self.region.to_string(),
             tier: self
                 .tags
                 .find(&ks.tags, "tier")
@@ -1216,7 +1171,7 @@ impl Backend for OpenStackBackend {
             return Ok(first);
         }
         if self.cloud.user(&domain.id, &id).await?.is_some() {
-            return Err(self.exists(ResourceKind::User, &user.name));
+            return Err(self.region.exists(ResourceKind::User, &user.name));
         }
         let mut extra = BTreeMap::new();
         extra.insert(ATTR_NAME.to_string(), Value::from(user.name.clone()));
@@ -1242,7 +1197,7 @@ impl Backend for OpenStackBackend {
             }),
             Err(e) if e.is_conflict() => match replay().await? {
                 Some(first) => Ok(first),
-                None => Err(self.exists(ResourceKind::User, &user.name)),
+                None => Err(self.region.exists(ResourceKind::User, &user.name)),
             },
             Err(e) => Err(e.into()),
         }
@@ -1252,7 +1207,7 @@ impl Backend for OpenStackBackend {
         self.visible_user(tenant, name)
             .await?
             .map(|(_, user)| user)
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))
     }
 
     async fn list_users(&self, filter: &Filter) -> Result<Vec<User>> {
@@ -1291,7 +1246,7 @@ impl Backend for OpenStackBackend {
         let (ks, mut user) = self
             .visible_user(tenant, name)
             .await?
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))?;
         change.make(&mut user, &self.region)?;
         let mut attributes = BTreeMap::new();
         if change.display_name.is_some() {
@@ -1308,14 +1263,14 @@ impl Backend for OpenStackBackend {
         }
         let ks = self.cloud.update_user(&ks.id, attributes).await?;
         self.user_from(org_id(top_level(name)), &ks)
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))
     }
 
     async fn delete_user(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
         let (ks, _) = self
             .visible_user(tenant, name)
             .await?
-            .ok_or_else(|| self.not_found(ResourceKind::User, name))?;
+            .ok_or_else(|| self.region.not_found(ResourceKind::User, name))?;
         for a in self.cloud.assignments(None, Some(&ks.id)).await? {
             if let Some(project) = &a.scope.project {
                 self.cloud.revoke(&project.id, &ks.id, &a.role.id).await?;
@@ -1352,7 +1307,7 @@ impl Backend for OpenStackBackend {
         let Some((user, _)) = self.visible_user(tenant, &membership.user).await? else {
             return Err(BackendError::UserNotInRegion {
                 user: membership.user,
-                region: self.region.clone(),
+                region: self.region.to_string(),
             });
         };
         let role_id = self.role_id(membership.role).await?;
@@ -1363,7 +1318,9 @@ impl Backend for OpenStackBackend {
             if !request_id.is_empty() && have == want {
                 return Ok(self.membership(&project_name, &membership.user, have));
             }
-            return Err(self.exists(ResourceKind::Membership, &membership.name));
+            return Err(self
+                .region
+                .exists(ResourceKind::Membership, &membership.name));
         }
         self.cloud.grant(&ks.id, &user.id, &role_id).await?;
         Ok(self.membership(&project_name, &membership.user, want))
@@ -1460,7 +1417,7 @@ impl Backend for OpenStackBackend {
         let net = match self.find_network(&ks.id, &id).await? {
             Some(net) => {
                 if !self.cloud.subnets(None, Some(&net.id)).await?.is_empty() {
-                    return Err(self.exists(ResourceKind::Network, &network.name));
+                    return Err(self.region.exists(ResourceKind::Network, &network.name));
                 }
                 // A create that died between its two steps: finish it.
                 net
@@ -1468,7 +1425,7 @@ impl Backend for OpenStackBackend {
             None => {
                 let description = self.tags.network_description(key.as_deref());
                 let net = self.cloud.create_network(&ks.id, &id, &description).await?;
-                self.crash_point("network");
+                self.crash.point("network");
                 net
             }
         };
@@ -1531,7 +1488,7 @@ impl Backend for OpenStackBackend {
     }
 
     async fn delete_network(&self, tenant: &Tenant, name: &str) -> Result<Removed> {
-        let missing = || self.not_found(ResourceKind::Network, name);
+        let missing = || self.region.not_found(ResourceKind::Network, name);
         let (ks, project) = self
             .visible_project(tenant, top_level(name))
             .await
@@ -1582,7 +1539,7 @@ impl Backend for OpenStackBackend {
             }
         }
         if labeled.iter().any(|(_, l)| l.id == id) {
-            return Err(self.exists(ResourceKind::AccessRule, &rule.name));
+            return Err(self.region.exists(ResourceKind::AccessRule, &rule.name));
         }
         let label = RuleLabel {
             id,

@@ -444,7 +444,7 @@ impl Handlers {
             let made = settle
                 .while_creating(pending.as_mut(), make(backend, tenant, request_id.clone()))
                 .await;
-            settle.crash_point("created");
+            settle.crash.point("created");
             tracing::debug!(%name, request_id, ok = made.is_ok(), created_at = ?made.as_ref().ok().and_then(|m| m.made_at()), "create answered");
             let replayed_other = matches!(&made, Ok(r) if r.made_name() != name);
             // A replay of another resource made nothing under this name.

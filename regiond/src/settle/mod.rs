@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
-use crate::backend::CRASH_AFTER_ENV;
-use crate::backend::{all_pages, top_level, Backend, BackendError, Filter, ResourceKind, Tenant};
+use crate::backend::{
+    all_pages, top_level, Backend, BackendError, CrashHook, Filter, ResourceKind, Tenant,
+};
 use quota::QuotaClient;
 use store::{MemoryStore, Store, StoreError};
 
@@ -201,7 +202,7 @@ pub(crate) struct Settle {
     seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// The test-only crash hook (`NORDLYS_TEST_CRASH_AFTER`): `created`,
     /// `remove-noted` or `removed` abort the process at that step.
-    crash_after: Option<String>,
+    pub(crate) crash: CrashHook,
     /// The test-only delay before every create's backend call
     /// (`NORDLYS_TEST_SLOW_CREATE_MS`): a cloud that answers slowly.
     slow_create: Option<Duration>,
@@ -211,15 +212,6 @@ pub(crate) struct Settle {
 const SLOW_CREATE_ENV: &str = "NORDLYS_TEST_SLOW_CREATE_MS";
 
 impl Settle {
-    /// Aborts the process at `step` when the test hook asks for it, as a
-    /// `kill -9` would end it there.
-    pub(crate) fn crash_point(&self, step: &str) {
-        if self.crash_after.as_deref() == Some(step) {
-            tracing::error!(step, "{CRASH_AFTER_ENV}: aborting on purpose");
-            std::process::abort();
-        }
-    }
-
     /// Notes kept in this process only, and no quota service: for tests
     /// and the memory backend without NATS.
     pub(crate) fn in_memory(region: &str, backend: Arc<dyn Backend>) -> Settle {
@@ -232,7 +224,7 @@ impl Settle {
             grace: Duration::from_secs(30),
             remove_orphans: false,
             seen: Default::default(),
-            crash_after: None,
+            crash: CrashHook::default(),
             slow_create: None,
         }
     }
@@ -257,9 +249,7 @@ impl Settle {
             grace,
             remove_orphans,
             seen: Default::default(),
-            crash_after: std::env::var(CRASH_AFTER_ENV)
-                .ok()
-                .filter(|s| !s.is_empty()),
+            crash: CrashHook::from_env(),
             slow_create: std::env::var(SLOW_CREATE_ENV)
                 .ok()
                 .and_then(|ms| ms.parse().ok())
@@ -755,9 +745,9 @@ impl Settle {
             let _ = self.notes.delete(&create_key, revision).await;
         }
         self.backend.begin_delete(kind, name).await?;
-        self.crash_point("remove-noted");
+        self.crash.point("remove-noted");
         let request_key = self.remove_in_backend(kind, tenant, name).await?;
-        self.crash_point("removed");
+        self.crash.point("removed");
         // The undo of a refused create (of a kind with no create note)
         // forgets its request id, so the create can be retried.
         let undone = undo_of.is_some_and(|id| {
