@@ -21,6 +21,7 @@ const FILES: &[&str] = &[
     "nordlys/v1/organizations.proto",
     "nordlys/v1/quotas.proto",
     "nordlys/v1/events.proto",
+    "nordlys/v1/environments.proto",
     "nordlys/regiond/v1/regiond.proto",
     "nordlys/quota/v1/quota.proto",
     "google/rpc/status.proto",

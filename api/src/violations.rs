@@ -27,6 +27,11 @@ impl Violations {
         }
     }
 
+    /// The fields recorded so far, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.list.iter().map(|v| v.field.as_str())
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()

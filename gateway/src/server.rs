@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nordlys_proto::pb::nordlys::v1::{
-    access_rule_service_server::AccessRuleServiceServer, event_service_server::EventServiceServer,
+    access_rule_service_server::AccessRuleServiceServer,
+    environment_service_server::EnvironmentServiceServer, event_service_server::EventServiceServer,
     membership_service_server::MembershipServiceServer,
     network_service_server::NetworkServiceServer,
     organization_service_server::OrganizationServiceServer,
@@ -35,6 +36,7 @@ const SERVICES: &[&str] = &[
     "nordlys.v1.OrganizationService",
     "nordlys.v1.QuotaService",
     "nordlys.v1.EventService",
+    "nordlys.v1.EnvironmentService",
 ];
 
 /// The gateway process.
@@ -132,6 +134,7 @@ impl Gateway {
             ),
             discovery: Discovery::new(&config.regions),
             events,
+            environments: crate::api::EnvironmentStore::new(config.nats.buckets(client.clone())),
             config: config.clone(),
         });
 
@@ -200,7 +203,8 @@ impl Gateway {
             .add_service(RegionServiceServer::new(api.clone()))
             .add_service(OrganizationServiceServer::new(api.clone()))
             .add_service(QuotaServiceServer::new(api.clone()))
-            .add_service(EventServiceServer::new(api.clone()));
+            .add_service(EventServiceServer::new(api.clone()))
+            .add_service(EnvironmentServiceServer::new(api.clone()));
         let metrics = Arc::new(crate::metrics::GatewayMetrics::new(
             state.regions.metrics(),
             &state.events,

@@ -24,6 +24,8 @@ pub(crate) struct State {
     pub(crate) regions: Mesh,
     pub(crate) discovery: Discovery,
     pub(crate) events: Arc<Events>,
+    /// Environments and their templates (JetStream KV).
+    pub(crate) environments: crate::api::EnvironmentStore,
 }
 
 impl State {

@@ -103,6 +103,9 @@ fn stream_subjects(js: JetStreamApi<'_>, stream: &str) -> Vec<String> {
     ]
 }
 
+/// The gateway's bucket of environments and environment templates.
+pub const ENVIRONMENTS_BUCKET: &str = "nordlys-environments";
+
 /// The quota service's subjects (see `nordlys-quota`).
 const QUOTA: &str = "nordlys.quota.v1.QuotaController";
 
@@ -120,6 +123,8 @@ pub fn gateway() -> User {
     publish.extend(stream_subjects(JetStreamApi::Local, EVENTS_STREAM));
     // Its retention follows the gateway's configuration.
     publish.push(format!("$JS.API.STREAM.UPDATE.{EVENTS_STREAM}"));
+    // Environments and their templates.
+    publish.extend(bucket_subjects(JetStreamApi::Local, ENVIRONMENTS_BUCKET));
     User {
         name: "gateway".to_string(),
         publish,

@@ -59,7 +59,7 @@ impl RegionService for Echo {
             regions: vec![Region {
                 name: text("x-echo").unwrap_or_default(),
                 up: true,
-                instances: Vec::new(),
+                ..Default::default()
             }],
         }))
     }

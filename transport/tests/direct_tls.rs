@@ -31,7 +31,7 @@ impl RegionService for Sto1 {
             regions: vec![Region {
                 name: "sto1".into(),
                 up: true,
-                instances: Vec::new(),
+                ..Default::default()
             }],
         }))
     }

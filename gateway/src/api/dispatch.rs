@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use nordlys_proto::dispatch::Dispatched;
 use nordlys_proto::pb::nordlys::v1::{
-    access_rule_service_dispatch, event_service_dispatch, membership_service_dispatch,
-    network_service_dispatch, organization_service_dispatch, project_service_dispatch,
-    quota_service_dispatch, region_service_dispatch, user_service_dispatch,
+    access_rule_service_dispatch, environment_service_dispatch, event_service_dispatch,
+    membership_service_dispatch, network_service_dispatch, organization_service_dispatch,
+    project_service_dispatch, quota_service_dispatch, region_service_dispatch,
+    user_service_dispatch,
 };
 use tonic::Request;
 
@@ -28,6 +29,7 @@ fn unary_of(service: &str) -> Option<UnaryOf> {
         "nordlys.v1.OrganizationService" => organization_service_dispatch::unary::<Api>,
         "nordlys.v1.QuotaService" => quota_service_dispatch::unary::<Api>,
         "nordlys.v1.EventService" => event_service_dispatch::unary::<Api>,
+        "nordlys.v1.EnvironmentService" => environment_service_dispatch::unary::<Api>,
         _ => return None,
     })
 }

@@ -5,6 +5,7 @@
 
 mod access_rules;
 mod dispatch;
+mod environments;
 mod events;
 mod memberships;
 mod networks;
@@ -35,6 +36,8 @@ use crate::scatter::{
     is_unreachable, merge_pages, region_status, scatter, sort_by_region, Listed, Page,
 };
 use crate::state::State;
+
+pub(crate) use environments::EnvironmentStore;
 
 /// Implements every public service over the shared [`State`].
 #[derive(Debug, Clone)]

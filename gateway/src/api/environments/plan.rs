@@ -1,0 +1,798 @@
+//! The plan of an environment: what exists against what its spec asks
+//! for, as steps in the order they run. Pure: the caller reads what
+//! exists and runs the steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nordlys_api::validate;
+use nordlys_proto::pb::nordlys::v1::{
+    plan_step::Action, AccessRule, CreateAccessRuleRequest, CreateMembershipRequest,
+    CreateNetworkRequest, CreateProjectRequest, CreateUserRequest, DeleteAccessRuleRequest,
+    DeleteMembershipRequest, DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest,
+    EnvironmentSpec, Membership, Network, PlanStep, Project, UpdateAccessRuleRequest,
+    UpdateNetworkRequest, UpdateProjectRequest, User,
+};
+use tonic::Status;
+
+use super::spec::rule_of;
+
+/// What exists of an environment's resources.
+#[derive(Debug, Default)]
+pub(super) struct Actual {
+    /// The project, when it exists.
+    pub(super) project: Option<Project>,
+    /// Its networks, by name.
+    pub(super) networks: BTreeMap<String, Network>,
+    /// Its access rules, by name.
+    pub(super) rules: BTreeMap<String, AccessRule>,
+    /// Its memberships, by name.
+    pub(super) members: BTreeMap<String, Membership>,
+    /// The users the spec names that exist, by name.
+    pub(super) users: BTreeMap<String, User>,
+}
+
+/// The call a step makes (its request id is set when it runs).
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    CreateProject(CreateProjectRequest),
+    UpdateProject(UpdateProjectRequest),
+    DeleteProject(DeleteProjectRequest),
+    CreateUser(CreateUserRequest),
+    DeleteUser(DeleteUserRequest),
+    CreateMembership(CreateMembershipRequest),
+    DeleteMembership(DeleteMembershipRequest),
+    CreateNetwork(CreateNetworkRequest),
+    UpdateNetwork(UpdateNetworkRequest),
+    DeleteNetwork(DeleteNetworkRequest),
+    CreateRule(CreateAccessRuleRequest),
+    UpdateRule(UpdateAccessRuleRequest),
+    DeleteRule(DeleteAccessRuleRequest),
+}
+
+/// A quota-counted kind, as the plan's shortfall check counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Counted {
+    Projects,
+    Users,
+    Networks,
+    AccessRules,
+}
+
+/// One step: what the plan shows, and what it does.
+#[derive(Debug, Clone)]
+pub(super) struct Step {
+    pub(super) shown: PlanStep,
+    /// `None` for an unchanged resource.
+    pub(super) op: Option<Op>,
+    /// How it changes what counts against quota: (region, kind, +1 or -1).
+    pub(super) counts: Vec<(String, Counted, i64)>,
+}
+
+fn step(action: Action, kind: &str, resource: &str, fields: &[&str], reason: &str) -> PlanStep {
+    PlanStep {
+        action: action as i32,
+        resource: resource.to_string(),
+        kind: kind.to_string(),
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        reason: reason.to_string(),
+    }
+}
+
+fn unchanged(kind: &str, resource: &str) -> Step {
+    Step {
+        shown: step(Action::Unchanged, kind, resource, &[], ""),
+        op: None,
+        counts: Vec::new(),
+    }
+}
+
+/// Why a resource the spec asks for is not there, or differs: drift when
+/// the spec asks for what the last apply made.
+fn why(managed: bool, same_as_applied: bool, otherwise: &str) -> String {
+    if managed && same_as_applied {
+        "changed outside the environment".to_string()
+    } else {
+        otherwise.to_string()
+    }
+}
+
+fn not_ours(resource: &str) -> Status {
+    Status::failed_precondition(format!(
+        "{resource} exists and is not this environment's: environments manage only what they made (delete it, or choose another id)"
+    ))
+}
+
+fn sorted(regions: &[String]) -> Vec<String> {
+    let mut r = regions.to_vec();
+    r.sort();
+    r
+}
+
+/// The steps that bring what exists to `desired`, in the order they run:
+/// removals (rules, networks, members, users), then the project, users,
+/// members, networks and rules. `applied` is the spec the last apply
+/// converged to (to tell drift from a changed spec); `managed` what the
+/// environment made. FAILED_PRECONDITION when the spec names something
+/// that exists but is not the environment's, or a member that is not a
+/// user and is not to be created.
+pub(super) fn plan(
+    desired: &EnvironmentSpec,
+    applied: Option<&EnvironmentSpec>,
+    actual: &Actual,
+    managed: &BTreeSet<String>,
+    organization: &str,
+) -> Result<Vec<Step>, Status> {
+    let project = desired
+        .project
+        .as_ref()
+        .ok_or_else(|| nordlys_api::invalid("environment.spec.project", "is required"))?;
+    let pname = format!("projects/{}", project.project_id);
+    if let Some(other) = managed
+        .iter()
+        .find(|r| r.starts_with("projects/") && r.matches('/').count() == 1 && **r != pname)
+    {
+        return Err(Status::failed_precondition(format!(
+            "this environment's project is {other}: an environment's project cannot change (delete the environment and apply it anew)"
+        )));
+    }
+    let applied_project = applied.and_then(|a| a.project.as_ref());
+    let regions = sorted(&project.regions);
+    let mut removals = Vec::new();
+    let mut project_steps = Vec::new();
+    let mut user_steps = Vec::new();
+    let mut member_steps = Vec::new();
+    let mut network_steps = Vec::new();
+    let mut rule_steps = Vec::new();
+
+    // The project.
+    match &actual.project {
+        None => project_steps.push(Step {
+            shown: step(
+                Action::Create,
+                "project",
+                &pname,
+                &[],
+                &why(managed.contains(&pname), true, "not there"),
+            ),
+            op: Some(Op::CreateProject(CreateProjectRequest {
+                project: Some(Project {
+                    display_name: project.display_name.clone(),
+                    description: project.description.clone(),
+                    regions: project.regions.clone(),
+                    ..Default::default()
+                }),
+                project_id: project.project_id.clone(),
+                request_id: String::new(),
+            })),
+            counts: regions
+                .iter()
+                .map(|r| (r.clone(), Counted::Projects, 1))
+                .collect(),
+        }),
+        Some(have) => {
+            if !managed.contains(&pname) {
+                return Err(not_ours(&pname));
+            }
+            let mut fields = Vec::new();
+            if have.display_name != project.display_name {
+                fields.push("display_name");
+            }
+            if have.description != project.description {
+                fields.push("description");
+            }
+            if sorted(&have.regions) != regions {
+                fields.push("regions");
+            }
+            if fields.is_empty() {
+                project_steps.push(unchanged("project", &pname));
+            } else {
+                let same = applied_project == Some(project);
+                let added: Vec<String> = regions
+                    .iter()
+                    .filter(|r| !have.regions.contains(r))
+                    .cloned()
+                    .collect();
+                let removed = have.regions.iter().filter(|r| !regions.contains(r));
+                let mut counts: Vec<(String, Counted, i64)> = added
+                    .iter()
+                    .map(|r| (r.clone(), Counted::Projects, 1))
+                    .collect();
+                counts.extend(removed.map(|r| (r.clone(), Counted::Projects, -1)));
+                project_steps.push(Step {
+                    shown: step(
+                        Action::Update,
+                        "project",
+                        &pname,
+                        &fields,
+                        &why(true, same, "the spec changed"),
+                    ),
+                    op: Some(Op::UpdateProject(UpdateProjectRequest {
+                        project: Some(Project {
+                            name: pname.clone(),
+                            display_name: project.display_name.clone(),
+                            description: project.description.clone(),
+                            regions: project.regions.clone(),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: fields.iter().map(|f| f.to_string()).collect(),
+                        }),
+                        request_id: String::new(),
+                        force: false,
+                    })),
+                    counts,
+                });
+            }
+        }
+    }
+
+    // Users the environment creates, and members.
+    let mut wanted_users = BTreeSet::new();
+    let mut wanted_members = BTreeSet::new();
+    for m in &desired.members {
+        let uname = format!("{organization}/users/{}", m.user_id);
+        let mname = format!("{pname}/members/{}", m.user_id);
+        wanted_users.insert(uname.clone());
+        wanted_members.insert(mname.clone());
+        match actual.users.get(&uname) {
+            Some(_) => user_steps.push(unchanged("user", &uname)),
+            None if m.create_user => user_steps.push(Step {
+                shown: step(
+                    Action::Create,
+                    "user",
+                    &uname,
+                    &[],
+                    &why(managed.contains(&uname), true, "not there"),
+                ),
+                op: Some(Op::CreateUser(CreateUserRequest {
+                    parent: organization.to_string(),
+                    user: Some(User {
+                        display_name: m.display_name.clone(),
+                        email: m.email.clone(),
+                        regions: project.regions.clone(),
+                        ..Default::default()
+                    }),
+                    user_id: m.user_id.clone(),
+                    request_id: String::new(),
+                })),
+                counts: regions
+                    .iter()
+                    .map(|r| (r.clone(), Counted::Users, 1))
+                    .collect(),
+            }),
+            None => return Err(Status::failed_precondition(format!(
+                "member {uname} is not a user of the organization: create it, or set create_user"
+            ))),
+        }
+        let create = Step {
+            shown: step(
+                Action::Create,
+                "membership",
+                &mname,
+                &[],
+                &why(managed.contains(&mname), true, "not there"),
+            ),
+            op: Some(Op::CreateMembership(CreateMembershipRequest {
+                parent: pname.clone(),
+                membership: Some(Membership {
+                    user: uname.clone(),
+                    role: m.role,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })),
+            counts: Vec::new(),
+        };
+        match actual.members.get(&mname) {
+            None => member_steps.push(create),
+            Some(_) if !managed.contains(&mname) => return Err(not_ours(&mname)),
+            Some(have) if have.role == m.role => member_steps.push(unchanged("membership", &mname)),
+            Some(_) => {
+                removals.push(Step {
+                    shown: step(
+                        Action::Delete,
+                        "membership",
+                        &mname,
+                        &["role"],
+                        "replaced: role cannot change in place",
+                    ),
+                    op: Some(Op::DeleteMembership(DeleteMembershipRequest {
+                        name: mname.clone(),
+                        ..Default::default()
+                    })),
+                    counts: Vec::new(),
+                });
+                let mut create = create;
+                create.shown.fields = vec!["role".to_string()];
+                create.shown.reason = "replaced: role cannot change in place".to_string();
+                member_steps.push(create);
+            }
+        }
+    }
+
+    // Networks.
+    let mut wanted_networks = BTreeSet::new();
+    for n in &desired.networks {
+        let name = format!("{pname}/networks/{}", n.network_id);
+        wanted_networks.insert(name.clone());
+        let gateway = if n.gateway_ip.is_empty() {
+            validate::default_gateway(&n.cidr).unwrap_or_default()
+        } else {
+            n.gateway_ip.clone()
+        };
+        let same = applied
+            .map(|a| a.networks.iter().any(|x| x == n))
+            .unwrap_or(false);
+        let create = |fields: &[&str], reason: String| Step {
+            shown: step(Action::Create, "network", &name, fields, &reason),
+            op: Some(Op::CreateNetwork(CreateNetworkRequest {
+                parent: pname.clone(),
+                network: Some(Network {
+                    region: n.region.clone(),
+                    cidr: n.cidr.clone(),
+                    gateway_ip: n.gateway_ip.clone(),
+                    dns_servers: n.dns_servers.clone(),
+                    ..Default::default()
+                }),
+                network_id: n.network_id.clone(),
+                request_id: String::new(),
+            })),
+            counts: vec![(n.region.clone(), Counted::Networks, 1)],
+        };
+        match actual.networks.get(&name) {
+            None => {
+                network_steps.push(create(&[], why(managed.contains(&name), same, "not there")))
+            }
+            Some(_) if !managed.contains(&name) => return Err(not_ours(&name)),
+            Some(have) => {
+                let mut fixed = Vec::new();
+                if have.region != n.region {
+                    fixed.push("region");
+                }
+                if have.cidr != n.cidr {
+                    fixed.push("cidr");
+                }
+                if have.gateway_ip != gateway {
+                    fixed.push("gateway_ip");
+                }
+                if !fixed.is_empty() {
+                    let reason = format!("replaced: {} cannot change in place", fixed.join(", "));
+                    removals.push(Step {
+                        shown: step(Action::Delete, "network", &name, &fixed, &reason),
+                        op: Some(Op::DeleteNetwork(DeleteNetworkRequest {
+                            name: name.clone(),
+                            ..Default::default()
+                        })),
+                        counts: vec![(have.region.clone(), Counted::Networks, -1)],
+                    });
+                    network_steps.push(create(&fixed, reason));
+                } else if have.dns_servers != n.dns_servers {
+                    network_steps.push(Step {
+                        shown: step(
+                            Action::Update,
+                            "network",
+                            &name,
+                            &["dns_servers"],
+                            &why(true, same, "the spec changed"),
+                        ),
+                        op: Some(Op::UpdateNetwork(UpdateNetworkRequest {
+                            network: Some(Network {
+                                name: name.clone(),
+                                dns_servers: n.dns_servers.clone(),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["dns_servers".to_string()],
+                            }),
+                            request_id: String::new(),
+                        })),
+                        counts: Vec::new(),
+                    });
+                } else {
+                    network_steps.push(unchanged("network", &name));
+                }
+            }
+        }
+    }
+
+    // Access rules.
+    let mut wanted_rules = BTreeSet::new();
+    for r in &desired.access_rules {
+        let name = format!("{pname}/accessRules/{}", r.access_rule_id);
+        wanted_rules.insert(name.clone());
+        let want = rule_of(r);
+        let same = applied
+            .map(|a| a.access_rules.iter().any(|x| x == r))
+            .unwrap_or(false);
+        let create = |fields: &[&str], reason: String| Step {
+            shown: step(Action::Create, "accessRule", &name, fields, &reason),
+            op: Some(Op::CreateRule(CreateAccessRuleRequest {
+                parent: pname.clone(),
+                access_rule: Some(want.clone()),
+                access_rule_id: r.access_rule_id.clone(),
+                request_id: String::new(),
+            })),
+            counts: vec![(r.region.clone(), Counted::AccessRules, 1)],
+        };
+        match actual.rules.get(&name) {
+            None => rule_steps.push(create(&[], why(managed.contains(&name), same, "not there"))),
+            Some(_) if !managed.contains(&name) => return Err(not_ours(&name)),
+            Some(have) => {
+                let mut fixed = Vec::new();
+                if have.region != want.region {
+                    fixed.push("region");
+                }
+                if have.direction != want.direction {
+                    fixed.push("direction");
+                }
+                if have.protocol != want.protocol {
+                    fixed.push("protocol");
+                }
+                if (have.port_range_min, have.port_range_max)
+                    != (want.port_range_min, want.port_range_max)
+                {
+                    fixed.push("port_range");
+                }
+                if have.remote_cidr != want.remote_cidr {
+                    fixed.push("remote_cidr");
+                }
+                if !fixed.is_empty() {
+                    let reason = format!("replaced: {} cannot change in place", fixed.join(", "));
+                    removals.insert(
+                        0,
+                        Step {
+                            shown: step(Action::Delete, "accessRule", &name, &fixed, &reason),
+                            op: Some(Op::DeleteRule(DeleteAccessRuleRequest {
+                                name: name.clone(),
+                                ..Default::default()
+                            })),
+                            counts: vec![(have.region.clone(), Counted::AccessRules, -1)],
+                        },
+                    );
+                    rule_steps.push(create(&fixed, reason));
+                } else if have.description != want.description {
+                    rule_steps.push(Step {
+                        shown: step(
+                            Action::Update,
+                            "accessRule",
+                            &name,
+                            &["description"],
+                            &why(true, same, "the spec changed"),
+                        ),
+                        op: Some(Op::UpdateRule(UpdateAccessRuleRequest {
+                            access_rule: Some(AccessRule {
+                                name: name.clone(),
+                                description: want.description.clone(),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["description".to_string()],
+                            }),
+                            request_id: String::new(),
+                        })),
+                        counts: Vec::new(),
+                    });
+                } else {
+                    rule_steps.push(unchanged("accessRule", &name));
+                }
+            }
+        }
+    }
+
+    // What the environment made and its spec no longer has: rules first,
+    // then networks, members and users.
+    let gone = "no longer in the spec";
+    let mut dropped = Vec::new();
+    for (name, have) in &actual.rules {
+        if managed.contains(name) && !wanted_rules.contains(name) {
+            dropped.push(Step {
+                shown: step(Action::Delete, "accessRule", name, &[], gone),
+                op: Some(Op::DeleteRule(DeleteAccessRuleRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })),
+                counts: vec![(have.region.clone(), Counted::AccessRules, -1)],
+            });
+        }
+    }
+    for (name, have) in &actual.networks {
+        if managed.contains(name) && !wanted_networks.contains(name) {
+            dropped.push(Step {
+                shown: step(Action::Delete, "network", name, &[], gone),
+                op: Some(Op::DeleteNetwork(DeleteNetworkRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })),
+                counts: vec![(have.region.clone(), Counted::Networks, -1)],
+            });
+        }
+    }
+    for name in actual.members.keys() {
+        if managed.contains(name) && !wanted_members.contains(name) {
+            dropped.push(Step {
+                shown: step(Action::Delete, "membership", name, &[], gone),
+                op: Some(Op::DeleteMembership(DeleteMembershipRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })),
+                counts: Vec::new(),
+            });
+        }
+    }
+    for name in managed {
+        if name.contains("/users/") && !wanted_users.contains(name) {
+            dropped.push(Step {
+                shown: step(Action::Delete, "user", name, &[], gone),
+                op: Some(Op::DeleteUser(DeleteUserRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })),
+                counts: regions
+                    .iter()
+                    .map(|r| (r.clone(), Counted::Users, -1))
+                    .collect(),
+            });
+        }
+    }
+    dropped.extend(removals);
+    // Rules before networks among the removals too.
+    dropped.sort_by_key(|s| match s.shown.kind.as_str() {
+        "accessRule" => 0,
+        "network" => 1,
+        "membership" => 2,
+        _ => 3,
+    });
+    let mut steps = dropped;
+    steps.extend(project_steps);
+    steps.extend(user_steps);
+    steps.extend(member_steps);
+    steps.extend(network_steps);
+    steps.extend(rule_steps);
+    Ok(steps)
+}
+
+/// The steps that remove everything the environment made, in the order
+/// they run: rules, networks, members, the project, then the users it
+/// created. What is already gone is left out.
+pub(super) fn teardown(managed: &BTreeSet<String>) -> Vec<Step> {
+    let rank = |name: &str| {
+        if name.contains("/accessRules/") {
+            0
+        } else if name.contains("/networks/") {
+            1
+        } else if name.contains("/members/") {
+            2
+        } else if name.starts_with("projects/") {
+            3
+        } else {
+            4
+        }
+    };
+    let mut names: Vec<&String> = managed.iter().collect();
+    names.sort_by_key(|n| rank(n));
+    names
+        .into_iter()
+        .map(|name| {
+            let name = name.clone();
+            let (kind, op) = match rank(&name) {
+                0 => (
+                    "accessRule",
+                    Op::DeleteRule(DeleteAccessRuleRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                ),
+                1 => (
+                    "network",
+                    Op::DeleteNetwork(DeleteNetworkRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                ),
+                2 => (
+                    "membership",
+                    Op::DeleteMembership(DeleteMembershipRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                ),
+                3 => (
+                    "project",
+                    Op::DeleteProject(DeleteProjectRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                ),
+                _ => (
+                    "user",
+                    Op::DeleteUser(DeleteUserRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                ),
+            };
+            Step {
+                shown: step(
+                    Action::Delete,
+                    kind,
+                    &name,
+                    &[],
+                    "the environment is deleted",
+                ),
+                op: Some(op),
+                counts: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nordlys_proto::pb::nordlys::v1::{EnvironmentNetwork, EnvironmentProject};
+
+    fn spec() -> EnvironmentSpec {
+        EnvironmentSpec {
+            project: Some(EnvironmentProject {
+                project_id: "web".into(),
+                display_name: "Web".into(),
+                regions: vec!["sto1".into(), "osl1".into()],
+                ..Default::default()
+            }),
+            networks: vec![EnvironmentNetwork {
+                network_id: "backend".into(),
+                region: "sto1".into(),
+                cidr: "10.1.0.0/24".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn actions(steps: &[Step]) -> Vec<(i32, &str)> {
+        steps
+            .iter()
+            .map(|s| (s.shown.action, s.shown.resource.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_environment_creates_the_project_before_its_network() {
+        let steps = plan(
+            &spec(),
+            None,
+            &Actual::default(),
+            &BTreeSet::new(),
+            "organizations/acme",
+        )
+        .expect("plan");
+        assert_eq!(
+            actions(&steps),
+            [
+                (Action::Create as i32, "projects/web"),
+                (Action::Create as i32, "projects/web/networks/backend")
+            ]
+        );
+        assert_eq!(steps[0].counts.len(), 2, "a project in each region");
+    }
+
+    #[test]
+    fn what_exists_as_asked_is_unchanged_and_a_new_cidr_replaces_the_network() {
+        let managed: BTreeSet<String> = ["projects/web", "projects/web/networks/backend"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut actual = Actual {
+            project: Some(Project {
+                name: "projects/web".into(),
+                display_name: "Web".into(),
+                regions: vec!["osl1".into(), "sto1".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        actual.networks.insert(
+            "projects/web/networks/backend".into(),
+            Network {
+                name: "projects/web/networks/backend".into(),
+                region: "sto1".into(),
+                cidr: "10.1.0.0/24".into(),
+                gateway_ip: "10.1.0.1".into(),
+                ..Default::default()
+            },
+        );
+        let same = plan(
+            &spec(),
+            Some(&spec()),
+            &actual,
+            &managed,
+            "organizations/acme",
+        )
+        .expect("plan");
+        assert!(same
+            .iter()
+            .all(|s| s.shown.action == Action::Unchanged as i32));
+        let mut changed = spec();
+        changed.networks[0].cidr = "10.2.0.0/24".into();
+        let steps = plan(
+            &changed,
+            Some(&spec()),
+            &actual,
+            &managed,
+            "organizations/acme",
+        )
+        .expect("plan");
+        assert_eq!(
+            actions(&steps),
+            [
+                (Action::Delete as i32, "projects/web/networks/backend"),
+                (Action::Unchanged as i32, "projects/web"),
+                (Action::Create as i32, "projects/web/networks/backend"),
+            ]
+        );
+        assert_eq!(steps[0].shown.fields, ["cidr", "gateway_ip"]);
+    }
+
+    #[test]
+    fn a_managed_network_deleted_outside_is_drift_and_a_stranger_is_refused() {
+        let managed: BTreeSet<String> = ["projects/web", "projects/web/networks/backend"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let actual = Actual {
+            project: Some(Project {
+                name: "projects/web".into(),
+                display_name: "Web".into(),
+                regions: vec!["sto1".into(), "osl1".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let steps = plan(
+            &spec(),
+            Some(&spec()),
+            &actual,
+            &managed,
+            "organizations/acme",
+        )
+        .expect("plan");
+        assert_eq!(steps[1].shown.reason, "changed outside the environment");
+        let err = plan(
+            &spec(),
+            None,
+            &actual,
+            &BTreeSet::new(),
+            "organizations/acme",
+        )
+        .expect_err("not ours");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn teardown_removes_children_before_the_project_and_users_last() {
+        let managed: BTreeSet<String> = [
+            "organizations/acme/users/ada",
+            "projects/web",
+            "projects/web/accessRules/ssh",
+            "projects/web/members/ada",
+            "projects/web/networks/backend",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let order: Vec<String> = teardown(&managed)
+            .into_iter()
+            .map(|s| s.shown.resource)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "projects/web/accessRules/ssh",
+                "projects/web/networks/backend",
+                "projects/web/members/ada",
+                "projects/web",
+                "organizations/acme/users/ada"
+            ]
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! Environments and templates in the JetStream KV bucket
+//! `nordlys-environments`: one entry per environment (`env.{org}.{id}`)
+//! and per template (`tpl.{org}.{id}`, `tpl._shared.{id}` for shared
+//! ones), each written by compare-and-set.
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use nordlys_proto::pb::nordlys::v1::{Environment, EnvironmentSpec, EnvironmentTemplate};
+use nordlys_transport::Buckets;
+use prost::Message;
+use tokio::sync::OnceCell;
+use tonic::Status;
+
+use nordlys_transport::permissions::ENVIRONMENTS_BUCKET as BUCKET;
+
+/// The owner part of a shared template's key (not an organization id).
+const SHARED: &str = "_shared";
+
+/// What is kept of an environment.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct Stored {
+    /// The environment as GetEnvironment shows it.
+    #[prost(message, optional, tag = "1")]
+    pub(super) environment: Option<Environment>,
+    /// The resolved spec the last complete apply converged to: a resource
+    /// that differs from it changed outside the environment.
+    #[prost(message, optional, tag = "2")]
+    pub(super) applied: Option<EnvironmentSpec>,
+}
+
+/// The bucket, opened on first use (NATS may come up after the gateway).
+#[derive(Debug)]
+pub(crate) struct EnvironmentStore {
+    buckets: Buckets,
+    kv: OnceCell<kv::Store>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the environment store is not available: {e}"))
+}
+
+fn env_key(org: &str, id: &str) -> String {
+    format!("env.{org}.{id}")
+}
+
+fn template_key(org: Option<&str>, id: &str) -> String {
+    format!("tpl.{}.{id}", org.unwrap_or(SHARED))
+}
+
+impl EnvironmentStore {
+    pub(crate) fn new(buckets: Buckets) -> EnvironmentStore {
+        EnvironmentStore {
+            buckets,
+            kv: OnceCell::new(),
+        }
+    }
+
+    async fn kv(&self) -> Result<&kv::Store, Status> {
+        self.kv
+            .get_or_try_init(|| async {
+                self.buckets
+                    .open(
+                        BUCKET,
+                        "Nordlys environments and environment templates",
+                        None,
+                    )
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn get<T: Message + Default>(&self, key: &str) -> Result<Option<(T, u64)>, Status> {
+        let Some(entry) = self.kv().await?.entry(key).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let value = T::decode(entry.value)
+            .map_err(|e| Status::internal(format!("undecodable entry {key}: {e}")))?;
+        Ok(Some((value, entry.revision)))
+    }
+
+    /// Writes `value` if the key is still at `revision` (`None`: absent);
+    /// ABORTED when another writer came first.
+    async fn put<T: Message>(
+        &self,
+        key: &str,
+        value: &T,
+        revision: Option<u64>,
+    ) -> Result<(), Status> {
+        let kv = self.kv().await?;
+        let bytes = value.encode_to_vec().into();
+        let written = match revision {
+            Some(revision) => kv
+                .update(key, bytes, revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => kv
+                .create(key, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        written.map_err(|e| {
+            if e.contains("wrong last sequence")
+                || e.contains("already exists")
+                || e.contains("key exists")
+            {
+                Status::aborted(format!(
+                    "{key} changed meanwhile (another apply?); try again"
+                ))
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Status> {
+        self.kv().await?.delete(key).await.map_err(unavailable)
+    }
+
+    /// The latest value of every key matching `filter` (a `*` in its last
+    /// token), sorted by key.
+    async fn all<T: Message + Default>(&self, filter: &str) -> Result<Vec<T>, Status> {
+        let mut history = self
+            .kv()
+            .await?
+            .history(filter)
+            .await
+            .map_err(unavailable)?;
+        let mut latest = std::collections::BTreeMap::new();
+        while let Some(entry) = history.next().await {
+            let entry = entry.map_err(unavailable)?;
+            if entry.operation == kv::Operation::Put {
+                latest.insert(entry.key.clone(), entry.value);
+            } else {
+                latest.remove(&entry.key);
+            }
+        }
+        latest
+            .into_iter()
+            .map(|(key, bytes)| {
+                T::decode(bytes)
+                    .map_err(|e| Status::internal(format!("undecodable entry {key}: {e}")))
+            })
+            .collect()
+    }
+
+    pub(super) async fn environment(
+        &self,
+        org: &str,
+        id: &str,
+    ) -> Result<Option<(Stored, u64)>, Status> {
+        self.get(&env_key(org, id)).await
+    }
+
+    pub(super) async fn put_environment(
+        &self,
+        org: &str,
+        id: &str,
+        stored: &Stored,
+        revision: Option<u64>,
+    ) -> Result<(), Status> {
+        self.put(&env_key(org, id), stored, revision).await
+    }
+
+    pub(super) async fn delete_environment(&self, org: &str, id: &str) -> Result<(), Status> {
+        self.delete(&env_key(org, id)).await
+    }
+
+    pub(super) async fn environments(&self, org: &str) -> Result<Vec<Stored>, Status> {
+        self.all(&format!("env.{org}.*")).await
+    }
+
+    pub(super) async fn template(
+        &self,
+        org: Option<&str>,
+        id: &str,
+    ) -> Result<Option<EnvironmentTemplate>, Status> {
+        Ok(self.get(&template_key(org, id)).await?.map(|(t, _)| t))
+    }
+
+    pub(super) async fn create_template(
+        &self,
+        org: Option<&str>,
+        id: &str,
+        template: &EnvironmentTemplate,
+    ) -> Result<(), Status> {
+        self.put(&template_key(org, id), template, None)
+            .await
+            .map_err(|e| match e.code() {
+                tonic::Code::Aborted => {
+                    Status::already_exists(format!("template {} exists", template.name))
+                }
+                _ => e,
+            })
+    }
+
+    pub(super) async fn delete_template(&self, org: Option<&str>, id: &str) -> Result<(), Status> {
+        self.delete(&template_key(org, id)).await
+    }
+
+    pub(super) async fn templates(
+        &self,
+        org: Option<&str>,
+    ) -> Result<Vec<EnvironmentTemplate>, Status> {
+        self.all(&format!("tpl.{}.*", org.unwrap_or(SHARED))).await
+    }
+}
