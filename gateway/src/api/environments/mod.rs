@@ -76,12 +76,28 @@ fn etag(env: &Environment) -> String {
     format!("\"{}\"", hex::encode(&h.finalize()[..12]))
 }
 
-/// The request id of a step: the same for a retried apply with the same
-/// request id, fresh otherwise (a request id once used by a deleted
-/// resource is refused for a day).
-fn step_request_id(apply: &str, step: &Step) -> String {
+/// The request id of a step. A create fanned out to several regions (a
+/// project, a user, a membership) keeps one id for the environment's life,
+/// so a create cut short finishes where it is missing and replays where it
+/// is not. Others: the same for a retried apply with the same request id,
+/// fresh otherwise (a request id once used by a deleted resource is
+/// refused for a day, and a network deleted outside is made anew).
+fn step_request_id(environment: &Environment, apply: &str, step: &Step) -> String {
     let mut h = Sha256::new();
-    h.update(apply.as_bytes());
+    let fanned_out = step.shown.action == Action::Create as i32
+        && matches!(step.shown.kind.as_str(), "project" | "user" | "membership");
+    if fanned_out {
+        h.update(environment.name.as_bytes());
+        h.update(
+            environment
+                .create_time
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    } else {
+        h.update(apply.as_bytes());
+    }
     h.update([0]);
     h.update(step.shown.action.to_le_bytes());
     h.update(step.shown.resource.as_bytes());
@@ -466,6 +482,7 @@ impl Api {
     async fn run_steps(
         &self,
         metadata: &MetadataMap,
+        environment: &Environment,
         steps: &[Step],
         apply_key: &str,
     ) -> (Vec<StepResult>, bool) {
@@ -476,7 +493,7 @@ impl Api {
                 continue;
             };
             let outcome = self
-                .run(metadata, op, step_request_id(apply_key, step))
+                .run(metadata, op, step_request_id(environment, apply_key, step))
                 .await;
             let index = i32::try_from(i).unwrap_or(i32::MAX);
             match outcome {
@@ -538,6 +555,10 @@ impl EnvironmentService for Api {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let desired = spec::resolve(&spec, &values, &id, &mut v);
+        // A spec with parameters left unfilled is not checked further: its
+        // placeholders would only repeat the same mistake.
+        v.into_result()?;
+        let mut v = Violations::new();
         spec::check(&desired, |r| self.state.discovery.is_known(r), &mut v);
         v.into_result()?;
 
@@ -614,7 +635,7 @@ impl EnvironmentService for Api {
         } else {
             format!("{}:{}", env.name, req.request_id)
         };
-        let (results, complete) = self.run_steps(&metadata, &steps, &apply_key).await;
+        let (results, complete) = self.run_steps(&metadata, &record, &steps, &apply_key).await;
         // What the deletes that ran removed is no longer the environment's.
         for r in &results {
             let step = &steps[r.step as usize];
@@ -720,7 +741,7 @@ impl EnvironmentService for Api {
         let managed: BTreeSet<String> = record.resources.iter().cloned().collect();
         let steps = plan::teardown(&managed);
         let apply_key = format!("{}:delete:{}", req.name, nordlys_api::ids::random_hex(16));
-        let (results, _) = self.run_steps(&metadata, &steps, &apply_key).await;
+        let (results, _) = self.run_steps(&metadata, &record, &steps, &apply_key).await;
         let mut left = managed;
         for r in &results {
             if r.code == 0 {

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nordlys_api::validate;
 use nordlys_proto::pb::nordlys::v1::{
-    plan_step::Action, AccessRule, CreateAccessRuleRequest, CreateMembershipRequest,
-    CreateNetworkRequest, CreateProjectRequest, CreateUserRequest, DeleteAccessRuleRequest,
-    DeleteMembershipRequest, DeleteNetworkRequest, DeleteProjectRequest, DeleteUserRequest,
-    EnvironmentSpec, Membership, Network, PlanStep, Project, UpdateAccessRuleRequest,
-    UpdateNetworkRequest, UpdateProjectRequest, User,
+    plan_step::Action, region_status::State as RegionState, AccessRule, CreateAccessRuleRequest,
+    CreateMembershipRequest, CreateNetworkRequest, CreateProjectRequest, CreateUserRequest,
+    DeleteAccessRuleRequest, DeleteMembershipRequest, DeleteNetworkRequest, DeleteProjectRequest,
+    DeleteUserRequest, EnvironmentSpec, Membership, Network, PlanStep, Project, RegionStatus,
+    UpdateAccessRuleRequest, UpdateNetworkRequest, UpdateProjectRequest, User,
 };
 use tonic::Status;
 
@@ -102,6 +102,19 @@ fn not_ours(resource: &str) -> Status {
     ))
 }
 
+/// The regions of `regions` where a resource is not READY.
+fn not_ready(statuses: &[RegionStatus], regions: &[String]) -> Vec<String> {
+    regions
+        .iter()
+        .filter(|r| {
+            !statuses
+                .iter()
+                .any(|s| &s.region == *r && s.state == RegionState::Ready as i32 && s.code == 0)
+        })
+        .cloned()
+        .collect()
+}
+
 fn sorted(regions: &[String]) -> Vec<String> {
     let mut r = regions.to_vec();
     r.sort();
@@ -173,6 +186,32 @@ pub(super) fn plan(
             if !managed.contains(&pname) {
                 return Err(not_ours(&pname));
             }
+            // A create cut short (a region down, a regiond killed) leaves
+            // the project missing in some of its regions: the same create
+            // again makes it there (its request id replays elsewhere).
+            let missing = not_ready(&have.region_status, &regions);
+            if !missing.is_empty() && have.regions.iter().any(|r| missing.contains(r)) {
+                project_steps.push(Step {
+                    shown: step(
+                        Action::Create,
+                        "project",
+                        &pname,
+                        &["regions"],
+                        &format!("not there yet in {}", missing.join(", ")),
+                    ),
+                    op: Some(Op::CreateProject(CreateProjectRequest {
+                        project: Some(Project {
+                            display_name: have.display_name.clone(),
+                            description: have.description.clone(),
+                            regions: have.regions.clone(),
+                            ..Default::default()
+                        }),
+                        project_id: project.project_id.clone(),
+                        request_id: String::new(),
+                    })),
+                    counts: Vec::new(),
+                });
+            }
             let mut fields = Vec::new();
             if have.display_name != project.display_name {
                 fields.push("display_name");
@@ -234,7 +273,37 @@ pub(super) fn plan(
         let mname = format!("{pname}/members/{}", m.user_id);
         wanted_users.insert(uname.clone());
         wanted_members.insert(mname.clone());
+        let make_user = |reason: String, counted: &[String]| Step {
+            shown: step(Action::Create, "user", &uname, &[], &reason),
+            op: Some(Op::CreateUser(CreateUserRequest {
+                parent: organization.to_string(),
+                user: Some(User {
+                    display_name: m.display_name.clone(),
+                    email: m.email.clone(),
+                    regions: project.regions.clone(),
+                    ..Default::default()
+                }),
+                user_id: m.user_id.clone(),
+                request_id: String::new(),
+            })),
+            counts: counted
+                .iter()
+                .map(|r| (r.clone(), Counted::Users, 1))
+                .collect(),
+        };
         match actual.users.get(&uname) {
+            // A user this environment made, cut short in some regions: its
+            // create again (the same request id) finishes it there.
+            Some(have)
+                if managed.contains(&uname)
+                    && !not_ready(&have.region_status, &regions).is_empty() =>
+            {
+                let missing = not_ready(&have.region_status, &regions);
+                user_steps.push(make_user(
+                    format!("not there yet in {}", missing.join(", ")),
+                    &missing,
+                ));
+            }
             Some(_) => user_steps.push(unchanged("user", &uname)),
             None if m.create_user => user_steps.push(Step {
                 shown: step(
@@ -260,9 +329,11 @@ pub(super) fn plan(
                     .map(|r| (r.clone(), Counted::Users, 1))
                     .collect(),
             }),
-            None => return Err(Status::failed_precondition(format!(
+            None => {
+                return Err(Status::failed_precondition(format!(
                 "member {uname} is not a user of the organization: create it, or set create_user"
-            ))),
+            )))
+            }
         }
         let create = Step {
             shown: step(

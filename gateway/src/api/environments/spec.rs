@@ -20,6 +20,8 @@ pub(super) fn resolve(
 ) -> EnvironmentSpec {
     let mut known: BTreeMap<&str, String> = BTreeMap::new();
     known.insert("environment", environment_id.to_string());
+    // Declared parameters without a value are reported once, above.
+    let declared: BTreeSet<&str> = spec.parameters.iter().map(|p| p.name.as_str()).collect();
     for (i, p) in spec.parameters.iter().enumerate() {
         let name_ok = !p.name.is_empty()
             && p.name.len() <= 64
@@ -86,7 +88,7 @@ pub(super) fn resolve(
         fill(&mut m.display_name);
         fill(&mut m.email);
     }
-    for name in unknown {
+    for name in unknown.iter().filter(|n| !declared.contains(n.as_str())) {
         v.add(
             "environment.spec",
             format!("uses ${{{name}}}, which is not one of its parameters"),

@@ -123,21 +123,54 @@ impl EnvironmentStore {
     }
 
     /// The latest value of every key matching `filter` (a `*` in its last
-    /// token), sorted by key.
+    /// token), sorted by key: an ordered consumer of the bucket's stream on
+    /// those subjects alone, so a page of one organization costs what that
+    /// organization holds (the KV API lists every key of the bucket).
     async fn all<T: Message + Default>(&self, filter: &str) -> Result<Vec<T>, Status> {
-        let mut history = self
-            .kv()
-            .await?
-            .history(filter)
+        use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+        self.kv().await?;
+        let prefix = format!("$KV.{BUCKET}.");
+        let stream = self
+            .buckets
+            .context()
+            .get_stream(format!("KV_{BUCKET}"))
+            .await
+            .map_err(unavailable)?;
+        let mut consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: format!("{prefix}{filter}"),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
             .await
             .map_err(unavailable)?;
         let mut latest = std::collections::BTreeMap::new();
-        while let Some(entry) = history.next().await {
-            let entry = entry.map_err(unavailable)?;
-            if entry.operation == kv::Operation::Put {
-                latest.insert(entry.key.clone(), entry.value);
-            } else {
-                latest.remove(&entry.key);
+        let mut pending = consumer.info().await.map_err(unavailable)?.num_pending;
+        if pending > 0 {
+            let mut messages = consumer.messages().await.map_err(unavailable)?;
+            while pending > 0 {
+                let Some(message) = messages.next().await else {
+                    break;
+                };
+                let message = message.map_err(unavailable)?;
+                pending = message.info().map(|i| i.pending).unwrap_or(0);
+                let key = message
+                    .subject
+                    .as_str()
+                    .strip_prefix(&prefix)
+                    .unwrap_or_default()
+                    .to_string();
+                // Deletes and purges leave a marker with this header.
+                let removed = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some();
+                if removed {
+                    latest.remove(&key);
+                } else {
+                    latest.insert(key, message.payload.clone());
+                }
             }
         }
         latest
