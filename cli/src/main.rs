@@ -3,6 +3,7 @@
 //! Run with `cargo run -p nordlys-cli -- --help`. The demo script uses
 //! `nordlysctl bootstrap --print-key-only` to make an organization and its key.
 
+mod environments;
 mod nats;
 
 use std::{process::ExitCode, time::Duration};
@@ -47,6 +48,14 @@ enum Command {
     /// needed).
     #[command(subcommand)]
     Nats(nats::NatsCommand),
+    /// Plans an environment from a YAML or JSON file without changing
+    /// anything (exit 0: no changes, 2: changes, 1: error).
+    Plan(environments::Plan),
+    /// Applies an environment from a YAML or JSON file (exit 0: no
+    /// changes, 2: changed, 1: error or a step failed).
+    Apply(environments::Apply),
+    /// Deletes an environment and what it made (exit 0: all deleted).
+    DeleteEnv(environments::DeleteEnv),
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +125,10 @@ enum Failure {
     Usage(String),
     Connect(String),
     Rpc(&'static str, Status),
+    /// Bad input (a file): what and where.
+    Input(String),
+    /// The call answered, but not everything was done.
+    Failed(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -123,15 +136,65 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Usage(why) => write!(f, "{why}"),
             Failure::Connect(why) => write!(f, "cannot connect: {why}"),
-            Failure::Rpc(rpc, status) => write!(
-                f,
-                "{rpc} failed: {:?} ({}): {}",
-                status.code(),
-                status.code() as i32,
-                status.message()
-            ),
+            Failure::Rpc(rpc, status) => {
+                write!(
+                    f,
+                    "{rpc} failed: {:?} ({}): {}",
+                    status.code(),
+                    status.code() as i32,
+                    status.message()
+                )?;
+                write_details(f, status)
+            }
+            Failure::Input(why) | Failure::Failed(why) => write!(f, "{why}"),
         }
     }
+}
+
+/// The google.rpc error details of a status, one per line.
+fn write_details(f: &mut std::fmt::Formatter<'_>, status: &Status) -> std::fmt::Result {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    if let Some(bad) = details.bad_request() {
+        for v in &bad.field_violations {
+            write!(f, "\n  field {}: {}", v.field, v.description)?;
+        }
+    }
+    if let Some(quota) = details.quota_failure() {
+        for v in &quota.violations {
+            write!(f, "\n  quota {}: {}", v.subject, v.description)?;
+        }
+    }
+    if let Some(pre) = details.precondition_failure() {
+        for v in &pre.violations {
+            write!(
+                f,
+                "\n  precondition {} {}: {}",
+                v.r#type, v.subject, v.description
+            )?;
+        }
+    }
+    if let Some(info) = details.resource_info() {
+        write!(
+            f,
+            "\n  resource {} {}: {}",
+            info.resource_type, info.resource_name, info.description
+        )?;
+    }
+    if let Some(info) = details.error_info() {
+        write!(f, "\n  reason {} ({})", info.reason, info.domain)?;
+    }
+    if let Some(retry) = details.retry_info() {
+        if let Some(delay) = retry.retry_delay {
+            write!(f, "\n  retry after {delay:?}")?;
+        }
+    }
+    if let Some(help) = details.help() {
+        for link in &help.links {
+            write!(f, "\n  see {}: {}", link.description, link.url)?;
+        }
+    }
+    Ok(())
 }
 
 fn request<T>(message: T, key: &str) -> Result<tonic::Request<T>, Failure> {
@@ -147,7 +210,8 @@ async fn connect(endpoint: &str) -> Result<Channel, Failure> {
     Channel::from_shared(endpoint.to_owned())
         .map_err(|e| Failure::Usage(format!("bad endpoint {endpoint}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
+        // An environment's apply or delete runs many calls in one.
+        .timeout(Duration::from_secs(150))
         .connect()
         .await
         .map_err(|e| Failure::Connect(format!("{endpoint}: {e}")))
@@ -348,27 +412,44 @@ fn reconcile_table(answer: &ReconcileQuotasResponse) -> String {
     out
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     if let Command::Nats(command) = &cli.command {
-        return nats::run(command);
+        return nats::run(command).map(|()| ExitCode::SUCCESS);
     }
     let key = cli
         .key
         .clone()
         .ok_or_else(|| Failure::Usage("no key: pass --key or set NORDLYS_API_KEY".to_owned()))?;
-    let channel = connect(&cli.endpoint).await?;
+    let channel = || connect(&cli.endpoint);
+    // plan and apply exit 2 when there are changes; they read their file
+    // before connecting.
+    let changes = |changed: bool| ExitCode::from(if changed { 2 } else { 0 });
     match &cli.command {
-        Command::Bootstrap(args) => bootstrap(channel, &key, args).await,
-        Command::Regions => regions(channel, &key).await,
-        Command::Quota(QuotaCommand::Reconcile(args)) => reconcile(channel, &key, args).await,
+        Command::Bootstrap(args) => bootstrap(channel().await?, &key, args).await,
+        Command::Regions => regions(channel().await?, &key).await,
+        Command::Quota(QuotaCommand::Reconcile(args)) => {
+            reconcile(channel().await?, &key, args).await
+        }
         Command::Nats(command) => nats::run(command),
+        Command::Plan(args) => {
+            return environments::plan(&cli.endpoint, &key, args)
+                .await
+                .map(changes)
+        }
+        Command::Apply(args) => {
+            return environments::apply(&cli.endpoint, &key, args)
+                .await
+                .map(changes)
+        }
+        Command::DeleteEnv(args) => environments::delete(channel().await?, &key, args).await,
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(failure) => {
             eprintln!("nordlysctl: {failure}");
             ExitCode::FAILURE

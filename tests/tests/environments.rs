@@ -7,7 +7,12 @@
 //! plan against nor apply onto it; a template makes two environments with
 //! different parameters; deleting an environment leaves nothing of it.
 
+mod http_common;
+
 use std::collections::BTreeMap;
+
+use http_common::Http;
+use serde_json::json;
 
 use nordlys_proto::pb::nordlys::v1::{
     environment_service_client::EnvironmentServiceClient,
@@ -384,6 +389,25 @@ async fn plan_apply_change_drift_and_delete_an_environment() {
         .await
         .expect_err("the environment went");
     assert_eq!(gone.code(), Code::NotFound);
+    // On OpenStack regions, the clouds hold nothing of it either.
+    if std::env::var(nordlys_tests::openstack::BACKEND_ENV).as_deref() == Ok("openstack") {
+        for region in ["sto1", "osl1"] {
+            let cloud = nordlys_tests::openstack::shared_region(region);
+            // Each test stack has its namespace: t{NATS port}.
+            let ns = format!("t{}", stack.nats.port());
+            let tag = format!("{ns}-project:prod-web");
+            let tagged = cloud.openstack(&["project", "list", "--tags", &tag]);
+            assert!(
+                nordlys_tests::openstack::column(&tagged, "Name").is_empty(),
+                "{region}: {tagged}"
+            );
+            let users = cloud.openstack(&["user", "list", "--domain", &format!("{ns}-acme")]);
+            assert!(
+                nordlys_tests::openstack::column(&users, "Name").is_empty(),
+                "{region}: {users}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -630,4 +654,76 @@ async fn a_template_makes_environments_from_its_parameters() {
     .await
     .expect_err("not their template");
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+}
+
+/// The same over JSON/HTTP, as README shows it with curl: a plan, an
+/// apply, the environment read back, and its deletion.
+#[tokio::test]
+async fn environments_over_http() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("acme").await;
+    let http = Http::new(&stack.gateway.http_url()).with_key(&tenant.key);
+    let body = json!({
+        "environment": {
+            "parameters": {"office": "192.0.2.0/24"},
+            "spec": {
+                "parameters": [{"name": "office", "defaultValue": "10.0.0.0/8"}],
+                "project": {"projectId": "shop", "displayName": "Shop", "regions": ["sto1", "osl1"]},
+                "networks": [{"networkId": "backend", "region": "sto1", "cidr": "10.20.0.0/24"}],
+                "accessRules": [{"accessRuleId": "ssh", "region": "sto1", "direction": "INGRESS",
+                                 "protocol": "TCP", "portRangeMin": 22, "portRangeMax": 22,
+                                 "remoteCidr": "${office}"}]
+            }
+        },
+        "validateOnly": true
+    });
+    let path = "/v1/organizations/acme/environments/shop:apply";
+    let plan = http.post(path, body.clone()).await.expect(200).json();
+    assert_eq!(plan["changes"], true, "{plan}");
+    assert_eq!(plan["plan"][0]["action"], "ACTION_CREATE", "{plan}");
+    assert_eq!(plan["plan"][0]["resource"], "projects/shop", "{plan}");
+    let mut apply = body.clone();
+    apply["validateOnly"] = json!(false);
+    let applied = http.post(path, apply.clone()).await.expect(200).json();
+    assert_eq!(
+        applied["environment"]["state"], "ENVIRONMENT_STATE_APPLIED",
+        "{applied}"
+    );
+    let again = http.post(path, apply).await.expect(200).json();
+    assert_eq!(again["changes"], false, "{again}");
+    let got = http
+        .get("/v1/organizations/acme/environments/shop")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(got["resources"].as_array().map(Vec::len), Some(3), "{got}");
+    let listed = http
+        .get("/v1/organizations/acme/environments")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        listed["environments"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    // A bad spec: 400 with the field named.
+    let mut bad = body;
+    bad["environment"]["spec"]["networks"][0]["cidr"] = json!("10.20.0.0/33");
+    let error = http.post(path, bad).await.expect_error(400, 3);
+    assert!(
+        error
+            .to_string()
+            .contains("environment.spec.networks[0].cidr"),
+        "{error}"
+    );
+    http.send(
+        "DELETE",
+        "/v1/organizations/acme/environments/shop",
+        "",
+        &[],
+    )
+    .await
+    .expect(200);
+    http.get("/v1/projects/shop").await.expect_error(404, 5);
 }

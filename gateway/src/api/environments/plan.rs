@@ -278,7 +278,12 @@ pub(super) fn plan(
             op: Some(Op::CreateUser(CreateUserRequest {
                 parent: organization.to_string(),
                 user: Some(User {
-                    display_name: m.display_name.clone(),
+                    // A user needs a display name: the id, when none is given.
+                    display_name: if m.display_name.is_empty() {
+                        m.user_id.clone()
+                    } else {
+                        m.display_name.clone()
+                    },
                     email: m.email.clone(),
                     regions: project.regions.clone(),
                     ..Default::default()
@@ -316,7 +321,12 @@ pub(super) fn plan(
                 op: Some(Op::CreateUser(CreateUserRequest {
                     parent: organization.to_string(),
                     user: Some(User {
-                        display_name: m.display_name.clone(),
+                        // A user needs a display name: the id, when none is given.
+                        display_name: if m.display_name.is_empty() {
+                            m.user_id.clone()
+                        } else {
+                            m.display_name.clone()
+                        },
                         email: m.email.clone(),
                         regions: project.regions.clone(),
                         ..Default::default()
