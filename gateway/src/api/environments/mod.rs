@@ -104,6 +104,43 @@ fn step_request_id(environment: &Environment, apply: &str, step: &Step) -> Strin
     format!("env-{}", hex::encode(&h.finalize()[..20]))
 }
 
+/// How many times a plan asks again for a list some region did not answer
+/// in time (a list gives each region a couple of seconds).
+const LIST_TRIES: usize = 3;
+
+/// Every item of a paged list, each page asked again while a region does
+/// not answer; UNAVAILABLE when one still does not: a missing answer would
+/// read as "not there" and plan a create.
+async fn every_page<T, F, Fut>(what: &str, project: &str, page: F) -> Result<Vec<T>, Status>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String, Vec<String>), Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut tries = 0;
+        let (items, next) = loop {
+            let (items, next, unreachable) = page(token.clone()).await?;
+            if unreachable.is_empty() {
+                break (items, next);
+            }
+            tries += 1;
+            if tries == LIST_TRIES {
+                return Err(Status::unavailable(format!(
+                    "cannot plan: the {what} of {project} could not be read in {} (a plan needs every region's answer)",
+                    unreachable.join(", ")
+                )));
+            }
+        };
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
 impl Api {
     fn environments(&self) -> &EnvironmentStore {
         &self.state.environments
@@ -190,21 +227,17 @@ impl Api {
             Err(s) if s.code() == Code::NotFound => None,
             Err(s) => return Err(s),
         };
-        let unreachable = |what: &str, regions: &[String]| {
-            Status::unavailable(format!(
-                "cannot plan: the {what} of {pname} could not be read in {} (a plan needs every region's answer)",
-                regions.join(", ")
-            ))
-        };
         if actual.project.is_some() {
-            let mut token = String::new();
-            loop {
+            let md = metadata;
+            let parent = pname.as_str();
+            actual.networks = every_page("networks", &pname, |token| async move {
+                let parent = parent.to_string();
                 let page = NetworkService::list_networks(
                     self,
                     inner(
-                        metadata,
+                        md,
                         ListNetworksRequest {
-                            parent: pname.clone(),
+                            parent,
                             page_size: PAGE,
                             page_token: token,
                         },
@@ -212,25 +245,20 @@ impl Api {
                 )
                 .await?
                 .into_inner();
-                if !page.unreachable.is_empty() {
-                    return Err(unreachable("networks", &page.unreachable));
-                }
-                actual
-                    .networks
-                    .extend(page.networks.into_iter().map(|n| (n.name.clone(), n)));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                token = page.next_page_token;
-            }
-            let mut token = String::new();
-            loop {
+                Ok((page.networks, page.next_page_token, page.unreachable))
+            })
+            .await?
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect();
+            actual.rules = every_page("access rules", &pname, |token| async move {
+                let parent = parent.to_string();
                 let page = AccessRuleService::list_access_rules(
                     self,
                     inner(
-                        metadata,
+                        md,
                         ListAccessRulesRequest {
-                            parent: pname.clone(),
+                            parent,
                             page_size: PAGE,
                             page_token: token,
                         },
@@ -238,25 +266,20 @@ impl Api {
                 )
                 .await?
                 .into_inner();
-                if !page.unreachable.is_empty() {
-                    return Err(unreachable("access rules", &page.unreachable));
-                }
-                actual
-                    .rules
-                    .extend(page.access_rules.into_iter().map(|r| (r.name.clone(), r)));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                token = page.next_page_token;
-            }
-            let mut token = String::new();
-            loop {
+                Ok((page.access_rules, page.next_page_token, page.unreachable))
+            })
+            .await?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+            actual.members = every_page("members", &pname, |token| async move {
+                let parent = parent.to_string();
                 let page = MembershipService::list_memberships(
                     self,
                     inner(
-                        metadata,
+                        md,
                         ListMembershipsRequest {
-                            parent: pname.clone(),
+                            parent,
                             page_size: PAGE,
                             page_token: token,
                         },
@@ -264,17 +287,12 @@ impl Api {
                 )
                 .await?
                 .into_inner();
-                if !page.unreachable.is_empty() {
-                    return Err(unreachable("members", &page.unreachable));
-                }
-                actual
-                    .members
-                    .extend(page.memberships.into_iter().map(|m| (m.name.clone(), m)));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                token = page.next_page_token;
-            }
+                Ok((page.memberships, page.next_page_token, page.unreachable))
+            })
+            .await?
+            .into_iter()
+            .map(|m| (m.name.clone(), m))
+            .collect();
         }
         for m in &spec.members {
             let name = format!("{organization}/users/{}", m.user_id);
