@@ -102,6 +102,64 @@ fn not_ours(resource: &str) -> Status {
     ))
 }
 
+fn mask(field: &str) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: vec![field.to_string()],
+    })
+}
+
+/// How a child the spec asks for (a network, a rule) differs from the one
+/// that exists: fields that cannot change in place (a replacement), one
+/// that can (an update), or none.
+struct Changed<'a> {
+    kind: &'static str,
+    name: &'a str,
+    /// Fields that differ and cannot change in place.
+    fixed: Vec<&'static str>,
+    /// The field that differs and changes in place, with its update.
+    update: Option<(&'static str, Op)>,
+    /// Its delete and what that gives back.
+    delete: (Op, (String, Counted, i64)),
+    /// Whether the spec asks for what the last apply made (drift).
+    drift: bool,
+}
+
+impl Changed<'_> {
+    /// Its steps: a delete among the removals and `create` among `steps`
+    /// for a replacement, else an update, else unchanged.
+    fn steps(
+        self,
+        removals: &mut Vec<Step>,
+        steps: &mut Vec<Step>,
+        create: impl Fn(&[&str], String) -> Step,
+    ) {
+        if !self.fixed.is_empty() {
+            let reason = format!("replaced: {} cannot change in place", self.fixed.join(", "));
+            let (op, counts) = self.delete;
+            removals.push(Step {
+                shown: step(Action::Delete, self.kind, self.name, &self.fixed, &reason),
+                op: Some(op),
+                counts: vec![counts],
+            });
+            steps.push(create(&self.fixed, reason));
+        } else if let Some((field, op)) = self.update {
+            steps.push(Step {
+                shown: step(
+                    Action::Update,
+                    self.kind,
+                    self.name,
+                    &[field],
+                    &why(true, self.drift, "the spec changed"),
+                ),
+                op: Some(op),
+                counts: Vec::new(),
+            });
+        } else {
+            steps.push(unchanged(self.kind, self.name));
+        }
+    }
+}
+
 /// The regions of `regions` where a resource is not READY.
 fn not_ready(statuses: &[RegionStatus], regions: &[String]) -> Vec<String> {
     regions
@@ -436,42 +494,30 @@ pub(super) fn plan(
                 if have.gateway_ip != gateway {
                     fixed.push("gateway_ip");
                 }
-                if !fixed.is_empty() {
-                    let reason = format!("replaced: {} cannot change in place", fixed.join(", "));
-                    removals.push(Step {
-                        shown: step(Action::Delete, "network", &name, &fixed, &reason),
-                        op: Some(Op::DeleteNetwork(DeleteNetworkRequest {
+                let update = (have.dns_servers != n.dns_servers).then(|| {
+                    Op::UpdateNetwork(UpdateNetworkRequest {
+                        network: Some(Network {
                             name: name.clone(),
+                            dns_servers: n.dns_servers.clone(),
                             ..Default::default()
-                        })),
-                        counts: vec![(have.region.clone(), Counted::Networks, -1)],
-                    });
-                    network_steps.push(create(&fixed, reason));
-                } else if have.dns_servers != n.dns_servers {
-                    network_steps.push(Step {
-                        shown: step(
-                            Action::Update,
-                            "network",
-                            &name,
-                            &["dns_servers"],
-                            &why(true, same, "the spec changed"),
-                        ),
-                        op: Some(Op::UpdateNetwork(UpdateNetworkRequest {
-                            network: Some(Network {
-                                name: name.clone(),
-                                dns_servers: n.dns_servers.clone(),
-                                ..Default::default()
-                            }),
-                            update_mask: Some(prost_types::FieldMask {
-                                paths: vec!["dns_servers".to_string()],
-                            }),
-                            request_id: String::new(),
-                        })),
-                        counts: Vec::new(),
-                    });
-                } else {
-                    network_steps.push(unchanged("network", &name));
-                }
+                        }),
+                        update_mask: mask("dns_servers"),
+                        request_id: String::new(),
+                    })
+                });
+                let delete = Op::DeleteNetwork(DeleteNetworkRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+                let changed = Changed {
+                    kind: "network",
+                    name: &name,
+                    fixed,
+                    update: update.map(|op| ("dns_servers", op)),
+                    delete: (delete, (have.region.clone(), Counted::Networks, -1)),
+                    drift: same,
+                };
+                changed.steps(&mut removals, &mut network_steps, create);
             }
         }
     }
@@ -517,45 +563,30 @@ pub(super) fn plan(
                 if have.remote_cidr != want.remote_cidr {
                     fixed.push("remote_cidr");
                 }
-                if !fixed.is_empty() {
-                    let reason = format!("replaced: {} cannot change in place", fixed.join(", "));
-                    removals.insert(
-                        0,
-                        Step {
-                            shown: step(Action::Delete, "accessRule", &name, &fixed, &reason),
-                            op: Some(Op::DeleteRule(DeleteAccessRuleRequest {
-                                name: name.clone(),
-                                ..Default::default()
-                            })),
-                            counts: vec![(have.region.clone(), Counted::AccessRules, -1)],
-                        },
-                    );
-                    rule_steps.push(create(&fixed, reason));
-                } else if have.description != want.description {
-                    rule_steps.push(Step {
-                        shown: step(
-                            Action::Update,
-                            "accessRule",
-                            &name,
-                            &["description"],
-                            &why(true, same, "the spec changed"),
-                        ),
-                        op: Some(Op::UpdateRule(UpdateAccessRuleRequest {
-                            access_rule: Some(AccessRule {
-                                name: name.clone(),
-                                description: want.description.clone(),
-                                ..Default::default()
-                            }),
-                            update_mask: Some(prost_types::FieldMask {
-                                paths: vec!["description".to_string()],
-                            }),
-                            request_id: String::new(),
-                        })),
-                        counts: Vec::new(),
-                    });
-                } else {
-                    rule_steps.push(unchanged("accessRule", &name));
-                }
+                let update = (have.description != want.description).then(|| {
+                    Op::UpdateRule(UpdateAccessRuleRequest {
+                        access_rule: Some(AccessRule {
+                            name: name.clone(),
+                            description: want.description.clone(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask("description"),
+                        request_id: String::new(),
+                    })
+                });
+                let delete = Op::DeleteRule(DeleteAccessRuleRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+                let changed = Changed {
+                    kind: "accessRule",
+                    name: &name,
+                    fixed,
+                    update: update.map(|op| ("description", op)),
+                    delete: (delete, (have.region.clone(), Counted::AccessRules, -1)),
+                    drift: same,
+                };
+                changed.steps(&mut removals, &mut rule_steps, create);
             }
         }
     }
@@ -730,6 +761,37 @@ mod tests {
         }
     }
 
+    fn ready(regions: &[&str]) -> Vec<RegionStatus> {
+        regions
+            .iter()
+            .map(|r| RegionStatus {
+                region: r.to_string(),
+                state: RegionState::Ready as i32,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_project_cut_short_in_a_region_is_created_again_there() {
+        let managed: BTreeSet<String> = ["projects/web".to_string()].into_iter().collect();
+        let mut spec = spec();
+        spec.networks.clear();
+        let actual = Actual {
+            project: Some(Project {
+                name: "projects/web".into(),
+                display_name: "Web".into(),
+                regions: vec!["sto1".into(), "osl1".into()],
+                region_status: ready(&["sto1"]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let steps = plan(&spec, None, &actual, &managed, "organizations/acme").expect("plan");
+        assert_eq!(steps[0].shown.action, Action::Create as i32);
+        assert_eq!(steps[0].shown.reason, "not there yet in osl1");
+    }
+
     fn actions(steps: &[Step]) -> Vec<(i32, &str)> {
         steps
             .iter()
@@ -768,6 +830,7 @@ mod tests {
                 name: "projects/web".into(),
                 display_name: "Web".into(),
                 regions: vec!["osl1".into(), "sto1".into()],
+                region_status: ready(&["osl1", "sto1"]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -825,6 +888,7 @@ mod tests {
                 name: "projects/web".into(),
                 display_name: "Web".into(),
                 regions: vec!["sto1".into(), "osl1".into()],
+                region_status: ready(&["sto1", "osl1"]),
                 ..Default::default()
             }),
             ..Default::default()
