@@ -19,9 +19,10 @@ use nordlys_proto::pb::nordlys::v1::{
     network_service_client::NetworkServiceClient, plan_step::Action,
     project_service_client::ProjectServiceClient, ApplyEnvironmentRequest,
     ApplyEnvironmentResponse, CreateEnvironmentTemplateRequest, DeleteEnvironmentRequest,
-    DeleteNetworkRequest, Direction, Environment, EnvironmentAccessRule, EnvironmentMember,
-    EnvironmentNetwork, EnvironmentParameter, EnvironmentProject, EnvironmentSpec,
-    EnvironmentState, EnvironmentTemplate, GetEnvironmentRequest, GetProjectRequest,
+    DeleteEnvironmentTemplateRequest, DeleteNetworkRequest, Direction, Environment,
+    EnvironmentAccessRule, EnvironmentMember, EnvironmentNetwork, EnvironmentParameter,
+    EnvironmentProject, EnvironmentSpec, EnvironmentState, EnvironmentTemplate,
+    GetEnvironmentRequest, GetProjectRequest, ListEnvironmentTemplatesRequest,
     ListEnvironmentsRequest, ListNetworksRequest, ProjectRole, Protocol, ResourceCounts,
 };
 use nordlys_tests::{bearer, Regiond, Stack, StackOpts};
@@ -636,6 +637,93 @@ async fn a_template_makes_environments_from_its_parameters() {
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default();
     assert_eq!(fields, ["environment.parameters[cidr]"]);
+    // A shared template: operators make it, every organization uses it,
+    // only operators remove it.
+    let mut shared_spec = spec();
+    shared_spec.members.clear();
+    shared_spec.access_rules.clear();
+    shared_spec.networks[0].cidr = "10.80.0.0/24".into();
+    let refused = envs
+        .create_environment_template(bearer(
+            CreateEnvironmentTemplateRequest {
+                parent: String::new(),
+                template: Some(EnvironmentTemplate {
+                    spec: Some(shared_spec.clone()),
+                    ..Default::default()
+                }),
+                template_id: "basic".into(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("customers make no shared templates");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let shared = envs
+        .create_environment_template(bearer(
+            CreateEnvironmentTemplateRequest {
+                parent: String::new(),
+                template: Some(EnvironmentTemplate {
+                    description: "One project, one network".into(),
+                    spec: Some(shared_spec),
+                    ..Default::default()
+                }),
+                template_id: "basic".into(),
+            },
+            nordlys_tests::OPERATOR_KEY,
+        ))
+        .await
+        .expect("a shared template")
+        .into_inner();
+    assert_eq!(shared.name, "environmentTemplates/basic");
+    let listed: Vec<String> = envs
+        .list_environment_templates(bearer(
+            ListEnvironmentTemplatesRequest {
+                parent: org.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("ListEnvironmentTemplates")
+        .into_inner()
+        .templates
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            format!("{org}/environmentTemplates/webshop"),
+            "environmentTemplates/basic".to_string()
+        ]
+    );
+    let from_shared = apply(
+        &channel,
+        key,
+        &Environment {
+            name: format!("{org}/environments/lab"),
+            template: shared.name.clone(),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    .expect("apply from the shared template");
+    assert!(
+        failed(&from_shared).is_empty(),
+        "{:?}",
+        failed(&from_shared)
+    );
+    let refused = envs
+        .delete_environment_template(bearer(
+            DeleteEnvironmentTemplateRequest {
+                name: shared.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect_err("customers remove no shared templates");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
     // Another organization cannot use it.
     let other = stack.tenant("other").await;
     let refused = apply(
