@@ -74,8 +74,8 @@ pub async fn open_backend(
     let reconciling = Arc::clone(&backend);
     tokio::spawn(async move {
         match reconciling.reconcile_tiers().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(projects = n, "quota tiers applied"),
+            // Tests and operators wait for this line after a restart.
+            Ok(n) => tracing::info!(projects = n, "quota tiers checked"),
             Err(e) => tracing::warn!(error = %e, "cannot apply quota tiers"),
         }
     });
