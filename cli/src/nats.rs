@@ -134,9 +134,16 @@ fn keygen(args: &Keygen) -> Result<(), Failure> {
     }
     for region in &regions {
         let path = args.out.join(format!("leaf-{region}.password"));
-        let password: String = rand::Rng::sample_iter(rand::rng(), &rand::distr::Alphanumeric)
-            .take(32)
-            .map(char::from)
+        // nats-server reads `$VARIABLE` values as configuration: one that
+        // starts with a digit parses as a number and fails. A letter first.
+        let mut rng = rand::rng();
+        let first = char::from(b'a' + rand::Rng::random_range(&mut rng, 0..26u8));
+        let password: String = std::iter::once(first)
+            .chain(
+                rand::Rng::sample_iter(&mut rng, &rand::distr::Alphanumeric)
+                    .take(31)
+                    .map(char::from),
+            )
             .collect();
         if write_secret(&path, &format!("{password}\n"))? {
             println!("wrote {}", path.display());
