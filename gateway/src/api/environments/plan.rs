@@ -102,6 +102,34 @@ fn not_ours(resource: &str) -> Status {
     ))
 }
 
+/// The delete of a resource of `kind` (`accessRule`, `network`,
+/// `membership`, `project`, `user`).
+fn delete_of(kind: &str, name: &str) -> Op {
+    let name = name.to_string();
+    match kind {
+        "accessRule" => Op::DeleteRule(DeleteAccessRuleRequest {
+            name,
+            ..Default::default()
+        }),
+        "network" => Op::DeleteNetwork(DeleteNetworkRequest {
+            name,
+            ..Default::default()
+        }),
+        "membership" => Op::DeleteMembership(DeleteMembershipRequest {
+            name,
+            ..Default::default()
+        }),
+        "project" => Op::DeleteProject(DeleteProjectRequest {
+            name,
+            ..Default::default()
+        }),
+        _ => Op::DeleteUser(DeleteUserRequest {
+            name,
+            ..Default::default()
+        }),
+    }
+}
+
 fn mask(field: &str) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask {
         paths: vec![field.to_string()],
@@ -435,10 +463,7 @@ pub(super) fn plan(
                         &["role"],
                         "replaced: role cannot change in place",
                     ),
-                    op: Some(Op::DeleteMembership(DeleteMembershipRequest {
-                        name: mname.clone(),
-                        ..Default::default()
-                    })),
+                    op: Some(delete_of("membership", &mname)),
                     counts: Vec::new(),
                 });
                 let mut create = create;
@@ -505,10 +530,7 @@ pub(super) fn plan(
                         request_id: String::new(),
                     })
                 });
-                let delete = Op::DeleteNetwork(DeleteNetworkRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                });
+                let delete = delete_of("network", &name);
                 let changed = Changed {
                     kind: "network",
                     name: &name,
@@ -574,10 +596,7 @@ pub(super) fn plan(
                         request_id: String::new(),
                     })
                 });
-                let delete = Op::DeleteRule(DeleteAccessRuleRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                });
+                let delete = delete_of("accessRule", &name);
                 let changed = Changed {
                     kind: "accessRule",
                     name: &name,
@@ -599,10 +618,7 @@ pub(super) fn plan(
         if managed.contains(name) && !wanted_rules.contains(name) {
             dropped.push(Step {
                 shown: step(Action::Delete, "accessRule", name, &[], gone),
-                op: Some(Op::DeleteRule(DeleteAccessRuleRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                })),
+                op: Some(delete_of("accessRule", name)),
                 counts: vec![(have.region.clone(), Counted::AccessRules, -1)],
             });
         }
@@ -611,10 +627,7 @@ pub(super) fn plan(
         if managed.contains(name) && !wanted_networks.contains(name) {
             dropped.push(Step {
                 shown: step(Action::Delete, "network", name, &[], gone),
-                op: Some(Op::DeleteNetwork(DeleteNetworkRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                })),
+                op: Some(delete_of("network", name)),
                 counts: vec![(have.region.clone(), Counted::Networks, -1)],
             });
         }
@@ -623,10 +636,7 @@ pub(super) fn plan(
         if managed.contains(name) && !wanted_members.contains(name) {
             dropped.push(Step {
                 shown: step(Action::Delete, "membership", name, &[], gone),
-                op: Some(Op::DeleteMembership(DeleteMembershipRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                })),
+                op: Some(delete_of("membership", name)),
                 counts: Vec::new(),
             });
         }
@@ -635,10 +645,7 @@ pub(super) fn plan(
         if name.contains("/users/") && !wanted_users.contains(name) {
             dropped.push(Step {
                 shown: step(Action::Delete, "user", name, &[], gone),
-                op: Some(Op::DeleteUser(DeleteUserRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                })),
+                op: Some(delete_of("user", name)),
                 counts: regions
                     .iter()
                     .map(|r| (r.clone(), Counted::Users, -1))
@@ -685,53 +692,16 @@ pub(super) fn teardown(managed: &BTreeSet<String>) -> Vec<Step> {
     names
         .into_iter()
         .map(|name| {
-            let name = name.clone();
-            let (kind, op) = match rank(&name) {
-                0 => (
-                    "accessRule",
-                    Op::DeleteRule(DeleteAccessRuleRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    }),
-                ),
-                1 => (
-                    "network",
-                    Op::DeleteNetwork(DeleteNetworkRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    }),
-                ),
-                2 => (
-                    "membership",
-                    Op::DeleteMembership(DeleteMembershipRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    }),
-                ),
-                3 => (
-                    "project",
-                    Op::DeleteProject(DeleteProjectRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    }),
-                ),
-                _ => (
-                    "user",
-                    Op::DeleteUser(DeleteUserRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    }),
-                ),
-            };
+            let kind = ["accessRule", "network", "membership", "project", "user"][rank(name)];
             Step {
                 shown: step(
                     Action::Delete,
                     kind,
-                    &name,
+                    name,
                     &[],
                     "the environment is deleted",
                 ),
-                op: Some(op),
+                op: Some(delete_of(kind, name)),
                 counts: Vec::new(),
             }
         })
