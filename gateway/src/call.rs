@@ -19,7 +19,17 @@ pub struct Call {
     deadline: Instant,
     /// Where the call came from, for the audit events it causes.
     pub(crate) origin: Origin,
+    /// Lists wait for every region until the deadline instead of naming a
+    /// slow one unreachable (see [`EveryRegion`]).
+    every_region: bool,
 }
+
+/// A request extension, set only by the gateway's own internal calls (a
+/// caller cannot send one): the lists it makes wait for every region's
+/// answer, as an environment's plan needs them to. A missing answer would
+/// read as "not there" and plan a create.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EveryRegion;
 
 /// Where a public call came from.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +55,20 @@ impl Call {
             caller,
             deadline: Instant::now() + timeout,
             origin: Origin::default(),
+            every_region: false,
         }
+    }
+
+    /// The same call, its lists waiting for every region.
+    pub(crate) fn waiting_for_every_region(mut self) -> Call {
+        self.every_region = true;
+        self
+    }
+
+    /// Whether lists wait for every region (instead of for at most the
+    /// configured time per region).
+    pub(crate) fn waits_for_every_region(&self) -> bool {
+        self.every_region
     }
 
     /// The same call, from `origin`.
@@ -61,6 +84,7 @@ impl Call {
             caller: self.caller.clone(),
             deadline: Instant::now() + timeout,
             origin: self.origin.clone(),
+            every_region: self.every_region,
         }
     }
 

@@ -8,7 +8,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use crate::auth::Authenticator;
-use crate::call::{Call, Origin};
+use crate::call::{Call, EveryRegion, Origin};
 use crate::discovery::Discovery;
 use crate::events::Events;
 use crate::mesh::Mesh;
@@ -48,7 +48,24 @@ impl State {
             peer,
             request_id: text("x-request-id"),
         };
-        Ok(self.begin_metadata(metadata).await?.with_origin(origin))
+        Ok(self
+            .begin_parts(metadata, request.extensions())
+            .await?
+            .with_origin(origin))
+    }
+
+    /// [`State::begin_metadata`], honouring the gateway's own request
+    /// extensions ([`EveryRegion`]).
+    pub(crate) async fn begin_parts(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<Call, Status> {
+        let call = self.begin_metadata(metadata).await?;
+        Ok(match extensions.get::<EveryRegion>() {
+            Some(_) => call.waiting_for_every_region(),
+            None => call,
+        })
     }
 
     /// Authenticates the caller and starts the call's deadline, for calls

@@ -92,10 +92,10 @@ impl AccessRuleService for Api {
         &self,
         request: Request<ListAccessRulesRequest>,
     ) -> Result<Response<ListAccessRulesResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
         let (page, next_page_token) = self
             .list_children(
-                &metadata,
+                (&metadata, &extensions),
                 "ListAccessRules",
                 &req.parent,
                 req.page_size,

@@ -245,10 +245,10 @@ impl MembershipService for Api {
         &self,
         request: Request<ListMembershipsRequest>,
     ) -> Result<Response<ListMembershipsResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
         let (page, next_page_token) = self
             .list_children(
-                &metadata,
+                (&metadata, &extensions),
                 "ListMemberships",
                 &req.parent,
                 req.page_size,

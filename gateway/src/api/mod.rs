@@ -566,7 +566,7 @@ impl Api {
             Some(r) => vec![r.to_string()],
             None => self.state.discovery.known(),
         };
-        let cap = self.state.list_region_timeout();
+        let cap = (!call.waits_for_every_region()).then(|| self.state.list_region_timeout());
         let req = ListRequest {
             parent: parent.to_string(),
             organization: organization.to_string(),
@@ -574,7 +574,7 @@ impl Api {
             limit: (size + 1) as i32,
         };
         let answers = scatter(&regions, |region| {
-            let outgoing = call.outgoing(req.clone(), Some(cap));
+            let outgoing = call.outgoing(req.clone(), cap);
             async move {
                 self.state
                     .regions
@@ -736,7 +736,7 @@ impl Api {
     #[allow(clippy::too_many_arguments)]
     async fn list_children<Resp, T>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        (metadata, extensions): (&tonic::metadata::MetadataMap, &tonic::Extensions),
         method: &str,
         parent: &str,
         page_size: i32,
@@ -747,7 +747,7 @@ impl Api {
         Resp: Message + Default + 'static,
         T: Listed,
     {
-        let call = self.state.begin_metadata(metadata).await?;
+        let call = self.state.begin_parts(metadata, extensions).await?;
         names::parse_field(parent, &["projects"], "parent")?;
         let organization = call.caller.organization.clone();
         self.list(

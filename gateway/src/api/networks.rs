@@ -125,10 +125,10 @@ impl NetworkService for Api {
         &self,
         request: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
         let (page, next_page_token) = self
             .list_children(
-                &metadata,
+                (&metadata, &extensions),
                 "ListNetworks",
                 &req.parent,
                 req.page_size,

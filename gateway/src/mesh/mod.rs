@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use nordlys_transport::{BoxError, NatsChannel};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -155,12 +156,16 @@ impl Mesh {
     ///
     /// The attempts follow the route mode: `auto` tries direct gRPC, then
     /// NATS; `grpc` tries direct gRPC up to three times; `nats` NATS up to
-    /// twice. A further attempt is made only after a failure of the
-    /// transport (never after an answer of the daemon), and only within the
-    /// retry budget. Reads also move on when an attempt takes more than
-    /// `read_attempt` or half the time left (a daemon that hangs, a request lost with a
-    /// killed instance); writes keep the whole deadline, because a second
-    /// attempt racing a slow first one would meet it half done.
+    /// twice. A further attempt is made after a failure of the transport
+    /// (never after an answer of the daemon), and only within the retry
+    /// budget. Reads are also hedged: when an attempt has not answered
+    /// within `read_attempt` (or half the time left) the next one starts
+    /// beside it, and the first answer wins. A daemon that hangs or a
+    /// request lost with a killed instance costs that long, and a daemon
+    /// that is merely slow (its cloud under load) still answers, where
+    /// abandoning its attempt would start the same slow work over. Writes
+    /// are never hedged: a second attempt racing a slow first one would meet
+    /// it half done.
     pub(crate) async fn call<Req, Resp>(
         &self,
         region: &str,
@@ -179,12 +184,13 @@ impl Mesh {
         };
         let hedge = method.starts_with("Get") || method.starts_with("List");
         let timeout = outgoing.timeout;
-        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
         self.budget.deposit();
 
         let mut payload: Option<Bytes> = None;
+        let mut attempts = FuturesUnordered::new();
         let mut last = None;
-        for (i, route) in plan.iter().enumerate() {
+        'routes: for (i, route) in plan.iter().enumerate() {
             if i > 0 {
                 // Auto mode moving from gRPC to NATS is the fallback, not a retry.
                 let fallback = *route == Nats && plan[i - 1] == Direct;
@@ -196,96 +202,54 @@ impl Mesh {
                     break;
                 }
             }
-            let remaining = timeout.saturating_sub(started.elapsed());
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            let last_attempt = i + 1 == plan.len();
-            let cap = if hedge && !last_attempt {
-                (remaining / 2).min(self.read_attempt)
-            } else {
-                remaining
-            };
-            let attempt_started = Instant::now();
-            let outcome = match route {
-                Direct => match self.direct(region) {
-                    Some(service) => {
-                        // One CLIENT span per attempt; regiond's server span
-                        // is its child.
-                        let span = nordlys_telemetry::grpc_client_span(REGIOND_SERVICE, method);
-                        let mut headers = outgoing.metadata(remaining).into_headers();
-                        nordlys_telemetry::inject_headers(&span, &mut headers);
-                        let attempt = Request::from_parts(
-                            MetadataMap::from_headers(headers),
-                            Default::default(),
-                            outgoing.message.clone(),
-                        );
-                        let outcome =
-                            tokio::time::timeout(cap, direct_unary(service, method, attempt))
-                                .instrument(span.clone())
-                                .await
-                                .map_err(|_| ());
-                        let (code, message) = match &outcome {
-                            Ok(Ok(_)) => (0, ""),
-                            Ok(Err(status)) => (status.code() as i32, status.message()),
-                            Err(()) => (tonic::Code::DeadlineExceeded as i32, "attempt timed out"),
-                        };
-                        nordlys_telemetry::record_outcome(&span, code, message);
-                        outcome
-                    }
-                    None if self.mode_for(region) == RouteMode::Grpc => {
-                        return Err(Status::unavailable(format!(
-                            "region {region} has no healthy direct gRPC endpoint"
-                        )))
-                    }
-                    None => continue,
-                },
-                Nats => {
-                    let subject = nats_subject(region, method);
-                    // Straight to headers and bytes, the message encoded
-                    // once for every NATS attempt: no metadata to build and
-                    // take apart again, no deadline to write and parse
-                    // back. The NATS request's own timer bounds the
-                    // attempt: no second timer on the hot path.
-                    let payload = payload
-                        .get_or_insert_with(|| Bytes::from(outgoing.message.encode_to_vec()))
-                        .clone();
-                    let headers = outgoing.nats_headers(remaining);
-                    let call = self.nats.unary_encoded(subject, headers, payload, cap);
-                    match call.await {
-                        Err(status) if cap < remaining && NatsChannel::is_timed_out(&status) => {
-                            Err(())
+            match self.attempt(*route, region, method, &outgoing, remaining, &mut payload) {
+                Some(attempt) => attempts.push(attempt),
+                None if self.mode_for(region) == RouteMode::Grpc => {
+                    return Err(Status::unavailable(format!(
+                        "region {region} has no healthy direct gRPC endpoint"
+                    )))
+                }
+                None => continue,
+            }
+            let hedge_at = (hedge && i + 1 < plan.len())
+                .then(|| tokio::time::Instant::now() + (remaining / 2).min(self.read_attempt));
+            loop {
+                let outcome = match hedge_at {
+                    Some(at) => tokio::select! {
+                        outcome = attempts.next() => outcome,
+                        () = tokio::time::sleep_until(at) => {
+                            tracing::debug!(%region, method, "no answer yet; hedging on the next route");
+                            continue 'routes;
                         }
-                        other => Ok(other.map(tonic::Response::into_inner)),
+                    },
+                    None => attempts.next().await,
+                };
+                match outcome {
+                    // Every attempt in flight failed in transport.
+                    None => continue 'routes,
+                    Some(Ok(answer)) => return Ok(answer),
+                    Some(Err(status)) if retryable(&status) => {
+                        tracing::debug!(%region, method, error = %status.message(), "attempt failed in transport");
+                        last = Some(status);
                     }
-                }
-            };
-            let code = match &outcome {
-                Ok(Ok(_)) => tonic::Code::Ok,
-                Ok(Err(status)) => status.code(),
-                Err(_) => tonic::Code::DeadlineExceeded,
-            };
-            self.metrics.attempt(
-                region,
-                method,
-                *route == Direct,
-                code,
-                attempt_started.elapsed(),
-            );
-            match outcome {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(status)) if retryable(&status) => {
-                    tracing::debug!(%region, method, error = %status.message(), "attempt failed in transport");
-                    last = Some(status);
-                }
-                Ok(Err(status)) => return Err(status),
-                Err(_) => {
-                    tracing::debug!(%region, method, ?cap, "attempt took too long; trying again");
-                    last = Some(Status::deadline_exceeded(format!(
-                        "region {region} did not answer within {timeout:?}"
-                    )));
+                    Some(Err(status)) => return Err(status),
                 }
             }
+        }
+        // No route left to try: what is still in flight may yet answer.
+        while let Ok(Some(outcome)) = tokio::time::timeout_at(deadline, attempts.next()).await {
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(status) if retryable(&status) => last = Some(status),
+                Err(status) => return Err(status),
+            }
+        }
+        if !attempts.is_empty() {
+            last = None;
         }
         Err(match last {
             Some(s) if NatsChannel::is_no_responders(&s) => Status::unavailable(format!(
@@ -299,6 +263,84 @@ impl Mesh {
                 "region {region} did not answer within {timeout:?}"
             )),
         })
+    }
+
+    /// One attempt of `method` on `route`, given `remaining` of the
+    /// deadline; `None` when the route is direct and the region has no
+    /// healthy endpoint. Each attempt is counted in the mesh series.
+    fn attempt<'a, Req, Resp>(
+        &'a self,
+        route: Route,
+        region: &'a str,
+        method: &'a str,
+        outgoing: &Outgoing<'_, Req>,
+        remaining: Duration,
+        payload: &mut Option<Bytes>,
+    ) -> Option<BoxFuture<'a, Result<Resp, Status>>>
+    where
+        Req: Message + Clone + 'static,
+        Resp: Message + Default + 'static,
+    {
+        let started = Instant::now();
+        let direct = route == Route::Direct;
+        let call: BoxFuture<'a, Result<Resp, Status>> = match route {
+            Route::Direct => {
+                let service = self.direct(region)?;
+                // One CLIENT span per attempt; regiond's server span is its child.
+                let span = nordlys_telemetry::grpc_client_span(REGIOND_SERVICE, method);
+                let mut headers = outgoing.metadata(remaining).into_headers();
+                nordlys_telemetry::inject_headers(&span, &mut headers);
+                let attempt = Request::from_parts(
+                    MetadataMap::from_headers(headers),
+                    Default::default(),
+                    outgoing.message.clone(),
+                );
+                Box::pin(async move {
+                    let outcome =
+                        tokio::time::timeout(remaining, direct_unary(service, method, attempt))
+                            .instrument(span.clone())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Status::deadline_exceeded(format!(
+                                    "region {region} did not answer within {remaining:?}"
+                                )))
+                            });
+                    let (code, message) = match &outcome {
+                        Ok(_) => (0, ""),
+                        Err(status) => (status.code() as i32, status.message()),
+                    };
+                    nordlys_telemetry::record_outcome(&span, code, message);
+                    outcome
+                })
+            }
+            Route::Nats => {
+                // Straight to headers and bytes, the message encoded once for
+                // every NATS attempt: no metadata to build and take apart
+                // again, no deadline to write and parse back. The NATS
+                // request's own timer bounds the attempt.
+                let payload = payload
+                    .get_or_insert_with(|| Bytes::from(outgoing.message.encode_to_vec()))
+                    .clone();
+                let headers = outgoing.nats_headers(remaining);
+                let subject = nats_subject(region, method);
+                Box::pin(async move {
+                    self.nats
+                        .unary_encoded(subject, headers, payload, remaining)
+                        .await
+                        .map(tonic::Response::into_inner)
+                })
+            }
+        };
+        Some(Box::pin(async move {
+            let outcome = call.await;
+            let code = match &outcome {
+                Ok(_) => tonic::Code::Ok,
+                Err(status) => status.code(),
+            };
+            self.metrics
+                .attempt(region, method, direct, code, started.elapsed());
+            outcome
+        }))
     }
 }
 

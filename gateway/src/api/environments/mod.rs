@@ -38,16 +38,18 @@ use self::plan::{Actual, Counted, Op, Step};
 pub(crate) use self::store::EnvironmentStore;
 use self::store::Stored;
 use super::Api;
-use crate::call::Call;
+use crate::call::{Call, EveryRegion};
 
 /// How many of each list a plan reads at a time.
 const PAGE: i32 = 500;
 
 /// A call the environment makes on the caller's behalf: the caller's own
 /// metadata (credentials, deadline, trace context).
+/// Its lists wait for every region (a plan needs every region's answer).
 fn inner<T>(metadata: &MetadataMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
     *request.metadata_mut() = metadata.clone();
+    request.extensions_mut().insert(EveryRegion);
     request
 }
 
@@ -104,9 +106,12 @@ fn step_request_id(environment: &Environment, apply: &str, step: &Step) -> Strin
     format!("env-{}", hex::encode(&h.finalize()[..20]))
 }
 
-/// How many times a plan asks again for a list some region did not answer
-/// in time (a list gives each region a couple of seconds).
-const LIST_TRIES: usize = 3;
+/// How many times a plan asks for a list some region did not answer (its
+/// lists wait for each region until the deadline; a region may be between
+/// daemons, or its cloud briefly down), and how long it waits before asking
+/// again, times the tries so far.
+const LIST_TRIES: u32 = 3;
+const LIST_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Every item of a paged list, each page asked again while a region does
 /// not answer; UNAVAILABLE when one still does not: a missing answer would
@@ -132,6 +137,7 @@ where
                     unreachable.join(", ")
                 )));
             }
+            tokio::time::sleep(LIST_RETRY_WAIT * tries).await;
         };
         all.extend(items);
         if next.is_empty() {
