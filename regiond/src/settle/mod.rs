@@ -206,10 +206,22 @@ pub(crate) struct Settle {
     /// The test-only delay before every create's backend call
     /// (`NORDLYS_TEST_SLOW_CREATE_MS`): a cloud that answers slowly.
     slow_create: Option<Duration>,
+    /// The test-only delay before every project list's backend call
+    /// (`NORDLYS_TEST_SLOW_LIST_MS`): a cloud that answers reads slowly.
+    slow_list: Option<Duration>,
 }
 
 /// The test-only slow-cloud hook's environment variable.
 const SLOW_CREATE_ENV: &str = "NORDLYS_TEST_SLOW_CREATE_MS";
+/// The test-only slow-reads hook's environment variable.
+const SLOW_LIST_ENV: &str = "NORDLYS_TEST_SLOW_LIST_MS";
+
+fn millis_from_env(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+}
 
 impl Settle {
     /// Notes kept in this process only, and no quota service: for tests
@@ -226,6 +238,7 @@ impl Settle {
             seen: Default::default(),
             crash: CrashHook::default(),
             slow_create: None,
+            slow_list: None,
         }
     }
 
@@ -250,10 +263,8 @@ impl Settle {
             remove_orphans,
             seen: Default::default(),
             crash: CrashHook::from_env(),
-            slow_create: std::env::var(SLOW_CREATE_ENV)
-                .ok()
-                .and_then(|ms| ms.parse().ok())
-                .map(Duration::from_millis),
+            slow_create: millis_from_env(SLOW_CREATE_ENV),
+            slow_list: millis_from_env(SLOW_LIST_ENV),
         }
     }
 
@@ -396,6 +407,14 @@ impl Settle {
             // racing create of the same name holds the note: it settles it.
             Err(StoreError::Conflict) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits as long as the test-only slow-reads hook says (nothing when
+    /// it is unset).
+    pub(crate) async fn before_list(&self) {
+        if let Some(delay) = self.slow_list {
+            tokio::time::sleep(delay).await;
         }
     }
 

@@ -232,3 +232,38 @@ async fn a_hung_daemon_does_not_hold_callers_past_their_deadline() {
     let list = list.expect("list answers").into_inner();
     assert_eq!(list.unreachable, ["osl1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_slower_than_one_read_attempt_still_answers() {
+    // osl1's lists take 1.5 s: longer than one read attempt (1 s), within
+    // what a list waits for a region (2 s). The gateway hedges on the next
+    // route at 1 s and keeps the first attempt, which answers.
+    let _serial = super::support::serial().await;
+    let mut stack = Stack::start_with(StackOpts::default()).await;
+    let tenant = stack.tenant("acme").await;
+    let channel = stack.channel().await;
+    create(&channel, &tenant.key, "web", &["osl1"])
+        .await
+        .expect("create");
+    stack.osl1.kill();
+    stack.osl1 = Regiond::start_env(
+        &stack.nats,
+        "osl1",
+        &["--backend", "kv"],
+        &[("NORDLYS_TEST_SLOW_LIST_MS", "1500")],
+    );
+    stack.wait_for_regions(|r| instances(r, "osl1") == 1).await;
+    let started = Instant::now();
+    let list = ProjectServiceClient::new(channel.clone())
+        .list_projects(bearer(ListProjectsRequest::default(), &tenant.key))
+        .await
+        .expect("list")
+        .into_inner();
+    let took = started.elapsed();
+    println!("osl1 lists in 1.5 s: ListProjects answered in {took:?}");
+    assert!(list.unreachable.is_empty(), "{:?}", list.unreachable);
+    let names: Vec<&str> = list.projects.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["projects/web"]);
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+}
