@@ -36,6 +36,10 @@ struct Args {
     /// How calls reach regions: auto (direct gRPC, NATS fallback), nats or grpc.
     #[arg(long)]
     route: Option<nordlys_gateway::RouteMode>,
+    /// Print the settings it would run with (defaults, then the file, then
+    /// NORDLYS_* variables, then flags) as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[tokio::main]
@@ -68,6 +72,9 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.route {
         config.route = v;
+    }
+    if args.print_config {
+        return nordlys_transport::print_config("gateway", &config, &["operator_key"]);
     }
     match Gateway::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

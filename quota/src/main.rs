@@ -46,6 +46,10 @@ struct Args {
     /// the quota service as the gateway.
     #[arg(long)]
     insecure_dev: bool,
+    /// Print the settings it would run with (defaults, then the file, then
+    /// NORDLYS_* variables, then flags) as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn main() -> ExitCode {
     // Logs, and traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; the guard
     // flushes the spans still queued when main returns.
     let _telemetry = nordlys_telemetry::init("nordlys-quota");
+    let print_config = args.print_config;
     let overrides = Overrides {
         nats_url: args.nats_url,
         bucket: args.bucket,
@@ -69,6 +74,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if print_config {
+        return nordlys_transport::print_config("quota", &config, &[]);
+    }
     let ready = |id: &str, metrics: Option<std::net::SocketAddr>| {
         // The harness and scripts wait for this line; they find the
         // metrics port on it.

@@ -291,11 +291,41 @@ pub struct KubeTier {
     /// The ResourceQuota's `hard` limits by resource name (`pods`,
     /// `requests.cpu`, `limits.memory`, `persistentvolumeclaims`, ...), as
     /// Kubernetes quantities.
+    #[serde(deserialize_with = "quantities")]
     pub quota: BTreeMap<String, String>,
     /// A container's default limits (LimitRange `default`).
+    #[serde(deserialize_with = "quantities")]
     pub default_limits: BTreeMap<String, String>,
     /// A container's default requests (LimitRange `defaultRequest`).
+    #[serde(deserialize_with = "quantities")]
     pub default_requests: BTreeMap<String, String>,
+}
+
+/// Kubernetes quantities by name: `"500m"`, `"4Gi"`, or a plain number
+/// (`pods = 10` in TOML, or from a variable, which reads `10` as a number).
+fn quantities<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Quantity {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+    }
+    let map = BTreeMap::<String, Quantity>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, q)| {
+            let q = match q {
+                Quantity::Text(s) => s,
+                Quantity::Integer(n) => n.to_string(),
+                Quantity::Float(f) => f.to_string(),
+            };
+            (k, q)
+        })
+        .collect())
 }
 
 impl Default for KubeConfig {
@@ -660,6 +690,22 @@ mod tests {
             config.kube.tiers["small"].quota["requests.cpu"],
             "4".to_string()
         );
+    }
+
+    #[test]
+    fn kube_quantities_may_be_plain_numbers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("regiond.toml");
+        std::fs::write(
+            &file,
+            "region = \"osl1\"\n[kube.tiers.small]\nquota = { pods = 10, \"requests.cpu\" = 1.5, \"limits.memory\" = \"8Gi\" }\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), &dev()).expect("loads");
+        let quota = &config.kube.tiers["small"].quota;
+        assert_eq!(quota["pods"], "10");
+        assert_eq!(quota["requests.cpu"], "1.5");
+        assert_eq!(quota["limits.memory"], "8Gi");
     }
 
     #[test]

@@ -52,6 +52,10 @@ struct Args {
     /// this region as the gateway, for any organization.
     #[arg(long)]
     insecure_dev: bool,
+    /// Print the settings it would run with (defaults, then the file, then
+    /// NORDLYS_* variables, then flags) as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[tokio::main]
@@ -60,6 +64,7 @@ async fn main() -> ExitCode {
     // Logs, and traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; the guard
     // flushes the spans still queued when main returns.
     let _telemetry = nordlys_telemetry::init("nordlys-regiond");
+    let print_config = args.print_config;
     let overrides = Overrides {
         nats_url: args.nats_url,
         region: args.region,
@@ -76,6 +81,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if print_config {
+        return nordlys_transport::print_config("regiond", &config, &[]);
+    }
     match nordlys_regiond::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

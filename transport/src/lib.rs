@@ -31,6 +31,7 @@ mod kv_bucket;
 pub mod metadata;
 mod nats;
 pub mod permissions;
+mod print_config;
 mod signal;
 pub mod status;
 pub mod tls;
@@ -44,6 +45,7 @@ pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
 pub use nats::server::{
     confirm_subscriptions, unary, Handler, MicroService, MicroServiceBuilder, Observer, QUEUE_GROUP,
 };
+pub use print_config::print_config;
 pub use signal::shutdown_signal;
 
 /// The catch-all error of start-up and plumbing code.
