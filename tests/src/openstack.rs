@@ -666,14 +666,28 @@ impl OpenStackRegion {
 
     /// Whether Keystone and Neutron are still running, for failure messages:
     /// a refused connection is then either a dead server or a wrong port.
+    /// Each server's state, and the log tail of any that is not running
+    /// (why it stopped).
     fn states(&self) -> String {
-        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        SERVERS
+        let states: Vec<(&str, String)> = {
+            let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            SERVERS
+                .iter()
+                .zip(servers.iter())
+                .map(|(name, server)| (*name, server.state()))
+                .collect()
+        };
+        let mut out = states
             .iter()
-            .zip(servers.iter())
-            .map(|(name, server)| format!("{name} {}", server.state()))
+            .map(|(name, state)| format!("{name} {state}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        for (name, state) in &states {
+            if !state.ends_with("running") {
+                out.push_str(&format!("\n--- {name}'s log tail\n{}", self.log_tail(name)));
+            }
+        }
+        out
     }
 
     fn log_tail(&self, server: &str) -> String {
