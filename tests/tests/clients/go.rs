@@ -1,7 +1,6 @@
 //! The go client (clients/go).
 
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support;
 
@@ -17,7 +16,7 @@ async fn go_client_runs_the_scenario() {
     }
     let (stack, tenant) = support::stack().await;
     let env = support::scenario_env(&stack, &tenant);
-    let output = support::run(Command::new(&scenario), &env, Duration::from_secs(120));
+    let output = support::run(Command::new(&scenario), &env).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Shown with --nocapture, or when an assertion below fails.
     eprintln!("{stdout}");

@@ -5,38 +5,24 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use super::support;
 
 /// The shaded jar `mvn package` makes; its main class is the scenario.
 const JAR: &str = "target/nordlys-client-all.jar";
 
-/// Whether `java -version` runs.
-fn java_runs() -> bool {
-    Command::new("java")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs `java {args}` in the client's folder off the async runtime, so the
-/// stack's tasks go on while it waits.
+/// Runs `java {args}` in the client's folder.
 async fn java(dir: &Path, args: &[&str], env: &[(&'static str, String)]) -> Output {
     let mut command = Command::new("java");
     command.args(args).current_dir(dir);
-    let env = env.to_vec();
-    tokio::task::spawn_blocking(move || support::run(command, &env, Duration::from_secs(120)))
-        .await
-        // A failed run panics in the blocking task: show that panic as ours.
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    support::run(command, env).await
 }
 
 #[tokio::test]
 async fn quickstart_and_scenario() {
     let dir = support::client_dir("java");
     let built = dir.join(JAR).is_file();
-    let java_runs = java_runs();
+    let java_runs = support::runs("java", "-version");
     let why = if !java_runs {
         "java is not on PATH"
     } else {

@@ -1,7 +1,6 @@
 //! The python client (clients/python).
 
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support;
 
@@ -21,7 +20,7 @@ async fn python_client_runs_the_scenario() {
     let env = support::scenario_env(&stack, &tenant);
     let mut command = Command::new(&python);
     command.arg(dir.join("examples").join("scenario.py"));
-    let output = support::run(command, &env, Duration::from_secs(120));
+    let output = support::run(command, &env).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Shown with --nocapture, or when an assertion below fails.
     eprintln!("{stdout}");

@@ -56,9 +56,26 @@ pub(crate) fn scenario_env(stack: &Stack, tenant: &Tenant) -> Vec<(&'static str,
     ]
 }
 
-/// Runs `command` (with `env`) to its end, at most `limit`; panics with its
+/// Whether `program ARG` runs (`java -version`, `node --version`).
+pub(crate) fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `command` (with `env`) to its end, at most two minutes, off the
+/// async runtime so the stack's tasks go on meanwhile; panics with its
 /// output when it fails or takes longer.
-pub(crate) fn run(mut command: Command, env: &[(&str, String)], limit: Duration) -> Output {
+pub(crate) async fn run(command: Command, env: &[(&'static str, String)]) -> Output {
+    let env = env.to_vec();
+    tokio::task::spawn_blocking(move || run_blocking(command, &env, Duration::from_secs(120)))
+        .await
+        // A failed run panics in the blocking task: show that panic as ours.
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn run_blocking(mut command: Command, env: &[(&str, String)], limit: Duration) -> Output {
     for (k, v) in env {
         command.env(k, v);
     }

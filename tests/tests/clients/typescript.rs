@@ -4,28 +4,14 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use super::support;
 
-/// Whether `program --version` runs.
-fn runs(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs `node {script}` in the client's folder off the async runtime, so the
-/// stack's tasks go on while it waits.
+/// Runs `node {script}` in the client's folder.
 async fn node(dir: &Path, script: &str, env: &[(&'static str, String)]) -> Output {
     let mut command = Command::new("node");
     command.arg(script).current_dir(dir);
-    let env = env.to_vec();
-    tokio::task::spawn_blocking(move || support::run(command, &env, Duration::from_secs(120)))
-        .await
-        // A failed run panics in the blocking task: show that panic as ours.
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    support::run(command, env).await
 }
 
 #[tokio::test]
@@ -34,7 +20,7 @@ async fn quickstart_and_scenario() {
     let built = ["dist/examples/quickstart.js", "dist/examples/scenario.js"]
         .iter()
         .all(|script| dir.join(script).is_file());
-    let node_runs = runs("node");
+    let node_runs = support::runs("node", "--version");
     let why = if !node_runs {
         "node is not on PATH"
     } else {
