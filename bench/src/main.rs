@@ -12,6 +12,7 @@ mod callers;
 mod cpu;
 mod floors;
 mod load;
+mod peer;
 mod procs;
 mod report;
 mod scale;
@@ -125,6 +126,21 @@ struct Args {
     /// rounds of at most --writes-calls calls or --writes-seconds each.
     #[arg(long)]
     telemetry: bool,
+    /// The gateway's own JSON port beside grpc-gateway v2 instead: GET
+    /// /v1/projects/{id} through grpc-gateway's reverse proxy to the
+    /// gateway's gRPC port, the same GET on the gateway's JSON port, and
+    /// GetProject on its gRPC port, at --peer-concurrency in flight, with
+    /// each process's CPU time per call. Needs the peer built by
+    /// peers/grpc-gateway/setup. The gateway runs in the first of --routes.
+    #[arg(long)]
+    peer_grpc_gateway: bool,
+    /// Calls in flight for --peer-grpc-gateway, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    peer_concurrency: Vec<usize>,
+    /// The grpc-gateway peer (default: peers/grpc-gateway/bin/grpc-gateway-peer
+    /// in the workspace).
+    #[arg(long, value_name = "PATH")]
+    peer_bin: Option<PathBuf>,
     /// At most this many calls per --writes cell.
     #[arg(long, default_value_t = 3000)]
     writes_calls: usize,
@@ -277,6 +293,27 @@ async fn run(args: Args) -> Result<(), String> {
             operator_key: fresh_operator_key(),
         };
         return scale::run(&bins, plan).await;
+    }
+
+    if args.peer_grpc_gateway {
+        let bins =
+            bins.ok_or("--peer-grpc-gateway needs the service binaries (drop --no-gateway)")?;
+        if args.peer_concurrency.is_empty() || args.peer_concurrency.contains(&0) {
+            return Err("--peer-concurrency needs positive numbers".into());
+        }
+        let plan = peer::Plan {
+            binary: args.peer_bin.clone().unwrap_or_else(peer::default_binary),
+            route: args
+                .routes
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "nats".into()),
+            concurrency: args.peer_concurrency.clone(),
+            rounds: args.rounds,
+            timing,
+            operator_key: fresh_operator_key(),
+        };
+        return peer::run(&bins, plan).await;
     }
 
     if args.topology {

@@ -110,7 +110,7 @@ pub(crate) fn machine() -> String {
     format!("{nproc} CPUs ({cpu}), Linux {kernel}, {nats}")
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     let us = d.as_micros();
     if us >= 10_000 {
         format!("{:.1} ms", us as f64 / 1000.0)
@@ -119,7 +119,7 @@ fn us(d: Duration) -> String {
     }
 }
 
-fn thousands(n: f64) -> String {
+pub(crate) fn thousands(n: f64) -> String {
     let n = n.round() as u64;
     let digits = n.to_string();
     let mut out = String::new();

@@ -91,6 +91,33 @@ fn path_templates_and_nested_field_paths() {
     assert_eq!(req["book"]["name"], "shelves/s1/books/b1");
     assert_eq!(req["book"]["title"], "Dune");
     assert_eq!(req["updateMask"], "title,genre");
+
+    // A mask by proto names, as the services name fields in their errors
+    // and as grpc-gateway passes masks on: the same mask.
+    let (_, req) = ok(
+        &router,
+        Method::PATCH,
+        "/v1/shelves/s1/books/b1",
+        Some("update_mask=publish_time,title"),
+        r#"{"title": "Dune", "publishTime": "2020-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(req["updateMask"], "publishTime,title");
+    let (_, req) = ok(
+        &router,
+        Method::GET,
+        "/v1/shelves/s1/books",
+        Some("readMask=publishTime,author_ids"),
+        "",
+    );
+    assert_eq!(req["readMask"], "publishTime,authorIds");
+    let e = err(
+        &router,
+        Method::GET,
+        "/v1/shelves/s1/books",
+        Some("readMask=publish__time"),
+        "",
+    );
+    assert!(e.contains("readMask"), "{e}");
 }
 
 #[test]
@@ -253,7 +280,12 @@ fn bodies_are_checked_with_the_field_named() {
     let (_, router) = library();
     let create = |body: &str| err(&router, Method::POST, "/v1/shelves/s1/books", None, body);
     let e = create(r#"{"title": "x""#);
-    assert!(e.contains("malformed JSON"), "{e}");
+    // Cut off inside the object: the object is named, not `book.?`.
+    assert!(e.starts_with("book: malformed JSON"), "{e}");
+    let e = create(r#"{"title": "x", "#);
+    assert!(e.starts_with("book: malformed JSON"), "{e}");
+    let e = create(r#"{"pages": [1, "#);
+    assert!(e.starts_with("book.pages"), "{e}");
     let e = create(r#"{"pages": "many"}"#);
     assert!(e.starts_with("book.pages"), "{e}");
     let e = create(r#"{"colour": "red"}"#);

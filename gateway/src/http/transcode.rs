@@ -213,8 +213,23 @@ fn parse_json(
         &leniency.options(),
     );
     let field = |track: serde_path_to_error::Track| {
-        let path = track.path().to_string();
-        match (prefix.is_empty(), path == ".") {
+        // `Unknown` is a key the parser could not read (the JSON ends or
+        // breaks inside an object): the violation names the object, not
+        // `object.?`.
+        let mut path = String::new();
+        for segment in &track.path() {
+            match segment {
+                serde_path_to_error::Segment::Unknown => break,
+                serde_path_to_error::Segment::Seq { .. } => path.push_str(&segment.to_string()),
+                _ => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&segment.to_string());
+                }
+            }
+        }
+        match (prefix.is_empty(), path.is_empty()) {
             (_, true) => prefix.to_string(),
             (true, false) => path,
             (false, false) => format!("{prefix}.{path}"),
@@ -285,6 +300,9 @@ fn scalar_json(field: &FieldDescriptor, text: &str) -> Result<Json, String> {
             }
         },
         Kind::Message(m) if m.full_name() == "google.protobuf.BoolValue" => boolean(text),
+        Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => {
+            Ok(Json::String(field_mask_json(text)))
+        }
         Kind::Message(m) if scalar_wkt(&m) => Ok(Json::String(text.to_string())),
         Kind::Message(m) => Err(format!(
             "{} is a message: set its fields one by one (`{}.field=...`)",
@@ -293,6 +311,28 @@ fn scalar_json(field: &FieldDescriptor, text: &str) -> Result<Json, String> {
         )),
         _ => Ok(Json::String(text.to_string())),
     }
+}
+
+/// A FieldMask's text from a query parameter or a path, in its JSON form:
+/// the paths may be in that form already (`displayName`) or name the
+/// fields by their proto names (`display_name`, `limits.access_rules`), as
+/// grpc-gateway passes them on and as the services name them in their
+/// errors; the JSON form allows no `_`, so `_x` becomes `X` (and the JSON
+/// parser turns it back). An `_` before anything but a lowercase letter
+/// has no JSON form and stays, for the parser to refuse.
+fn field_mask_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('_', Some(next)) if next.is_ascii_lowercase() => {
+                out.push(next.to_ascii_uppercase());
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Sets the field at `fields` (from the request down) from its JSON value,
