@@ -56,6 +56,21 @@ pub const OPERATOR_KEY: &str = "test-operator-key";
 /// How long a process may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// An OpenAPI path template made concrete: each `{variable}` becomes `x`,
+/// keeping a custom verb (`{environment}:apply` becomes `x:apply`).
+pub fn concrete_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(
+            |s| match s.strip_prefix('{').and_then(|s| s.split_once('}')) {
+                Some((_, verb)) => format!("x{verb}"),
+                None => s.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Adds `authorization: Bearer {key}` to a request.
 pub fn bearer<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -871,16 +871,7 @@ async fn grpc_gateway_answers_like_nordlys() {
     let doc = r.nordlys.get("/openapi.json").await.expect(200).json();
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        let concrete = path
-            .split('/')
-            .map(
-                |s| match s.strip_prefix('{').and_then(|s| s.split_once('}')) {
-                    Some((_, verb)) => format!("x{verb}"),
-                    None => s.to_string(),
-                },
-            )
-            .collect::<Vec<_>>()
-            .join("/");
+        let concrete = nordlys_tests::concrete_path(path);
         for method in item.as_object().expect("item").keys() {
             let (method, body) = match method.as_str() {
                 "get" => ("GET", ""),

@@ -20,14 +20,12 @@ async fn go_client_runs_the_scenario() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Shown with --nocapture, or when an assertion below fails.
     eprintln!("{stdout}");
-    for line in [
-        "listed ",
-        "bad CIDR refused: network.cidr: ",
-        "scenario passed",
-    ] {
-        assert!(
-            stdout.lines().any(|l| l.starts_with(line)),
-            "no line starting {line:?} in:\n{stdout}"
-        );
-    }
+    support::assert_lines_start(
+        &stdout,
+        &[
+            "listed ",
+            "bad CIDR refused: network.cidr: ",
+            "scenario passed",
+        ],
+    );
 }

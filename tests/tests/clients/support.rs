@@ -112,3 +112,13 @@ fn run_blocking(mut command: Command, env: &[(&str, String)], limit: Duration) -
     );
     output
 }
+
+/// Asserts that `stdout` has a line starting with each of `starts`.
+pub(crate) fn assert_lines_start(stdout: &str, starts: &[&str]) {
+    for start in starts {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(start)),
+            "no line starting {start:?} in:\n{stdout}"
+        );
+    }
+}
