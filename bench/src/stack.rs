@@ -37,6 +37,10 @@ pub(crate) struct Binaries {
 impl Binaries {
     /// Finds gateway, regiond and quota in `dir` and reads the gateway's --help.
     pub(crate) fn find(dir: &Path) -> Result<Binaries, String> {
+        // Absolute: the services start in directories of their own.
+        let dir = &dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         for name in ["gateway", "regiond", "quota"] {
             if !dir.join(name).is_file() {
                 return Err(format!(
