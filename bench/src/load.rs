@@ -40,6 +40,21 @@ pub(crate) struct Cell {
     pub(crate) cpu: crate::cpu::PerCall,
 }
 
+impl std::fmt::Display for Cell {
+    /// The progress line of a cell: rate, latencies, and the first error.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} calls/s, p50 {:?}, p99 {:?}",
+            self.calls_per_sec, self.p50, self.p99
+        )?;
+        match &self.first_error {
+            Some(e) => write!(f, ", {} errors ({e})", self.errors),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Latencies are recorded in microseconds, 1 us to 60 s, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     // The bounds are constants that `new_with_bounds` accepts.

@@ -164,17 +164,10 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
                 let mut cell = load::run(|| target.source.caller(), n, plan.timing).await?;
                 cell.cpu = probe.per_call(&before, &probe.snapshot(), cell.all_calls);
                 eprintln!(
-                    "bench: round {}/{} {} at {n} in flight: {:.0} calls/s, p50 {:?}, p99 {:?}{}",
+                    "bench: round {}/{} {} at {n} in flight: {cell}",
                     round + 1,
                     plan.rounds,
                     target.key,
-                    cell.calls_per_sec,
-                    cell.p50,
-                    cell.p99,
-                    match &cell.first_error {
-                        Some(e) => format!(", {} errors ({e})", cell.errors),
-                        None => String::new(),
-                    }
                 );
                 cells[t][c].push(cell);
             }

@@ -278,18 +278,10 @@ pub(crate) async fn run(bins: &Binaries, plan: Plan) -> Result<(), String> {
                     };
                     let cell = load::run(make, n, plan.timing).await?;
                     eprintln!(
-                        "bench: round {}/{} {label} at {} projects, {n} in flight: \
-                         {:.0} calls/s, p50 {:?}, p99 {:?}{}",
+                        "bench: round {}/{} {label} at {} projects, {n} in flight: {cell}",
                         round + 1,
                         plan.rounds,
                         stacks[s].size,
-                        cell.calls_per_sec,
-                        cell.p50,
-                        cell.p99,
-                        match &cell.first_error {
-                            Some(e) => format!(", {} errors ({e})", cell.errors),
-                            None => String::new(),
-                        }
                     );
                     cells[t][s][c].push(cell);
                 }

@@ -113,9 +113,19 @@ fn run_blocking(mut command: Command, env: &[(&str, String)], limit: Duration) -
     output
 }
 
-/// Asserts that `stdout` has a line starting with each of `starts`.
-pub(crate) fn assert_lines_start(stdout: &str, starts: &[&str]) {
-    for start in starts {
+/// Runs a scenario program (the Go and Python clients' `scenario`) and checks
+/// the lines it prints as it goes: the paging, the bad CIDR's field
+/// violation, and its end.
+pub(crate) async fn run_scenario(command: Command, env: &[(&'static str, String)]) {
+    let output = run(command, env).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Shown with --nocapture, or when an assertion below fails.
+    eprintln!("{stdout}");
+    for start in [
+        "listed ",
+        "bad CIDR refused: network.cidr: ",
+        "scenario passed",
+    ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(start)),
             "no line starting {start:?} in:\n{stdout}"
