@@ -31,6 +31,13 @@ pub struct Call {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EveryRegion;
 
+/// Whether `method` (a method's name, `ApplyEnvironment`) orchestrates
+/// many calls of its own, one after another; such a call gets the longest
+/// deadline when its caller set none.
+pub(crate) fn orchestrates(method: &str) -> bool {
+    matches!(method, "ApplyEnvironment" | "DeleteEnvironment")
+}
+
 /// Where a public call came from.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Origin {

@@ -36,7 +36,8 @@ pub struct Config {
     /// Regions expected to exist even when none of their daemons answers, so
     /// lists name them `unreachable` instead of forgetting them.
     pub regions: Vec<String>,
-    /// Deadline of a call whose caller set none, in milliseconds.
+    /// Deadline of a call whose caller set none, in milliseconds (an
+    /// environment's apply or delete gets `max_timeout_ms`).
     pub default_timeout_ms: u64,
     /// Longest deadline the gateway honours, in milliseconds.
     pub max_timeout_ms: u64,

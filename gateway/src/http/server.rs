@@ -330,9 +330,11 @@ async fn serve_call<'g>(
     *rpc = Some(binding);
 
     let explicit = explicit_deadline(&parts.headers)?;
-    let timeout = explicit
-        .unwrap_or(gateway.options.default_timeout)
-        .min(gateway.options.max_timeout);
+    let default = match crate::call::orchestrates(binding.rpc.name()) {
+        true => gateway.options.max_timeout,
+        false => gateway.options.default_timeout,
+    };
+    let timeout = explicit.unwrap_or(default).min(gateway.options.max_timeout);
     let metadata = metadata(&parts.headers, peer)?;
     let body = read_body(&parts.headers, body, gateway.options.max_body_bytes).await?;
     let message = transcode::request(

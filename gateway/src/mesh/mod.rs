@@ -74,6 +74,8 @@ pub(crate) struct Mesh {
     mode: RouteMode,
     overrides: HashMap<String, RouteMode>,
     regions: RwLock<HashMap<String, Arc<RegionDirect>>>,
+    /// How many instances discovery last saw in each region.
+    instances: RwLock<HashMap<String, usize>>,
     budget: TpsBudget,
     metrics: Arc<Metrics>,
     eject_for: Duration,
@@ -96,6 +98,7 @@ impl Mesh {
             mode,
             overrides,
             regions: RwLock::new(HashMap::new()),
+            instances: RwLock::new(HashMap::new()),
             // Retries may add 20% to the load, plus 10 per second.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             metrics: Arc::new(Metrics::default()),
@@ -116,6 +119,12 @@ impl Mesh {
 
     /// Takes in what discovery saw: each region's advertised endpoints.
     pub(crate) fn sync(&self, snapshot: &[(String, Vec<Instance>)]) {
+        if let Ok(mut counts) = self.instances.write() {
+            *counts = snapshot
+                .iter()
+                .map(|(region, instances)| (region.clone(), instances.len()))
+                .collect();
+        }
         for (region, instances) in snapshot {
             if self.mode_for(region) == RouteMode::Nats {
                 continue;
@@ -148,6 +157,18 @@ impl Mesh {
         }
     }
 
+    /// Whether another attempt could reach another instance: not when
+    /// discovery saw exactly one, whose hedge would only repeat the same
+    /// slow work beside the first (a cloud that is slow under load gets
+    /// slower still).
+    fn could_answer_elsewhere(&self, region: &str) -> bool {
+        self.instances
+            .read()
+            .ok()
+            .and_then(|counts| counts.get(region).copied())
+            != Some(1)
+    }
+
     fn direct(&self, region: &str) -> Option<DirectService> {
         self.regions.read().ok()?.get(region)?.service()
     }
@@ -158,9 +179,9 @@ impl Mesh {
     /// NATS; `grpc` tries direct gRPC up to three times; `nats` NATS up to
     /// twice. A further attempt is made after a failure of the transport
     /// (never after an answer of the daemon), and only within the retry
-    /// budget. Reads are also hedged: when an attempt has not answered
-    /// within `read_attempt` (or half the time left) the next one starts
-    /// beside it, and the first answer wins. A daemon that hangs or a
+    /// budget. Reads of a region with more than one instance are also
+    /// hedged: when an attempt has not answered within `read_attempt` (or
+    /// half the time left) the next one starts beside it, and the first answer wins. A daemon that hangs or a
     /// request lost with a killed instance costs that long, and a daemon
     /// that is merely slow (its cloud under load) still answers, where
     /// abandoning its attempt would start the same slow work over. Writes
@@ -182,7 +203,8 @@ impl Mesh {
             RouteMode::Grpc => &[Direct, Direct, Direct],
             RouteMode::Nats => &[Nats, Nats],
         };
-        let hedge = method.starts_with("Get") || method.starts_with("List");
+        let hedge = (method.starts_with("Get") || method.starts_with("List"))
+            && self.could_answer_elsewhere(region);
         let timeout = outgoing.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         self.budget.deposit();

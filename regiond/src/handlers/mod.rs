@@ -618,6 +618,7 @@ impl RegiondService for Handlers {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
+        self.settle.before_list().await;
         users::list(self, request).await
     }
 
@@ -653,6 +654,7 @@ impl RegiondService for Handlers {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<ListMembershipsResponse>, Status> {
+        self.settle.before_list().await;
         memberships::list(self, request).await
     }
 
@@ -681,6 +683,7 @@ impl RegiondService for Handlers {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
+        self.settle.before_list().await;
         networks::list(self, request).await
     }
 
@@ -716,6 +719,7 @@ impl RegiondService for Handlers {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<ListAccessRulesResponse>, Status> {
+        self.settle.before_list().await;
         access_rules::list(self, request).await
     }
 

@@ -206,7 +206,7 @@ pub(crate) struct Settle {
     /// The test-only delay before every create's backend call
     /// (`NORDLYS_TEST_SLOW_CREATE_MS`): a cloud that answers slowly.
     slow_create: Option<Duration>,
-    /// The test-only delay before every project list's backend call
+    /// The test-only delay before every list's backend call
     /// (`NORDLYS_TEST_SLOW_LIST_MS`): a cloud that answers reads slowly.
     slow_list: Option<Duration>,
 }

@@ -235,9 +235,26 @@ async fn a_hung_daemon_does_not_hold_callers_past_their_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_slower_than_one_read_attempt_still_answers() {
-    // osl1's lists take 1.5 s: longer than one read attempt (1 s), within
-    // what a list waits for a region (2 s). The gateway hedges on the next
-    // route at 1 s and keeps the first attempt, which answers.
+    // osl1's one daemon lists in 1.5 s: longer than one read attempt (1 s),
+    // within what a list waits for a region (2 s). Its attempt is kept, and
+    // no second one is started beside it: that would only ask the same
+    // daemon to repeat the same slow work.
+    let served = list_a_slow_region(1).await;
+    assert_eq!(served, 1.0, "a lone instance is asked once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_read_is_hedged_on_another_instance() {
+    // Two daemons in osl1, both slow: at 1 s a second attempt starts beside
+    // the first (it may reach the other daemon), and the first answer wins.
+    let served = list_a_slow_region(2).await;
+    assert!(served >= 2.0, "hedged on the next route: {served} served");
+}
+
+/// Lists projects while each of osl1's `instances` daemons takes 1.5 s to
+/// list; checks the answer is whole and in time, and returns how many
+/// ListProjects calls osl1's daemons served for it.
+async fn list_a_slow_region(instances_of_osl1: usize) -> f64 {
     let _serial = super::support::serial().await;
     let mut stack = Stack::start_with(StackOpts::default()).await;
     let tenant = stack.tenant("acme").await;
@@ -246,13 +263,19 @@ async fn a_region_slower_than_one_read_attempt_still_answers() {
         .await
         .expect("create");
     stack.osl1.kill();
-    stack.osl1 = Regiond::start_env(
-        &stack.nats,
-        "osl1",
-        &["--backend", "kv"],
-        &[("NORDLYS_TEST_SLOW_LIST_MS", "1500")],
-    );
-    stack.wait_for_regions(|r| instances(r, "osl1") == 1).await;
+    let slow = |stack: &Stack| {
+        Regiond::start_env(
+            &stack.nats,
+            "osl1",
+            &["--backend", "kv"],
+            &[("NORDLYS_TEST_SLOW_LIST_MS", "1500")],
+        )
+    };
+    stack.osl1 = slow(&stack);
+    let more: Vec<Regiond> = (1..instances_of_osl1).map(|_| slow(&stack)).collect();
+    stack
+        .wait_for_regions(|r| instances(r, "osl1") == instances_of_osl1)
+        .await;
     let started = Instant::now();
     let list = ProjectServiceClient::new(channel.clone())
         .list_projects(bearer(ListProjectsRequest::default(), &tenant.key))
@@ -260,10 +283,24 @@ async fn a_region_slower_than_one_read_attempt_still_answers() {
         .expect("list")
         .into_inner();
     let took = started.elapsed();
-    println!("osl1 lists in 1.5 s: ListProjects answered in {took:?}");
+    println!(
+        "{instances_of_osl1} osl1 instance(s) list in 1.5 s: ListProjects answered in {took:?}"
+    );
     assert!(list.unreachable.is_empty(), "{:?}", list.unreachable);
     let names: Vec<&str> = list.projects.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["projects/web"]);
     assert!(took >= Duration::from_millis(1500), "{took:?}");
     assert!(took < Duration::from_millis(2000), "{took:?}");
+    // A hedge that lost still finishes its work in the daemon.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut served = 0.0;
+    for daemon in std::iter::once(&stack.osl1).chain(&more) {
+        let counters = metrics(daemon.metrics_addr()).await;
+        served += total(
+            &counters,
+            "nordlys_regiond_requests_total",
+            &[("method", "ListProjects")],
+        );
+    }
+    served
 }

@@ -13,6 +13,7 @@ mod spec;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use nordlys_api::{names, validate, Violations};
 use nordlys_proto::pb::nordlys::v1::{
@@ -28,6 +29,7 @@ use nordlys_proto::pb::nordlys::v1::{
     ListEnvironmentsRequest, ListEnvironmentsResponse, ListMembershipsRequest, ListNetworksRequest,
     RegionStatus, StepResult,
 };
+use nordlys_transport::metadata::set_timeout;
 use nordlys_transport::Role;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
@@ -43,12 +45,33 @@ use crate::call::{Call, EveryRegion};
 /// How many of each list a plan reads at a time.
 const PAGE: i32 = 500;
 
-/// A call the environment makes on the caller's behalf: the caller's own
-/// metadata (credentials, deadline, trace context).
-/// Its lists wait for every region (a plan needs every region's answer).
-fn inner<T>(metadata: &MetadataMap, message: T) -> Request<T> {
+/// What the environment's own calls carry on the caller's behalf: the
+/// caller's metadata (credentials, trace context) and the deadline of the
+/// whole apply or delete. Each call gets what is left of it, at most the
+/// default deadline of one call, so that one region that never answers
+/// costs a step that long, not the whole apply's time.
+struct Behalf {
+    metadata: MetadataMap,
+    call: Call,
+    per_call: Duration,
+}
+
+impl Behalf {
+    fn new(metadata: MetadataMap, call: &Call, per_call: Duration) -> Behalf {
+        Behalf {
+            metadata,
+            call: call.clone(),
+            per_call,
+        }
+    }
+}
+
+/// A call the environment makes on the caller's behalf. Its lists wait
+/// for every region (a plan needs every region's answer).
+fn inner<T>(on: &Behalf, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    *request.metadata_mut() = metadata.clone();
+    *request.metadata_mut() = on.metadata.clone();
+    set_timeout(request.metadata_mut(), on.call.remaining().min(on.per_call));
     request.extensions_mut().insert(EveryRegion);
     request
 }
@@ -209,7 +232,7 @@ impl Api {
     /// What exists of the resources `spec` names.
     async fn actual(
         &self,
-        metadata: &MetadataMap,
+        metadata: &Behalf,
         spec: &EnvironmentSpec,
         organization: &str,
     ) -> Result<Actual, Status> {
@@ -323,7 +346,7 @@ impl Api {
     /// organization's quota left there.
     async fn check_quota(
         &self,
-        metadata: &MetadataMap,
+        metadata: &Behalf,
         organization: &str,
         steps: &[Step],
     ) -> Result<(), Status> {
@@ -413,7 +436,7 @@ impl Api {
     /// them. What a delete finds already gone is done.
     async fn run(
         &self,
-        metadata: &MetadataMap,
+        metadata: &Behalf,
         op: Op,
         request_id: String,
     ) -> Result<Vec<RegionStatus>, Status> {
@@ -505,7 +528,7 @@ impl Api {
     /// environment incomplete. Returns the results and whether all is done.
     async fn run_steps(
         &self,
-        metadata: &MetadataMap,
+        metadata: &Behalf,
         environment: &Environment,
         steps: &[Step],
         apply_key: &str,
@@ -556,8 +579,11 @@ impl EnvironmentService for Api {
         &self,
         request: Request<ApplyEnvironmentRequest>,
     ) -> Result<Response<ApplyEnvironmentResponse>, Status> {
+        let mut request = request;
+        self.state.orchestrating(request.metadata_mut());
         let call = self.state.begin(&request).await?;
-        let metadata = request.metadata().clone();
+        let per_call = self.state.config.default_timeout();
+        let metadata = Behalf::new(request.metadata().clone(), &call, per_call);
         let req = request.into_inner();
         let mut env = req
             .environment
@@ -749,8 +775,11 @@ impl EnvironmentService for Api {
         &self,
         request: Request<DeleteEnvironmentRequest>,
     ) -> Result<Response<DeleteEnvironmentResponse>, Status> {
+        let mut request = request;
+        self.state.orchestrating(request.metadata_mut());
         let call = self.state.begin(&request).await?;
-        let metadata = request.metadata().clone();
+        let per_call = self.state.config.default_timeout();
+        let metadata = Behalf::new(request.metadata().clone(), &call, per_call);
         let req = request.into_inner();
         let (org, id) = self.environment_name(&call, &req.name, "name")?;
         let org_id = names::parse_field(&org, &["organizations"], "name")?[0].to_string();

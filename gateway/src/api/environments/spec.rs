@@ -69,6 +69,9 @@ pub(super) fn resolve(
         fill(&mut p.display_name);
         fill(&mut p.description);
         p.regions.iter_mut().for_each(&mut fill);
+        if p.display_name.is_empty() {
+            p.display_name = p.project_id.clone();
+        }
     }
     for n in &mut out.networks {
         fill(&mut n.network_id);
@@ -292,6 +295,19 @@ mod tests {
         assert_eq!(project.project_id, "shop-web");
         assert_eq!(project.display_name, "Web (prod)");
         assert!(out.parameters.is_empty());
+    }
+
+    #[test]
+    fn a_project_without_a_display_name_shows_its_id() {
+        let mut v = Violations::new();
+        let mut bare = spec();
+        if let Some(p) = bare.project.as_mut() {
+            p.display_name.clear();
+        }
+        let values = BTreeMap::from([("stage".to_string(), "prod".to_string())]);
+        let out = resolve(&bare, &values, "shop", &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(out.project.expect("project").display_name, "shop-web");
     }
 
     #[test]
