@@ -75,11 +75,11 @@ async fn keys_and_roles_decide_what_a_caller_may_do() {
         .await
         .expect_err("a viewer cannot create");
     assert_eq!(refused.code(), Code::PermissionDenied);
-    let seen = projects
+    let seen = nordlys_tests::whole_list!(projects
         .list_projects(bearer(ListProjectsRequest::default(), &viewer_key.secret))
         .await
         .expect("a viewer reads")
-        .into_inner();
+        .into_inner());
     let seen: Vec<&str> = seen.projects.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(seen, ["projects/shop"]);
 

@@ -140,31 +140,20 @@ async fn networks_of(channel: &Channel, key: &str, project: &str) -> Vec<String>
         .collect()
 }
 
-/// A project's networks as every region holding them answers. A list
-/// names a region that did not answer in time `unreachable` (a region's
-/// cloud under load, as CI's shared Keystone is); that region is asked
-/// again, as a client wanting the whole list would.
+/// A project's networks as every region holding them answers.
 async fn whole_networks_of(channel: &Channel, key: &str, project: &str) -> Vec<Network> {
-    let mut last = Vec::new();
-    for _ in 0..10 {
-        let list = NetworkServiceClient::new(channel.clone())
-            .list_networks(bearer(
-                ListNetworksRequest {
-                    parent: project.into(),
-                    ..Default::default()
-                },
-                key,
-            ))
-            .await
-            .expect("ListNetworks")
-            .into_inner();
-        if list.unreachable.is_empty() {
-            return list.networks;
-        }
-        last = list.unreachable;
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    panic!("the networks of {project} could not be read whole: {last:?} unreachable")
+    nordlys_tests::whole_list!(NetworkServiceClient::new(channel.clone())
+        .list_networks(bearer(
+            ListNetworksRequest {
+                parent: project.into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListNetworks")
+        .into_inner())
+    .networks
 }
 
 #[tokio::test]

@@ -54,11 +54,11 @@ async fn the_same_request_id_creates_once() {
         }
     }
 
-    let listed = projects
+    let listed = nordlys_tests::whole_list!(projects
         .list_projects(bearer(ListProjectsRequest::default(), key))
         .await
         .expect("ListProjects")
-        .into_inner();
+        .into_inner());
     assert_eq!(listed.projects.len(), 2, "{:?}", listed.projects);
     for region in ["sto1", "osl1"] {
         let quota = stack.quota(key, &tenant.organization, region).await;

@@ -78,7 +78,7 @@ async fn networks_and_access_rules_lifecycle() {
         .expect("GetNetwork")
         .into_inner();
     assert_eq!(got.cidr, "fd00:10::/64");
-    let listed = networks
+    let listed = nordlys_tests::whole_list!(networks
         .list_networks(bearer(
             ListNetworksRequest {
                 parent: "projects/web".into(),
@@ -88,7 +88,7 @@ async fn networks_and_access_rules_lifecycle() {
         ))
         .await
         .expect("ListNetworks")
-        .into_inner();
+        .into_inner());
     let names: Vec<&str> = listed.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(
         names,
@@ -153,7 +153,7 @@ async fn networks_and_access_rules_lifecycle() {
         .into_inner();
     assert_eq!(got.protocol, Protocol::Tcp as i32);
     assert_eq!(got.remote_cidr, "0.0.0.0/0");
-    let listed = rules
+    let listed = nordlys_tests::whole_list!(rules
         .list_access_rules(bearer(
             ListAccessRulesRequest {
                 parent: "projects/web".into(),
@@ -163,7 +163,7 @@ async fn networks_and_access_rules_lifecycle() {
         ))
         .await
         .expect("ListAccessRules")
-        .into_inner();
+        .into_inner());
     let names: Vec<&str> = listed
         .access_rules
         .iter()
@@ -208,7 +208,7 @@ async fn networks_and_access_rules_lifecycle() {
         ))
         .await
         .expect("DeleteNetwork");
-    let listed = networks
+    let listed = nordlys_tests::whole_list!(networks
         .list_networks(bearer(
             ListNetworksRequest {
                 parent: "projects/web".into(),
@@ -218,7 +218,7 @@ async fn networks_and_access_rules_lifecycle() {
         ))
         .await
         .expect("ListNetworks after delete")
-        .into_inner();
+        .into_inner());
     let names: Vec<&str> = listed.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["projects/web/networks/backend6"]);
 }
@@ -448,7 +448,7 @@ async fn an_access_rules_description_changes_and_nothing_else_does() {
     )
     .await
     .expect_error(409, 10);
-    let listed = rules
+    let listed = nordlys_tests::whole_list!(rules
         .list_access_rules(bearer(
             ListAccessRulesRequest {
                 parent: "projects/firewall".into(),
@@ -458,7 +458,7 @@ async fn an_access_rules_description_changes_and_nothing_else_does() {
         ))
         .await
         .expect("ListAccessRules")
-        .into_inner();
+        .into_inner());
     assert_eq!(listed.access_rules.len(), 1, "{listed:?}");
     assert_eq!(listed.access_rules[0].description, "HTTPS (edge)");
     assert_eq!(

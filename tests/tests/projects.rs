@@ -85,11 +85,11 @@ async fn create_get_list_delete_across_two_regions() {
         );
     }
 
-    let listed = projects
+    let listed = nordlys_tests::whole_list!(projects
         .list_projects(bearer(ListProjectsRequest::default(), key))
         .await
         .expect("ListProjects")
-        .into_inner();
+        .into_inner());
     assert_eq!(names(&listed.projects), ["projects/web"]);
     assert!(listed.unreachable.is_empty(), "{:?}", listed.unreachable);
     assert!(listed.next_page_token.is_empty());
@@ -124,11 +124,11 @@ async fn create_get_list_delete_across_two_regions() {
         .expect_err("the project is deleted");
     assert_eq!(gone.code(), Code::NotFound);
 
-    let listed = projects
+    let listed = nordlys_tests::whole_list!(projects
         .list_projects(bearer(ListProjectsRequest::default(), key))
         .await
         .expect("ListProjects")
-        .into_inner();
+        .into_inner());
     assert!(listed.projects.is_empty(), "{:?}", names(&listed.projects));
 
     let again = projects
@@ -168,7 +168,7 @@ async fn list_is_paged_ordered_and_filtered_by_region() {
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = projects
+        let page = nordlys_tests::whole_list!(projects
             .list_projects(bearer(
                 ListProjectsRequest {
                     page_size: 2,
@@ -179,7 +179,7 @@ async fn list_is_paged_ordered_and_filtered_by_region() {
             ))
             .await
             .expect("ListProjects page")
-            .into_inner();
+            .into_inner());
         assert!(page.projects.len() <= 2);
         assert!(page.unreachable.is_empty());
         seen.extend(page.projects.into_iter().map(|p| p.name));
@@ -657,26 +657,18 @@ async fn regions_are_added_with_memberships_under_quota_and_removed_with_what_th
     assert_eq!(got.etag, placed.etag, "every region holds the same project");
     let osl1 = stack.quota(key, &org, "osl1").await;
     assert_eq!(osl1.usage.expect("usage").projects, 1);
-    // A list gives a slow region 2 s before naming it unreachable: ask
-    // until both answer (OpenStack regions under a parallel test run).
-    let mut members = Vec::new();
-    for _ in 0..10 {
-        let page = memberships
-            .list_memberships(bearer(
-                ListMembershipsRequest {
-                    parent: "projects/mover".into(),
-                    ..Default::default()
-                },
-                key,
-            ))
-            .await
-            .expect("ListMemberships")
-            .into_inner();
-        if page.unreachable.is_empty() {
-            members = page.memberships;
-            break;
-        }
-    }
+    let members = nordlys_tests::whole_list!(memberships
+        .list_memberships(bearer(
+            ListMembershipsRequest {
+                parent: "projects/mover".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListMemberships")
+        .into_inner())
+    .memberships;
     assert_eq!(members.len(), 1, "{members:?}");
     assert_eq!(members[0].role, ProjectRole::Admin as i32);
     assert_eq!(ready_in(&members[0].region_status), ["osl1", "sto1"]);

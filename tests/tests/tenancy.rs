@@ -32,11 +32,11 @@ async fn another_organization_cannot_see_or_touch_a_project() {
         .expect_err("B must not get A's project");
     assert_eq!(get.code(), Code::NotFound);
 
-    let listed = projects
+    let listed = nordlys_tests::whole_list!(projects
         .list_projects(bearer(ListProjectsRequest::default(), &b.key))
         .await
         .expect("B lists its projects")
-        .into_inner();
+        .into_inner());
     let listed: Vec<&str> = listed.projects.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(listed, ["projects/own"]);
 
@@ -89,23 +89,23 @@ async fn another_organization_cannot_see_or_touch_a_project() {
         .expect("A gets its project")
         .into_inner();
     assert_eq!(got.organization, a.organization);
-    let listed = projects
+    let listed = nordlys_tests::whole_list!(projects
         .list_projects(bearer(ListProjectsRequest::default(), &a.key))
         .await
         .expect("A lists")
-        .into_inner();
+        .into_inner());
     let listed: Vec<&str> = listed.projects.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(listed, ["projects/secret"]);
-    let networks = NetworkServiceClient::new(stack.channel().await)
+    let networks = nordlys_tests::whole_list!(NetworkServiceClient::new(stack.channel().await)
         .list_networks(bearer(
             ListNetworksRequest {
-                parent: name,
+                parent: name.clone(),
                 ..Default::default()
             },
             &a.key,
         ))
         .await
         .expect("A lists its networks")
-        .into_inner();
+        .into_inner());
     assert!(networks.networks.is_empty(), "{:?}", networks.networks);
 }

@@ -82,7 +82,7 @@ async fn users_and_memberships_lifecycle() {
         .expect("GetUser")
         .into_inner();
     assert_eq!(got.display_name, "User alice");
-    let listed = users
+    let listed = nordlys_tests::whole_list!(users
         .list_users(bearer(
             ListUsersRequest {
                 parent: org.clone(),
@@ -92,7 +92,7 @@ async fn users_and_memberships_lifecycle() {
         ))
         .await
         .expect("ListUsers")
-        .into_inner();
+        .into_inner());
     let names: Vec<&str> = listed.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(
         names,
@@ -182,7 +182,7 @@ async fn users_and_memberships_lifecycle() {
         .expect("GetMembership")
         .into_inner();
     assert_eq!(got.user, alice.name);
-    let listed = memberships
+    let listed = nordlys_tests::whole_list!(memberships
         .list_memberships(bearer(
             ListMembershipsRequest {
                 parent: "projects/web".into(),
@@ -192,7 +192,7 @@ async fn users_and_memberships_lifecycle() {
         ))
         .await
         .expect("ListMemberships")
-        .into_inner();
+        .into_inner());
     let names: Vec<&str> = listed.memberships.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["projects/web/members/alice"]);
 
@@ -206,7 +206,7 @@ async fn users_and_memberships_lifecycle() {
         ))
         .await
         .expect("DeleteMembership");
-    let listed = memberships
+    let listed = nordlys_tests::whole_list!(memberships
         .list_memberships(bearer(
             ListMembershipsRequest {
                 parent: "projects/web".into(),
@@ -216,7 +216,7 @@ async fn users_and_memberships_lifecycle() {
         ))
         .await
         .expect("ListMemberships after delete")
-        .into_inner();
+        .into_inner());
     assert!(listed.memberships.is_empty(), "{:?}", listed.memberships);
 
     users
