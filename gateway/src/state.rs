@@ -103,16 +103,6 @@ impl State {
         }
     }
 
-    /// Gives a call that orchestrates many of its own (an environment's
-    /// apply or delete, see [`crate::call::orchestrates`]) the longest
-    /// deadline when the caller set none: the default suits one call of a
-    /// region, not a dozen in a row.
-    pub(crate) fn orchestrating(&self, metadata: &mut tonic::metadata::MetadataMap) {
-        if nordlys_transport::metadata::timeout_of(metadata).is_none() {
-            nordlys_transport::metadata::set_timeout(metadata, self.config.max_timeout());
-        }
-    }
-
     /// How long a list waits for one region.
     pub(crate) fn list_region_timeout(&self) -> Duration {
         Duration::from_millis(self.config.list_region_timeout_ms)

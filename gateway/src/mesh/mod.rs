@@ -181,10 +181,11 @@ impl Mesh {
     /// (never after an answer of the daemon), and only within the retry
     /// budget. Reads of a region with more than one instance are also
     /// hedged: when an attempt has not answered within `read_attempt` (or
-    /// half the time left) the next one starts beside it, and the first answer wins. A daemon that hangs or a
-    /// request lost with a killed instance costs that long, and a daemon
-    /// that is merely slow (its cloud under load) still answers, where
-    /// abandoning its attempt would start the same slow work over. Writes
+    /// half the time left) the next one starts beside it, and the first
+    /// answer wins. A daemon that hangs or a request lost with a killed
+    /// instance costs that long, and a daemon that is merely slow (its
+    /// cloud under load) still answers, where abandoning its attempt would
+    /// start the same slow work over. Writes
     /// are never hedged: a second attempt racing a slow first one would meet
     /// it half done.
     pub(crate) async fn call<Req, Resp>(

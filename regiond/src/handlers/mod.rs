@@ -586,6 +586,7 @@ impl RegiondService for Handlers {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<ListProjectsResponse>, Status> {
+        self.settle.before_list().await;
         projects::list(self, request).await
     }
 

@@ -147,7 +147,6 @@ pub(super) async fn list(
 ) -> Result<Response<ListProjectsResponse>, Status> {
     let caller = Caller::of(&request)?;
     let filter = h.filter(&caller, request.get_ref(), &[])?;
-    h.settle.before_list().await;
     Ok(Response::new(ListProjectsResponse {
         projects: h
             .backend

@@ -29,7 +29,7 @@ use nordlys_proto::pb::nordlys::v1::{
     ListEnvironmentsRequest, ListEnvironmentsResponse, ListMembershipsRequest, ListNetworksRequest,
     RegionStatus, StepResult,
 };
-use nordlys_transport::metadata::set_timeout;
+use nordlys_transport::metadata::{set_timeout, timeout_of};
 use nordlys_transport::Role;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
@@ -54,16 +54,6 @@ struct Behalf {
     metadata: MetadataMap,
     call: Call,
     per_call: Duration,
-}
-
-impl Behalf {
-    fn new(metadata: MetadataMap, call: &Call, per_call: Duration) -> Behalf {
-        Behalf {
-            metadata,
-            call: call.clone(),
-            per_call,
-        }
-    }
 }
 
 /// A call the environment makes on the caller's behalf. Its lists wait
@@ -171,6 +161,26 @@ where
 }
 
 impl Api {
+    /// Starts an apply or delete (see [`crate::call::orchestrates`]): with
+    /// the longest deadline when the caller set none, as the default suits
+    /// one call of a region, not a dozen in a row; and what its own calls
+    /// carry.
+    async fn begin_orchestrating<T>(
+        &self,
+        request: &mut Request<T>,
+    ) -> Result<(Call, Behalf), Status> {
+        if timeout_of(request.metadata()).is_none() {
+            set_timeout(request.metadata_mut(), self.state.config.max_timeout());
+        }
+        let call = self.state.begin(request).await?;
+        let on = Behalf {
+            metadata: request.metadata().clone(),
+            call: call.clone(),
+            per_call: self.state.config.default_timeout(),
+        };
+        Ok((call, on))
+    }
+
     fn environments(&self) -> &EnvironmentStore {
         &self.state.environments
     }
@@ -580,10 +590,7 @@ impl EnvironmentService for Api {
         request: Request<ApplyEnvironmentRequest>,
     ) -> Result<Response<ApplyEnvironmentResponse>, Status> {
         let mut request = request;
-        self.state.orchestrating(request.metadata_mut());
-        let call = self.state.begin(&request).await?;
-        let per_call = self.state.config.default_timeout();
-        let metadata = Behalf::new(request.metadata().clone(), &call, per_call);
+        let (call, metadata) = self.begin_orchestrating(&mut request).await?;
         let req = request.into_inner();
         let mut env = req
             .environment
@@ -776,10 +783,7 @@ impl EnvironmentService for Api {
         request: Request<DeleteEnvironmentRequest>,
     ) -> Result<Response<DeleteEnvironmentResponse>, Status> {
         let mut request = request;
-        self.state.orchestrating(request.metadata_mut());
-        let call = self.state.begin(&request).await?;
-        let per_call = self.state.config.default_timeout();
-        let metadata = Behalf::new(request.metadata().clone(), &call, per_call);
+        let (call, metadata) = self.begin_orchestrating(&mut request).await?;
         let req = request.into_inner();
         let (org, id) = self.environment_name(&call, &req.name, "name")?;
         let org_id = names::parse_field(&org, &["organizations"], "name")?[0].to_string();
