@@ -50,6 +50,7 @@ pub(crate) fn fixed_project() -> Project {
             nanos: 123_456_789,
         }),
         etag: String::new(),
+        managed_by: String::new(),
     }
 }
 

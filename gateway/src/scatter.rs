@@ -73,6 +73,8 @@ pub trait Listed {
     fn name(&self) -> &str;
     /// Folds another region's copy of the same resource into this one.
     fn absorb(&mut self, other: Self);
+    /// Says which environment manages it (empty: none).
+    fn set_managed_by(&mut self, environment: String);
 }
 
 macro_rules! listed_with_status {
@@ -84,6 +86,9 @@ macro_rules! listed_with_status {
             fn absorb(&mut self, other: Self) {
                 self.region_status.extend(other.region_status);
                 sort_by_region(&mut self.region_status);
+            }
+            fn set_managed_by(&mut self, environment: String) {
+                self.managed_by = environment;
             }
         }
     )*};
@@ -106,6 +111,9 @@ impl Listed for User {
         self.region_status.extend(other.region_status);
         sort_by_region(&mut self.region_status);
     }
+    fn set_managed_by(&mut self, environment: String) {
+        self.managed_by = environment;
+    }
 }
 
 macro_rules! listed_single_region {
@@ -116,6 +124,9 @@ macro_rules! listed_single_region {
             }
             // Lives in one region: a second copy adds nothing.
             fn absorb(&mut self, _other: Self) {}
+            fn set_managed_by(&mut self, environment: String) {
+                self.managed_by = environment;
+            }
         }
     )*};
 }

@@ -147,6 +147,10 @@ impl Gateway {
             tracing::warn!(error = %e, "first region discovery failed");
         }
         state.regions.sync(&state.discovery.snapshot());
+        let markers = {
+            let state = state.clone();
+            tokio::spawn(async move { state.environments.follow_markers().await })
+        };
         let discovery = {
             let state = state.clone();
             let interval = Duration::from_millis(config.discovery_interval_ms.max(100));
@@ -269,6 +273,7 @@ impl Gateway {
         http.shutdown().await;
         state.events.shutdown(Duration::from_secs(5)).await;
         discovery.abort();
+        markers.abort();
         for watch in tls.watches {
             watch.abort();
         }

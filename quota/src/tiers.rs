@@ -166,6 +166,7 @@ impl Controller {
     /// Fills a quota's tier fields from its organization's document.
     pub(crate) fn show_tier(&self, quota: &mut api::Quota, org: &str, doc: &OrgDoc) {
         quota.tier = self.tier_of(doc);
+        quota.tiers = self.config.tiers.clone();
         quota.pending_tier_change = doc.pending_tier.as_ref().map(|p| pending_proto(org, p));
     }
 

@@ -15,15 +15,19 @@ use http_common::Http;
 use serde_json::json;
 
 use nordlys_proto::pb::nordlys::v1::{
+    access_rule_service_client::AccessRuleServiceClient,
     environment_service_client::EnvironmentServiceClient,
+    membership_service_client::MembershipServiceClient,
     network_service_client::NetworkServiceClient, plan_step::Action,
-    project_service_client::ProjectServiceClient, ApplyEnvironmentRequest,
-    ApplyEnvironmentResponse, CreateEnvironmentTemplateRequest, DeleteEnvironmentRequest,
-    DeleteEnvironmentTemplateRequest, DeleteNetworkRequest, Direction, Environment,
-    EnvironmentAccessRule, EnvironmentMember, EnvironmentNetwork, EnvironmentParameter,
-    EnvironmentProject, EnvironmentSpec, EnvironmentState, EnvironmentTemplate,
-    GetEnvironmentRequest, GetProjectRequest, ListEnvironmentTemplatesRequest,
-    ListEnvironmentsRequest, ListNetworksRequest, Network, ProjectRole, Protocol, ResourceCounts,
+    project_service_client::ProjectServiceClient, user_service_client::UserServiceClient,
+    ApplyEnvironmentRequest, ApplyEnvironmentResponse, CreateEnvironmentTemplateRequest,
+    CreateNetworkRequest, DeleteEnvironmentRequest, DeleteEnvironmentTemplateRequest,
+    DeleteNetworkRequest, Direction, Environment, EnvironmentAccessRule, EnvironmentMember,
+    EnvironmentNetwork, EnvironmentParameter, EnvironmentProject, EnvironmentSpec,
+    EnvironmentState, EnvironmentTemplate, GetEnvironmentRequest, GetProjectRequest,
+    GetUserRequest, ListAccessRulesRequest, ListEnvironmentTemplatesRequest,
+    ListEnvironmentsRequest, ListMembershipsRequest, ListNetworksRequest, Network, ProjectRole,
+    Protocol, ResourceCounts,
 };
 use nordlys_tests::{bearer, Regiond, Stack, StackOpts};
 use tonic::transport::Channel;
@@ -42,6 +46,7 @@ fn spec() -> EnvironmentSpec {
             display_name: "Web shop (${environment})".into(),
             description: String::new(),
             regions: vec!["sto1".into(), "osl1".into()],
+            tier: String::new(),
         }),
         networks: vec![EnvironmentNetwork {
             network_id: "backend".into(),
@@ -840,6 +845,21 @@ async fn environments_over_http() {
     );
     let again = http.post(path, apply).await.expect(200).json();
     assert_eq!(again["changes"], false, "{again}");
+    // What it manages says so.
+    let project = http.get("/v1/projects/shop").await.expect(200).json();
+    assert_eq!(
+        project["managedBy"], "organizations/acme/environments/shop",
+        "{project}"
+    );
+    let networks = http
+        .get("/v1/projects/shop/networks")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        networks["networks"][0]["managedBy"], "organizations/acme/environments/shop",
+        "{networks}"
+    );
     let got = http
         .get("/v1/organizations/acme/environments/shop")
         .await
@@ -875,4 +895,161 @@ async fn environments_over_http() {
     .await
     .expect(200);
     http.get("/v1/projects/shop").await.expect_error(404, 5);
+}
+
+/// The `managed_by` of every resource in `response`'s list, by name.
+fn managed<T>(items: &[T], name: fn(&T) -> &str, by: fn(&T) -> &str) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|i| (name(i).to_string(), by(i).to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn what_an_environment_manages_says_so_and_no_other_environment_takes_it() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("acme").await;
+    let (key, org) = (&tenant.key, &tenant.organization);
+    let channel = stack.channel().await;
+    let env = environment(org, "prod", spec());
+    let applied = apply(&channel, key, &env, false).await.expect("apply");
+    assert!(failed(&applied).is_empty(), "{:?}", failed(&applied));
+    let by = env.name.clone();
+
+    // Each kind, read alone and listed, names the environment.
+    let project = ProjectServiceClient::new(channel.clone())
+        .get_project(bearer(
+            GetProjectRequest {
+                name: "projects/prod-web".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetProject")
+        .into_inner();
+    assert_eq!(project.managed_by, by);
+    let user = UserServiceClient::new(channel.clone())
+        .get_user(bearer(
+            GetUserRequest {
+                name: format!("{org}/users/ada"),
+            },
+            key,
+        ))
+        .await
+        .expect("GetUser")
+        .into_inner();
+    assert_eq!(user.managed_by, by);
+    let members = nordlys_tests::whole_list!(MembershipServiceClient::new(channel.clone())
+        .list_memberships(bearer(
+            ListMembershipsRequest {
+                parent: "projects/prod-web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListMemberships")
+        .into_inner());
+    assert_eq!(
+        managed(&members.memberships, |m| &m.name, |m| &m.managed_by),
+        BTreeMap::from([("projects/prod-web/members/ada".to_string(), by.clone())])
+    );
+    let rules = nordlys_tests::whole_list!(AccessRuleServiceClient::new(channel.clone())
+        .list_access_rules(bearer(
+            ListAccessRulesRequest {
+                parent: "projects/prod-web".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("ListAccessRules")
+        .into_inner());
+    assert_eq!(rules.access_rules.len(), 2);
+    assert!(
+        rules.access_rules.iter().all(|r| r.managed_by == by),
+        "{:?}",
+        rules.access_rules
+    );
+
+    // One made directly in its project is not the environment's, even
+    // when its creator claims otherwise (the field is output only).
+    let mut networks = NetworkServiceClient::new(channel.clone());
+    let direct = networks
+        .create_network(bearer(
+            CreateNetworkRequest {
+                parent: "projects/prod-web".into(),
+                network: Some(Network {
+                    region: "sto1".into(),
+                    cidr: "10.99.0.0/24".into(),
+                    managed_by: by.clone(),
+                    ..Default::default()
+                }),
+                network_id: "direct".into(),
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .expect("CreateNetwork")
+        .into_inner();
+    assert_eq!(direct.managed_by, "");
+    let listed = whole_networks_of(&channel, key, "projects/prod-web").await;
+    assert_eq!(
+        managed(&listed, |n| &n.name, |n| &n.managed_by),
+        BTreeMap::from([
+            ("projects/prod-web/networks/backend".to_string(), by.clone()),
+            (
+                "projects/prod-web/networks/direct".to_string(),
+                String::new()
+            ),
+        ])
+    );
+    // The environment leaves it alone.
+    let again = apply(&channel, key, &env, true).await.expect("plan");
+    assert!(!again.changes, "{:?}", changes(&again));
+
+    // Another environment naming the same project is refused, naming the
+    // environment that manages it.
+    let mut rival = spec();
+    if let Some(p) = rival.project.as_mut() {
+        p.project_id = "prod-web".into();
+    }
+    let refused = apply(&channel, key, &environment(org, "rival", rival), true)
+        .await
+        .expect_err("managed by prod");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains(&format!("managed by {by}")),
+        "{refused:?}"
+    );
+
+    // Deleted with the environment, the marks go: a project made anew
+    // under the same id is nobody's.
+    networks
+        .delete_network(bearer(
+            DeleteNetworkRequest {
+                name: direct.name.clone(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteNetwork");
+    let deleted = EnvironmentServiceClient::new(channel.clone())
+        .delete_environment(bearer(
+            DeleteEnvironmentRequest {
+                name: env.name.clone(),
+            },
+            key,
+        ))
+        .await
+        .expect("DeleteEnvironment")
+        .into_inner();
+    assert!(deleted.results.iter().all(|r| r.code == 0), "{deleted:?}");
+    let anew = stack
+        .create_project(key, "prod-web", &["sto1"])
+        .await
+        .expect("made anew");
+    assert_eq!(anew.managed_by, "");
 }

@@ -8,13 +8,17 @@ mod http_common;
 
 use http_common::Http;
 use nordlys_proto::pb::nordlys::v1::{
+    environment_service_client::EnvironmentServiceClient, plan_step::Action,
     quota_service_client::QuotaServiceClient, region_status::State, tier_change,
-    ApproveTierChangeRequest, GetProjectQuotaRequest, GetQuotaRequest, Quota, RegionStatus,
+    ApplyEnvironmentRequest, ApplyEnvironmentResponse, ApproveTierChangeRequest,
+    DeleteEnvironmentRequest, Environment, EnvironmentNetwork, EnvironmentProject, EnvironmentSpec,
+    EnvironmentState, GetProjectQuotaRequest, GetQuotaRequest, PlanStep, Quota, RegionStatus,
     RequestTierChangeRequest, UpdateQuotaRequest,
 };
 use nordlys_tests::{bearer, Stack, StackOpts, OPERATOR_KEY};
 use serde_json::json;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 fn ready_in(statuses: &[RegionStatus]) -> Vec<&str> {
     statuses
@@ -301,4 +305,221 @@ async fn a_projects_cloud_quota_is_read_per_region() {
         .expect(200)
         .json();
     assert_eq!(body["regions"][0]["region"], "osl1", "{body}");
+}
+
+/// An environment whose project needs tier `tier`, with one network.
+fn tiered_environment(org: &str, id: &str, tier: &str) -> Environment {
+    Environment {
+        name: format!("{org}/environments/{id}"),
+        spec: Some(EnvironmentSpec {
+            project: Some(EnvironmentProject {
+                project_id: format!("{id}-app"),
+                regions: vec!["sto1".into(), "osl1".into()],
+                tier: tier.into(),
+                ..Default::default()
+            }),
+            networks: vec![EnvironmentNetwork {
+                network_id: "backend".into(),
+                region: "sto1".into(),
+                cidr: "10.40.0.0/24".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn apply_env(
+    channel: &tonic::transport::Channel,
+    key: &str,
+    env: &Environment,
+    validate_only: bool,
+) -> Result<ApplyEnvironmentResponse, tonic::Status> {
+    EnvironmentServiceClient::new(channel.clone())
+        .apply_environment(bearer(
+            ApplyEnvironmentRequest {
+                environment: Some(env.clone()),
+                validate_only,
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The environment's tier step.
+fn tier_step(response: &ApplyEnvironmentResponse) -> &PlanStep {
+    response
+        .plan
+        .iter()
+        .find(|s| s.kind == "tier")
+        .expect("a tier step")
+}
+
+#[tokio::test]
+async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
+    let stack = tiered_stack().await;
+    let tenant = stack.tenant("envtier").await;
+    let (key, org) = (&tenant.key, tenant.organization.clone());
+    let channel = stack.channel().await;
+    let tier_of = |org: String, key: String| {
+        let channel = channel.clone();
+        async move {
+            QuotaServiceClient::new(channel)
+                .get_quota(bearer(
+                    GetQuotaRequest {
+                        name: format!("{org}/quotas/osl1"),
+                    },
+                    &key,
+                ))
+                .await
+                .expect("GetQuota")
+                .into_inner()
+        }
+    };
+    let quota = tier_of(org.clone(), key.clone()).await;
+    assert_eq!(quota.tiers, ["small", "medium", "large"], "in order");
+
+    // A tier the operator never configured: refused, naming the field.
+    let unknown = apply_env(
+        &channel,
+        key,
+        &tiered_environment(&org, "web", "huge"),
+        true,
+    )
+    .await
+    .expect_err("unknown tier");
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+    let fields: Vec<String> = unknown
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["environment.spec.project.tier"], "{unknown:?}");
+
+    // Below it: the plan raises it last, after the resources.
+    let env = tiered_environment(&org, "web", "medium");
+    let planned = apply_env(&channel, key, &env, true).await.expect("plan");
+    let step = tier_step(&planned);
+    assert_eq!(step.action, Action::Update as i32);
+    assert_eq!(step.resource, org);
+    assert_eq!(step.fields, ["tier"]);
+    assert!(step.reason.contains("has small"), "{}", step.reason);
+    assert_eq!(planned.plan.last(), Some(step), "the tier comes last");
+    assert_eq!(tier_of(org.clone(), key.clone()).await.tier, "small");
+
+    // Applied by an owner: the next tier up, granted at once.
+    let applied = apply_env(&channel, key, &env, false).await.expect("apply");
+    assert!(
+        applied.results.iter().all(|r| r.code == 0),
+        "{:?}",
+        applied.results
+    );
+    let record = applied.environment.expect("environment");
+    assert_eq!(record.state, EnvironmentState::Applied as i32);
+    assert!(
+        !record.resources.contains(&org),
+        "the tier is not the environment's: {:?}",
+        record.resources
+    );
+    assert_eq!(tier_of(org.clone(), key.clone()).await.tier, "medium");
+    let again = apply_env(&channel, key, &env, false).await.expect("again");
+    assert!(!again.changes, "{:?}", again.plan);
+    assert_eq!(tier_step(&again).action, Action::Unchanged as i32);
+
+    // At least: a lower tier changes nothing.
+    let lower = apply_env(
+        &channel,
+        key,
+        &tiered_environment(&org, "web", "small"),
+        true,
+    )
+    .await
+    .expect("plan");
+    assert!(!lower.changes, "{:?}", lower.plan);
+
+    // Changed a moment ago: the next ask waits for an operator. The
+    // resources are made; the environment stays incomplete, and its plan
+    // says what it waits for.
+    let env = tiered_environment(&org, "api", "large");
+    let waiting = apply_env(&channel, key, &env, false).await.expect("apply");
+    let last = waiting.results.last().expect("results");
+    assert_eq!(
+        waiting.plan[last.step as usize].kind, "tier",
+        "{:?}",
+        waiting.results
+    );
+    assert_eq!(last.code, Code::FailedPrecondition as i32, "{last:?}");
+    assert!(last.message.contains("operator"), "{last:?}");
+    assert!(
+        waiting.results[..waiting.results.len() - 1]
+            .iter()
+            .all(|r| r.code == 0),
+        "{:?}",
+        waiting.results
+    );
+    assert_eq!(
+        waiting.environment.expect("environment").state,
+        EnvironmentState::Incomplete as i32
+    );
+    let quota = tier_of(org.clone(), key.clone()).await;
+    assert_eq!(quota.tier, "medium");
+    assert_eq!(
+        quota.pending_tier_change.map(|p| p.tier),
+        Some("large".into())
+    );
+    let replanned = apply_env(&channel, key, &env, true).await.expect("plan");
+    assert!(
+        tier_step(&replanned)
+            .reason
+            .contains("waiting for an operator"),
+        "{:?}",
+        tier_step(&replanned)
+    );
+
+    // Granted: the next apply finds nothing to do and completes.
+    QuotaServiceClient::new(channel.clone())
+        .approve_tier_change(bearer(
+            ApproveTierChangeRequest {
+                organization: org.clone(),
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .expect("approved");
+    let done = apply_env(&channel, key, &env, false).await.expect("apply");
+    assert!(!done.changes, "{:?}", done.plan);
+    assert_eq!(
+        done.environment.expect("environment").state,
+        EnvironmentState::Applied as i32
+    );
+
+    // An operator's apply sets the tier, more than one step up included.
+    let other = stack.tenant("envtier-other").await;
+    let env = tiered_environment(&other.organization, "ops", "large");
+    let set = apply_env(&channel, OPERATOR_KEY, &env, false)
+        .await
+        .expect("apply");
+    assert!(set.results.iter().all(|r| r.code == 0), "{:?}", set.results);
+    let quota = tier_of(other.organization.clone(), other.key.clone()).await;
+    assert_eq!(quota.tier, "large");
+    assert!(quota.pending_tier_change.is_none());
+
+    // Deleting an environment leaves the tier as it is.
+    EnvironmentServiceClient::new(channel.clone())
+        .delete_environment(bearer(
+            DeleteEnvironmentRequest {
+                name: env.name.clone(),
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .expect("deleted");
+    assert_eq!(
+        tier_of(other.organization.clone(), other.key.clone())
+            .await
+            .tier,
+        "large"
+    );
 }

@@ -25,6 +25,8 @@ impl AccessRuleService for Api {
         let Some(rule) = req.access_rule.as_mut() else {
             return Err(nordlys_api::invalid("access_rule", "is required"));
         };
+        // Output only: what the environments say, never the caller.
+        rule.managed_by.clear();
         let mut v = Violations::new();
         validate::check_access_rule(&mut v, "access_rule", rule);
         if validate::is_region(&rule.region) {
@@ -75,7 +77,7 @@ impl AccessRuleService for Api {
                 .request_id(&req.request_id)
                 .data(Data::AccessRule(rule.clone())),
         );
-        Ok(Response::new(rule))
+        Ok(Response::new(self.marked(rule)))
     }
 
     async fn get_access_rule(

@@ -135,6 +135,8 @@ impl MembershipService for Api {
         let Some(membership) = req.membership.as_mut() else {
             return Err(nordlys_api::invalid("membership", "is required"));
         };
+        // Output only: what the environments say, never the caller.
+        membership.managed_by.clear();
         let mut v = Violations::new();
         let user = names::parse(&membership.user, &["organizations", "users"]);
         if user.is_none() {
@@ -228,7 +230,7 @@ impl MembershipService for Api {
             .request_id(&req.request_id)
             .data(Data::Membership(membership.clone())),
         );
-        Ok(Response::new(membership))
+        Ok(Response::new(self.marked(membership)))
     }
 
     async fn get_membership(
@@ -238,7 +240,7 @@ impl MembershipService for Api {
         let (membership, _) = self
             .get_by_name(request, "GetMembership", &["projects", "members"])
             .await?;
-        Ok(Response::new(membership))
+        Ok(Response::new(self.marked(membership)))
     }
 
     async fn list_memberships(

@@ -103,6 +103,24 @@ impl Api {
         Api { state }
     }
 
+    /// Sets `resource`'s `managed_by` from the environments' markers (and
+    /// clears whatever a region kept there).
+    fn mark<T: Listed>(&self, resource: &mut T) {
+        let environment = self
+            .state
+            .environments
+            .markers()
+            .managed_by(resource.name())
+            .unwrap_or_default();
+        resource.set_managed_by(environment);
+    }
+
+    /// `resource`, [`Api::mark`]ed.
+    fn marked<T: Listed>(&self, mut resource: T) -> T {
+        self.mark(&mut resource);
+        resource
+    }
+
     /// The organization a create or list is for: the one named in `given`
     /// (operators must name one), else the caller's own. Naming another
     /// organization is PERMISSION_DENIED for everyone but operators.
@@ -532,7 +550,10 @@ impl Api {
             }
         }
         match found {
-            Some(item) => Ok((item, unreachable)),
+            Some(mut item) => {
+                self.mark(&mut item);
+                Ok((item, unreachable))
+            }
             None if unreachable.is_empty() => Err(Status::not_found("not found")),
             None => Err(Status::unavailable(format!(
                 "not found in the regions that answered; unreachable: {}",
@@ -584,7 +605,10 @@ impl Api {
             }
         })
         .await;
-        let page = merge_pages(answers, size)?;
+        let mut page = merge_pages(answers, size)?;
+        for item in &mut page.items {
+            self.mark(item);
+        }
         let token = page
             .next_after
             .as_deref()
@@ -805,7 +829,7 @@ impl Api {
     ) -> Result<Resp, Status>
     where
         Req: Message + Clone + 'static,
-        Resp: Message + Default + Clone + 'static,
+        Resp: Message + Default + Clone + Listed + 'static,
     {
         let org = self.project_org(call, update.project).await?;
         let (changed, _): (Resp, _) = self
@@ -818,7 +842,7 @@ impl Api {
                 .request_id(update.request_id)
                 .data((update.data)(changed.clone())),
         );
-        Ok(changed)
+        Ok(self.marked(changed))
     }
 }
 

@@ -25,6 +25,8 @@ impl NetworkService for Api {
         let Some(network) = req.network.as_mut() else {
             return Err(nordlys_api::invalid("network", "is required"));
         };
+        // Output only: what the environments say, never the caller.
+        network.managed_by.clear();
         let mut v = Violations::new();
         validate::check_network(&mut v, "network", network);
         if validate::is_region(&network.region) {
@@ -108,7 +110,7 @@ impl NetworkService for Api {
                 .request_id(&req.request_id)
                 .data(Data::Network(network.clone())),
         );
-        Ok(Response::new(network))
+        Ok(Response::new(self.marked(network)))
     }
 
     async fn get_network(

@@ -27,6 +27,8 @@ impl ProjectService for Api {
         let Some(project) = req.project.as_mut() else {
             return Err(nordlys_api::invalid("project", "is required"));
         };
+        // Output only: what the environments say, never the caller.
+        project.managed_by.clear();
         let org = self.resolve_org(&call, &project.organization, "project.organization")?;
         let mut v = Violations::new();
         validate::check_text(
@@ -91,7 +93,7 @@ impl ProjectService for Api {
                 .request_id(&req.request_id)
                 .data(Data::Project(project.clone())),
         );
-        Ok(Response::new(project))
+        Ok(Response::new(self.marked(project)))
     }
 
     async fn get_project(
@@ -106,7 +108,7 @@ impl ProjectService for Api {
             .await
             .map_err(|s| not_found_as(s, &req.name))?;
         complete_statuses(&mut project, &unreachable);
-        Ok(Response::new(project))
+        Ok(Response::new(self.marked(project)))
     }
 
     async fn list_projects(
@@ -195,7 +197,7 @@ impl ProjectService for Api {
                 .request_id(&req.request_id)
                 .data(Data::Project(project.clone())),
         );
-        Ok(Response::new(project))
+        Ok(Response::new(self.marked(project)))
     }
 
     async fn delete_project(

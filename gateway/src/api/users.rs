@@ -30,6 +30,8 @@ impl UserService for Api {
         let Some(user) = req.user.as_mut() else {
             return Err(nordlys_api::invalid("user", "is required"));
         };
+        // Output only: what the environments say, never the caller.
+        user.managed_by.clear();
         let mut v = Violations::new();
         validate::check_text(
             &mut v,
@@ -87,7 +89,7 @@ impl UserService for Api {
                 .request_id(&req.request_id)
                 .data(Data::User(user.clone())),
         );
-        Ok(Response::new(user))
+        Ok(Response::new(self.marked(user)))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
@@ -101,7 +103,7 @@ impl UserService for Api {
             .map_err(|s| not_found_as(s, &req.name))?;
         let placement = user.regions.clone();
         mark_unreachable(&mut user.region_status, &placement, &unreachable);
-        Ok(Response::new(user))
+        Ok(Response::new(self.marked(user)))
     }
 
     async fn list_users(
@@ -179,7 +181,7 @@ impl UserService for Api {
                 .request_id(&req.request_id)
                 .data(Data::User(user.clone())),
         );
-        Ok(Response::new(user))
+        Ok(Response::new(self.marked(user)))
     }
 
     async fn delete_user(

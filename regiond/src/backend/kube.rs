@@ -401,6 +401,8 @@ impl KubeBackend {
             self.region.ready()
         };
         Some(Project {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("projects/{id}"),
             organization: format!("organizations/{org}"),
             display_name: text(objects::DISPLAY_NAME),
@@ -620,6 +622,8 @@ impl KubeBackend {
         let data = cm.data.as_ref()?;
         let text = |key| data.get(key).cloned().unwrap_or_default();
         Some(User {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: data.get(USER_NAME)?.clone(),
             display_name: text(USER_DISPLAY_NAME),
             email: text(USER_EMAIL),
@@ -663,6 +667,8 @@ impl KubeBackend {
         let user = label(&rb.metadata, objects::USER)?;
         let role = objects::role_of(&rb.role_ref.name)?;
         Some(Membership {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("{project}/members/{user}"),
             user: format!("{org}/users/{user}"),
             role: role as i32,
@@ -706,6 +712,8 @@ impl KubeBackend {
         let id = np.metadata.name.as_deref()?.strip_prefix("rule-")?;
         let admits = policy::decode(np.spec.as_ref()?)?;
         Some(AccessRule {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("{project}/accessRules/{id}"),
             region: self.region.to_string(),
             direction: admits.direction as i32,

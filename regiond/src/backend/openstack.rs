@@ -231,6 +231,8 @@ impl OpenStackBackend {
         let org = t.find(&ks.tags, "org")?;
         let id = t.find(&ks.tags, "project").unwrap_or(&ks.name);
         Some(Project {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("projects/{id}"),
             organization: format!("organizations/{org}"),
             display_name: t.find(&ks.tags, "name").map(unescape).unwrap_or_default(),
@@ -545,6 +547,8 @@ impl OpenStackBackend {
 
     fn rule_from(&self, project: &str, rule: &NRule, label: RuleLabel) -> AccessRule {
         AccessRule {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("{project}/accessRules/{}", label.id),
             region: self.region.to_string(),
             direction: codec::direction_from(&rule.direction) as i32,
@@ -608,6 +612,8 @@ impl OpenStackBackend {
                 .to_string()
         };
         Some(User {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name,
             display_name: text(ATTR_DISPLAY_NAME),
             email: user.email.clone().unwrap_or_default(),
@@ -686,6 +692,8 @@ impl OpenStackBackend {
 
     fn membership(&self, project: &str, user: &str, role: ProjectRole) -> Membership {
         Membership {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("{project}/members/{}", leaf(user)),
             user: user.to_string(),
             role: role as i32,
@@ -720,6 +728,8 @@ impl OpenStackBackend {
 
     fn network_from(&self, project: &str, net: &NNetwork, subnet: &NSubnet) -> Network {
         Network {
+            // The gateway says which environment manages it.
+            managed_by: String::new(),
             name: format!("{project}/networks/{}", net.name),
             region: self.region.to_string(),
             cidr: subnet.cidr.clone(),

@@ -8,6 +8,7 @@
 //! environment does not know it owns), runs the steps, and records the
 //! spec it converged to (to tell later drift from a changed spec).
 
+mod markers;
 mod plan;
 mod spec;
 mod store;
@@ -20,14 +21,15 @@ use nordlys_proto::pb::nordlys::v1::{
     access_rule_service_server::AccessRuleService, environment_service_server::EnvironmentService,
     membership_service_server::MembershipService, network_service_server::NetworkService,
     plan_step::Action, project_service_server::ProjectService, quota_service_server::QuotaService,
-    region_status::State as RegionState, user_service_server::UserService, ApplyEnvironmentRequest,
-    ApplyEnvironmentResponse, CreateEnvironmentTemplateRequest, DeleteEnvironmentRequest,
-    DeleteEnvironmentResponse, DeleteEnvironmentTemplateRequest, DeleteEnvironmentTemplateResponse,
-    Environment, EnvironmentSpec, EnvironmentState, EnvironmentTemplate, GetEnvironmentRequest,
+    region_status::State as RegionState, tier_change::State as TierChangeState,
+    user_service_server::UserService, ApplyEnvironmentRequest, ApplyEnvironmentResponse,
+    CreateEnvironmentTemplateRequest, DeleteEnvironmentRequest, DeleteEnvironmentResponse,
+    DeleteEnvironmentTemplateRequest, DeleteEnvironmentTemplateResponse, Environment,
+    EnvironmentSpec, EnvironmentState, EnvironmentTemplate, GetEnvironmentRequest,
     GetEnvironmentTemplateRequest, GetProjectRequest, GetQuotaRequest, GetUserRequest,
     ListAccessRulesRequest, ListEnvironmentTemplatesRequest, ListEnvironmentTemplatesResponse,
     ListEnvironmentsRequest, ListEnvironmentsResponse, ListMembershipsRequest, ListNetworksRequest,
-    RegionStatus, StepResult,
+    Quota, RegionStatus, StepResult, UpdateQuotaRequest,
 };
 use nordlys_transport::metadata::{set_timeout, timeout_of};
 use nordlys_transport::Role;
@@ -179,6 +181,52 @@ impl Api {
             per_call: self.state.config.default_timeout(),
         };
         Ok((call, on))
+    }
+
+    /// FAILED_PRECONDITION when a resource the plan would make or change
+    /// is another environment's: two environments converging one project
+    /// would undo each other, and deleting one would take the other's.
+    fn refuse_another_environments(
+        &self,
+        environment: &str,
+        steps: &[Step],
+        managed: &BTreeSet<String>,
+    ) -> Result<(), Status> {
+        let markers = self.environments().markers();
+        let taken: Vec<(String, String)> = steps
+            .iter()
+            .filter(|s| s.shown.action != Action::Delete as i32)
+            // An existing user is only a member here, not made: another
+            // environment's users may be members of this one's project.
+            .filter(|s| s.shown.kind != "user" || s.op.is_some())
+            .filter(|s| s.shown.kind != "tier")
+            .filter_map(|s| {
+                let owner = markers.managed_by(&s.shown.resource)?;
+                (owner != environment && !managed.contains(&s.shown.resource))
+                    .then(|| (s.shown.resource.clone(), owner))
+            })
+            .collect();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let mut details = ErrorDetails::new();
+        for (resource, owner) in &taken {
+            details.add_precondition_failure_violation(
+                "MANAGED_BY_ANOTHER_ENVIRONMENT",
+                resource.clone(),
+                format!("{resource} is managed by {owner}"),
+            );
+        }
+        let summary = taken
+            .iter()
+            .map(|(r, o)| format!("{r} is managed by {o}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(Status::with_error_details(
+            Code::FailedPrecondition,
+            format!("another environment manages what this one names, so nothing was changed: {summary}"),
+            details,
+        ))
     }
 
     fn environments(&self) -> &EnvironmentStore {
@@ -349,6 +397,41 @@ impl Api {
             }
         }
         Ok(actual)
+    }
+
+    /// The step that gives the organization the spec's tier, if it names
+    /// one: from the organization's quota in the project's first region
+    /// (the tier is the same in every region).
+    async fn tier_step(
+        &self,
+        call: &Call,
+        metadata: &Behalf,
+        desired: &EnvironmentSpec,
+        organization: &str,
+    ) -> Result<Option<Step>, Status> {
+        let Some(project) = &desired.project else {
+            return Ok(None);
+        };
+        let (true, Some(region)) = (!project.tier.is_empty(), project.regions.first()) else {
+            return Ok(None);
+        };
+        let quota = QuotaService::get_quota(
+            self,
+            inner(
+                metadata,
+                GetQuotaRequest {
+                    name: format!("{organization}/quotas/{region}"),
+                },
+            ),
+        )
+        .await?
+        .into_inner();
+        plan::tier(
+            &project.tier,
+            &quota,
+            organization,
+            call.caller.role == Role::Operator,
+        )
     }
 
     /// RESOURCE_EXHAUSTED, with a google.rpc.QuotaFailure naming each
@@ -524,6 +607,47 @@ impl Api {
                 AccessRuleService::update_access_rule(self, inner(md, r)).await?;
                 Ok(Vec::new())
             }
+            Op::RaiseTier {
+                request,
+                quota,
+                set: true,
+            } => Ok(QuotaService::update_quota(
+                self,
+                inner(
+                    md,
+                    UpdateQuotaRequest {
+                        quota: Some(Quota {
+                            name: quota,
+                            tier: request.tier,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["tier".into()],
+                        }),
+                    },
+                ),
+            )
+            .await?
+            .into_inner()
+            .tier_status),
+            Op::RaiseTier {
+                request,
+                set: false,
+                ..
+            } => {
+                let tier = request.tier.clone();
+                let change = QuotaService::request_tier_change(self, inner(md, request))
+                    .await?
+                    .into_inner();
+                if change.state == TierChangeState::Approved as i32 {
+                    Ok(change.region_status)
+                } else {
+                    Err(Status::failed_precondition(format!(
+                        "tier {tier} was asked for and waits for an operator's approval: {}",
+                        change.reason
+                    )))
+                }
+            }
             Op::DeleteRule(r) => gone_is_done(
                 AccessRuleService::delete_access_rule(self, inner(md, r))
                     .await
@@ -631,7 +755,13 @@ impl EnvironmentService for Api {
             .unwrap_or_default();
         let applied = previous.as_ref().and_then(|s| s.applied.clone());
         let actual = self.actual(&metadata, &desired, &org).await?;
-        let steps = plan::plan(&desired, applied.as_ref(), &actual, &managed, &org)?;
+        let mut steps = plan::plan(&desired, applied.as_ref(), &actual, &managed, &org)?;
+        // Last: resources do not wait for a tier an operator has to grant,
+        // and a granted tier reaches every project of the organization.
+        if let Some(tier) = self.tier_step(&call, &metadata, &desired, &org).await? {
+            steps.push(tier);
+        }
+        self.refuse_another_environments(&env.name, &steps, &managed)?;
         let changes = steps.iter().any(|s| s.op.is_some());
         let shown: Vec<_> = steps.iter().map(|s| s.shown.clone()).collect();
         self.check_quota(&metadata, &org, &steps).await?;
@@ -659,6 +789,8 @@ impl EnvironmentService for Api {
         let desired_names: BTreeSet<String> = steps
             .iter()
             .filter(|s| s.shown.action != Action::Delete as i32)
+            // The tier is the organization's, not a resource it made.
+            .filter(|s| s.shown.kind != "tier")
             .filter(|s| {
                 s.shown.kind != "user" || s.op.is_some() || managed.contains(&s.shown.resource)
             })
@@ -686,6 +818,7 @@ impl EnvironmentService for Api {
                 .environment(&org_id, &id)
                 .await?
                 .map(|(_, r)| r);
+            self.environments().mark(&intent, &env.name).await?;
         }
         let apply_key = if req.request_id.is_empty() {
             format!("{}:{}", env.name, nordlys_api::ids::random_hex(16))
@@ -703,11 +836,18 @@ impl EnvironmentService for Api {
                 intent.remove(&step.shown.resource);
             }
         }
-        record.resources = if complete {
-            desired_names.iter().cloned().collect()
+        let kept: BTreeSet<String> = if complete {
+            desired_names.clone()
         } else {
-            intent.into_iter().collect()
+            intent.clone()
         };
+        // Unmarked before the record lets go of them (see markers.rs).
+        let dropped: Vec<&String> = managed
+            .union(&intent)
+            .filter(|r| !kept.contains(*r))
+            .collect();
+        self.environments().unmark(dropped, &env.name).await?;
+        record.resources = kept.into_iter().collect();
         record.state = if complete {
             EnvironmentState::Applied
         } else {
@@ -799,12 +939,14 @@ impl EnvironmentService for Api {
         let steps = plan::teardown(&managed);
         let apply_key = format!("{}:delete:{}", req.name, nordlys_api::ids::random_hex(16));
         let (results, _) = self.run_steps(&metadata, &record, &steps, &apply_key).await;
-        let mut left = managed;
+        let mut left = managed.clone();
         for r in &results {
             if r.code == 0 {
                 left.remove(&steps[r.step as usize].shown.resource);
             }
         }
+        let gone: Vec<&String> = managed.difference(&left).collect();
+        self.environments().unmark(gone, &req.name).await?;
         if left.is_empty() {
             self.environments().delete_environment(&org_id, &id).await?;
         } else {

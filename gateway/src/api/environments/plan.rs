@@ -9,8 +9,9 @@ use nordlys_proto::pb::nordlys::v1::{
     plan_step::Action, region_status::State as RegionState, AccessRule, CreateAccessRuleRequest,
     CreateMembershipRequest, CreateNetworkRequest, CreateProjectRequest, CreateUserRequest,
     DeleteAccessRuleRequest, DeleteMembershipRequest, DeleteNetworkRequest, DeleteProjectRequest,
-    DeleteUserRequest, EnvironmentSpec, Membership, Network, PlanStep, Project, RegionStatus,
-    UpdateAccessRuleRequest, UpdateNetworkRequest, UpdateProjectRequest, User,
+    DeleteUserRequest, EnvironmentSpec, Membership, Network, PlanStep, Project, Quota,
+    RegionStatus, RequestTierChangeRequest, UpdateAccessRuleRequest, UpdateNetworkRequest,
+    UpdateProjectRequest, User,
 };
 use tonic::Status;
 
@@ -47,6 +48,13 @@ pub(super) enum Op {
     CreateRule(CreateAccessRuleRequest),
     UpdateRule(UpdateAccessRuleRequest),
     DeleteRule(DeleteAccessRuleRequest),
+    /// Raises the organization's tier: asked for as a customer, or set
+    /// (`set`) as an operator through the quota named.
+    RaiseTier {
+        request: RequestTierChangeRequest,
+        quota: String,
+        set: bool,
+    },
 }
 
 /// A quota-counted kind, as the plan's shortfall check counts it.
@@ -96,10 +104,73 @@ fn why(managed: bool, same_as_applied: bool, otherwise: &str) -> String {
     }
 }
 
-fn not_ours(resource: &str) -> Status {
-    Status::failed_precondition(format!(
-        "{resource} exists and is not this environment's: environments manage only what they made (delete it, or choose another id)"
-    ))
+/// FAILED_PRECONDITION for `resource`, which exists and is not this
+/// environment's: another's (`managed_by`), or made directly.
+fn not_ours(resource: &str, managed_by: &str) -> Status {
+    if managed_by.is_empty() {
+        Status::failed_precondition(format!(
+            "{resource} exists and is not this environment's: environments manage only what they made (delete it, or choose another id)"
+        ))
+    } else {
+        Status::failed_precondition(format!(
+            "{resource} is managed by {managed_by}: an environment manages only what it made (choose another id)"
+        ))
+    }
+}
+
+/// The step that gives the organization at least `wanted`, the spec's
+/// tier (none when it names none), from its quota as the quota service
+/// shows it (its tier, the configured tiers in order, a change pending).
+/// `operator`: the caller sets tiers rather than asking for them.
+pub(super) fn tier(
+    wanted: &str,
+    quota: &Quota,
+    organization: &str,
+    operator: bool,
+) -> Result<Option<Step>, Status> {
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let field = "environment.spec.project.tier";
+    let rank = |tier: &str| quota.tiers.iter().position(|t| t == tier);
+    let Some(want) = rank(wanted) else {
+        return Err(if quota.tiers.is_empty() {
+            nordlys_api::invalid(field, "no quota tiers are configured")
+        } else {
+            nordlys_api::invalid(field, format!("must be one of {}", quota.tiers.join(", ")))
+        });
+    };
+    let have = rank(&quota.tier);
+    if have.is_some_and(|have| have >= want) {
+        let mut same = unchanged("tier", organization);
+        same.shown.reason = format!("the organization has {}", quota.tier);
+        return Ok(Some(same));
+    }
+    let current = if quota.tier.is_empty() {
+        "no tier"
+    } else {
+        quota.tier.as_str()
+    };
+    let mut reason = format!("the organization has {current}; the spec needs at least {wanted}");
+    if quota
+        .pending_tier_change
+        .as_ref()
+        .is_some_and(|p| p.tier == wanted)
+    {
+        reason.push_str(" (asked for, waiting for an operator's approval)");
+    }
+    Ok(Some(Step {
+        shown: step(Action::Update, "tier", organization, &["tier"], &reason),
+        op: Some(Op::RaiseTier {
+            request: RequestTierChangeRequest {
+                organization: organization.to_string(),
+                tier: wanted.to_string(),
+            },
+            quota: quota.name.clone(),
+            set: operator,
+        }),
+        counts: Vec::new(),
+    }))
 }
 
 /// The delete of a resource of `kind` (`accessRule`, `network`,
@@ -255,6 +326,8 @@ pub(super) fn plan(
             ),
             op: Some(Op::CreateProject(CreateProjectRequest {
                 project: Some(Project {
+                    // Named, so that an operator's apply makes it there.
+                    organization: organization.to_string(),
                     display_name: project.display_name.clone(),
                     description: project.description.clone(),
                     regions: project.regions.clone(),
@@ -270,7 +343,7 @@ pub(super) fn plan(
         }),
         Some(have) => {
             if !managed.contains(&pname) {
-                return Err(not_ours(&pname));
+                return Err(not_ours(&pname, &have.managed_by));
             }
             // A create cut short (a region down, a regiond killed) leaves
             // the project missing in some of its regions: the same create
@@ -287,6 +360,7 @@ pub(super) fn plan(
                     ),
                     op: Some(Op::CreateProject(CreateProjectRequest {
                         project: Some(Project {
+                            organization: organization.to_string(),
                             display_name: have.display_name.clone(),
                             description: have.description.clone(),
                             regions: have.regions.clone(),
@@ -452,7 +526,9 @@ pub(super) fn plan(
         };
         match actual.members.get(&mname) {
             None => member_steps.push(create),
-            Some(_) if !managed.contains(&mname) => return Err(not_ours(&mname)),
+            Some(have) if !managed.contains(&mname) => {
+                return Err(not_ours(&mname, &have.managed_by))
+            }
             Some(have) if have.role == m.role => member_steps.push(unchanged("membership", &mname)),
             Some(_) => {
                 removals.push(Step {
@@ -507,7 +583,9 @@ pub(super) fn plan(
             None => {
                 network_steps.push(create(&[], why(managed.contains(&name), same, "not there")))
             }
-            Some(_) if !managed.contains(&name) => return Err(not_ours(&name)),
+            Some(have) if !managed.contains(&name) => {
+                return Err(not_ours(&name, &have.managed_by))
+            }
             Some(have) => {
                 let mut fixed = Vec::new();
                 if have.region != n.region {
@@ -565,7 +643,9 @@ pub(super) fn plan(
         };
         match actual.rules.get(&name) {
             None => rule_steps.push(create(&[], why(managed.contains(&name), same, "not there"))),
-            Some(_) if !managed.contains(&name) => return Err(not_ours(&name)),
+            Some(have) if !managed.contains(&name) => {
+                return Err(not_ours(&name, &have.managed_by))
+            }
             Some(have) => {
                 let mut fixed = Vec::new();
                 if have.region != want.region {

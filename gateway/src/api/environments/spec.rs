@@ -68,6 +68,7 @@ pub(super) fn resolve(
         fill(&mut p.project_id);
         fill(&mut p.display_name);
         fill(&mut p.description);
+        fill(&mut p.tier);
         p.regions.iter_mut().for_each(&mut fill);
         if p.display_name.is_empty() {
             p.display_name = p.project_id.clone();

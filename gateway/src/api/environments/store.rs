@@ -11,6 +11,7 @@ use prost::Message;
 use tokio::sync::OnceCell;
 use tonic::Status;
 
+use super::markers::{self, Markers};
 use nordlys_transport::permissions::ENVIRONMENTS_BUCKET as BUCKET;
 
 /// The owner part of a shared template's key (not an organization id).
@@ -33,6 +34,7 @@ pub(super) struct Stored {
 pub(crate) struct EnvironmentStore {
     buckets: Buckets,
     kv: OnceCell<kv::Store>,
+    markers: Markers,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -52,7 +54,71 @@ impl EnvironmentStore {
         EnvironmentStore {
             buckets,
             kv: OnceCell::new(),
+            markers: Markers::default(),
         }
+    }
+
+    /// Which environment manages each resource, as this gateway last saw.
+    pub(crate) fn markers(&self) -> &Markers {
+        &self.markers
+    }
+
+    /// Follows the markers into memory for as long as the gateway runs,
+    /// waiting for the bucket when NATS is not there yet.
+    pub(crate) async fn follow_markers(&self) {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            match self.kv().await {
+                Ok(kv) => return self.markers.follow(kv.clone()).await,
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "environment markers: no bucket yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Marks each of `resources` as `environment`'s (those not already).
+    pub(super) async fn mark(
+        &self,
+        resources: impl IntoIterator<Item = &String>,
+        environment: &str,
+    ) -> Result<(), Status> {
+        let kv = self.kv().await?;
+        for resource in resources {
+            if self.markers.managed_by(resource).as_deref() != Some(environment) {
+                kv.put(markers::key(resource), environment.to_string().into())
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `environment`'s marks from each of `resources` (another
+    /// environment's stay).
+    pub(super) async fn unmark(
+        &self,
+        resources: impl IntoIterator<Item = &String>,
+        environment: &str,
+    ) -> Result<(), Status> {
+        let kv = self.kv().await?;
+        for resource in resources {
+            let key = markers::key(resource);
+            let Some(entry) = kv.entry(&key).await.map_err(unavailable)? else {
+                continue;
+            };
+            if entry.operation == kv::Operation::Put && entry.value == environment.as_bytes() {
+                // Only if it is still this marker (another apply may take it).
+                match kv.delete_expect_revision(&key, Some(entry.revision)).await {
+                    Ok(()) => {}
+                    Err(e) if e.to_string().contains("wrong last sequence") => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn kv(&self) -> Result<&kv::Store, Status> {
