@@ -990,4 +990,75 @@ mod tests {
             ]
         );
     }
+
+    fn quota(tier: &str, pending: Option<&str>) -> Quota {
+        Quota {
+            name: "organizations/acme/quotas/sto1".into(),
+            tier: tier.into(),
+            tiers: vec!["small".into(), "medium".into(), "large".into()],
+            pending_tier_change: pending.map(|t| nordlys_proto::pb::nordlys::v1::TierChange {
+                tier: t.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_tier_is_raised_only_when_below_the_one_needed() {
+        let org = "organizations/acme";
+        assert!(tier("", &quota("small", None), org, false)
+            .expect("none")
+            .is_none());
+        for have in ["medium", "large"] {
+            let same = tier("medium", &quota(have, None), org, false)
+                .expect("planned")
+                .expect("a step");
+            assert_eq!(same.shown.action, Action::Unchanged as i32, "{have}");
+            assert!(same.op.is_none());
+        }
+        let raise = tier("large", &quota("small", None), org, false)
+            .expect("planned")
+            .expect("a step");
+        assert_eq!(raise.shown.action, Action::Update as i32);
+        assert_eq!(raise.shown.resource, org);
+        assert!(raise.counts.is_empty(), "a tier counts against no quota");
+        assert!(matches!(
+            raise.op,
+            Some(Op::RaiseTier { set: false, ref request, .. }) if request.tier == "large"
+        ));
+        let by_operator = tier("large", &quota("small", None), org, true)
+            .expect("planned")
+            .expect("a step");
+        assert!(matches!(
+            by_operator.op,
+            Some(Op::RaiseTier { set: true, ref quota, .. }) if quota == "organizations/acme/quotas/sto1"
+        ));
+        let waiting = tier("large", &quota("small", Some("large")), org, false)
+            .expect("planned")
+            .expect("a step");
+        assert!(
+            waiting.shown.reason.contains("waiting"),
+            "{:?}",
+            waiting.shown
+        );
+    }
+
+    #[test]
+    fn an_unknown_tier_names_the_field() {
+        let org = "organizations/acme";
+        let unknown = tier("huge", &quota("small", None), org, false).expect_err("unknown");
+        assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+        assert!(
+            unknown.message().contains("small, medium, large"),
+            "{unknown:?}"
+        );
+        let mut none = quota("", None);
+        none.tiers.clear();
+        let unconfigured = tier("small", &none, org, false).expect_err("no tiers");
+        assert!(
+            unconfigured.message().contains("no quota tiers"),
+            "{unconfigured:?}"
+        );
+    }
 }
