@@ -818,8 +818,10 @@ impl EnvironmentService for Api {
                 .environment(&org_id, &id)
                 .await?
                 .map(|(_, r)| r);
-            self.environments().mark(&intent, &env.name).await?;
         }
+        // Also when nothing changes: marks only what is not marked yet (an
+        // environment applied before marks existed, or a mark cut short).
+        self.environments().mark(&intent, &env.name).await?;
         let apply_key = if req.request_id.is_empty() {
             format!("{}:{}", env.name, nordlys_api::ids::random_hex(16))
         } else {
