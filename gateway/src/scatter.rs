@@ -75,10 +75,19 @@ pub trait Listed {
     fn absorb(&mut self, other: Self);
     /// Says which environment manages it (empty: none).
     fn set_managed_by(&mut self, environment: String);
+    /// Its organization (`organizations/{org}`), when it says.
+    fn organization(&self) -> Option<&str>;
+}
+
+/// The organization part of a user's name.
+fn organization_of_user(user: &str) -> Option<&str> {
+    let rest = user.strip_prefix("organizations/")?;
+    let id = rest.split('/').next()?;
+    user.get(..("organizations/".len() + id.len()))
 }
 
 macro_rules! listed_with_status {
-    ($($t:ty),*) => {$(
+    ($($t:ty => |$this:ident| $organization:expr),*) => {$(
         impl Listed for $t {
             fn name(&self) -> &str {
                 &self.name
@@ -90,10 +99,17 @@ macro_rules! listed_with_status {
             fn set_managed_by(&mut self, environment: String) {
                 self.managed_by = environment;
             }
+            fn organization(&self) -> Option<&str> {
+                let $this = self;
+                $organization
+            }
         }
     )*};
 }
-listed_with_status!(Project, Membership);
+listed_with_status!(
+    Project => |project| Some(project.organization.as_str()),
+    Membership => |membership| organization_of_user(&membership.user)
+);
 
 impl Listed for User {
     fn name(&self) -> &str {
@@ -114,6 +130,9 @@ impl Listed for User {
     fn set_managed_by(&mut self, environment: String) {
         self.managed_by = environment;
     }
+    fn organization(&self) -> Option<&str> {
+        organization_of_user(&self.name)
+    }
 }
 
 macro_rules! listed_single_region {
@@ -126,6 +145,10 @@ macro_rules! listed_single_region {
             fn absorb(&mut self, _other: Self) {}
             fn set_managed_by(&mut self, environment: String) {
                 self.managed_by = environment;
+            }
+            // Named by its project, whose organization it does not say.
+            fn organization(&self) -> Option<&str> {
+                None
             }
         }
     )*};
@@ -209,6 +232,15 @@ pub fn mark_unreachable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_name_gives_its_organization() {
+        assert_eq!(
+            organization_of_user("organizations/acme/users/ada"),
+            Some("organizations/acme")
+        );
+        assert_eq!(organization_of_user("projects/web"), None);
+    }
 
     fn p(name: &str, region: &str) -> Project {
         Project {

@@ -1024,6 +1024,50 @@ async fn what_an_environment_manages_says_so_and_no_other_environment_takes_it()
         "{refused:?}"
     );
 
+    // Another organization naming the same project id learns nothing of
+    // this one, and marks nothing of it.
+    let other = stack.tenant("other").await;
+    let mut squat = spec();
+    if let Some(p) = squat.project.as_mut() {
+        p.project_id = "prod-web".into();
+    }
+    let squat = environment(&other.organization, "squat", squat);
+    let tried = apply(&channel, &other.key, &squat, false).await;
+    let said = format!("{tried:?}");
+    assert!(!said.contains(org.as_str()), "{said}");
+    if let Ok(tried) = &tried {
+        assert!(!failed(tried).is_empty(), "the id is taken: {said}");
+    }
+    let project = ProjectServiceClient::new(channel.clone())
+        .get_project(bearer(
+            GetProjectRequest {
+                name: "projects/prod-web".into(),
+            },
+            key,
+        ))
+        .await
+        .expect("GetProject")
+        .into_inner();
+    assert_eq!(project.managed_by, by, "still this organization's");
+    let operator = ProjectServiceClient::new(channel.clone())
+        .get_project(bearer(
+            GetProjectRequest {
+                name: "projects/prod-web".into(),
+            },
+            nordlys_tests::OPERATOR_KEY,
+        ))
+        .await
+        .expect("GetProject")
+        .into_inner();
+    assert_eq!(operator.managed_by, by);
+    // An operator applying it for the other organization is refused: the
+    // project is this organization's.
+    let refused = apply(&channel, nordlys_tests::OPERATOR_KEY, &squat, true)
+        .await
+        .expect_err("another organization's project");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains(org.as_str()), "{refused:?}");
+
     // Deleted with the environment, the marks go: a project made anew
     // under the same id is nobody's.
     networks

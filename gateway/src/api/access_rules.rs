@@ -77,7 +77,7 @@ impl AccessRuleService for Api {
                 .request_id(&req.request_id)
                 .data(Data::AccessRule(rule.clone())),
         );
-        Ok(Response::new(self.marked(rule)))
+        Ok(Response::new(self.marked(&call, rule)))
     }
 
     async fn get_access_rule(

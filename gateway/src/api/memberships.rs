@@ -230,7 +230,7 @@ impl MembershipService for Api {
             .request_id(&req.request_id)
             .data(Data::Membership(membership.clone())),
         );
-        Ok(Response::new(self.marked(membership)))
+        Ok(Response::new(self.marked(&call, membership)))
     }
 
     async fn get_membership(
@@ -240,7 +240,7 @@ impl MembershipService for Api {
         let (membership, _) = self
             .get_by_name(request, "GetMembership", &["projects", "members"])
             .await?;
-        Ok(Response::new(self.marked(membership)))
+        Ok(Response::new(membership))
     }
 
     async fn list_memberships(

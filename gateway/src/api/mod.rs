@@ -104,20 +104,33 @@ impl Api {
     }
 
     /// Sets `resource`'s `managed_by` from the environments' markers (and
-    /// clears whatever a region kept there).
-    fn mark<T: Listed>(&self, resource: &mut T) {
+    /// clears whatever a region kept there). Project ids are global, so a
+    /// mark left on a name another organization has since taken must not
+    /// show there: a mark counts only for a resource of the environment's
+    /// organization (the resource's own, else the caller's; an operator's
+    /// read of a network or rule, which carries none, trusts the mark).
+    fn mark<T: Listed>(&self, call: &Call, resource: &mut T) {
+        let organization = resource.organization().map(str::to_string).or_else(|| {
+            (call.caller.role != Role::Operator).then(|| call.caller.organization.clone())
+        });
         let environment = self
             .state
             .environments
             .markers()
             .managed_by(resource.name())
+            .filter(|env| match &organization {
+                Some(org) => env
+                    .strip_prefix(org.as_str())
+                    .is_some_and(|rest| rest.starts_with("/environments/")),
+                None => true,
+            })
             .unwrap_or_default();
         resource.set_managed_by(environment);
     }
 
     /// `resource`, [`Api::mark`]ed.
-    fn marked<T: Listed>(&self, mut resource: T) -> T {
-        self.mark(&mut resource);
+    fn marked<T: Listed>(&self, call: &Call, mut resource: T) -> T {
+        self.mark(call, &mut resource);
         resource
     }
 
@@ -551,7 +564,7 @@ impl Api {
         }
         match found {
             Some(mut item) => {
-                self.mark(&mut item);
+                self.mark(call, &mut item);
                 Ok((item, unreachable))
             }
             None if unreachable.is_empty() => Err(Status::not_found("not found")),
@@ -607,7 +620,7 @@ impl Api {
         .await;
         let mut page = merge_pages(answers, size)?;
         for item in &mut page.items {
-            self.mark(item);
+            self.mark(call, item);
         }
         let token = page
             .next_after
@@ -842,7 +855,7 @@ impl Api {
                 .request_id(update.request_id)
                 .data((update.data)(changed.clone())),
         );
-        Ok(self.marked(changed))
+        Ok(self.marked(call, changed))
     }
 }
 

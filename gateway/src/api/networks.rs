@@ -110,7 +110,7 @@ impl NetworkService for Api {
                 .request_id(&req.request_id)
                 .data(Data::Network(network.clone())),
         );
-        Ok(Response::new(self.marked(network)))
+        Ok(Response::new(self.marked(&call, network)))
     }
 
     async fn get_network(

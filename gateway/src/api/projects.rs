@@ -93,7 +93,7 @@ impl ProjectService for Api {
                 .request_id(&req.request_id)
                 .data(Data::Project(project.clone())),
         );
-        Ok(Response::new(self.marked(project)))
+        Ok(Response::new(self.marked(&call, project)))
     }
 
     async fn get_project(
@@ -108,7 +108,7 @@ impl ProjectService for Api {
             .await
             .map_err(|s| not_found_as(s, &req.name))?;
         complete_statuses(&mut project, &unreachable);
-        Ok(Response::new(self.marked(project)))
+        Ok(Response::new(self.marked(&call, project)))
     }
 
     async fn list_projects(
@@ -197,7 +197,7 @@ impl ProjectService for Api {
                 .request_id(&req.request_id)
                 .data(Data::Project(project.clone())),
         );
-        Ok(Response::new(self.marked(project)))
+        Ok(Response::new(self.marked(&call, project)))
     }
 
     async fn delete_project(

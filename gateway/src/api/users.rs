@@ -89,7 +89,7 @@ impl UserService for Api {
                 .request_id(&req.request_id)
                 .data(Data::User(user.clone())),
         );
-        Ok(Response::new(self.marked(user)))
+        Ok(Response::new(self.marked(&call, user)))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
@@ -103,7 +103,7 @@ impl UserService for Api {
             .map_err(|s| not_found_as(s, &req.name))?;
         let placement = user.regions.clone();
         mark_unreachable(&mut user.region_status, &placement, &unreachable);
-        Ok(Response::new(self.marked(user)))
+        Ok(Response::new(self.marked(&call, user)))
     }
 
     async fn list_users(
@@ -181,7 +181,7 @@ impl UserService for Api {
                 .request_id(&req.request_id)
                 .data(Data::User(user.clone())),
         );
-        Ok(Response::new(self.marked(user)))
+        Ok(Response::new(self.marked(&call, user)))
     }
 
     async fn delete_user(

@@ -58,6 +58,13 @@ struct Behalf {
     per_call: Duration,
 }
 
+/// Whether environments `a` and `b` (`organizations/{org}/environments/{id}`)
+/// are of one organization.
+fn same_organization(a: &str, b: &str) -> bool {
+    let org = |name: &str| name.split("/environments/").next().map(str::to_string);
+    org(a).is_some() && org(a) == org(b)
+}
+
 /// A call the environment makes on the caller's behalf. Its lists wait
 /// for every region (a plan needs every region's answer).
 fn inner<T>(on: &Behalf, message: T) -> Request<T> {
@@ -186,6 +193,9 @@ impl Api {
     /// FAILED_PRECONDITION when a resource the plan would make or change
     /// is another environment's: two environments converging one project
     /// would undo each other, and deleting one would take the other's.
+    /// Only the caller's organization's environments count: a mark of
+    /// another's means the id is taken there, which the create says
+    /// without naming anything of theirs.
     fn refuse_another_environments(
         &self,
         environment: &str,
@@ -202,8 +212,10 @@ impl Api {
             .filter(|s| s.shown.kind != "tier")
             .filter_map(|s| {
                 let owner = markers.managed_by(&s.shown.resource)?;
-                (owner != environment && !managed.contains(&s.shown.resource))
-                    .then(|| (s.shown.resource.clone(), owner))
+                (owner != environment
+                    && same_organization(&owner, environment)
+                    && !managed.contains(&s.shown.resource))
+                .then(|| (s.shown.resource.clone(), owner))
             })
             .collect();
         if taken.is_empty() {
@@ -819,15 +831,30 @@ impl EnvironmentService for Api {
                 .await?
                 .map(|(_, r)| r);
         }
-        // Also when nothing changes: marks only what is not marked yet (an
-        // environment applied before marks existed, or a mark cut short).
-        self.environments().mark(&intent, &env.name).await?;
         let apply_key = if req.request_id.is_empty() {
             format!("{}:{}", env.name, nordlys_api::ids::random_hex(16))
         } else {
             format!("{}:{}", env.name, req.request_id)
         };
         let (results, complete) = self.run_steps(&metadata, &record, &steps, &apply_key).await;
+        // Marked once known to be the environment's: made by a step that
+        // succeeded, or found by the plan and already its own. Not before:
+        // a create that fails (the id taken in another organization) must
+        // not mark what it did not make. Also when nothing changed, which
+        // marks what an apply cut short after its step did not mark.
+        let done: BTreeSet<usize> = results
+            .iter()
+            .filter(|r| r.code == 0)
+            .map(|r| r.step as usize)
+            .collect();
+        let made: Vec<&String> = steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.op.is_none() || done.contains(i))
+            .map(|(_, s)| &s.shown.resource)
+            .filter(|r| desired_names.contains(*r))
+            .collect();
+        self.environments().mark(made, &env.name).await?;
         // What the deletes that ran removed is no longer the environment's.
         for r in &results {
             let step = &steps[r.step as usize];

@@ -342,6 +342,15 @@ pub(super) fn plan(
                 .collect(),
         }),
         Some(have) => {
+            // Seen only by an operator's plan: ids are global, and a record
+            // may name a project whose create failed because another
+            // organization has the id.
+            if have.organization != organization {
+                return Err(Status::failed_precondition(format!(
+                    "{pname} belongs to {}: choose another project id",
+                    have.organization
+                )));
+            }
             if !managed.contains(&pname) {
                 return Err(not_ours(&pname, &have.managed_by));
             }
@@ -830,6 +839,7 @@ mod tests {
         let actual = Actual {
             project: Some(Project {
                 name: "projects/web".into(),
+                organization: "organizations/acme".into(),
                 display_name: "Web".into(),
                 regions: vec!["sto1".into(), "osl1".into()],
                 region_status: ready(&["sto1"]),
@@ -878,6 +888,7 @@ mod tests {
         let mut actual = Actual {
             project: Some(Project {
                 name: "projects/web".into(),
+                organization: "organizations/acme".into(),
                 display_name: "Web".into(),
                 regions: vec!["osl1".into(), "sto1".into()],
                 region_status: ready(&["osl1", "sto1"]),
@@ -936,6 +947,7 @@ mod tests {
         let actual = Actual {
             project: Some(Project {
                 name: "projects/web".into(),
+                organization: "organizations/acme".into(),
                 display_name: "Web".into(),
                 regions: vec!["sto1".into(), "osl1".into()],
                 region_status: ready(&["sto1", "osl1"]),
@@ -1042,6 +1054,32 @@ mod tests {
             "{:?}",
             waiting.shown
         );
+    }
+
+    #[test]
+    fn another_organizations_project_is_refused() {
+        let mut actual = Actual {
+            project: Some(Project {
+                name: "projects/web".into(),
+                organization: "organizations/other".into(),
+                display_name: "Web".into(),
+                regions: vec!["sto1".into(), "osl1".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let managed: BTreeSet<String> = ["projects/web".to_string()].into();
+        let refused = plan(&spec(), None, &actual, &managed, "organizations/acme")
+            .expect_err("another organization's");
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("organizations/other"),
+            "{refused:?}"
+        );
+        if let Some(p) = actual.project.as_mut() {
+            p.organization = "organizations/acme".into();
+        }
+        plan(&spec(), None, &actual, &managed, "organizations/acme").expect("its own");
     }
 
     #[test]
