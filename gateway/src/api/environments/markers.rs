@@ -1,12 +1,16 @@
 //! Which environment manages a resource, so that a Project, Network,
 //! AccessRule, User or Membership read on its own says so (`managed_by`).
 //!
-//! An apply writes a marker per resource it is about to make (`res.{name}`
-//! in the environments bucket, the name's `/` as `.`) before its steps
-//! run, and removes a resource's marker before the record that drops the
-//! resource: so a marker never names an environment for a resource that
-//! exists and is not that environment's. Every gateway follows the markers
-//! into memory, so reads cost a map lookup, not a KV round trip.
+//! An apply writes a marker (`res.{name}` in the environments bucket, the
+//! name's `/` as `.`) for each resource once it is known to be the
+//! environment's: made by a step that succeeded, or found by the plan and
+//! already its own (so an apply cut short between a create and its mark
+//! marks it next time). It removes a resource's marker before the record
+//! that drops the resource. So a marker never names an environment for a
+//! resource it did not make; one left on a deleted resource whose id
+//! another organization then takes is not shown there (see `Api::mark`).
+//! Every gateway follows the markers into memory, so reads cost a map
+//! lookup, not a KV round trip.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
