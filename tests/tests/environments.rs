@@ -905,6 +905,19 @@ fn managed<T>(items: &[T], name: fn(&T) -> &str, by: fn(&T) -> &str) -> BTreeMap
         .collect()
 }
 
+/// GetProject `name`, read with `key`.
+async fn get_project(
+    channel: &Channel,
+    key: &str,
+    name: &str,
+) -> nordlys_proto::pb::nordlys::v1::Project {
+    ProjectServiceClient::new(channel.clone())
+        .get_project(bearer(GetProjectRequest { name: name.into() }, key))
+        .await
+        .expect("GetProject")
+        .into_inner()
+}
+
 #[tokio::test]
 async fn what_an_environment_manages_says_so_and_no_other_environment_takes_it() {
     let stack = Stack::start().await;
@@ -917,16 +930,7 @@ async fn what_an_environment_manages_says_so_and_no_other_environment_takes_it()
     let by = env.name.clone();
 
     // Each kind, read alone and listed, names the environment.
-    let project = ProjectServiceClient::new(channel.clone())
-        .get_project(bearer(
-            GetProjectRequest {
-                name: "projects/prod-web".into(),
-            },
-            key,
-        ))
-        .await
-        .expect("GetProject")
-        .into_inner();
+    let project = get_project(&channel, key, "projects/prod-web").await;
     assert_eq!(project.managed_by, by);
     let user = UserServiceClient::new(channel.clone())
         .get_user(bearer(
@@ -1038,27 +1042,9 @@ async fn what_an_environment_manages_says_so_and_no_other_environment_takes_it()
     if let Ok(tried) = &tried {
         assert!(!failed(tried).is_empty(), "the id is taken: {said}");
     }
-    let project = ProjectServiceClient::new(channel.clone())
-        .get_project(bearer(
-            GetProjectRequest {
-                name: "projects/prod-web".into(),
-            },
-            key,
-        ))
-        .await
-        .expect("GetProject")
-        .into_inner();
+    let project = get_project(&channel, key, "projects/prod-web").await;
     assert_eq!(project.managed_by, by, "still this organization's");
-    let operator = ProjectServiceClient::new(channel.clone())
-        .get_project(bearer(
-            GetProjectRequest {
-                name: "projects/prod-web".into(),
-            },
-            nordlys_tests::OPERATOR_KEY,
-        ))
-        .await
-        .expect("GetProject")
-        .into_inner();
+    let operator = get_project(&channel, nordlys_tests::OPERATOR_KEY, "projects/prod-web").await;
     assert_eq!(operator.managed_by, by);
     // An operator applying it for the other organization is refused: the
     // project is this organization's.

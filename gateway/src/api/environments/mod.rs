@@ -427,22 +427,27 @@ impl Api {
         let (true, Some(region)) = (!project.tier.is_empty(), project.regions.first()) else {
             return Ok(None);
         };
-        let quota = QuotaService::get_quota(
-            self,
-            inner(
-                metadata,
-                GetQuotaRequest {
-                    name: format!("{organization}/quotas/{region}"),
-                },
-            ),
-        )
-        .await?
-        .into_inner();
+        let quota = self.quota_in(metadata, organization, region).await?;
         plan::tier(
             &project.tier,
             &quota,
             organization,
             call.caller.role == Role::Operator,
+        )
+    }
+
+    /// The organization's quota in `region`, read as the caller.
+    async fn quota_in(
+        &self,
+        metadata: &Behalf,
+        organization: &str,
+        region: &str,
+    ) -> Result<Quota, Status> {
+        let name = format!("{organization}/quotas/{region}");
+        Ok(
+            QuotaService::get_quota(self, inner(metadata, GetQuotaRequest { name }))
+                .await?
+                .into_inner(),
         )
     }
 
@@ -468,17 +473,7 @@ impl Api {
             .collect();
         let mut violations = Vec::new();
         for region in regions {
-            let quota = QuotaService::get_quota(
-                self,
-                inner(
-                    metadata,
-                    GetQuotaRequest {
-                        name: format!("{organization}/quotas/{region}"),
-                    },
-                ),
-            )
-            .await?
-            .into_inner();
+            let quota = self.quota_in(metadata, organization, region).await?;
             let (limits, usage, reserved) = (
                 quota.limits.unwrap_or_default(),
                 quota.usage.unwrap_or_default(),
