@@ -83,3 +83,50 @@ pub async fn open_bucket(
 ) -> Result<kv::Store, BoxError> {
     buckets.into().open(bucket, description, max_age).await
 }
+
+/// Follows the keys of `kv` matching `keys` (a subject filter such as `>`
+/// or `res.>`) for as long as the caller awaits: first each key's last
+/// entry, then every change, each given to `apply` once, in revision
+/// order. `applied` says the last revision applied. When the watch ends or
+/// fails (a reconnect the ordered consumer could not ride out), it resumes
+/// after that revision: every key changed since has its newest entry past
+/// it (deletes leave an entry too), so nothing is missed. `what` names the
+/// follower in the logs.
+pub async fn follow_kv(
+    kv: &kv::Store,
+    keys: &str,
+    what: &str,
+    applied: impl Fn() -> u64,
+    mut apply: impl FnMut(&kv::Entry),
+) {
+    use futures::StreamExt;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let from = applied();
+        let watch = if from == 0 {
+            kv.watch_with_history(keys).await
+        } else {
+            kv.watch_from_revision(keys, from + 1).await
+        };
+        match watch {
+            Ok(mut entries) => {
+                while let Some(entry) = entries.next().await {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "{what}: watch failed; resuming");
+                            break;
+                        }
+                    };
+                    backoff = Duration::from_millis(50);
+                    if entry.revision > applied() {
+                        apply(&entry);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "{what}: cannot watch the bucket; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

@@ -39,7 +39,7 @@ pub mod tls;
 pub use coalesce::{coalesced_incoming, Coalesced};
 pub use connect::{connect, connect_with, NatsSettings};
 pub use direct_channel::{DirectChannel, DirectOptions};
-pub use kv_bucket::{open_bucket, Buckets};
+pub use kv_bucket::{follow_kv, open_bucket, Buckets};
 pub use metadata::{Identity, Role};
 pub use nats::client::{append_nats_header, append_nats_timeout, NatsChannel};
 pub use nats::server::{

@@ -24,7 +24,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 use nordlys_proto::pb::nordlys::v1::{Membership, ResourceCounts};
 use prost::Message;
 use tokio::sync::watch;
@@ -356,47 +355,25 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(format!("JetStream KV index: {e}"))
 }
 
-/// Follows the bucket for as long as the index lives: first every key's
-/// last entry, then each change. When the watch ends or fails (a reconnect
-/// the ordered consumer could not ride out), it resumes from the entry after
-/// the last one applied: every key changed since then has its newest entry
-/// past that sequence (deletes leave a marker), so nothing is missed.
+/// Follows the bucket for as long as the index lives
+/// ([`nordlys_transport::follow_kv`]: every key's last entry, then each
+/// change, resumed after the last one applied).
 async fn follow(kv: kv::Store, shared: Arc<Shared>) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let from = *shared.applied.borrow();
-        let watch = if from == 0 {
-            kv.watch_with_history(">").await
-        } else {
-            kv.watch_all_from_revision(from + 1).await
-        };
-        match watch {
-            Ok(mut entries) => {
-                while let Some(entry) = entries.next().await {
-                    let entry = match entry {
-                        Ok(entry) => entry,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "kv index: watch failed; resuming");
-                            break;
-                        }
-                    };
-                    backoff = Duration::from_millis(50);
-                    if entry.revision <= *shared.applied.borrow() {
-                        continue;
-                    }
-                    shared
-                        .tables
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .apply(&entry.key, entry.operation, &entry.value);
-                    shared.applied.send_replace(entry.revision);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "kv index: cannot watch the bucket; retrying"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    nordlys_transport::follow_kv(
+        &kv,
+        ">",
+        "kv index",
+        || *shared.applied.borrow(),
+        |entry| {
+            shared
+                .tables
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .apply(&entry.key, entry.operation, &entry.value);
+            shared.applied.send_replace(entry.revision);
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -14,10 +14,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 
 /// The markers' keys start with this.
 const PREFIX: &str = "res.";
@@ -89,42 +87,17 @@ impl Markers {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = entry.revision;
     }
 
-    /// Follows the markers for as long as the gateway runs: first each
-    /// one's last entry, then every change. When the watch ends or fails,
-    /// it resumes after the last entry applied (a delete leaves a marker
-    /// entry too, so nothing is missed).
+    /// Follows the markers for as long as the gateway runs
+    /// ([`nordlys_transport::follow_kv`]).
     pub(super) async fn follow(&self, kv: kv::Store) {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let from = self.applied();
-            let watch = if from == 0 {
-                kv.watch_with_history(format!("{PREFIX}>")).await
-            } else {
-                kv.watch_from_revision(format!("{PREFIX}>"), from + 1).await
-            };
-            match watch {
-                Ok(mut entries) => {
-                    while let Some(entry) = entries.next().await {
-                        match entry {
-                            Ok(entry) if entry.revision > self.applied() => {
-                                backoff = Duration::from_millis(50);
-                                self.apply(&entry);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "environment markers: watch failed; resuming");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "environment markers: cannot watch; retrying")
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
+        nordlys_transport::follow_kv(
+            &kv,
+            &format!("{PREFIX}>"),
+            "environment markers",
+            || self.applied(),
+            |entry| self.apply(entry),
+        )
+        .await
     }
 }
 
