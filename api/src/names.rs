@@ -63,6 +63,14 @@ pub fn organization(org: &str) -> String {
     format!("organizations/{org}")
 }
 
+/// The `organizations/{org}` a name under an organization starts with
+/// (a user, an environment, a quota); `None` for any other name.
+pub fn organization_of(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("organizations/")?;
+    let id = rest.split('/').next().filter(|id| !id.is_empty())?;
+    name.get(.."organizations/".len() + id.len())
+}
+
 /// `projects/{project}`.
 pub fn project(project: &str) -> String {
     format!("projects/{project}")
@@ -111,6 +119,19 @@ pub fn region(region: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_under_an_organization_give_it() {
+        for name in [
+            "organizations/acme/users/ada",
+            "organizations/acme/environments/prod",
+            "organizations/acme",
+        ] {
+            assert_eq!(organization_of(name), Some("organizations/acme"), "{name}");
+        }
+        assert_eq!(organization_of("projects/web"), None);
+        assert_eq!(organization_of("organizations/"), None);
+    }
 
     #[test]
     fn parses_nested_names() {

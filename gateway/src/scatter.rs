@@ -79,13 +79,6 @@ pub trait Listed {
     fn organization(&self) -> Option<&str>;
 }
 
-/// The organization part of a user's name.
-fn organization_of_user(user: &str) -> Option<&str> {
-    let rest = user.strip_prefix("organizations/")?;
-    let id = rest.split('/').next()?;
-    user.get(..("organizations/".len() + id.len()))
-}
-
 macro_rules! listed_with_status {
     ($($t:ty => |$this:ident| $organization:expr),*) => {$(
         impl Listed for $t {
@@ -108,7 +101,7 @@ macro_rules! listed_with_status {
 }
 listed_with_status!(
     Project => |project| Some(project.organization.as_str()),
-    Membership => |membership| organization_of_user(&membership.user)
+    Membership => |membership| nordlys_api::names::organization_of(&membership.user)
 );
 
 impl Listed for User {
@@ -131,7 +124,7 @@ impl Listed for User {
         self.managed_by = environment;
     }
     fn organization(&self) -> Option<&str> {
-        organization_of_user(&self.name)
+        nordlys_api::names::organization_of(&self.name)
     }
 }
 
@@ -232,15 +225,6 @@ pub fn mark_unreachable(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_users_name_gives_its_organization() {
-        assert_eq!(
-            organization_of_user("organizations/acme/users/ada"),
-            Some("organizations/acme")
-        );
-        assert_eq!(organization_of_user("projects/web"), None);
-    }
 
     fn p(name: &str, region: &str) -> Project {
         Project {

@@ -110,19 +110,17 @@ impl Api {
     /// organization (the resource's own, else the caller's; an operator's
     /// read of a network or rule, which carries none, trusts the mark).
     fn mark<T: Listed>(&self, call: &Call, resource: &mut T) {
-        let organization = resource.organization().map(str::to_string).or_else(|| {
-            (call.caller.role != Role::Operator).then(|| call.caller.organization.clone())
-        });
         let environment = self
             .state
             .environments
             .markers()
             .managed_by(resource.name())
-            .filter(|env| match &organization {
-                Some(org) => env
-                    .strip_prefix(org.as_str())
-                    .is_some_and(|rest| rest.starts_with("/environments/")),
-                None => true,
+            .filter(|env| {
+                let organization = resource.organization().or_else(|| {
+                    (call.caller.role != Role::Operator)
+                        .then_some(call.caller.organization.as_str())
+                });
+                organization.is_none_or(|org| names::organization_of(env) == Some(org))
             })
             .unwrap_or_default();
         resource.set_managed_by(environment);

@@ -58,13 +58,6 @@ struct Behalf {
     per_call: Duration,
 }
 
-/// Whether environments `a` and `b` (`organizations/{org}/environments/{id}`)
-/// are of one organization.
-fn same_organization(a: &str, b: &str) -> bool {
-    let org = |name: &str| name.split("/environments/").next().map(str::to_string);
-    org(a).is_some() && org(a) == org(b)
-}
-
 /// A call the environment makes on the caller's behalf. Its lists wait
 /// for every region (a plan needs every region's answer).
 fn inner<T>(on: &Behalf, message: T) -> Request<T> {
@@ -190,32 +183,27 @@ impl Api {
         Ok((call, on))
     }
 
-    /// FAILED_PRECONDITION when a resource the plan would make or change
-    /// is another environment's: two environments converging one project
-    /// would undo each other, and deleting one would take the other's.
-    /// Only the caller's organization's environments count: a mark of
-    /// another's means the id is taken there, which the create says
-    /// without naming anything of theirs.
+    /// FAILED_PRECONDITION when a resource the plan would have this
+    /// environment manage (`desired`, beyond what it does) is another
+    /// environment's: two environments converging one project would undo
+    /// each other, and deleting one would take the other's. Only the
+    /// caller's organization's environments count: a mark of another's
+    /// means the id is taken there, which the create says without naming
+    /// anything of theirs.
     fn refuse_another_environments(
         &self,
         environment: &str,
-        steps: &[Step],
+        desired: &BTreeSet<String>,
         managed: &BTreeSet<String>,
     ) -> Result<(), Status> {
         let markers = self.environments().markers();
-        let taken: Vec<(String, String)> = steps
-            .iter()
-            .filter(|s| s.shown.action != Action::Delete as i32)
-            // An existing user is only a member here, not made: another
-            // environment's users may be members of this one's project.
-            .filter(|s| s.shown.kind != "user" || s.op.is_some())
-            .filter(|s| s.shown.kind != "tier")
-            .filter_map(|s| {
-                let owner = markers.managed_by(&s.shown.resource)?;
+        let taken: Vec<(String, String)> = desired
+            .difference(managed)
+            .filter_map(|resource| {
+                let owner = markers.managed_by(resource)?;
                 (owner != environment
-                    && same_organization(&owner, environment)
-                    && !managed.contains(&s.shown.resource))
-                .then(|| (s.shown.resource.clone(), owner))
+                    && names::organization_of(&owner) == names::organization_of(environment))
+                .then(|| (resource.clone(), owner))
             })
             .collect();
         if taken.is_empty() {
@@ -768,7 +756,18 @@ impl EnvironmentService for Api {
         if let Some(tier) = self.tier_step(&call, &metadata, &desired, &org).await? {
             steps.push(tier);
         }
-        self.refuse_another_environments(&env.name, &steps, &managed)?;
+        // What the environment is to manage when its steps are done: not
+        // the tier (the organization's), nor a user it only makes a member.
+        let desired_names: BTreeSet<String> = steps
+            .iter()
+            .filter(|s| s.shown.action != Action::Delete as i32)
+            .filter(|s| s.shown.kind != "tier")
+            .filter(|s| {
+                s.shown.kind != "user" || s.op.is_some() || managed.contains(&s.shown.resource)
+            })
+            .map(|s| s.shown.resource.clone())
+            .collect();
+        self.refuse_another_environments(&env.name, &desired_names, &managed)?;
         let changes = steps.iter().any(|s| s.op.is_some());
         let shown: Vec<_> = steps.iter().map(|s| s.shown.clone()).collect();
         self.check_quota(&metadata, &org, &steps).await?;
@@ -793,16 +792,6 @@ impl EnvironmentService for Api {
         }
         // What the steps make is the environment's before they run: an
         // apply cut short leaves nothing it does not know it owns.
-        let desired_names: BTreeSet<String> = steps
-            .iter()
-            .filter(|s| s.shown.action != Action::Delete as i32)
-            // The tier is the organization's, not a resource it made.
-            .filter(|s| s.shown.kind != "tier")
-            .filter(|s| {
-                s.shown.kind != "user" || s.op.is_some() || managed.contains(&s.shown.resource)
-            })
-            .map(|s| s.shown.resource.clone())
-            .collect();
         let mut intent: BTreeSet<String> = managed.union(&desired_names).cloned().collect();
         record.name = env.name.clone();
         record.spec = env.spec.clone();
