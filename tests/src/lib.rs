@@ -1260,6 +1260,26 @@ pub async fn create_project(
         .map(tonic::Response::into_inner)
 }
 
+/// ApplyEnvironment of `env` with `key`: its plan when `validate_only`.
+pub async fn apply_environment(
+    channel: &Channel,
+    key: &str,
+    env: &pb::Environment,
+    validate_only: bool,
+) -> Result<pb::ApplyEnvironmentResponse, tonic::Status> {
+    pb::environment_service_client::EnvironmentServiceClient::new(channel.clone())
+        .apply_environment(bearer(
+            pb::ApplyEnvironmentRequest {
+                environment: Some(env.clone()),
+                validate_only,
+                request_id: String::new(),
+            },
+            key,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// Evaluates a list call (an expression that awaits the answer) until the
 /// answer names no region `unreachable`, at most ten times half a second
 /// apart, and panics if some region never answers. A region's cloud under

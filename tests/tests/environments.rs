@@ -20,16 +20,15 @@ use nordlys_proto::pb::nordlys::v1::{
     membership_service_client::MembershipServiceClient,
     network_service_client::NetworkServiceClient, plan_step::Action,
     project_service_client::ProjectServiceClient, user_service_client::UserServiceClient,
-    ApplyEnvironmentRequest, ApplyEnvironmentResponse, CreateEnvironmentTemplateRequest,
-    CreateNetworkRequest, DeleteEnvironmentRequest, DeleteEnvironmentTemplateRequest,
-    DeleteNetworkRequest, Direction, Environment, EnvironmentAccessRule, EnvironmentMember,
-    EnvironmentNetwork, EnvironmentParameter, EnvironmentProject, EnvironmentSpec,
-    EnvironmentState, EnvironmentTemplate, GetEnvironmentRequest, GetProjectRequest,
-    GetUserRequest, ListAccessRulesRequest, ListEnvironmentTemplatesRequest,
-    ListEnvironmentsRequest, ListMembershipsRequest, ListNetworksRequest, Network, ProjectRole,
-    Protocol, ResourceCounts,
+    ApplyEnvironmentResponse, CreateEnvironmentTemplateRequest, CreateNetworkRequest,
+    DeleteEnvironmentRequest, DeleteEnvironmentTemplateRequest, DeleteNetworkRequest, Direction,
+    Environment, EnvironmentAccessRule, EnvironmentMember, EnvironmentNetwork,
+    EnvironmentParameter, EnvironmentProject, EnvironmentSpec, EnvironmentState,
+    EnvironmentTemplate, GetEnvironmentRequest, GetProjectRequest, GetUserRequest,
+    ListAccessRulesRequest, ListEnvironmentTemplatesRequest, ListEnvironmentsRequest,
+    ListMembershipsRequest, ListNetworksRequest, Network, ProjectRole, Protocol, ResourceCounts,
 };
-use nordlys_tests::{bearer, Regiond, Stack, StackOpts};
+use nordlys_tests::{apply_environment as apply, bearer, Regiond, Stack, StackOpts};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -92,25 +91,6 @@ fn environment(org: &str, id: &str, spec: EnvironmentSpec) -> Environment {
         spec: Some(spec),
         ..Default::default()
     }
-}
-
-async fn apply(
-    channel: &Channel,
-    key: &str,
-    env: &Environment,
-    validate_only: bool,
-) -> Result<ApplyEnvironmentResponse, tonic::Status> {
-    EnvironmentServiceClient::new(channel.clone())
-        .apply_environment(bearer(
-            ApplyEnvironmentRequest {
-                environment: Some(env.clone()),
-                validate_only,
-                request_id: String::new(),
-            },
-            key,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 /// The plan as `(action, resource)` pairs, unchanged steps left out.

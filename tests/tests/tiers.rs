@@ -10,12 +10,12 @@ use http_common::Http;
 use nordlys_proto::pb::nordlys::v1::{
     environment_service_client::EnvironmentServiceClient, plan_step::Action,
     quota_service_client::QuotaServiceClient, region_status::State, tier_change,
-    ApplyEnvironmentRequest, ApplyEnvironmentResponse, ApproveTierChangeRequest,
-    DeleteEnvironmentRequest, Environment, EnvironmentNetwork, EnvironmentProject, EnvironmentSpec,
-    EnvironmentState, GetProjectQuotaRequest, GetQuotaRequest, PlanStep, Quota, RegionStatus,
+    ApplyEnvironmentResponse, ApproveTierChangeRequest, DeleteEnvironmentRequest, Environment,
+    EnvironmentNetwork, EnvironmentProject, EnvironmentSpec, EnvironmentState,
+    GetProjectQuotaRequest, GetQuotaRequest, PlanStep, Quota, RegionStatus,
     RequestTierChangeRequest, UpdateQuotaRequest,
 };
-use nordlys_tests::{bearer, Stack, StackOpts, OPERATOR_KEY};
+use nordlys_tests::{apply_environment, bearer, Stack, StackOpts, OPERATOR_KEY};
 use serde_json::json;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -330,25 +330,6 @@ fn tiered_environment(org: &str, id: &str, tier: &str) -> Environment {
     }
 }
 
-async fn apply_env(
-    channel: &tonic::transport::Channel,
-    key: &str,
-    env: &Environment,
-    validate_only: bool,
-) -> Result<ApplyEnvironmentResponse, tonic::Status> {
-    EnvironmentServiceClient::new(channel.clone())
-        .apply_environment(bearer(
-            ApplyEnvironmentRequest {
-                environment: Some(env.clone()),
-                validate_only,
-                request_id: String::new(),
-            },
-            key,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 /// The environment's tier step.
 fn tier_step(response: &ApplyEnvironmentResponse) -> &PlanStep {
     response
@@ -383,7 +364,7 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
     assert_eq!(quota.tiers, ["small", "medium", "large"], "in order");
 
     // A tier the operator never configured: refused, naming the field.
-    let unknown = apply_env(
+    let unknown = apply_environment(
         &channel,
         key,
         &tiered_environment(&org, "web", "huge"),
@@ -400,7 +381,9 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
 
     // Below it: the plan raises it last, after the resources.
     let env = tiered_environment(&org, "web", "medium");
-    let planned = apply_env(&channel, key, &env, true).await.expect("plan");
+    let planned = apply_environment(&channel, key, &env, true)
+        .await
+        .expect("plan");
     let step = tier_step(&planned);
     assert_eq!(step.action, Action::Update as i32);
     assert_eq!(step.resource, org);
@@ -410,7 +393,9 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
     assert_eq!(tier_of(org.clone(), key.clone()).await.tier, "small");
 
     // Applied by an owner: the next tier up, granted at once.
-    let applied = apply_env(&channel, key, &env, false).await.expect("apply");
+    let applied = apply_environment(&channel, key, &env, false)
+        .await
+        .expect("apply");
     assert!(
         applied.results.iter().all(|r| r.code == 0),
         "{:?}",
@@ -424,12 +409,14 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
         record.resources
     );
     assert_eq!(tier_of(org.clone(), key.clone()).await.tier, "medium");
-    let again = apply_env(&channel, key, &env, false).await.expect("again");
+    let again = apply_environment(&channel, key, &env, false)
+        .await
+        .expect("again");
     assert!(!again.changes, "{:?}", again.plan);
     assert_eq!(tier_step(&again).action, Action::Unchanged as i32);
 
     // At least: a lower tier changes nothing.
-    let lower = apply_env(
+    let lower = apply_environment(
         &channel,
         key,
         &tiered_environment(&org, "web", "small"),
@@ -443,7 +430,9 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
     // resources are made; the environment stays incomplete, and its plan
     // says what it waits for.
     let env = tiered_environment(&org, "api", "large");
-    let waiting = apply_env(&channel, key, &env, false).await.expect("apply");
+    let waiting = apply_environment(&channel, key, &env, false)
+        .await
+        .expect("apply");
     let last = waiting.results.last().expect("results");
     assert_eq!(
         waiting.plan[last.step as usize].kind, "tier",
@@ -469,7 +458,9 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
         quota.pending_tier_change.map(|p| p.tier),
         Some("large".into())
     );
-    let replanned = apply_env(&channel, key, &env, true).await.expect("plan");
+    let replanned = apply_environment(&channel, key, &env, true)
+        .await
+        .expect("plan");
     assert!(
         tier_step(&replanned)
             .reason
@@ -488,7 +479,9 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
         ))
         .await
         .expect("approved");
-    let done = apply_env(&channel, key, &env, false).await.expect("apply");
+    let done = apply_environment(&channel, key, &env, false)
+        .await
+        .expect("apply");
     assert!(!done.changes, "{:?}", done.plan);
     assert_eq!(
         done.environment.expect("environment").state,
@@ -498,7 +491,7 @@ async fn an_environment_raises_the_organizations_tier_to_the_one_it_needs() {
     // An operator's apply sets the tier, more than one step up included.
     let other = stack.tenant("envtier-other").await;
     let env = tiered_environment(&other.organization, "ops", "large");
-    let set = apply_env(&channel, OPERATOR_KEY, &env, false)
+    let set = apply_environment(&channel, OPERATOR_KEY, &env, false)
         .await
         .expect("apply");
     assert!(set.results.iter().all(|r| r.code == 0), "{:?}", set.results);
